@@ -1,0 +1,115 @@
+/**
+ * What tests use to reach the real control plane and services.
+ *
+ * Under `deno task test` the harness has started everything once and exported
+ * `ARANYA_TEST_KUBECONFIG` and the `ARANYA_TEST_*` service variables; a test file
+ * run on its own (`deno test -P=e2e e2e/x_test.ts`) starts what it needs itself
+ * and stops it afterwards. `ARANYA_TEST_KUBECONFIG` may also name any existing
+ * cluster's kubeconfig, and then tests use that cluster.
+ */
+import { binPath, ensureBuilt } from "./cluster/build.ts";
+import { startControlPlane } from "./cluster/control_plane.ts";
+import { CACHE } from "./paths.ts";
+import { sleep } from "./process.ts";
+import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
+
+/** Result of a command that may fail. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Access to a cluster. */
+export interface ClusterHandle {
+  readonly kubeconfig: string;
+  /** Runs the built kubectl; resolves with code and output (does not throw on failure). */
+  kubectl(args: string[], stdin?: string): Promise<CommandResult>;
+  /** Runs the built kubectl and returns stdout; throws with stderr on failure. */
+  kubectlOk(args: string[], stdin?: string): Promise<string>;
+  /** Releases the cluster (stops it when this handle started it). */
+  release(): Promise<void>;
+}
+
+async function kubectl(kubeconfig: string, args: string[], stdin?: string): Promise<CommandResult> {
+  const child = new Deno.Command(binPath("kubectl"), {
+    args: [`--kubeconfig=${kubeconfig}`, ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+function handle(kubeconfig: string, release: () => Promise<void>): ClusterHandle {
+  return {
+    kubeconfig,
+    kubectl: (args, stdin) => kubectl(kubeconfig, args, stdin),
+    kubectlOk: async (args, stdin) => {
+      const r = await kubectl(kubeconfig, args, stdin);
+      if (r.code !== 0) {
+        throw new Error(`kubectl ${args.join(" ")} failed (code ${r.code}): ${r.stderr.trim()}`);
+      }
+      return r.stdout;
+    },
+    release,
+  };
+}
+
+/** The cluster for this test: the harness's (or ARANYA_TEST_KUBECONFIG's), else a fresh one. */
+export async function useCluster(): Promise<ClusterHandle> {
+  const existing = Deno.env.get("ARANYA_TEST_KUBECONFIG");
+  await ensureBuilt(); // the built kubectl is used even against an existing cluster
+  if (existing) return handle(existing, () => Promise.resolve());
+  const cp = await startControlPlane({ dir: `${CACHE}/cluster-standalone` });
+  return handle(cp.kubeconfig, () => cp.stop());
+}
+
+/** Access to the services, and how to release them. */
+export interface ServicesHandle {
+  readonly endpoints: ServiceEndpoints;
+  release(): Promise<void>;
+}
+
+/** The services for this test: the harness's, else freshly started ones. */
+export async function useServices(): Promise<ServicesHandle> {
+  const existing = endpointsFromEnv();
+  if (existing) return { endpoints: existing, release: () => Promise.resolve() };
+  const s = await startServices();
+  return { endpoints: s.endpoints, release: () => s.stop() };
+}
+
+/** A name unlikely to clash between test runs against a shared cluster. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Polls `fn` until it returns a value other than undefined; throws after `ms`
+ * with what was awaited and the last error seen.
+ */
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  ms = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(500);
+  }
+  throw new Error(`Timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}

@@ -1,0 +1,131 @@
+/**
+ * The test services (dockerd, Podman, mosquitto, registry) as one unit, so the
+ * harness starts them once for a whole test run and exports where they are
+ * through `ARANYA_TEST_*` environment variables.
+ */
+import type { ServiceProcess } from "../process.ts";
+import { DOCKER_SOCKET, startDockerd, stopDockerd } from "./dockerd.ts";
+import { startMosquitto, stopMosquitto } from "./mosquitto.ts";
+import { PODMAN_SOCKET, startPodman, stopPodman } from "./podman.ts";
+import { REGISTRY_PASSWORD, REGISTRY_USER, startRegistry, stopRegistry } from "./registry.ts";
+import { importTestImage, pushTestImage, TEST_IMAGE } from "./test_image.ts";
+
+export { EngineClient, type RegistryAuth, type StreamResult } from "./engine_client.ts";
+export { DOCKER_SOCKET } from "./dockerd.ts";
+export { PODMAN_SOCKET, podmanEnv } from "./podman.ts";
+export { REGISTRY_PASSWORD, REGISTRY_USER } from "./registry.ts";
+export { registryImage, TEST_IMAGE, TEST_IMAGE_REPO, TEST_IMAGE_TAG } from "./test_image.ts";
+
+/** Where the running services are. */
+export interface ServiceEndpoints {
+  dockerSocket: string;
+  podmanSocket: string;
+  /** "127.0.0.1:port" of the MQTT broker. */
+  mqtt: string;
+  /** "127.0.0.1:port" of the image registry. */
+  registry: string;
+  registryUser: string;
+  registryPassword: string;
+  /** The local test image, present in both engines. */
+  testImage: string;
+}
+
+/** Running services. */
+export interface Services {
+  readonly endpoints: ServiceEndpoints;
+  /** Stops all of them. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Environment variables that carry {@link ServiceEndpoints} to test processes. */
+export function endpointsToEnv(e: ServiceEndpoints): Record<string, string> {
+  return {
+    ARANYA_TEST_DOCKER_SOCKET: e.dockerSocket,
+    ARANYA_TEST_PODMAN_SOCKET: e.podmanSocket,
+    ARANYA_TEST_MQTT: e.mqtt,
+    ARANYA_TEST_REGISTRY: e.registry,
+    ARANYA_TEST_REGISTRY_USER: e.registryUser,
+    ARANYA_TEST_REGISTRY_PASSWORD: e.registryPassword,
+    ARANYA_TEST_IMAGE: e.testImage,
+  };
+}
+
+/** Reads {@link ServiceEndpoints} from the environment, or undefined when the harness did not set them. */
+export function endpointsFromEnv(): ServiceEndpoints | undefined {
+  const g = (k: string) => Deno.env.get(k);
+  const docker = g("ARANYA_TEST_DOCKER_SOCKET");
+  if (!docker) return undefined;
+  const need = (k: string) => {
+    const v = g(k);
+    if (!v) {
+      throw new Error(
+        `Environment variable "${k}" is missing but ARANYA_TEST_DOCKER_SOCKET is set`,
+      );
+    }
+    return v;
+  };
+  return {
+    dockerSocket: docker,
+    podmanSocket: need("ARANYA_TEST_PODMAN_SOCKET"),
+    mqtt: need("ARANYA_TEST_MQTT"),
+    registry: need("ARANYA_TEST_REGISTRY"),
+    registryUser: need("ARANYA_TEST_REGISTRY_USER"),
+    registryPassword: need("ARANYA_TEST_REGISTRY_PASSWORD"),
+    testImage: need("ARANYA_TEST_IMAGE"),
+  };
+}
+
+/** Stops services left over from an earlier run. */
+export async function stopLeftoverServices(): Promise<void> {
+  await Promise.all([stopDockerd(), stopPodman(), stopMosquitto(), stopRegistry()]);
+}
+
+/**
+ * Starts every service, imports the test image into both engines and pushes it
+ * to the registry. On failure, whatever started is stopped again.
+ */
+export async function startServices(
+  opts: { detached?: boolean; log?: (line: string) => void } = {},
+): Promise<Services> {
+  const log = opts.log ?? (() => {});
+  const started: ServiceProcess[] = [];
+  const stopAll = async () => {
+    for (const s of started.reverse()) await s.stop().catch(() => {});
+    started.length = 0;
+  };
+  try {
+    log("starting registry and mosquitto");
+    const registry = await startRegistry(opts);
+    started.push(registry);
+    const broker = await startMosquitto(opts);
+    started.push(broker);
+    log("starting dockerd and the Podman API service");
+    const [docker, podman] = await Promise.all([
+      startDockerd(opts),
+      startPodman({ ...opts, insecureRegistries: [registry.address] }),
+    ]);
+    started.push(docker, podman);
+    log(`importing ${TEST_IMAGE} into both engines and pushing it to ${registry.address}`);
+    await Promise.all([importTestImage(DOCKER_SOCKET), importTestImage(PODMAN_SOCKET)]);
+    await pushTestImage(DOCKER_SOCKET, registry.address, {
+      username: REGISTRY_USER,
+      password: REGISTRY_PASSWORD,
+      serveraddress: registry.address,
+    });
+    return {
+      endpoints: {
+        dockerSocket: DOCKER_SOCKET,
+        podmanSocket: PODMAN_SOCKET,
+        mqtt: broker.address,
+        registry: registry.address,
+        registryUser: REGISTRY_USER,
+        registryPassword: REGISTRY_PASSWORD,
+        testImage: TEST_IMAGE,
+      },
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * Podman's Docker-compatible API service on a project-local socket, configured
+ * only through project-local files (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF,
+ * CONTAINERS_REGISTRIES_CONF), never by editing the system's: runc, cgroupfs,
+ * lowered default ulimits, vfs storage under `.cache/podman`.
+ */
+import { ensureDir, SOCKET_DIR, stateDir } from "../paths.ts";
+import { type ServiceProcess, startService, stopFromPidFile, waitReady } from "../process.ts";
+import { EngineClient } from "./engine_client.ts";
+
+export const PODMAN_SOCKET = `${SOCKET_DIR}/podman.sock`;
+
+/** The environment that points podman at the project-local configuration. */
+export function podmanEnv(): Record<string, string> {
+  const dir = stateDir("podman");
+  return {
+    CONTAINERS_CONF: `${dir}/containers.conf`,
+    CONTAINERS_STORAGE_CONF: `${dir}/storage.conf`,
+    CONTAINERS_REGISTRIES_CONF: `${dir}/registries.conf`,
+  };
+}
+
+/** Writes the project-local configuration; `insecureRegistries` are host:port of plain-HTTP registries. */
+export async function writePodmanConfig(insecureRegistries: string[]): Promise<void> {
+  const dir = await ensureDir(stateDir("podman"));
+  await Deno.writeTextFile(
+    `${dir}/containers.conf`,
+    `[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+log_driver = "k8s-file"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "${dir}/tmp"
+`,
+  );
+  await Deno.writeTextFile(
+    `${dir}/storage.conf`,
+    `[storage]
+driver = "vfs"
+runroot = "${dir}/run"
+graphroot = "${dir}/storage"
+`,
+  );
+  const regs = insecureRegistries.map((r) =>
+    `\n[[registry]]\nlocation = "${r}"\ninsecure = true\n`
+  );
+  await Deno.writeTextFile(
+    `${dir}/registries.conf`,
+    `unqualified-search-registries = []\n${regs.join("")}`,
+  );
+}
+
+/** Stops a Podman service left over from an earlier run. */
+export async function stopPodman(): Promise<void> {
+  await stopFromPidFile(`${stateDir("podman")}/service.pid`, "podman", 20_000);
+}
+
+/** Starts `podman system service` and waits until /_ping answers. */
+export async function startPodman(
+  opts: { detached?: boolean; insecureRegistries?: string[] } = {},
+): Promise<ServiceProcess> {
+  const dir = stateDir("podman");
+  await stopPodman();
+  await ensureDir(SOCKET_DIR);
+  await writePodmanConfig(opts.insecureRegistries ?? []);
+  await Deno.remove(PODMAN_SOCKET).catch(() => {});
+  const svc = await startService({
+    name: "podman",
+    cmd: "podman",
+    args: ["system", "service", "--time=0", `unix://${PODMAN_SOCKET}`],
+    env: podmanEnv(),
+    logFile: `${dir}/podman.log`,
+    pidFile: `${dir}/service.pid`,
+    detached: opts.detached,
+  });
+  const client = new EngineClient(PODMAN_SOCKET);
+  try {
+    await waitReady(svc, () => client.ping(), 60_000);
+  } catch (err) {
+    await svc.stop();
+    throw err;
+  } finally {
+    client.close();
+  }
+  return svc;
+}
