@@ -18,6 +18,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "docker-registry": "a local image registry with basic auth",
   "apache2-utils": "htpasswd, to make the registry's bcrypt password file",
   "busybox-static": "the rootfs of the local test image",
+  "protobuf-compiler": "protoc, to generate proto/gen/",
   "openssl": "PKI for the local control plane",
   "util-linux": "setpriv, so services die with the test harness",
   "procps": "ps, to watch service processes",

@@ -1,0 +1,55 @@
+/**
+ * A {@link DeviceAuthenticator} over a fixed map of device -> token (and
+ * optionally accepted certificate CNs). aranya uses it with the tokens it
+ * keeps in each device's credentials Secret; tests use it directly.
+ */
+import { UnauthenticatedError } from "../../common/errors.ts";
+import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
+
+/** Timing-safe comparison of two strings. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const ea = new TextEncoder().encode(a);
+  const eb = new TextEncoder().encode(b);
+  let diff = ea.length ^ eb.length;
+  const n = Math.max(ea.length, eb.length);
+  for (let i = 0; i < n; i++) {
+    diff |= (ea[i % (ea.length || 1)] ?? 0) ^ (eb[i % (eb.length || 1)] ?? 0);
+  }
+  return diff === 0 && ea.length === eb.length;
+}
+
+/** Authenticates devices against tokens (and client-certificate CNs) held in memory. */
+export class StaticAuthenticator implements DeviceAuthenticator {
+  readonly #tokens = new Map<string, string>();
+
+  /** Sets (or replaces) a device's token. */
+  setToken(device: string, token: string): void {
+    this.#tokens.set(device, token);
+  }
+
+  /** Forgets a device. */
+  remove(device: string): void {
+    this.#tokens.delete(device);
+  }
+
+  authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
+    const want = this.#tokens.get(device);
+    const name = device.slice(device.indexOf("/") + 1);
+    if (want !== undefined) {
+      if (credentials.token !== undefined && constantTimeEqual(credentials.token, want)) {
+        return Promise.resolve();
+      }
+      // A verified client certificate issued for this device also proves it.
+      if (
+        credentials.certificateCN !== undefined &&
+        (credentials.certificateCN === device ||
+          credentials.certificateCN === `system:node:${name}`)
+      ) {
+        return Promise.resolve();
+      }
+    }
+    return Promise.reject(
+      new UnauthenticatedError(`Device "${device}" presented no valid credentials`),
+    );
+  }
+}
