@@ -31,7 +31,8 @@ export interface ClusterPki {
   serviceAccount: { key: string; pub: string };
 }
 
-interface LeafSpec {
+/** What to issue: a file name stem, the subject, the usage and SANs. */
+export interface LeafSpec {
   name: string;
   subject: string;
   usage: "server" | "client";
@@ -40,8 +41,8 @@ interface LeafSpec {
 
 const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
-/** Generates a complete PKI in `dir` (overwriting what is there). */
-export async function generatePki(dir: string): Promise<ClusterPki> {
+/** Creates a self-signed CA in `dir` as `ca.crt`/`ca.key`. */
+export async function createCa(dir: string, cn: string): Promise<CertPair> {
   await ensureDir(dir);
   const ca: CertPair = { cert: `${dir}/ca.crt`, key: `${dir}/ca.key` };
   await run("openssl", [
@@ -55,12 +56,19 @@ export async function generatePki(dir: string): Promise<ClusterPki> {
     "-days",
     "3650",
     "-subj",
-    "/CN=aranya-e2e-cluster-ca",
+    `/CN=${cn}`,
     "-addext",
     "basicConstraints=critical,CA:TRUE",
     "-addext",
     "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
   ]);
+  return ca;
+}
+
+/** Generates a complete PKI in `dir` (overwriting what is there). */
+export async function generatePki(dir: string): Promise<ClusterPki> {
+  await ensureDir(dir);
+  const ca = await createCa(dir, "aranya-e2e-cluster-ca");
   const leaf = (spec: LeafSpec) => issueLeaf(dir, ca, spec);
   const [apiserver, apiserverKubeletClient, admin, controllerManager, scheduler, componentServing] =
     await Promise.all([
@@ -113,7 +121,8 @@ export async function generatePki(dir: string): Promise<ClusterPki> {
   };
 }
 
-async function issueLeaf(dir: string, ca: CertPair, spec: LeafSpec): Promise<CertPair> {
+/** Issues a certificate signed by `ca` into `dir` as `<name>.crt`/`<name>.key`. */
+export async function issueLeaf(dir: string, ca: CertPair, spec: LeafSpec): Promise<CertPair> {
   const pair = { cert: `${dir}/${spec.name}.crt`, key: `${dir}/${spec.name}.key` };
   const csr = `${dir}/${spec.name}.csr`;
   const ext = `${dir}/${spec.name}.ext`;

@@ -1,0 +1,5 @@
+/** Every transport the conformance suite runs against. */
+import type { TransportFixture } from "./fixture.ts";
+import { websocketFixture } from "./websocket_fixture.ts";
+
+export const FIXTURES: TransportFixture[] = [websocketFixture];
