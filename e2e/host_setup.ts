@@ -22,6 +22,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "openssl": "PKI for the local control plane",
   "util-linux": "setpriv, so services die with the test harness",
   "procps": "ps, to watch service processes",
+  "tcpdump": "bench: idle bytes on the wire",
   "tar": "packing the test image's rootfs",
 };
 

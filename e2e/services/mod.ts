@@ -5,7 +5,7 @@
  */
 import type { ServiceProcess } from "../process.ts";
 import { DOCKER_SOCKET, startDockerd, stopDockerd } from "./dockerd.ts";
-import { startMosquitto, stopMosquitto } from "./mosquitto.ts";
+import { SHARED_BROKER, startMosquitto, stopMosquitto } from "./mosquitto.ts";
 import { PODMAN_SOCKET, startPodman, stopPodman } from "./podman.ts";
 import { REGISTRY_PASSWORD, REGISTRY_USER, startRegistry, stopRegistry } from "./registry.ts";
 import { importTestImage, pushTestImage, TEST_IMAGE } from "./test_image.ts";
@@ -97,7 +97,7 @@ export async function startServices(
     log("starting registry and mosquitto");
     const registry = await startRegistry(opts);
     started.push(registry);
-    const broker = await startMosquitto(opts);
+    const broker = await startMosquitto({ ...opts, instance: SHARED_BROKER });
     started.push(broker);
     log("starting dockerd and the Podman API service");
     const [docker, podman] = await Promise.all([

@@ -12,19 +12,30 @@ import {
 export interface Broker extends ServiceProcess {
   /** "127.0.0.1:port" */
   readonly address: string;
+  /** Its state folder's name under .cache (pass it again to restart with the same data). */
+  readonly instance: string;
 }
+
+/** The shared broker of a test run (harness, services:up). */
+export const SHARED_BROKER = "mosquitto";
 
 /** Stops a broker left over from an earlier run. */
-export async function stopMosquitto(): Promise<void> {
-  await stopFromPidFile(`${stateDir("mosquitto")}/service.pid`, "mosquitto");
+export async function stopMosquitto(instance = SHARED_BROKER): Promise<void> {
+  await stopFromPidFile(`${stateDir(instance)}/service.pid`, "mosquitto");
 }
 
-/** Starts mosquitto on a free port (or `port`) and waits until it accepts TCP connections. */
+/**
+ * Starts mosquitto on a free port (or `port`) and waits until it accepts TCP
+ * connections. Without `instance` the broker is private to the caller (its own
+ * state folder), so a test never stops the harness's shared broker; pass the
+ * `instance` of a stopped broker to restart it with its persisted sessions.
+ */
 export async function startMosquitto(
-  opts: { detached?: boolean; port?: number } = {},
+  opts: { detached?: boolean; port?: number; instance?: string } = {},
 ): Promise<Broker> {
-  const dir = stateDir("mosquitto");
-  await stopMosquitto();
+  const instance = opts.instance ?? `mosquitto-${crypto.randomUUID().slice(0, 8)}`;
+  const dir = stateDir(instance);
+  await stopMosquitto(instance);
   await ensureDir(`${dir}/data`);
   const port = opts.port ?? freePort();
   await Deno.writeTextFile(
@@ -51,5 +62,5 @@ listener ${port} 127.0.0.1
     conn.close();
     return true;
   }, 30_000);
-  return { ...svc, address: `127.0.0.1:${port}` };
+  return { ...svc, address: `127.0.0.1:${port}`, instance };
 }

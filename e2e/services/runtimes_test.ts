@@ -57,7 +57,7 @@ Deno.test("container engines and registry", async (t) => {
             serveraddress: e.registry,
           });
           assert.equal(r.ok, false, "a pull with a wrong password must fail");
-          assert.match(r.error ?? "", /unauthorized|authentication required|401/i, r.error);
+          assert.match(r.error ?? "", /unauthorized|authentication required|401/i, r.error ?? "");
           assert.equal(await client.hasImage(`${repo}:${TEST_IMAGE_TAG}`), false);
           const anonymous = await client.pull(repo, TEST_IMAGE_TAG);
           assert.equal(anonymous.ok, false, "an anonymous pull must fail");

@@ -1,0 +1,687 @@
+/**
+ * The MQTT transport, aranya side: ONE client connection to the broker serves
+ * every device that uses that broker, and hands out one {@link Link} per
+ * accepted device connection.
+ *
+ * Topics, all QoS 1, under each device's message namespace `ns`:
+ * - `{ns}/status` (device -> aranya): sid-0 `MSG_STATE` frames
+ *   (`stateFrame` in common/envelope.ts). `ONLINE` carries the device name, a
+ *   random connection id and the device's token; `OFFLINE` carries the
+ *   connection id and is also the device's MQTT will.
+ * - `{ns}/cmd` (aranya -> device): first the answer to an `ONLINE`, then the
+ *   link's `Cmd` frames. The answer is either
+ *   - the acceptance: a sid-0 `Cmd` of kind `CMD_UNSPECIFIED`, `complete`
+ *     true, whose payload is the accepted connection id in UTF-8
+ *     ({@link acceptFrame}), published before any frame of the link; or
+ *   - a sid-0 `CMD_REJECT` naming the connection id (`rejectFrame`):
+ *     `UNAUTHENTICATED` (bad token, or a device announcing itself under
+ *     another device's namespace) or `ALREADY_CONNECTED` (the device has a
+ *     live link already, on any transport).
+ *   A `CMD_REJECT` naming the live connection id later means aranya closed
+ *   the link (locally, on an oversized frame, on shutdown, or when aranya lost
+ *   its broker connection); the device then disconnects and dials again.
+ * - `{ns}/msg` (device -> aranya): the link's `Msg` frames. They are delivered
+ *   only while a link of that device is live, that is after its `ONLINE` was
+ *   accepted; everything else is discarded.
+ *
+ * Limitation: MQTT does not tell a subscriber who published a message, so
+ * frames on `{ns}/msg` cannot be attributed to a connection. Anything
+ * published there while a link is live is delivered to that link. The rule
+ * "a refused connection has nothing applied" holds because the device side
+ * (arhat/connectivity/mqtt/mqtt_link_dialer.ts) publishes on `{ns}/msg` only
+ * after it received its own acceptance, and a refused dialer never does. Who
+ * may publish on a namespace's topics at all is for the broker's ACLs to
+ * decide.
+ *
+ * Frame sizes: a frame larger than `maxFrameSize` on `{ns}/msg` closes that
+ * link (`BaseLink.deliver`). aranya does not cap MQTT packet sizes itself; bound
+ * them with the broker's `message_size_limit`.
+ *
+ * aranya's own session is persistent (`clean` false, `sessionExpirySeconds`),
+ * so subscriptions and announcements survive a short outage. When its broker
+ * connection drops anyway (for example, a broker restart), every link closes
+ * with `by: "error"` (or `"remote"`, if the broker delivered the device's will
+ * first), and the `CMD_REJECT`s telling the devices go out once aranya is back;
+ * the client reconnects on its own, subscribes every device again, and devices
+ * dial again and announce themselves anew. `connected` is true once that
+ * resubscription is done.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { type Deferred, deferred } from "../../../common/deferred.ts";
+import {
+  CmdKind,
+  decodeMsg,
+  decodeState,
+  encodeCmd,
+  MsgKind,
+  rejectFrame,
+  StateKind,
+} from "../../../common/envelope.ts";
+import {
+  AlreadyExistsError,
+  CanceledError,
+  errorMessage,
+  ForbiddenError,
+  InvalidInputError,
+  ProtocolError,
+  UnauthenticatedError,
+  UnavailableError,
+} from "../../../common/errors.ts";
+import type { DeviceAuthenticator, Link, LinkRegistry, LinkServer } from "../../../common/link.ts";
+import { BaseLink } from "../../../common/link_base.ts";
+import { aborted, readySignal } from "../../../common/lifecycle.ts";
+import { type Logger, nullLogger } from "../../../common/log.ts";
+
+/** The transport's name. */
+export const MQTT_TRANSPORT = "mqtt";
+
+/** Default largest frame, both directions: 128 KiB. */
+export const MQTT_DEFAULT_MAX_FRAME_SIZE = 128 * 1024;
+
+/** Options of {@link MqttLinkServer}. */
+export interface MqttLinkServerOptions {
+  /** Broker URL: `mqtt://host:port` or `mqtts://host:port`. */
+  url: string;
+  /** PEM CA bundle that verifies the broker's certificate (mqtts). */
+  ca?: string | Uint8Array;
+  /** PEM client certificate (mqtts with client authentication). */
+  cert?: string | Uint8Array;
+  /** PEM private key of `cert`. */
+  key?: string | Uint8Array;
+  /** TLS server name to verify, when it differs from the URL's host. */
+  servername?: string;
+  /** MQTT client id; default "aranya-<random>". */
+  clientId?: string;
+  username?: string;
+  password?: string;
+  /** Checks each device's token. */
+  authenticator: DeviceAuthenticator;
+  /** Where accepted links are claimed; a refused claim rejects the connection. */
+  registry: LinkRegistry;
+  /** Largest frame either way (default {@link MQTT_DEFAULT_MAX_FRAME_SIZE}). */
+  maxFrameSize?: number;
+  /** MQTT keepalive of aranya's own connection, seconds (default 30). */
+  keepaliveSeconds?: number;
+  /** Delay between reconnect attempts to the broker, ms (default 1000). */
+  reconnectPeriodMs?: number;
+  /** How long the broker keeps aranya's session while it is away, seconds (default 300). */
+  sessionExpirySeconds?: number;
+  /** Timeout of one connection attempt, ms (default 10000). */
+  connectTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** Topic names of one message namespace. */
+export function mqttTopics(messageNamespace: string): { cmd: string; msg: string; status: string } {
+  return {
+    cmd: `${messageNamespace}/cmd`,
+    msg: `${messageNamespace}/msg`,
+    status: `${messageNamespace}/status`,
+  };
+}
+
+/**
+ * Throws `InvalidInputError` unless `ns` can prefix topic names: not empty, no
+ * wildcard, no NUL, no leading "$" (reserved for broker topics), no trailing "/".
+ */
+export function validateMessageNamespace(ns: string): void {
+  if (
+    ns.length === 0 || /[+#]/.test(ns) || ns.includes("\0") || ns.startsWith("$") ||
+    ns.endsWith("/")
+  ) {
+    throw new InvalidInputError(
+      `Message namespace "${ns}" is not a valid MQTT topic prefix ` +
+        `(it must be non-empty, without "+", "#" or NUL, not start with "$" nor end with "/")`,
+    );
+  }
+}
+
+/** The acceptance aranya publishes on `{ns}/cmd` for `connectionId` (see the module doc). */
+export function acceptFrame(connectionId: string): Uint8Array {
+  return encodeCmd({
+    kind: CmdKind.CMD_UNSPECIFIED,
+    sid: 0n,
+    seq: 0n,
+    complete: true,
+    payload: new TextEncoder().encode(connectionId),
+  });
+}
+
+/** A view of `bytes` as a Buffer, without copying (mqtt.js wants Buffers). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Ends an mqtt.js client: a clean DISCONNECT once its in-flight publishes are
+ * acknowledged, or, when it is not connected or that takes longer than
+ * `graceMs`, by destroying the socket. Never rejects.
+ */
+function endMqttClient(client: MqttClient, graceMs = 2_000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      client.stream?.destroy();
+      resolve();
+    }, graceMs);
+    client.end(!client.connected, {}, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Publishes at QoS 1; resolves on the broker's PUBACK. */
+function publishQos1(client: MqttClient, topic: string, frame: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.publish(topic, asBuffer(frame), { qos: 1 }, (err) => err ? reject(err) : resolve());
+  });
+}
+
+/** A device that uses this broker. */
+interface DeviceEntry {
+  readonly device: string;
+  readonly ns: string;
+  readonly topics: { cmd: string; msg: string; status: string };
+  /** The device's accepted connection, if any. */
+  live?: MqttServerLink;
+  /** Serializes the handling of `{ns}/status` messages. */
+  queue: Promise<void>;
+  /** Settles when the broker first acknowledged this entry's subscriptions. */
+  subscribed: Deferred<void>;
+}
+
+/** aranya side of the MQTT transport; see the module doc for the protocol. */
+export class MqttLinkServer implements LinkServer {
+  readonly transport = MQTT_TRANSPORT;
+  /** The largest frame either way. */
+  readonly maxFrameSize: number;
+  /** aranya's MQTT client id. */
+  readonly clientId: string;
+
+  readonly #opts: MqttLinkServerOptions;
+  readonly #log: Logger;
+  readonly #ready = readySignal();
+  readonly #byDevice = new Map<string, DeviceEntry>();
+  readonly #byNamespace = new Map<string, DeviceEntry>();
+  #client?: MqttClient;
+  #onLink?: (link: Link) => void;
+  #running = false;
+  #stopped = false;
+  #connected = false;
+  #connectedOnce = false;
+  /** Incremented on every connect and disconnect; stale work compares it. */
+  #epoch = 0;
+  /** The epoch whose resubscription of all devices completed. */
+  #subscribedEpoch = -1;
+
+  /** Validates options; does no I/O. */
+  constructor(opts: MqttLinkServerOptions) {
+    this.#opts = opts;
+    this.maxFrameSize = opts.maxFrameSize ?? MQTT_DEFAULT_MAX_FRAME_SIZE;
+    if (!Number.isInteger(this.maxFrameSize) || this.maxFrameSize < 64) {
+      throw new InvalidInputError(`Invalid maxFrameSize ${opts.maxFrameSize}`);
+    }
+    if (!/^mqtts?:\/\//.test(opts.url)) {
+      throw new InvalidInputError(
+        `Broker URL "${opts.url}" must start with "mqtt://" or "mqtts://"`,
+      );
+    }
+    this.clientId = opts.clientId ?? `aranya-${crypto.randomUUID().slice(0, 8)}`;
+    this.#log = (opts.log ?? nullLogger).with({
+      transport: MQTT_TRANSPORT,
+      clientId: this.clientId,
+    });
+  }
+
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /**
+   * True while aranya's client is connected to the broker and subscribed to
+   * every registered device's topics.
+   */
+  get connected(): boolean {
+    return this.#connected && this.#subscribedEpoch === this.#epoch;
+  }
+
+  /** The devices that use this broker, with their message namespaces. */
+  get devices(): ReadonlyMap<string, string> {
+    return new Map([...this.#byDevice].map(([d, e]) => [d, e.ns]));
+  }
+
+  /**
+   * Declares that `device` ("ns/name") talks through this broker under
+   * `messageNamespace`, and subscribes its `msg` and `status` topics on the
+   * server's one connection. Idempotent; a new namespace for the device
+   * replaces the old one (closing its live link). Resolves once the broker
+   * acknowledged the subscriptions (after the server connected, if it is not
+   * yet); rejects with `CanceledError` when the device is removed or the server
+   * stops first, `ForbiddenError` when the broker refuses the subscription,
+   * `InvalidInputError` for a bad name, and `AlreadyExistsError` when another
+   * device uses the namespace.
+   */
+  addDevice(device: string, messageNamespace: string): Promise<void> {
+    if (!/^[^/]+\/[^/]+$/.test(device)) {
+      return Promise.reject(
+        new InvalidInputError(`Device "${device}" is not of the form "<namespace>/<name>"`),
+      );
+    }
+    try {
+      validateMessageNamespace(messageNamespace);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#stopped) {
+      return Promise.reject(new CanceledError(`MQTT link server "${this.clientId}" has stopped`));
+    }
+    const existing = this.#byDevice.get(device);
+    if (existing?.ns === messageNamespace) return existing.subscribed.promise;
+    const owner = this.#byNamespace.get(messageNamespace);
+    if (owner) {
+      return Promise.reject(
+        new AlreadyExistsError(
+          `Message namespace "${messageNamespace}" is already used by device "${owner.device}"`,
+        ),
+      );
+    }
+    if (existing) this.removeDevice(device);
+    const entry: DeviceEntry = {
+      device,
+      ns: messageNamespace,
+      topics: mqttTopics(messageNamespace),
+      queue: Promise.resolve(),
+      subscribed: deferred<void>(),
+    };
+    entry.subscribed.promise.catch(() => {});
+    this.#byDevice.set(device, entry);
+    this.#byNamespace.set(messageNamespace, entry);
+    if (this.#connected) this.#subscribe([entry]);
+    return entry.subscribed.promise;
+  }
+
+  /**
+   * Forgets `device`: unsubscribes its topics and closes its live link.
+   * Idempotent.
+   */
+  removeDevice(device: string): void {
+    const entry = this.#byDevice.get(device);
+    if (!entry) return;
+    this.#byDevice.delete(device);
+    this.#byNamespace.delete(entry.ns);
+    entry.subscribed.reject(new CanceledError(`Device "${device}" was removed`));
+    entry.live?.close("device removed from the MQTT link server");
+    const client = this.#client;
+    if (client && this.#connected) {
+      client.unsubscribe([entry.topics.msg, entry.topics.status], (err) => {
+        if (err) {
+          this.#log.warn("unsubscribe failed", { device, error: errorMessage(err) });
+        }
+      });
+    }
+  }
+
+  /**
+   * Connects to the broker and serves until `signal` aborts; then closes every
+   * link (telling each device with a `CMD_REJECT`) and disconnects. Broker
+   * outages are retried forever. Rejects when the URL is unusable or when the
+   * broker refuses aranya's credentials on the first connection.
+   */
+  async run(signal: AbortSignal, onLink: (link: Link) => void): Promise<void> {
+    if (this.#running) throw new Error("MqttLinkServer.run was called twice");
+    this.#running = true;
+    this.#onLink = onLink;
+    const fatal = deferred<never>();
+    fatal.promise.catch(() => {});
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(this.#opts.url, this.#clientOptions());
+    } catch (err) {
+      const e = new InvalidInputError(
+        `Cannot connect to broker "${this.#opts.url}": ${errorMessage(err)}`,
+      );
+      this.#ready.reject(e);
+      this.#stop();
+      throw e;
+    }
+    this.#client = client;
+    client.on("connect", () => this.#onConnect(client));
+    client.on("close", () => this.#onDisconnect());
+    client.on("message", (topic, payload) => this.#onMessage(topic, payload));
+    client.on("error", (err) => {
+      const code = (err as { code?: unknown }).code;
+      const refused = code === 4 || code === 5 || code === 0x86 || code === 0x87;
+      if (refused && !this.#connectedOnce) {
+        fatal.reject(
+          new UnauthenticatedError(
+            `Broker "${this.#opts.url}" refused client "${this.clientId}": ${err.message}`,
+          ),
+        );
+        return;
+      }
+      // While disconnected every reconnect attempt fails the same way: keep that quiet.
+      if (this.#connected) this.#log.warn("MQTT client error", { error: err.message, code });
+      else this.#log.debug("MQTT client error", { error: err.message, code });
+    });
+    try {
+      await Promise.race([aborted(signal), fatal.promise]);
+    } catch (err) {
+      this.#ready.reject(err);
+      throw err;
+    } finally {
+      this.#stop();
+      this.#ready.reject(new CanceledError(`MQTT link server "${this.clientId}" stopped`));
+      for (const entry of this.#byDevice.values()) {
+        entry.live?.close("aranya is shutting down");
+      }
+      await endMqttClient(client);
+      this.#connected = false;
+      this.#log.info("MQTT link server stopped");
+    }
+  }
+
+  #clientOptions(): IClientOptions {
+    const o = this.#opts;
+    const buf = (v: string | Uint8Array | undefined) =>
+      v === undefined ? undefined : typeof v === "string" ? v : asBuffer(v);
+    return {
+      clientId: this.clientId,
+      username: o.username,
+      password: o.password,
+      protocolVersion: 5,
+      clean: false,
+      properties: { sessionExpiryInterval: o.sessionExpirySeconds ?? 300 },
+      keepalive: o.keepaliveSeconds ?? 30,
+      reconnectPeriod: o.reconnectPeriodMs ?? 1_000,
+      connectTimeout: o.connectTimeoutMs ?? 10_000,
+      reconnectOnConnackError: true,
+      // Subscriptions are restored by #onConnect, for every device at once.
+      resubscribe: false,
+      ca: buf(o.ca),
+      cert: buf(o.cert),
+      key: buf(o.key),
+      servername: o.servername,
+    };
+  }
+
+  #stop(): void {
+    this.#stopped = true;
+    for (const entry of this.#byDevice.values()) {
+      entry.subscribed.reject(new CanceledError(`MQTT link server "${this.clientId}" stopped`));
+    }
+  }
+
+  #onConnect(client: MqttClient): void {
+    if (this.#stopped) return;
+    this.#connected = true;
+    this.#epoch++;
+    this.#log.info("connected to the MQTT broker", { url: this.#opts.url });
+    const epoch = this.#epoch;
+    const entries = [...this.#byDevice.values()];
+    const done = entries.length ? this.#subscribe(entries) : Promise.resolve(true);
+    done.then((completed) => {
+      if (!completed || epoch !== this.#epoch || !client.connected) return;
+      this.#subscribedEpoch = epoch;
+      if (!this.#connectedOnce) {
+        this.#connectedOnce = true;
+        this.#ready.resolve();
+      }
+    });
+  }
+
+  /**
+   * Subscribes the entries' topics and settles their `subscribed`; resolves
+   * false when the connection dropped before the broker answered.
+   */
+  async #subscribe(entries: DeviceEntry[]): Promise<boolean> {
+    const client = this.#client;
+    if (!client) return false;
+    let completed = true;
+    // One SUBSCRIBE packet per batch, whatever the number of devices.
+    for (let i = 0; i < entries.length; i += 200) {
+      const batch = entries.slice(i, i + 200);
+      const topics = batch.flatMap((e) => [e.topics.msg, e.topics.status]);
+      try {
+        const granted = await client.subscribeAsync(topics, { qos: 1 });
+        const refused = new Set(granted.filter((g) => g.qos >= 0x80).map((g) => g.topic));
+        for (const e of batch) {
+          if (refused.has(e.topics.msg) || refused.has(e.topics.status)) {
+            e.subscribed.reject(
+              new ForbiddenError(
+                `Broker "${this.#opts.url}" refused the subscription to "${e.topics.msg}" or "${e.topics.status}"`,
+              ),
+            );
+          } else {
+            e.subscribed.resolve();
+          }
+        }
+      } catch (err) {
+        // The connection dropped; #onConnect subscribes again.
+        this.#log.debug("subscribe failed", { error: errorMessage(err) });
+        completed = false;
+      }
+    }
+    return completed;
+  }
+
+  #onDisconnect(): void {
+    if (!this.#connected) return;
+    this.#connected = false;
+    this.#epoch++;
+    if (!this.#stopped) this.#log.warn("lost the connection to the MQTT broker; reconnecting");
+    for (const entry of this.#byDevice.values()) {
+      entry.live?.lost("aranya lost its connection to the MQTT broker");
+    }
+  }
+
+  #onMessage(topic: string, payload: Buffer): void {
+    const slash = topic.lastIndexOf("/");
+    const entry = this.#byNamespace.get(topic.slice(0, slash));
+    if (!entry) return;
+    const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (topic === entry.topics.msg) {
+      // Only an accepted connection's frames reach a link; anything else is dropped.
+      entry.live?.receive(bytes);
+    } else if (topic === entry.topics.status) {
+      const epoch = this.#epoch;
+      const copy = bytes.slice(); // handled later, after earlier status messages
+      entry.queue = entry.queue
+        .then(() => this.#onStatus(entry, copy, epoch))
+        .catch((err) =>
+          this.#log.error("handling a status message failed", {
+            device: entry.device,
+            error: errorMessage(err),
+          })
+        );
+    }
+  }
+
+  async #onStatus(entry: DeviceEntry, bytes: Uint8Array, epoch: number): Promise<void> {
+    let state;
+    try {
+      const msg = decodeMsg(bytes);
+      if (msg.kind !== MsgKind.MSG_STATE || msg.sid !== 0n) {
+        throw new ProtocolError(
+          `Expected a sid-0 MSG_STATE on "${entry.topics.status}", got kind ${msg.kind} on sid ${msg.sid}`,
+        );
+      }
+      state = decodeState(msg.payload);
+    } catch (err) {
+      this.#log.warn("ignoring a malformed status message", {
+        device: entry.device,
+        bytes: bytes.byteLength,
+        error: errorMessage(err),
+      });
+      return;
+    }
+    const connectionId = state.connectionId;
+    const log = this.#log.with({ device: entry.device, connectionId });
+    if (state.kind === StateKind.OFFLINE) {
+      if (entry.live && entry.live.connectionId === connectionId) {
+        log.info("device went offline");
+        entry.live.remoteClosed("Device announced it went offline");
+      }
+      return;
+    }
+    if (state.kind !== StateKind.ONLINE || !connectionId) {
+      log.warn("ignoring a status message without kind or connection id", { kind: state.kind });
+      return;
+    }
+    if (entry.live?.connectionId === connectionId) {
+      // A QoS 1 redelivery of the ONLINE we accepted: repeat the acceptance.
+      this.#publish(entry.topics.cmd, acceptFrame(connectionId));
+      return;
+    }
+    if (state.device !== entry.device) {
+      log.warn("refused a device announcing itself under another device's namespace", {
+        claimed: state.device,
+      });
+      this.#publish(
+        entry.topics.cmd,
+        rejectFrame(
+          new UnauthenticatedError(
+            `Device "${state.device}" announced itself on the message namespace of device "${entry.device}"`,
+          ),
+          connectionId,
+        ),
+      );
+      return;
+    }
+    try {
+      await this.#opts.authenticator.authenticate(entry.device, { token: state.token });
+    } catch (err) {
+      const e = err instanceof UnauthenticatedError
+        ? err
+        : new UnauthenticatedError(`Device "${entry.device}" could not be authenticated`);
+      log.warn("refused a device with invalid credentials", { error: errorMessage(err) });
+      this.#publish(entry.topics.cmd, rejectFrame(e, connectionId));
+      return;
+    }
+    if (this.#stopped || epoch !== this.#epoch || this.#byNamespace.get(entry.ns) !== entry) {
+      // The broker connection changed (or the device was removed) meanwhile:
+      // the device dials again.
+      log.info("dropping an ONLINE from before a reconnect");
+      return;
+    }
+    const link = new MqttServerLink({
+      device: entry.device,
+      maxFrameSize: this.maxFrameSize,
+      connectionId,
+      cmdTopic: entry.topics.cmd,
+      publish: (topic, frame) => this.#publishAsync(topic, frame),
+    });
+    if (!this.#opts.registry.claim(link)) {
+      log.warn("refused a second connection of a connected device");
+      this.#publish(
+        entry.topics.cmd,
+        rejectFrame(
+          new AlreadyExistsError(`Device "${entry.device}" is already connected`),
+          connectionId,
+        ),
+      );
+      return;
+    }
+    entry.live = link;
+    link.closed.then((info) => {
+      if (entry.live === link) entry.live = undefined;
+      log.info("link closed", { by: info.by, reason: info.reason });
+    });
+    // The acceptance goes out before any frame of the link (same topic, same client).
+    this.#publish(entry.topics.cmd, acceptFrame(connectionId));
+    log.info("device connected", { agentVersion: state.agentVersion });
+    this.#onLink?.(link);
+  }
+
+  /** Publishes at QoS 1 and only logs failures (acceptances, rejections). */
+  #publish(topic: string, frame: Uint8Array): void {
+    this.#publishAsync(topic, frame).catch((err) =>
+      this.#log.warn("publish failed", { topic, error: errorMessage(err) })
+    );
+  }
+
+  #publishAsync(topic: string, frame: Uint8Array): Promise<void> {
+    const client = this.#client;
+    if (!client) return Promise.reject(new UnavailableError("The MQTT link server is not running"));
+    return publishQos1(client, topic, frame);
+  }
+}
+
+/** What {@link MqttServerLink} needs from its server. */
+interface MqttServerLinkInit {
+  device: string;
+  maxFrameSize: number;
+  connectionId: string;
+  cmdTopic: string;
+  publish(topic: string, frame: Uint8Array): Promise<void>;
+}
+
+/** One accepted device connection, aranya side. */
+class MqttServerLink extends BaseLink {
+  readonly connectionId: string;
+  readonly #init: MqttServerLinkInit;
+  readonly #pending = new Set<(err: Error) => void>();
+
+  constructor(init: MqttServerLinkInit) {
+    super(init.device, MQTT_TRANSPORT, init.maxFrameSize);
+    this.connectionId = init.connectionId;
+    this.#init = init;
+    this.closed.then(() => {
+      const err = new UnavailableError(`Link to device "${this.device}" is closed`);
+      for (const reject of this.#pending) reject(err);
+      this.#pending.clear();
+    });
+  }
+
+  /** A frame from `{ns}/msg`. */
+  receive(frame: Uint8Array): void {
+    this.deliver(frame);
+  }
+
+  /** The device said OFFLINE (or its will did). */
+  remoteClosed(reason: string): void {
+    this.markClosed("remote", reason);
+  }
+
+  /** aranya's broker connection dropped; the device learns it once aranya reconnects. */
+  lost(reason: string): void {
+    if (this.isClosed) return;
+    this.markClosed("error", reason);
+    this.#tellDevice(reason);
+  }
+
+  protected write(frame: Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const fail = (err: Error) => reject(err);
+      this.#pending.add(fail);
+      this.#init.publish(this.#init.cmdTopic, frame).then(
+        () => {
+          this.#pending.delete(fail);
+          resolve();
+        },
+        (err) => {
+          this.#pending.delete(fail);
+          reject(
+            new UnavailableError(
+              `Publishing to device "${this.device}" failed: ${errorMessage(err)}`,
+            ),
+          );
+        },
+      );
+    });
+  }
+
+  protected shutdown(reason: string): void {
+    this.#tellDevice(reason);
+  }
+
+  #tellDevice(reason: string): void {
+    const frame = rejectFrame(
+      new UnavailableError(`aranya closed the link: ${reason}`),
+      this.connectionId,
+    );
+    this.#init.publish(this.#init.cmdTopic, frame).catch(() => {});
+  }
+}
