@@ -17,7 +17,9 @@ export function sumPcap(data: Uint8Array): { packets: number; bytes: number } {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const magic = view.getUint32(0, true);
   const little = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
-  if (!little && view.getUint32(0, false) !== 0xa1b2c3d4 && view.getUint32(0, false) !== 0xa1b23c4d) {
+  if (
+    !little && view.getUint32(0, false) !== 0xa1b2c3d4 && view.getUint32(0, false) !== 0xa1b23c4d
+  ) {
     throw new Error(`Not a pcap file (magic 0x${magic.toString(16)})`);
   }
   let off = 24;

@@ -15,6 +15,7 @@
 import { ensureBuilt } from "./cluster/build.ts";
 import { type ControlPlane, startControlPlane } from "./cluster/control_plane.ts";
 import { ensureHostPackages } from "./host_setup.ts";
+import { ensureNodeHelpers } from "./node_setup.ts";
 import { CACHE, ROOT } from "./paths.ts";
 import {
   endpointsToEnv,
@@ -28,6 +29,7 @@ const say = (line: string) => console.error(`[harness] ${line}`);
 async function setup(): Promise<void> {
   const t0 = performance.now();
   await ensureHostPackages(say);
+  await ensureNodeHelpers(say);
   const b = await ensureBuilt(say);
   say(
     b.built
