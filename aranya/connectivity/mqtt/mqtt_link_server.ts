@@ -48,6 +48,7 @@
  *
  * @module
  */
+import { setTcpNoDelay } from "../../../common/tcp_nodelay.ts";
 import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type Deferred, deferred } from "../../../common/deferred.ts";
@@ -348,7 +349,10 @@ export class MqttLinkServer implements LinkServer {
       throw e;
     }
     this.#client = client;
-    client.on("connect", () => this.#onConnect(client));
+    client.on("connect", () => {
+      setTcpNoDelay(client);
+      this.#onConnect(client);
+    });
     client.on("close", () => this.#onDisconnect());
     client.on("message", (topic, payload) => this.#onMessage(topic, payload));
     client.on("error", (err) => {

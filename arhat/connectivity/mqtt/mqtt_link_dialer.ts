@@ -46,6 +46,7 @@
  *
  * @module
  */
+import { setTcpNoDelay } from "../../../common/tcp_nodelay.ts";
 import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import {
@@ -326,6 +327,7 @@ export class MqttLinkDialer implements LinkDialer {
         fail(error, false);
       });
       client.on("connect", () => {
+        setTcpNoDelay(client);
         if (phase !== "connecting") return;
         client.subscribeAsync(topics.cmd, { qos: 1 })
           .then((granted) => {

@@ -1,0 +1,195 @@
+/**
+ * `ContainerRuntime`: what arhat needs from a container engine. The Docker
+ * Engine API implementation (`docker/`) drives both dockerd and Podman's
+ * compatible service; pods are built on top of this interface by the pod
+ * manager, never on the engine API directly.
+ *
+ * Ownership: the caller owns the streams it passes in (stdin) and must
+ * consume or cancel the streams it gets back. Every method may reject with
+ * `UnavailableError` (engine unreachable), `NotFoundError` (no such image or
+ * container), `InvalidInputError` (the engine refused the request) or
+ * `UnauthenticatedError` (registry credentials refused).
+ */
+
+/** Registry credentials for one pull. */
+export interface RegistryCredentials {
+  /** Registry host[:port], e.g. "registry.example.com:5000". */
+  server: string;
+  username?: string;
+  password?: string;
+  identityToken?: string;
+  registryToken?: string;
+}
+
+/** An image present in the engine. */
+export interface ImageInfo {
+  id: string;
+  repoTags: string[];
+  size: number;
+}
+
+/** A bind mount. */
+export interface Mount {
+  hostPath: string;
+  containerPath: string;
+  readOnly?: boolean;
+}
+
+/** A published port. */
+export interface PortBinding {
+  containerPort: number;
+  protocol: "tcp" | "udp";
+  hostPort: number;
+  hostIp?: string;
+}
+
+/** What to create. */
+export interface ContainerSpec {
+  /** Engine-level name (unique). */
+  name: string;
+  image: string;
+  /** Entrypoint override (Kubernetes `command`). */
+  entrypoint?: string[];
+  /** Arguments (Kubernetes `args`). */
+  cmd?: string[];
+  env?: Record<string, string>;
+  workingDir?: string;
+  labels?: Record<string, string>;
+  mounts?: Mount[];
+  ports?: PortBinding[];
+  /**
+   * Network: "none", "host", or "container:<id>" to join another container's
+   * network namespace (how a pod's app containers join its infra container).
+   */
+  network?: string;
+  /** "container:<id>" or "host" to share the IPC / PID namespace. */
+  ipcMode?: string;
+  pidMode?: string;
+  hostname?: string;
+  dnsServers?: string[];
+  dnsSearches?: string[];
+  dnsOptions?: string[];
+  extraHosts?: string[];
+  tty?: boolean;
+  openStdin?: boolean;
+  stdinOnce?: boolean;
+  privileged?: boolean;
+  /** "uid" or "uid:gid". */
+  user?: string;
+  readOnlyRootfs?: boolean;
+  capAdd?: string[];
+  capDrop?: string[];
+  memoryLimitBytes?: number;
+  /** CPU limit in millicores. */
+  cpuLimitMillis?: number;
+  /** Seconds the engine waits after SIGTERM on stop (default 10). */
+  stopTimeoutSeconds?: number;
+}
+
+/** State of a container as the engine reports it. */
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  image: string;
+  imageId: string;
+  labels: Record<string, string>;
+  state: "created" | "running" | "paused" | "restarting" | "exited" | "dead" | "unknown";
+  exitCode: number;
+  /** RFC 3339; empty when never. */
+  createdAt: string;
+  startedAt: string;
+  finishedAt: string;
+  /** The engine's error text (e.g. why it failed to start). */
+  error: string;
+  /** Main process pid on the host (0 when not running). */
+  pid: number;
+  restartCount: number;
+  /** IP address in its network, if any. */
+  ipAddress: string;
+}
+
+/** Options for reading logs. */
+export interface LogOptions {
+  follow?: boolean;
+  timestamps?: boolean;
+  /** Unix seconds; lines before are skipped. */
+  since?: number;
+  /** Last N lines only. */
+  tail?: number;
+  stdout?: boolean;
+  stderr?: boolean;
+  signal?: AbortSignal;
+}
+
+/** One piece of a container's output. */
+export interface OutputChunk {
+  stream: "stdout" | "stderr";
+  data: Uint8Array;
+}
+
+/** Options for exec. */
+export interface ExecOptions {
+  cmd: string[];
+  env?: Record<string, string>;
+  tty?: boolean;
+  /** Input; the exec's stdin is closed when this stream ends. */
+  stdin?: ReadableStream<Uint8Array>;
+  stdout?: boolean;
+  stderr?: boolean;
+  workingDir?: string;
+  user?: string;
+  signal?: AbortSignal;
+}
+
+/** A running exec or attach. */
+export interface StreamHandle {
+  /** Output in order; ends when the process (or the attach) ends. */
+  readonly output: ReadableStream<OutputChunk>;
+  /** Resizes the terminal (tty only). */
+  resize(cols: number, rows: number): Promise<void>;
+  /** Resolves with the exit code (exec) once the process has ended; attach: the container's. */
+  readonly exitCode: Promise<number>;
+  /** Stops streaming (does not kill the process). */
+  close(): void;
+}
+
+/** What arhat needs from a container engine. */
+export interface ContainerRuntime {
+  /** Engine name and version, e.g. { name: "docker", version: "20.10.24" }. */
+  version(): Promise<{ name: string; version: string; apiVersion: string }>;
+  /** Image by reference or id, or undefined when absent. */
+  inspectImage(ref: string): Promise<ImageInfo | undefined>;
+  listImages(): Promise<ImageInfo[]>;
+  /**
+   * Pulls `ref` with `credentials` (when given). Rejects with
+   * UnauthenticatedError when the registry refuses the credentials and
+   * NotFoundError when the image does not exist; the message names the image.
+   */
+  pullImage(ref: string, credentials?: RegistryCredentials): Promise<ImageInfo>;
+  removeImage(ref: string): Promise<void>;
+
+  /** Creates a container; resolves with its id. AlreadyExistsError when the name is taken. */
+  createContainer(spec: ContainerSpec): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  /** SIGTERM, then SIGKILL after `graceSeconds`; a stopped container is not an error. */
+  stopContainer(id: string, graceSeconds: number): Promise<void>;
+  /** Removes a container (force); a missing one is not an error. */
+  removeContainer(id: string): Promise<void>;
+  /** Container by id or name, or undefined when absent. */
+  inspectContainer(idOrName: string): Promise<ContainerInfo | undefined>;
+  /** Containers (running or not) whose labels include all of `labels`. */
+  listContainers(labels?: Record<string, string>): Promise<ContainerInfo[]>;
+  /** Resolves with the exit code once the container has stopped. */
+  waitContainer(id: string, signal?: AbortSignal): Promise<number>;
+  /** Output of a container (demultiplexed), in order. */
+  logs(id: string, opts: LogOptions): ReadableStream<OutputChunk>;
+  /** Runs a command in a running container. */
+  exec(id: string, opts: ExecOptions): Promise<StreamHandle>;
+  /** Attaches to a running container's main process. */
+  attach(
+    id: string,
+    opts: { stdin?: ReadableStream<Uint8Array>; tty?: boolean; signal?: AbortSignal },
+  ): Promise<StreamHandle>;
+  /** Resizes a container's tty. */
+  resizeContainer(id: string, cols: number, rows: number): Promise<void>;
+}
