@@ -35,6 +35,7 @@ import type { Link } from "../link.ts";
 import { type Logger, nullLogger } from "../log.ts";
 import { deferred } from "../deferred.ts";
 import { chunk, MessageAssembler } from "./assembler.ts";
+import { Deadlines } from "./deadlines.ts";
 import { decodeError } from "./error_map.ts";
 import { decodeDone, encodeResize } from "./payloads.ts";
 import { Sequencer } from "./sequencer.ts";
@@ -120,6 +121,7 @@ export class SessionClient {
   readonly #sessions = new Map<bigint, Session>();
   readonly #deviceSessions = new Map<bigint, { seq: Sequencer<Msg>; asm: MessageAssembler }>();
   readonly #closedSids = new Set<bigint>();
+  readonly #deadlines = new Deadlines<bigint>();
   #nextSid: bigint;
   #closed = false;
   #onUnsolicited: (reply: Reply) => void = () => {};
@@ -176,9 +178,8 @@ export class SessionClient {
     const result = deferred<Reply>();
     const asm = new MessageAssembler(this.#maxMessageBytes);
     const timeoutMs = opts.timeoutMs ?? this.#unaryTimeoutMs;
-    const timers: { unary?: ReturnType<typeof setTimeout> } = {};
     const cleanup = () => {
-      clearTimeout(timers.unary);
+      this.#deadlines.clear(sid);
       opts.signal?.removeEventListener("abort", onAbort);
       this.#sessions.delete(sid);
     };
@@ -206,7 +207,7 @@ export class SessionClient {
       );
     };
     this.#sessions.set(sid, session);
-    timers.unary = setTimeout(() => {
+    this.#deadlines.set(sid, timeoutMs, () => {
       this.#closeSession(session, "timed out");
       session.fail(
         new TimeoutError(
@@ -215,7 +216,7 @@ export class SessionClient {
           } within ${timeoutMs} ms`,
         ),
       );
-    }, timeoutMs);
+    });
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener("abort", onAbort, { once: true });
     this.#sendMessage(session, kind, payload).catch((err) => session.fail(err));
