@@ -10,6 +10,9 @@
  *   once; ARANYA_BENCH_IDLE_SECONDS to change), counted by tcpdump on
  *   loopback (frames, so TCP/IP headers and ACKs count), extrapolated to a day.
  *
+ * ARANYA_BENCH_TRANSPORTS (comma list), ARANYA_BENCH_RTT_N and
+ * ARANYA_BENCH_PIPELINE_N narrow a run.
+ *
  * Anchors: KubeEdge idle ~2.7 MB/day per node; goals: idle <= 200 KB/day,
  * websocket round trip p50 <= 100 µs. The last line is one JSON object.
  */
@@ -27,6 +30,7 @@ import { startCapture } from "./wire_capture.ts";
 const IDLE_SECONDS = Number(Deno.env.get("ARANYA_BENCH_IDLE_SECONDS") ?? 600);
 const RTT_N = Number(Deno.env.get("ARANYA_BENCH_RTT_N") ?? 5000);
 const PIPE_N = Number(Deno.env.get("ARANYA_BENCH_PIPELINE_N") ?? 20000);
+const TRANSPORTS = (Deno.env.get("ARANYA_BENCH_TRANSPORTS") ?? "websocket,mqtt,grpc").split(",");
 
 interface Running {
   name: string;
@@ -236,6 +240,7 @@ if (import.meta.main) {
   const results: Record<string, Record<string, unknown>> = {};
   const runs: Running[] = [];
   for (const name of ["websocket", "mqtt", "grpc"] as const) {
+    if (!TRANSPORTS.includes(name)) continue;
     const r = await setup(name);
     if (!r) {
       say(`${name}: not available`);
