@@ -1,0 +1,506 @@
+/**
+ * Runs pods on a ContainerRuntime the way a kubelet would, on one device:
+ *
+ * - an infra container holds the pod's network (and IPC) namespace; app and
+ *   init containers join it with `container:<infra id>`;
+ * - init containers run to completion, in order, before app containers start;
+ * - the restart policy (Always, OnFailure, Never) is enforced here, with
+ *   exponential back-off per container; a restart creates a new container
+ *   (restart count + 1 in its labels) and keeps the previous one for
+ *   `logs --previous`;
+ * - every container carries labels (pod namespace/name/uid, container name,
+ *   role, spec hash, restart count), so the pod list is rebuilt from the
+ *   runtime alone and nothing is ever created twice;
+ * - a changed spec (spec hash) means delete + create.
+ *
+ * Work happens in short, non-blocking sync passes: `ensure` records the
+ * desired pod and runs one pass; `run` repeats passes for every desired pod and
+ * reports status changes through `onStatus`.
+ */
+import { Backoff, type BackoffOptions } from "../../common/backoff.ts";
+import { errorMessage, InvalidInputError, isKind } from "../../common/errors.ts";
+import { type Logger, nullLogger } from "../../common/log.ts";
+import { readySignal } from "../../common/lifecycle.ts";
+import {
+  type ContainerSpec as WireContainer,
+  type PodEnsureCmd,
+  PodStatusMsg_Phase,
+  PullPolicy,
+  RestartPolicy,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import type {
+  ContainerInfo,
+  ContainerRuntime,
+  ContainerSpec,
+  RegistryCredentials,
+} from "../runtime/runtime.ts";
+import {
+  containerName,
+  type ContainerRole,
+  INFRA_CONTAINER,
+  LABEL_CONTAINER,
+  LABEL_MANAGED,
+  LABEL_POD_NAME,
+  LABEL_POD_NAMESPACE,
+  LABEL_POD_UID,
+  LABEL_RESTART_COUNT,
+  LABEL_ROLE,
+  LABEL_SPEC_HASH,
+} from "./labels.ts";
+import { computePodStatus, latestByContainer, type PodStatusInit } from "./pod_status.ts";
+import { removePodDir, writeVolumes } from "./volumes.ts";
+
+/** Where desired pods are kept across restarts (the journal). */
+export interface DesiredPodStore {
+  save(uid: string, cmd: PodEnsureCmd): Promise<void>;
+  remove(uid: string): Promise<void>;
+}
+
+/** Options for {@link PodManager}. */
+export interface PodManagerOptions {
+  runtime: ContainerRuntime;
+  stateDir: string;
+  /** Image of the infra container (must provide `sh` and `sleep`, or set infraCommand). */
+  infraImage: string;
+  /** Command of the infra container (default: sleep until SIGTERM). */
+  infraCommand?: string[];
+  /** Network of infra containers of pods without hostNetwork (default "none"). */
+  infraNetwork?: string;
+  /** Back-off between restarts of one container (default 10 s doubling to 5 min, like the kubelet). */
+  restartBackoff?: BackoffOptions;
+  /** Time between sync passes, ms (default 1000). */
+  syncIntervalMs?: number;
+  store?: DesiredPodStore;
+  /** Called when a pod's status changed (never for identical statuses). */
+  onStatus?: (status: PodStatusInit) => void;
+  log?: Logger;
+}
+
+interface Desired {
+  cmd: PodEnsureCmd;
+  backoff: Map<string, { backoff: Backoff; notBefore: number }>;
+  waiting: Map<string, { reason: string; message: string }>;
+  failed: boolean;
+  lastStatus?: string;
+}
+
+const SLEEP_FOREVER = [
+  "sh",
+  "-c",
+  "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
+];
+
+/** The device's pods. */
+export class PodManager {
+  readonly #o: PodManagerOptions;
+  readonly #log: Logger;
+  readonly #desired = new Map<string, Desired>();
+  readonly #busy = new Map<string, Promise<void>>();
+  readonly #ready = readySignal();
+
+  constructor(opts: PodManagerOptions) {
+    this.#o = opts;
+    this.#log = opts.log ?? nullLogger;
+  }
+
+  /** Resolves once the supervision loop runs. */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /** Uids of the pods the device should run. */
+  get desiredUids(): string[] {
+    return [...this.#desired.keys()];
+  }
+
+  /** Adopts desired pods loaded from the journal (offline start); runs nothing yet. */
+  adopt(cmds: PodEnsureCmd[]): void {
+    for (const cmd of cmds) this.#desired.set(cmd.uid, this.#newDesired(cmd));
+  }
+
+  /** Records `cmd` as desired (journaled), runs a sync pass, returns the pod's status. */
+  async ensure(cmd: PodEnsureCmd): Promise<PodStatusInit> {
+    const current = this.#desired.get(cmd.uid);
+    if (!current || current.cmd.specHash !== cmd.specHash) {
+      this.#desired.set(cmd.uid, this.#newDesired(cmd));
+    } else {
+      current.cmd = cmd;
+    }
+    await this.#o.store?.save(cmd.uid, cmd);
+    await this.#syncOne(cmd.uid);
+    return await this.status(cmd.uid);
+  }
+
+  /**
+   * Stops (SIGTERM, then SIGKILL after `graceSeconds`) and removes the pod's
+   * containers and files, and forgets it. Deleting an unknown pod is fine.
+   */
+  async delete(uid: string, graceSeconds: number): Promise<PodStatusInit> {
+    const d = this.#desired.get(uid);
+    this.#desired.delete(uid);
+    await this.#o.store?.remove(uid);
+    await this.#busy.get(uid)?.catch(() => {});
+    const containers = await this.#containersOf(uid);
+    const before = computePodStatus(containers);
+    const grace = Math.max(0, graceSeconds);
+    const apps = containers.filter((c) => c.labels[LABEL_ROLE] !== "infra");
+    await Promise.all(apps.map((c) => this.#o.runtime.stopContainer(c.id, grace).catch(() => {})));
+    for (const c of containers.filter((c) => c.labels[LABEL_ROLE] === "infra")) {
+      await this.#o.runtime.stopContainer(c.id, 1).catch(() => {});
+    }
+    await Promise.all(containers.map((c) => this.#o.runtime.removeContainer(c.id)));
+    await removePodDir(this.#o.stateDir, uid);
+    const status: PodStatusInit = {
+      ...before,
+      uid,
+      namespace: d?.cmd.namespace ?? before.namespace,
+      name: d?.cmd.name ?? before.name,
+      phase: PodStatusMsg_Phase.DELETED,
+    };
+    this.#o.onStatus?.(status);
+    return status;
+  }
+
+  /** Status of one pod, from the runtime (plus its desired spec, if any). */
+  async status(uid: string): Promise<PodStatusInit> {
+    const d = this.#desired.get(uid);
+    const containers = await this.#containersOf(uid);
+    const s = computePodStatus(containers, d ? this.#intent(d) : undefined);
+    if (d) {
+      s.uid = uid;
+      s.namespace = d.cmd.namespace;
+      s.name = d.cmd.name;
+      s.specHash = d.cmd.specHash;
+      if (d.failed) s.phase = PodStatusMsg_Phase.FAILED;
+    }
+    return s;
+  }
+
+  /** Every pod found in the runtime or desired, optionally only `uids`. */
+  async list(uids?: string[]): Promise<PodStatusInit[]> {
+    const all = await this.#o.runtime.listContainers({ [LABEL_MANAGED]: "true" });
+    const found = new Set(all.map((c) => c.labels[LABEL_POD_UID]!).filter(Boolean));
+    for (const uid of this.#desired.keys()) found.add(uid);
+    const wanted = uids?.length ? [...found].filter((u) => uids.includes(u)) : [...found];
+    return await Promise.all(wanted.map((u) => this.status(u)));
+  }
+
+  /** Supervises desired pods until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const interval = this.#o.syncIntervalMs ?? 1000;
+    this.#ready.resolve();
+    while (!signal.aborted) {
+      for (const uid of [...this.#desired.keys()]) {
+        if (signal.aborted) break;
+        await this.#syncOne(uid).catch((err) =>
+          this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, interval);
+        signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          resolve();
+        }, { once: true });
+      });
+    }
+  }
+
+  #newDesired(cmd: PodEnsureCmd): Desired {
+    return { cmd, backoff: new Map(), waiting: new Map(), failed: false };
+  }
+
+  #intent(d: Desired) {
+    return {
+      restartPolicy: d.cmd.restartPolicy || RestartPolicy.ALWAYS,
+      initContainers: d.cmd.initContainers.map((c) => c.name),
+      containers: d.cmd.containers.map((c) => c.name),
+      waiting: d.waiting,
+    };
+  }
+
+  #containersOf(uid: string): Promise<ContainerInfo[]> {
+    return this.#o.runtime.listContainers({ [LABEL_POD_UID]: uid });
+  }
+
+  /** One pass for one pod, never two at once for the same pod. */
+  #syncOne(uid: string): Promise<void> {
+    const running = this.#busy.get(uid);
+    if (running) return running;
+    const p = this.#sync(uid).finally(() => this.#busy.delete(uid));
+    this.#busy.set(uid, p);
+    return p;
+  }
+
+  async #sync(uid: string): Promise<void> {
+    const d = this.#desired.get(uid);
+    if (!d) return;
+    const cmd = d.cmd;
+    let containers = await this.#containersOf(uid);
+    // A changed spec: delete + create.
+    if (containers.some((c) => c.labels[LABEL_SPEC_HASH] !== cmd.specHash)) {
+      this.#log.info("pod spec changed; recreating", { uid });
+      const grace = Number(cmd.terminationGraceSeconds || 30n);
+      await Promise.all(containers.map(async (c) => {
+        await this.#o.runtime.stopContainer(c.id, grace).catch(() => {});
+        await this.#o.runtime.removeContainer(c.id);
+      }));
+      containers = [];
+    }
+    if (!d.failed) await this.#advance(d, containers);
+    await this.#report(d);
+  }
+
+  async #advance(d: Desired, existing: ContainerInfo[]): Promise<void> {
+    const cmd = d.cmd;
+    const policy = cmd.restartPolicy || RestartPolicy.ALWAYS;
+    const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes);
+    let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
+    if (!infra || infra.state !== "running") {
+      if (infra) await this.#o.runtime.removeContainer(infra.id);
+      const id = await this.#create(cmd, undefined, "infra", 0, volumes, undefined);
+      if (!id) return;
+      await this.#o.runtime.startContainer(id);
+      infra = await this.#o.runtime.inspectContainer(id);
+      if (!infra) return;
+    }
+    const latest = latestByContainer(existing);
+    for (const c of cmd.initContainers) {
+      const cur = latest.get(c.name);
+      if (cur?.state === "exited" && cur.exitCode === 0) continue;
+      if (cur && cur.state !== "exited" && cur.state !== "dead") return; // still running
+      if (cur && policy === RestartPolicy.NEVER) {
+        d.failed = true;
+        this.#log.warn("init container failed; pod failed", { uid: cmd.uid, container: c.name });
+        return;
+      }
+      await this.#startInstance(d, c, "init", cur, infra.id, volumes);
+      return;
+    }
+    for (const c of cmd.containers) {
+      const cur = latest.get(c.name);
+      if (cur && cur.state !== "exited" && cur.state !== "dead" && cur.state !== "created") {
+        continue;
+      }
+      if (cur?.state === "created") {
+        await this.#o.runtime.startContainer(cur.id).catch(() => {});
+        continue;
+      }
+      if (cur) {
+        const restart = policy === RestartPolicy.ALWAYS ||
+          (policy === RestartPolicy.ON_FAILURE && cur.exitCode !== 0);
+        if (!restart) continue;
+      }
+      await this.#startInstance(d, c, "app", cur, infra.id, volumes);
+    }
+  }
+
+  /** Creates and starts the next instance of a container, honouring its back-off. */
+  async #startInstance(
+    d: Desired,
+    c: WireContainer,
+    role: ContainerRole,
+    previous: ContainerInfo | undefined,
+    infraId: string,
+    volumes: Map<string, string>,
+  ): Promise<void> {
+    let b = d.backoff.get(c.name);
+    if (!b) {
+      b = {
+        backoff: new Backoff({
+          initialMs: 10_000,
+          maxMs: 300_000,
+          factor: 2,
+          ...this.#o.restartBackoff,
+        }),
+        notBefore: 0,
+      };
+      d.backoff.set(c.name, b);
+    }
+    if (previous && Date.now() < b.notBefore) return;
+    const restart = previous ? Number(previous.labels[LABEL_RESTART_COUNT] ?? 0) + 1 : 0;
+    if (!await this.#pull(d, c)) return;
+    const id = await this.#create(d.cmd, c, role, restart, volumes, infraId);
+    if (!id) return;
+    try {
+      await this.#o.runtime.startContainer(id);
+      d.waiting.delete(c.name);
+    } catch (err) {
+      d.waiting.set(c.name, { reason: "CreateContainerError", message: errorMessage(err) });
+    }
+    if (previous) {
+      b.notBefore = Date.now() + b.backoff.next();
+      // Keep only the previous instance (for logs --previous).
+      const all = await this.#containersOf(d.cmd.uid);
+      for (const old of all) {
+        if (
+          old.labels[LABEL_CONTAINER] === c.name &&
+          Number(old.labels[LABEL_RESTART_COUNT] ?? 0) < restart - 1
+        ) await this.#o.runtime.removeContainer(old.id);
+      }
+    }
+  }
+
+  async #pull(d: Desired, c: WireContainer): Promise<boolean> {
+    const policy = c.pullPolicy || PullPolicy.IF_NOT_PRESENT;
+    const present = await this.#o.runtime.inspectImage(c.image);
+    if (present && policy !== PullPolicy.ALWAYS) return true;
+    if (!present && policy === PullPolicy.NEVER) {
+      d.waiting.set(c.name, {
+        reason: "ErrImageNeverPull",
+        message: `Image "${c.image}" is not present and the pull policy is Never`,
+      });
+      return false;
+    }
+    try {
+      await this.#o.runtime.pullImage(c.image, credentialsFor(d.cmd, c.image));
+      d.waiting.delete(c.name);
+      return true;
+    } catch (err) {
+      d.waiting.set(c.name, { reason: "ErrImagePull", message: errorMessage(err) });
+      this.#log.warn("image pull failed", { image: c.image, error: errorMessage(err) });
+      return false;
+    }
+  }
+
+  async #create(
+    pod: PodEnsureCmd,
+    c: WireContainer | undefined,
+    role: ContainerRole,
+    restart: number,
+    volumes: Map<string, string>,
+    infraId: string | undefined,
+  ): Promise<string | undefined> {
+    const name = c?.name ?? INFRA_CONTAINER;
+    const labels: Record<string, string> = {
+      [LABEL_MANAGED]: "true",
+      [LABEL_POD_UID]: pod.uid,
+      [LABEL_POD_NAMESPACE]: pod.namespace,
+      [LABEL_POD_NAME]: pod.name,
+      [LABEL_CONTAINER]: name,
+      [LABEL_ROLE]: role,
+      [LABEL_SPEC_HASH]: pod.specHash,
+      [LABEL_RESTART_COUNT]: String(restart),
+    };
+    let spec: ContainerSpec;
+    if (!c) {
+      spec = {
+        name: containerName(pod, name, restart),
+        image: this.#o.infraImage,
+        cmd: this.#o.infraCommand ?? SLEEP_FOREVER,
+        labels,
+        network: pod.hostNetwork ? "host" : this.#o.infraNetwork ?? "none",
+        hostname: pod.hostNetwork ? undefined : pod.hostname || pod.name,
+        dnsServers: pod.dnsServers,
+        dnsSearches: pod.dnsSearches,
+        dnsOptions: pod.dnsOptions,
+        extraHosts: Object.entries(pod.hosts).map(([host, ip]) => `${host}:${ip}`),
+        ipcMode: pod.hostIpc ? "host" : undefined,
+        ports: pod.containers.flatMap((k) =>
+          k.ports.filter((p) => p.hostPort > 0).map((p) => ({
+            containerPort: p.containerPort,
+            hostPort: p.hostPort,
+            protocol: (p.protocol.toLowerCase() === "udp" ? "udp" : "tcp") as "tcp" | "udp",
+            hostIp: p.hostIp || undefined,
+          }))
+        ),
+        stopTimeoutSeconds: 1,
+      };
+    } else {
+      spec = {
+        name: containerName(pod, name, restart),
+        image: c.image,
+        entrypoint: c.command.length ? c.command : undefined,
+        cmd: c.args.length ? c.args : undefined,
+        env: c.env,
+        workingDir: c.workingDir || undefined,
+        labels,
+        mounts: c.mounts.map((m) => {
+          const base = volumes.get(m.volume);
+          if (!base) {
+            throw new InvalidInputError(
+              `Volume "${m.volume}" mounted by container "${name}" is not defined in the pod`,
+            );
+          }
+          return {
+            hostPath: m.subPath ? `${base}/${m.subPath}` : base,
+            containerPath: m.mountPath,
+            readOnly: m.readOnly,
+          };
+        }),
+        network: `container:${infraId}`,
+        ipcMode: `container:${infraId}`,
+        pidMode: pod.hostPid ? "host" : undefined,
+        tty: c.tty,
+        openStdin: c.stdin,
+        stdinOnce: c.stdinOnce,
+        privileged: c.privileged,
+        user: c.hasRunAsUser
+          ? c.hasRunAsGroup ? `${c.runAsUser}:${c.runAsGroup}` : String(c.runAsUser)
+          : undefined,
+        readOnlyRootfs: c.readOnlyRootFs,
+        capAdd: c.capsAdd,
+        capDrop: c.capsDrop,
+        memoryLimitBytes: Number(c.memoryLimitBytes) || undefined,
+        cpuLimitMillis: Number(c.cpuLimitMillis) || undefined,
+        stopTimeoutSeconds: Number(pod.terminationGraceSeconds || 30n),
+      };
+    }
+    try {
+      return await this.#o.runtime.createContainer(spec);
+    } catch (err) {
+      if (isKind(err, "already-exists")) {
+        // Another pass created it a moment ago: never a duplicate.
+        return (await this.#o.runtime.inspectContainer(spec.name))?.id;
+      }
+      if (c) {
+        this.#desired.get(pod.uid)?.waiting.set(name, {
+          reason: "CreateContainerError",
+          message: errorMessage(err),
+        });
+      }
+      this.#log.warn("creating a container failed", {
+        uid: pod.uid,
+        container: name,
+        error: errorMessage(err),
+      });
+      return undefined;
+    }
+  }
+
+  async #report(d: Desired): Promise<void> {
+    const s = await this.status(d.cmd.uid);
+    const key = JSON.stringify({
+      ...s,
+      containers: s.containers.map((c) => ({ ...c, createdAt: "" })),
+    });
+    if (key === d.lastStatus) return;
+    d.lastStatus = key;
+    this.#o.onStatus?.(s);
+  }
+}
+
+/** The pull credentials for `image` from the pod's pull secrets (matched by registry host). */
+export function credentialsFor(pod: PodEnsureCmd, image: string): RegistryCredentials | undefined {
+  const spec = pod.imagePull[image];
+  const host = registryHost(image);
+  const auth = spec?.auth.find((a) => a.server === host) ?? spec?.auth[0] ??
+    Object.values(pod.imagePull).flatMap((s) => s.auth).find((a) => a.server === host);
+  if (!auth) return undefined;
+  return {
+    server: auth.server || host,
+    username: auth.username || undefined,
+    password: auth.password || undefined,
+    identityToken: auth.identityToken || undefined,
+    registryToken: auth.registryToken || undefined,
+  };
+}
+
+/** Registry host of an image reference ("docker.io" when it names none). */
+export function registryHost(image: string): string {
+  const first = image.split("/")[0]!;
+  return image.includes("/") &&
+      (first.includes(".") || first.includes(":") || first === "localhost")
+    ? first
+    : "docker.io";
+}
