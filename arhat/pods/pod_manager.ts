@@ -18,7 +18,7 @@
  * reports status changes through `onStatus`.
  */
 import { Backoff, type BackoffOptions } from "../../common/backoff.ts";
-import { errorMessage, InvalidInputError, isKind } from "../../common/errors.ts";
+import { errorMessage, InvalidInputError, isKind, NotFoundError } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { readySignal } from "../../common/lifecycle.ts";
 import {
@@ -174,6 +174,43 @@ export class PodManager {
       if (d.failed) s.phase = PodStatusMsg_Phase.FAILED;
     }
     return s;
+  }
+
+  /**
+   * The engine container behind `container` of pod `uid`: its newest instance,
+   * or with `previous` the one before it (for `logs --previous`). Throws
+   * NotFoundError naming what is missing.
+   */
+  async findContainer(
+    uid: string,
+    container: string,
+    opts: { previous?: boolean } = {},
+  ): Promise<ContainerInfo> {
+    const all = (await this.#containersOf(uid)).filter((c) =>
+      c.labels[LABEL_CONTAINER] === container
+    );
+    if (all.length === 0) {
+      throw new NotFoundError(
+        `Container "${container}" of pod "${uid}" does not exist on this device`,
+      );
+    }
+    all.sort((a, b) =>
+      Number(b.labels[LABEL_RESTART_COUNT] ?? 0) - Number(a.labels[LABEL_RESTART_COUNT] ?? 0)
+    );
+    const pick = opts.previous ? all[1] : all[0];
+    if (!pick) {
+      throw new NotFoundError(
+        `Container "${container}" of pod "${uid}" has no previous instance (it never restarted)`,
+      );
+    }
+    return pick;
+  }
+
+  /** The pod's infra container (holds its network namespace). */
+  async infraOf(uid: string): Promise<ContainerInfo> {
+    const infra = (await this.#containersOf(uid)).find((c) => c.labels[LABEL_ROLE] === "infra");
+    if (!infra) throw new NotFoundError(`Pod "${uid}" is not running on this device`);
+    return infra;
   }
 
   /** Every pod found in the runtime or desired, optionally only `uids`. */

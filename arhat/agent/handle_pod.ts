@@ -1,0 +1,59 @@
+/** Pod commands: ensure, delete, list (CMD_POD_*). */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CmdKind, MsgKind } from "../../common/envelope.ts";
+import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import {
+  PodDeleteCmdSchema,
+  PodEnsureCmdSchema,
+  PodListCmdSchema,
+  PodStatusListMsgSchema,
+  PodStatusMsgSchema,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import type { PodManager } from "../pods/pod_manager.ts";
+import type { PodStatusInit } from "../pods/pod_status.ts";
+import type { Handler } from "./agent.ts";
+
+function decode<T>(what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw new InvalidInputError(`Malformed ${what}: ${errorMessage(err)}`);
+  }
+}
+
+/** Encodes one pod status as a PodStatusMsg payload. */
+export function encodePodStatus(s: PodStatusInit): Uint8Array {
+  return toBinary(PodStatusMsgSchema, create(PodStatusMsgSchema, s));
+}
+
+/** The pod command handlers over `pods`. */
+export function podHandlers(pods: PodManager): [CmdKind, Handler][] {
+  return [
+    [CmdKind.CMD_POD_ENSURE, {
+      unary: async ({ payload }) => {
+        const cmd = decode("PodEnsureCmd", () => fromBinary(PodEnsureCmdSchema, payload));
+        if (!cmd.uid || !cmd.name || !cmd.namespace) {
+          throw new InvalidInputError("PodEnsureCmd needs uid, namespace and name");
+        }
+        return { kind: MsgKind.MSG_POD_STATUS, payload: encodePodStatus(await pods.ensure(cmd)) };
+      },
+    }],
+    [CmdKind.CMD_POD_DELETE, {
+      unary: async ({ payload }) => {
+        const cmd = decode("PodDeleteCmd", () => fromBinary(PodDeleteCmdSchema, payload));
+        const s = await pods.delete(cmd.uid, Number(cmd.graceSeconds));
+        return { kind: MsgKind.MSG_POD_STATUS, payload: encodePodStatus(s) };
+      },
+    }],
+    [CmdKind.CMD_POD_LIST, {
+      unary: async ({ payload }) => {
+        const cmd = decode("PodListCmd", () => fromBinary(PodListCmdSchema, payload));
+        const list = await pods.list(cmd.uids);
+        return {
+          kind: MsgKind.MSG_POD_STATUS_LIST,
+          payload: toBinary(PodStatusListMsgSchema, create(PodStatusListMsgSchema, { pods: list })),
+        };
+      },
+    }],
+  ];
+}

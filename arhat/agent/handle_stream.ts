@@ -1,0 +1,162 @@
+/**
+ * Stream commands on containers: exec, attach, logs, port-forward, and tty
+ * resize (which arrives inside the exec/attach session).
+ *
+ * Port-forward into a pod's network namespace: arhat runs
+ * `nc 127.0.0.1 <port>` inside the pod's infra container through an exec and
+ * splices the session's bytes into it. That works the same on Docker and
+ * Podman, needs no privileges or namespace syscalls in arhat (which Deno
+ * cannot make), and the infra image (busybox by default) provides `nc`.
+ * A pod on the host network is forwarded with a plain TCP connection.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { CmdKind } from "../../common/envelope.ts";
+import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import type { StreamContext } from "../../common/session/session_server.ts";
+import {
+  ExecCmdSchema,
+  LogsCmdSchema,
+  PortForwardCmdSchema,
+} from "../../proto/gen/aranya/stream_pb.ts";
+import type { PodManager } from "../pods/pod_manager.ts";
+import type { ContainerRuntime, OutputChunk, StreamHandle } from "../runtime/runtime.ts";
+import type { Handler } from "./agent.ts";
+import type { HostManagement } from "./handle_host.ts";
+
+/** The container the virtual pod's commands address: the device host. */
+export const HOST_CONTAINER = "host";
+
+function decode<T>(what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw new InvalidInputError(`Malformed ${what}: ${errorMessage(err)}`);
+  }
+}
+
+/** Copies runtime output into the session, in order. */
+export async function pumpOutput(
+  output: ReadableStream<OutputChunk>,
+  ctx: StreamContext,
+): Promise<void> {
+  for await (const chunk of output) {
+    if (ctx.signal.aborted) break;
+    await (chunk.stream === "stderr" ? ctx.stderr(chunk.data) : ctx.stdout(chunk.data));
+  }
+}
+
+async function runHandle(handle: StreamHandle, ctx: StreamContext): Promise<number> {
+  ctx.onResize(({ cols, rows }) => handle.resize(cols, rows).catch(() => {}));
+  const onAbort = () => handle.close();
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await ctx.ready();
+    await pumpOutput(handle.output, ctx);
+    return await handle.exitCode;
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Options for {@link streamHandlers}. */
+export interface StreamHandlerOptions {
+  runtime: ContainerRuntime;
+  pods: PodManager;
+  /** Handles the virtual pod's `host` container (host management), if configured. */
+  host?: HostManagement;
+}
+
+function decodeExec(payload: Uint8Array) {
+  return decode("ExecCmd", () => fromBinary(ExecCmdSchema, payload));
+}
+
+/** The stream handlers. */
+export function streamHandlers(o: StreamHandlerOptions): [CmdKind, Handler][] {
+  const execOrAttach = (attach: boolean) => async (ctx: StreamContext) => {
+    const cmd = decodeExec(ctx.payload);
+    if (cmd.container === HOST_CONTAINER && !cmd.podUid) {
+      if (!o.host) throw new InvalidInputError("Host management is not configured on this device");
+      return await o.host.exec(ctx, cmd);
+    }
+    const c = await o.pods.findContainer(cmd.podUid, cmd.container);
+    const stdin = cmd.stdin ? ctx.input : undefined;
+    const handle = attach
+      ? await o.runtime.attach(c.id, { stdin, tty: cmd.tty, signal: ctx.signal })
+      : await o.runtime.exec(c.id, {
+        cmd: cmd.command,
+        env: cmd.env,
+        tty: cmd.tty,
+        stdin,
+        stdout: cmd.stdout || !cmd.stderr,
+        stderr: cmd.stderr,
+        signal: ctx.signal,
+      });
+    if (cmd.tty && cmd.cols && cmd.rows) await handle.resize(cmd.cols, cmd.rows).catch(() => {});
+    return await runHandle(handle, ctx);
+  };
+  return [
+    [CmdKind.CMD_EXEC, { stream: execOrAttach(false) }],
+    [CmdKind.CMD_ATTACH, { stream: execOrAttach(true) }],
+    [CmdKind.CMD_LOGS, {
+      stream: async (ctx) => {
+        const cmd = decode("LogsCmd", () => fromBinary(LogsCmdSchema, ctx.payload));
+        if (cmd.container === HOST_CONTAINER && !cmd.podUid) {
+          if (!o.host) {
+            throw new InvalidInputError("Host management is not configured on this device");
+          }
+          return await o.host.logs(ctx, cmd.path, cmd.follow);
+        }
+        const c = await o.pods.findContainer(cmd.podUid, cmd.container, { previous: cmd.previous });
+        const since = cmd.since ? Math.floor(Date.parse(cmd.since) / 1000) : undefined;
+        if (cmd.since && !Number.isFinite(since)) {
+          throw new InvalidInputError(`LogsCmd.since "${cmd.since}" is not an RFC 3339 time`);
+        }
+        const output = o.runtime.logs(c.id, {
+          follow: cmd.follow,
+          timestamps: cmd.timestamps,
+          since,
+          tail: cmd.tailLines >= 0n && cmd.tailLines !== 0n ? Number(cmd.tailLines) : undefined,
+          signal: ctx.signal,
+        });
+        await ctx.ready();
+        let budget = cmd.limitBytes > 0n ? Number(cmd.limitBytes) : Infinity;
+        for await (const chunk of output) {
+          if (ctx.signal.aborted) break;
+          const data = chunk.data.byteLength > budget ? chunk.data.subarray(0, budget) : chunk.data;
+          budget -= data.byteLength;
+          await (chunk.stream === "stderr" ? ctx.stderr(data) : ctx.stdout(data));
+          if (budget <= 0) break;
+        }
+        return 0;
+      },
+    }],
+    [CmdKind.CMD_PORT_FORWARD, {
+      stream: async (ctx) => {
+        const cmd = decode("PortForwardCmd", () => fromBinary(PortForwardCmdSchema, ctx.payload));
+        if (cmd.port < 1 || cmd.port > 65535) {
+          throw new InvalidInputError(`Port ${cmd.port} is outside 1..65535`);
+        }
+        if ((cmd.network || "tcp") !== "tcp") {
+          throw new InvalidInputError(
+            `Port-forward network "${cmd.network}" is not supported; only "tcp"`,
+          );
+        }
+        if (!cmd.podUid) {
+          if (!o.host) {
+            throw new InvalidInputError("Host management is not configured on this device");
+          }
+          return await o.host.portForward(ctx, cmd.port);
+        }
+        const infra = await o.pods.infraOf(cmd.podUid);
+        const handle = await o.runtime.exec(infra.id, {
+          cmd: ["nc", cmd.address || "127.0.0.1", String(cmd.port)],
+          stdin: ctx.input,
+          stdout: true,
+          stderr: true,
+          signal: ctx.signal,
+        });
+        return await runHandle(handle, ctx);
+      },
+    }],
+  ];
+}
