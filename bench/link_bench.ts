@@ -34,6 +34,8 @@ const TRANSPORTS = (Deno.env.get("ARANYA_BENCH_TRANSPORTS") ?? "websocket,mqtt,g
 
 interface Running {
   name: string;
+  /** Client ports of the device's own connection, found after it connected (mqtt). */
+  devicePorts?: () => Promise<number[]>;
   client: SessionClient;
   /** Ports whose traffic is this transport's. */
   ports: number[];
@@ -105,6 +107,7 @@ async function setup(name: "websocket" | "mqtt" | "grpc"): Promise<Running | und
   let stopExtra = async () => {};
   let running: Promise<void>;
   let note: string | undefined;
+  let devicePorts: (() => Promise<number[]>) | undefined;
   if (name === "websocket") {
     const { WebSocketLinkServer } = await import(
       "../aranya/connectivity/websocket/ws_link_server.ts"
@@ -149,7 +152,14 @@ async function setup(name: "websocket" | "mqtt" | "grpc"): Promise<Running | und
       messageNamespace: ns,
     };
     stopExtra = () => broker.stop();
-    note = "idle bytes include aranya's own broker connection, which all devices of a broker share";
+    note = "idleBytesPerDay counts the device's broker connection; aranya's own broker " +
+      "connection (shared by every device of the broker) is reported apart";
+    devicePorts = async () => {
+      // mosquitto logs "New client connected from 127.0.0.1:PORT as arhat-...".
+      const log = await Deno.readTextFile(broker.logFile);
+      return [...log.matchAll(/New client connected from 127\.0\.0\.1:(\d+) as arhat-/g)]
+        .map((m) => Number(m[1]));
+    };
   } else {
     const mod = await import("../aranya/connectivity/grpc/grpc_link_server.ts").catch(() =>
       undefined
@@ -180,6 +190,7 @@ async function setup(name: "websocket" | "mqtt" | "grpc"): Promise<Running | und
     device: child,
     deviceOut: lines,
     note,
+    devicePorts,
     stop: async () => {
       try {
         child.stdin.close();
@@ -263,12 +274,27 @@ if (import.meta.main) {
   );
   await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
   for (let i = 0; i < runs.length; i++) {
-    const c = await captures[i]!.stop();
-    const perDay = Math.round(c.bytes * 86400 / IDLE_SECONDS);
-    results[runs[i]!.name]!.idleBytesPerDay = perDay;
-    results[runs[i]!.name]!.idlePackets = c.packets;
+    const r = runs[i]!;
+    const split = r.devicePorts ? await r.devicePorts() : [];
+    const c = await captures[i]!.stop(split);
+    let deviceBytes = c.bytes;
+    let devicePackets = c.packets;
+    if (split.length) {
+      deviceBytes = split.reduce((n, p) => n + (c.byPort.get(p)?.bytes ?? 0), 0);
+      devicePackets = split.reduce((n, p) => n + (c.byPort.get(p)?.packets ?? 0), 0);
+      const shared = Math.round((c.bytes - deviceBytes) * 86400 / IDLE_SECONDS);
+      results[r.name]!.sharedAranyaBytesPerDay = shared;
+      say(
+        `${r.name}: aranya's shared broker connection: ${
+          (shared / 1024).toFixed(0)
+        } KB/day for all devices together`,
+      );
+    }
+    const perDay = Math.round(deviceBytes * 86400 / IDLE_SECONDS);
+    results[r.name]!.idleBytesPerDay = perDay;
+    results[r.name]!.idlePackets = devicePackets;
     say(
-      `${runs[i]!.name}: idle ${c.packets} packets, ${c.bytes} bytes in ${IDLE_SECONDS} s = ${
+      `${r.name}: idle ${devicePackets} packets, ${deviceBytes} bytes in ${IDLE_SECONDS} s = ${
         (perDay / 1024).toFixed(0)
       } KB/day (${
         (2.7 * 1024 * 1024 / perDay).toFixed(1)
