@@ -148,7 +148,7 @@ export class PodManager {
     for (const c of containers.filter((c) => c.labels[LABEL_ROLE] === "infra")) {
       await this.#o.runtime.stopContainer(c.id, 1).catch(() => {});
     }
-    await Promise.all(containers.map((c) => this.#o.runtime.removeContainer(c.id)));
+    await this.#removeAll(containers);
     await removePodDir(this.#o.stateDir, uid);
     const status: PodStatusInit = {
       ...before,
@@ -243,6 +243,14 @@ export class PodManager {
     }
   }
 
+  /** Removes containers, the infra container last (Podman refuses to remove a joined one). */
+  async #removeAll(containers: ContainerInfo[]): Promise<void> {
+    const infra = containers.filter((c) => c.labels[LABEL_ROLE] === "infra");
+    const others = containers.filter((c) => c.labels[LABEL_ROLE] !== "infra");
+    await Promise.all(others.map((c) => this.#o.runtime.removeContainer(c.id)));
+    for (const c of infra) await this.#o.runtime.removeContainer(c.id);
+  }
+
   #newDesired(cmd: PodEnsureCmd): Desired {
     return { cmd, backoff: new Map(), waiting: new Map(), failed: false };
   }
@@ -278,10 +286,10 @@ export class PodManager {
     if (containers.some((c) => c.labels[LABEL_SPEC_HASH] !== cmd.specHash)) {
       this.#log.info("pod spec changed; recreating", { uid });
       const grace = Number(cmd.terminationGraceSeconds || 30n);
-      await Promise.all(containers.map(async (c) => {
-        await this.#o.runtime.stopContainer(c.id, grace).catch(() => {});
-        await this.#o.runtime.removeContainer(c.id);
-      }));
+      await Promise.all(
+        containers.map((c) => this.#o.runtime.stopContainer(c.id, grace).catch(() => {})),
+      );
+      await this.#removeAll(containers);
       containers = [];
     }
     if (!d.failed) await this.#advance(d, containers);

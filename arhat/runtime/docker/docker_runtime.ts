@@ -1,0 +1,812 @@
+/**
+ * `ContainerRuntime` over the Docker Engine API, for dockerd and Podman's
+ * compatible service alike. Requests go through fetch with an HttpClient
+ * bound to the engine's Unix socket (the URL host `d` is a placeholder);
+ * exec and attach use hijacked connections (`hijack.ts`) and the
+ * multiplexed stream format (`demux.ts`). Every engine failure is mapped to
+ * a domain error in one place (`engine_error.ts`).
+ *
+ * Differences between the engines that this module absorbs:
+ * - Podman answers most failures with 500 and a message (a taken name, a
+ *   missing object, exec in a stopped container), dockerd with 404/409.
+ * - A pull refused by the registry is a 500 from dockerd but an `error` line
+ *   inside a 200 progress stream from Podman.
+ * - Podman may report an exited container as "stopped" (mapped to "exited").
+ *
+ * Differences it does not hide (callers must allow for them):
+ * - Waiting for a never-started container: dockerd says 0 at once, Podman -1.
+ * - Podman refuses to remove a container that others joined (network, IPC,
+ *   PID namespace) until they are removed (InvalidInputError); dockerd
+ *   removes it. Remove a pod's app containers before its infra container.
+ * - With network "none" Podman writes no /etc/resolv.conf, ignoring the DNS
+ *   settings; dockerd applies them.
+ * - Podman gives a non-root user the added capabilities as effective ones;
+ *   dockerd only puts them in the bounding set.
+ */
+import {
+  AranyaError,
+  CanceledError,
+  InternalError,
+  InvalidInputError,
+  NotFoundError,
+  TimeoutError,
+} from "../../../common/errors.ts";
+import { deferred } from "../../../common/deferred.ts";
+import { type Logger, nullLogger } from "../../../common/log.ts";
+import type {
+  ContainerInfo,
+  ContainerRuntime,
+  ContainerSpec,
+  ExecOptions,
+  ImageInfo,
+  LogOptions,
+  OutputChunk,
+  RegistryCredentials,
+  StreamHandle,
+} from "../runtime.ts";
+import { demuxStream } from "./demux.ts";
+import { engineMessage, httpError, streamError, transportError } from "./engine_error.ts";
+import { hijack, type HijackedConnection } from "./hijack.ts";
+
+/** Options for {@link DockerRuntime}. */
+export interface DockerRuntimeOptions {
+  /** Path of the engine's Unix socket, e.g. "/run/docker.sock" or Podman's. */
+  socket: string;
+  /** Engine API version prefix; default "v1.41" (dockerd 20.10, Podman 4). */
+  apiVersion?: string;
+  log?: Logger;
+}
+
+/** How long exec's exit code is polled for after its output ended. */
+const EXEC_EXIT_POLL_MS = 10_000;
+/** Image references: what registries and engines accept, nothing that needs URL escaping. */
+const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/;
+const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+interface RawContainer {
+  Id: string;
+  Name?: string;
+  Image?: string;
+  Created?: string;
+  RestartCount?: number;
+  Config?: { Image?: string; Labels?: Record<string, string> | null; Tty?: boolean };
+  State?: {
+    Status?: string;
+    ExitCode?: number;
+    StartedAt?: string;
+    FinishedAt?: string;
+    Error?: string;
+    Pid?: number;
+  };
+  NetworkSettings?: {
+    IPAddress?: string;
+    Networks?: Record<string, { IPAddress?: string }> | null;
+  };
+}
+
+interface RawImage {
+  Id: string;
+  RepoTags?: string[] | null;
+  Size?: number;
+}
+
+interface CallInit {
+  json?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/**
+ * Docker Engine API client implementing {@link ContainerRuntime}.
+ *
+ * Contract: the constructor does no I/O; the HTTP client is created on first
+ * use and released by {@link close}. Methods follow the interface's
+ * contracts; errors are domain errors whose message names the container or
+ * image and carries the engine's own text.
+ */
+export class DockerRuntime implements ContainerRuntime {
+  readonly #socket: string;
+  readonly #api: string;
+  readonly #log: Logger;
+  #client: Deno.HttpClient | undefined;
+
+  constructor(opts: DockerRuntimeOptions) {
+    this.#socket = opts.socket;
+    this.#api = opts.apiVersion ?? "v1.41";
+    this.#log = (opts.log ?? nullLogger).with({ component: "docker-runtime", socket: opts.socket });
+  }
+
+  /**
+   * Releases the HTTP client (call it when done; requests still in flight
+   * may fail). A later call creates a new client. Hijacked streams use their
+   * own connections and are not affected.
+   */
+  close(): void {
+    this.#client?.close();
+    this.#client = undefined;
+  }
+
+  async version(): Promise<{ name: string; version: string; apiVersion: string }> {
+    const v = await this.#call("GET", "/version", "Reading the engine version") as {
+      Version?: string;
+      ApiVersion?: string;
+      Components?: { Name?: string; Version?: string }[] | null;
+    };
+    const podman = (v.Components ?? []).find((c) => /podman/i.test(c.Name ?? ""));
+    return {
+      name: podman ? "podman" : "docker",
+      version: podman?.Version ?? v.Version ?? "",
+      apiVersion: v.ApiVersion ?? "",
+    };
+  }
+
+  async inspectImage(ref: string): Promise<ImageInfo | undefined> {
+    checkImageRef(ref);
+    const res = await this.#callAllowing(
+      "GET",
+      `/images/${ref}/json`,
+      `Inspecting image "${ref}"`,
+      [
+        404,
+      ],
+    );
+    return res.status === 404 ? undefined : toImage(res.data as RawImage);
+  }
+
+  async listImages(): Promise<ImageInfo[]> {
+    const raw = await this.#call("GET", "/images/json", "Listing images") as RawImage[] | null;
+    return (raw ?? []).map(toImage);
+  }
+
+  async pullImage(ref: string, credentials?: RegistryCredentials): Promise<ImageInfo> {
+    checkImageRef(ref);
+    const what = `Pulling image "${ref}"`;
+    const headers: Record<string, string> = {};
+    if (credentials) headers["x-registry-auth"] = encodeAuth(credentials);
+    const res = await this.#fetch("POST", `/images/create?${pullQuery(ref)}`, what, { headers });
+    if (!res.ok) throw httpError(what, res.status, engineMessage(await this.#text(res, what)));
+    // Read the progress stream to its end: the pull is only complete then, and
+    // Podman reports failures as an `error` line inside this 200 response.
+    try {
+      await readProgress(res.body, what);
+    } catch (err) {
+      throw err instanceof AranyaError ? err : transportError(what, this.#socket, err);
+    }
+    const image = await this.inspectImage(ref);
+    if (!image) throw new InternalError(`${what} reported success but the image is absent`);
+    this.#log.info("image pulled", { image: ref, id: image.id });
+    return image;
+  }
+
+  async removeImage(ref: string): Promise<void> {
+    checkImageRef(ref);
+    await this.#callAllowing("DELETE", `/images/${ref}?force=true`, `Removing image "${ref}"`, [
+      404,
+    ]);
+  }
+
+  async createContainer(spec: ContainerSpec): Promise<string> {
+    checkImageRef(spec.image);
+    const what = `Creating container "${spec.name}"`;
+    const created = await this.#call(
+      "POST",
+      `/containers/create?${new URLSearchParams({ name: spec.name })}`,
+      what,
+      { json: createBody(spec) },
+    ) as { Id?: string; Warnings?: string[] | null };
+    if (!created.Id) throw new InternalError(`${what} failed: the engine returned no id`);
+    for (const w of created.Warnings ?? []) {
+      this.#log.warn("engine warning on create", { container: spec.name, warning: w });
+    }
+    return created.Id;
+  }
+
+  async startContainer(id: string): Promise<void> {
+    await this.#callAllowing("POST", `/containers/${enc(id)}/start`, `Starting container "${id}"`, [
+      304,
+    ]);
+  }
+
+  async stopContainer(id: string, graceSeconds: number): Promise<void> {
+    const t = Math.max(0, Math.ceil(graceSeconds));
+    await this.#callAllowing(
+      "POST",
+      `/containers/${enc(id)}/stop?t=${t}`,
+      `Stopping container "${id}"`,
+      [304],
+    );
+  }
+
+  async removeContainer(id: string): Promise<void> {
+    await this.#callAllowing(
+      "DELETE",
+      `/containers/${enc(id)}?force=true&v=true`,
+      `Removing container "${id}"`,
+      [404],
+    );
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerInfo | undefined> {
+    const raw = await this.#inspectRaw(idOrName);
+    return raw && toContainer(raw);
+  }
+
+  async listContainers(labels: Record<string, string> = {}): Promise<ContainerInfo[]> {
+    const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
+    const q = new URLSearchParams({ all: "true", filters: JSON.stringify(filters) });
+    const list = await this.#call("GET", `/containers/json?${q}`, "Listing containers") as
+      | { Id: string }[]
+      | null;
+    // The summaries lack exit codes and times: inspect each (skipping those removed meanwhile).
+    const infos = await Promise.all((list ?? []).map((c) => this.inspectContainer(c.Id)));
+    return infos.filter((c): c is ContainerInfo =>
+      c !== undefined && Object.entries(labels).every(([k, v]) => c.labels[k] === v)
+    );
+  }
+
+  async waitContainer(id: string, signal?: AbortSignal): Promise<number> {
+    const r = await this.#call(
+      "POST",
+      `/containers/${enc(id)}/wait`,
+      `Waiting for container "${id}"`,
+      { signal },
+    ) as { StatusCode?: number };
+    return r.StatusCode ?? -1;
+  }
+
+  logs(id: string, opts: LogOptions): ReadableStream<OutputChunk> {
+    const what = `Reading the logs of container "${id}"`;
+    const q = new URLSearchParams({
+      stdout: String(opts.stdout ?? true),
+      stderr: String(opts.stderr ?? true),
+      follow: String(opts.follow ?? false),
+      timestamps: String(opts.timestamps ?? false),
+      tail: opts.tail === undefined ? "all" : String(Math.max(0, Math.floor(opts.tail))),
+    });
+    if (opts.since !== undefined) q.set("since", String(Math.floor(opts.since)));
+    return lazyStream(what, opts.signal, async (signal) => {
+      const raw = await this.#inspectRaw(id, signal);
+      if (!raw) throw new NotFoundError(`${what} failed: no such container`);
+      const res = await this.#fetch("GET", `/containers/${enc(id)}/logs?${q}`, what, { signal });
+      if (!res.ok) throw httpError(what, res.status, engineMessage(await this.#text(res, what)));
+      if (!res.body) return new ReadableStream({ start: (c) => c.close() });
+      // With a tty the engine sends raw bytes, without one the multiplexed format.
+      return demuxStream(res.body, { tty: raw.Config?.Tty === true });
+    });
+  }
+
+  /**
+   * Runs `opts.cmd` in the container over a hijacked connection. `stdin` is
+   * pumped into the process and its end closes the process's stdin; the
+   * stream is canceled once the process has ended. `exitCode` resolves after
+   * `output` ended, so read `output` to its end or cancel it (canceling
+   * discards the rest but still yields the exit code); `close()` or the
+   * signal stops everything and rejects a pending `exitCode` with
+   * CanceledError.
+   */
+  async exec(id: string, opts: ExecOptions): Promise<StreamHandle> {
+    const what = `Executing "${abbreviate(opts.cmd.join(" "))}" in container "${id}"`;
+    const tty = opts.tty === true;
+    const created = await this.#call("POST", `/containers/${enc(id)}/exec`, what, {
+      json: {
+        Cmd: opts.cmd,
+        Env: opts.env && toEnv(opts.env),
+        Tty: tty,
+        AttachStdin: opts.stdin !== undefined,
+        AttachStdout: opts.stdout ?? true,
+        AttachStderr: opts.stderr ?? true,
+        WorkingDir: opts.workingDir,
+        User: opts.user,
+      },
+      signal: opts.signal,
+    }) as { Id?: string };
+    const execId = created.Id;
+    if (!execId) throw new InternalError(`${what} failed: the engine returned no exec id`);
+    const conn = await hijack({
+      socket: this.#socket,
+      method: "POST",
+      path: `/${this.#api}/exec/${enc(execId)}/start`,
+      body: { Detach: false, Tty: tty },
+      what,
+      signal: opts.signal,
+      log: this.#log,
+    });
+    this.#log.debug("exec started", { container: id, exec: execId });
+    return this.#streamHandle(conn, {
+      what,
+      tty,
+      stdin: opts.stdin,
+      signal: opts.signal,
+      exitCode: () => this.#execExitCode(execId, what),
+      resize: (cols, rows) =>
+        this.#resize(`/exec/${enc(execId)}/resize`, cols, rows, `Resizing exec "${execId}"`),
+    });
+  }
+
+  /**
+   * Attaches to the container's main process. The output format follows the
+   * container's own tty setting (read from the engine); `opts.tty` is not
+   * needed and ignored. `exitCode` is the container's, awaited with
+   * `waitContainer` after the output ended.
+   */
+  async attach(
+    id: string,
+    opts: { stdin?: ReadableStream<Uint8Array>; tty?: boolean; signal?: AbortSignal },
+  ): Promise<StreamHandle> {
+    const what = `Attaching to container "${id}"`;
+    const raw = await this.#inspectRaw(id, opts.signal);
+    if (!raw) throw new NotFoundError(`${what} failed: no such container`);
+    const tty = raw.Config?.Tty === true;
+    const q = new URLSearchParams({
+      stream: "1",
+      stdin: opts.stdin ? "1" : "0",
+      stdout: "1",
+      stderr: "1",
+    });
+    const conn = await hijack({
+      socket: this.#socket,
+      method: "POST",
+      path: `/${this.#api}/containers/${enc(raw.Id)}/attach?${q}`,
+      what,
+      signal: opts.signal,
+      log: this.#log,
+    });
+    return this.#streamHandle(conn, {
+      what,
+      tty,
+      stdin: opts.stdin,
+      signal: opts.signal,
+      exitCode: () => this.waitContainer(raw.Id),
+      resize: (cols, rows) => this.resizeContainer(raw.Id, cols, rows),
+    });
+  }
+
+  async resizeContainer(id: string, cols: number, rows: number): Promise<void> {
+    await this.#resize(`/containers/${enc(id)}/resize`, cols, rows, `Resizing container "${id}"`);
+  }
+
+  // --- streams -------------------------------------------------------------
+
+  /**
+   * Wraps a hijacked connection: demultiplexed output, stdin pumped into the
+   * connection and half-closed at its end, and the exit code once the output
+   * ended. Canceling `output` keeps draining the connection in the
+   * background so `exitCode` still resolves; `close()` (or the signal) ends
+   * everything and rejects a pending `exitCode` with CanceledError.
+   */
+  #streamHandle(conn: HijackedConnection, o: {
+    what: string;
+    tty: boolean;
+    stdin?: ReadableStream<Uint8Array>;
+    signal?: AbortSignal;
+    exitCode: () => Promise<number>;
+    resize: (cols: number, rows: number) => Promise<void>;
+  }): StreamHandle {
+    const exit = deferred<number>();
+    exit.promise.catch(() => {}); // callers need not await it; they still see the rejection
+    let closedByCaller = false;
+    let stdinReader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    const stopStdin = () => {
+      stdinReader?.cancel().catch(() => {});
+      stdinReader = undefined;
+    };
+    const close = () => {
+      if (closedByCaller) return;
+      closedByCaller = true;
+      o.signal?.removeEventListener("abort", close);
+      stopStdin();
+      conn.close();
+      exit.reject(new CanceledError(`${o.what} was closed before the process ended`));
+    };
+    o.signal?.addEventListener("abort", close, { once: true });
+
+    const demuxed = demuxStream(conn.output, {
+      tty: o.tty,
+      onEnd: (reason, error) => {
+        stopStdin();
+        o.signal?.removeEventListener("abort", close);
+        conn.close();
+        if (closedByCaller) return;
+        if (reason === "done") o.exitCode().then(exit.resolve, exit.reject);
+        else exit.reject(error ?? new CanceledError(`${o.what} was canceled`));
+      },
+    });
+    const reader = demuxed.getReader();
+    const output = new ReadableStream<OutputChunk>({
+      async pull(controller) {
+        try {
+          const r = await reader.read();
+          if (r.done) controller.close();
+          else controller.enqueue(r.value);
+        } catch (err) {
+          // After close() the output just ends, even when it stopped inside a frame.
+          if (closedByCaller) controller.close();
+          else controller.error(err);
+        }
+      },
+      cancel() {
+        // Nobody wants the output any more, but the exit code still matters.
+        void (async () => {
+          try {
+            while (!(await reader.read()).done) { /* discard */ }
+          } catch { /* ended by close() or an error; exitCode says which */ }
+        })();
+      },
+    }, { highWaterMark: 0 });
+
+    if (o.stdin) {
+      const r = o.stdin.getReader();
+      stdinReader = r;
+      void (async () => {
+        try {
+          while (true) {
+            const { done, value } = await r.read();
+            if (done || stdinReader !== r) break;
+            await conn.write(value);
+          }
+          // End of input: the process sees EOF on its stdin; output keeps flowing.
+          if (stdinReader === r) await conn.closeWrite();
+        } catch (err) {
+          this.#log.debug("stdin pump stopped", { what: o.what, error: err });
+          if (stdinReader === r) await conn.closeWrite().catch(() => {});
+        } finally {
+          r.releaseLock();
+          if (stdinReader === r) stdinReader = undefined;
+        }
+      })();
+    }
+
+    return {
+      output,
+      exitCode: exit.promise,
+      resize: o.resize,
+      close,
+    };
+  }
+
+  async #execExitCode(execId: string, what: string): Promise<number> {
+    const deadline = Date.now() + EXEC_EXIT_POLL_MS;
+    let delay = 10;
+    while (true) {
+      const r = await this.#call("GET", `/exec/${enc(execId)}/json`, what) as {
+        Running?: boolean;
+        ExitCode?: number | null;
+      };
+      if (!r.Running) return r.ExitCode ?? -1;
+      if (Date.now() > deadline) {
+        throw new TimeoutError(
+          `${what}: the process was still running ${EXEC_EXIT_POLL_MS} ms after its output ended`,
+        );
+      }
+      await new Promise((res) => setTimeout(res, delay));
+      delay = Math.min(delay * 2, 250);
+    }
+  }
+
+  async #resize(path: string, cols: number, rows: number, what: string): Promise<void> {
+    const q = new URLSearchParams({ h: String(Math.floor(rows)), w: String(Math.floor(cols)) });
+    await this.#call("POST", `${path}?${q}`, what);
+  }
+
+  // --- HTTP ----------------------------------------------------------------
+
+  async #inspectRaw(idOrName: string, signal?: AbortSignal): Promise<RawContainer | undefined> {
+    const res = await this.#callAllowing(
+      "GET",
+      `/containers/${enc(idOrName)}/json`,
+      `Inspecting container "${idOrName}"`,
+      [404],
+      { signal },
+    );
+    return res.status === 404 ? undefined : res.data as RawContainer;
+  }
+
+  /** A request whose 2xx JSON body (or undefined) is returned; other statuses throw. */
+  async #call(method: string, path: string, what: string, init?: CallInit): Promise<unknown> {
+    return (await this.#callAllowing(method, path, what, [], init)).data;
+  }
+
+  /** Like {@link #call}, but the statuses in `allow` are returned instead of thrown. */
+  async #callAllowing(
+    method: string,
+    path: string,
+    what: string,
+    allow: number[],
+    init: CallInit = {},
+  ): Promise<{ status: number; data: unknown }> {
+    const res = await this.#fetch(method, path, what, init);
+    const text = await this.#text(res, what);
+    if (!res.ok && !allow.includes(res.status)) {
+      throw httpError(what, res.status, engineMessage(text));
+    }
+    let data: unknown = undefined;
+    if (res.ok && text.trim() !== "") {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        throw new InternalError(`${what} failed: the engine's answer is not JSON: "${text}"`);
+      }
+    }
+    return { status: res.status, data };
+  }
+
+  async #fetch(method: string, path: string, what: string, init: CallInit): Promise<Response> {
+    const headers: Record<string, string> = { ...init.headers };
+    let body: string | undefined;
+    if (init.json !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(init.json);
+    }
+    this.#client ??= Deno.createHttpClient({ proxy: { transport: "unix", path: this.#socket } });
+    try {
+      const res = await fetch(`http://d/${this.#api}${path}`, {
+        method,
+        headers,
+        body,
+        signal: init.signal,
+        client: this.#client,
+      });
+      this.#log.debug("engine request", { method, path: path.split("?")[0], status: res.status });
+      return res;
+    } catch (err) {
+      throw transportError(what, this.#socket, err);
+    }
+  }
+
+  async #text(res: Response, what: string): Promise<string> {
+    try {
+      return await res.text();
+    } catch (err) {
+      throw transportError(what, this.#socket, err);
+    }
+  }
+}
+
+/** Translates a {@link ContainerSpec} into the engine's create body. */
+function createBody(spec: ContainerSpec): Record<string, unknown> {
+  const exposed: Record<string, Record<string, never>> = {};
+  const bindings: Record<string, { HostIp?: string; HostPort: string }[]> = {};
+  for (const p of spec.ports ?? []) {
+    const key = `${p.containerPort}/${p.protocol}`;
+    exposed[key] = {};
+    (bindings[key] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
+  }
+  return {
+    Image: spec.image,
+    Entrypoint: spec.entrypoint,
+    Cmd: spec.cmd,
+    Env: spec.env && toEnv(spec.env),
+    WorkingDir: spec.workingDir,
+    Labels: spec.labels,
+    Hostname: spec.hostname,
+    User: spec.user,
+    Tty: spec.tty ?? false,
+    OpenStdin: spec.openStdin ?? false,
+    StdinOnce: spec.stdinOnce ?? false,
+    AttachStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    StopTimeout: spec.stopTimeoutSeconds,
+    ExposedPorts: spec.ports?.length ? exposed : undefined,
+    HostConfig: {
+      // Mounts (not Binds): paths with ":" or "," need no escaping.
+      Mounts: spec.mounts?.map((m) => ({
+        Type: "bind",
+        Source: m.hostPath,
+        Target: m.containerPath,
+        ReadOnly: m.readOnly ?? false,
+      })),
+      PortBindings: spec.ports?.length ? bindings : undefined,
+      NetworkMode: spec.network,
+      IpcMode: spec.ipcMode,
+      PidMode: spec.pidMode,
+      Dns: spec.dnsServers,
+      DnsSearch: spec.dnsSearches,
+      DnsOptions: spec.dnsOptions,
+      ExtraHosts: spec.extraHosts,
+      Privileged: spec.privileged ?? false,
+      ReadonlyRootfs: spec.readOnlyRootfs ?? false,
+      CapAdd: spec.capAdd,
+      CapDrop: spec.capDrop,
+      Memory: spec.memoryLimitBytes,
+      NanoCpus: spec.cpuLimitMillis === undefined
+        ? undefined
+        : Math.round(spec.cpuLimitMillis * 1_000_000),
+    },
+  };
+}
+
+function toEnv(env: Record<string, string>): string[] {
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+function toImage(raw: RawImage): ImageInfo {
+  return {
+    id: raw.Id,
+    repoTags: (raw.RepoTags ?? []).filter((t) => t !== "<none>:<none>"),
+    size: raw.Size ?? 0,
+  };
+}
+
+const STATES = new Set<ContainerInfo["state"]>([
+  "created",
+  "running",
+  "paused",
+  "restarting",
+  "exited",
+  "dead",
+]);
+
+function toContainer(raw: RawContainer): ContainerInfo {
+  const s = raw.State ?? {};
+  const status = (s.Status ?? "").toLowerCase();
+  // Podman's own words for states the Docker API calls created and exited.
+  const state = STATES.has(status as ContainerInfo["state"])
+    ? status as ContainerInfo["state"]
+    : status === "configured" || status === "initialized"
+    ? "created"
+    : status === "stopped"
+    ? "exited"
+    : "unknown";
+  const networks = Object.values(raw.NetworkSettings?.Networks ?? {});
+  return {
+    id: raw.Id,
+    name: (raw.Name ?? "").replace(/^\//, ""),
+    image: raw.Config?.Image ?? "",
+    imageId: raw.Image ?? "",
+    labels: raw.Config?.Labels ?? {},
+    state,
+    exitCode: s.ExitCode ?? 0,
+    createdAt: time(raw.Created),
+    startedAt: time(s.StartedAt),
+    finishedAt: time(s.FinishedAt),
+    error: s.Error ?? "",
+    pid: s.Pid ?? 0,
+    restartCount: raw.RestartCount ?? 0,
+    ipAddress: raw.NetworkSettings?.IPAddress ||
+      networks.map((n) => n.IPAddress ?? "").find((ip) => ip !== "") || "",
+  };
+}
+
+function time(t: string | undefined): string {
+  return !t || t === ZERO_TIME || t.startsWith("0001-01-01") ? "" : t;
+}
+
+/** A command line short enough for an error message. */
+function abbreviate(text: string, max = 60): string {
+  return text.length <= max ? text : `${text.slice(0, max - 3)}...`;
+}
+
+function enc(id: string): string {
+  return encodeURIComponent(id);
+}
+
+function checkImageRef(ref: string): void {
+  if (!IMAGE_REF.test(ref)) throw new InvalidInputError(`Image reference "${ref}" is invalid`);
+}
+
+/** fromImage and tag for a pull: a digest reference goes whole, otherwise the tag (default latest) apart. */
+function pullQuery(ref: string): URLSearchParams {
+  if (ref.includes("@")) return new URLSearchParams({ fromImage: ref });
+  const slash = ref.lastIndexOf("/");
+  const colon = ref.lastIndexOf(":");
+  if (colon > slash) {
+    return new URLSearchParams({ fromImage: ref.slice(0, colon), tag: ref.slice(colon + 1) });
+  }
+  return new URLSearchParams({ fromImage: ref, tag: "latest" });
+}
+
+/** X-Registry-Auth: base64url of the engine's AuthConfig JSON. */
+function encodeAuth(c: RegistryCredentials): string {
+  const json = JSON.stringify({
+    username: c.username,
+    password: c.password,
+    identitytoken: c.identityToken,
+    registrytoken: c.registryToken,
+    serveraddress: c.server,
+  });
+  const bytes = new TextEncoder().encode(json);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/**
+ * Reads a JSON-lines progress stream to its end; an `error`/`errorDetail`
+ * line rejects with the mapped domain error (the rest of the body is
+ * canceled). A broken stream rejects with the transport's error.
+ */
+async function readProgress(body: ReadableStream<Uint8Array> | null, what: string): Promise<void> {
+  if (!body) return;
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = "";
+  const check = (line: string) => {
+    if (!line.trim()) return;
+    let obj: { error?: string; errorDetail?: { message?: string } };
+    try {
+      obj = JSON.parse(line);
+    } catch {
+      return; // progress lines only matter for their errors
+    }
+    if (obj.error || obj.errorDetail) {
+      throw streamError(what, obj.errorDetail?.message || obj.error || "unknown error");
+    }
+  };
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      rest += value;
+      const lines = rest.split(/\r?\n/);
+      rest = lines.pop() ?? "";
+      lines.forEach(check);
+    }
+    check(rest);
+  } catch (err) {
+    await reader.cancel().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * A stream opened on first read by `open`. Canceling it, or aborting
+ * `signal`, aborts `open`'s signal (and with it the HTTP request) and cancels
+ * the opened stream; an abort errors the stream with CanceledError.
+ */
+function lazyStream<T>(
+  what: string,
+  signal: AbortSignal | undefined,
+  open: (signal: AbortSignal) => Promise<ReadableStream<T>>,
+): ReadableStream<T> {
+  const ac = new AbortController();
+  let reader: ReadableStreamDefaultReader<T> | undefined;
+  let finished = false;
+  let controller!: ReadableStreamDefaultController<T>;
+  const finish = () => {
+    finished = true;
+    signal?.removeEventListener("abort", onAbort);
+  };
+  const onAbort = () => {
+    if (finished) return;
+    finish();
+    controller.error(new CanceledError(`${what} was canceled`));
+    ac.abort();
+    reader?.cancel().catch(() => {});
+  };
+  return new ReadableStream<T>({
+    start(c) {
+      controller = c;
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort, { once: true });
+    },
+    async pull(c) {
+      try {
+        if (!reader) {
+          const stream = await open(ac.signal);
+          if (finished) {
+            await stream.cancel().catch(() => {});
+            return;
+          }
+          reader = stream.getReader();
+        }
+        const r = await reader.read();
+        if (finished) return;
+        if (r.done) {
+          finish();
+          c.close();
+        } else {
+          c.enqueue(r.value);
+        }
+      } catch (err) {
+        if (finished) return;
+        finish();
+        c.error(err);
+      }
+    },
+    async cancel(reason) {
+      finish();
+      ac.abort();
+      await reader?.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+}
