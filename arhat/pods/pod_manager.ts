@@ -301,13 +301,16 @@ export class PodManager {
     const policy = cmd.restartPolicy || RestartPolicy.ALWAYS;
     const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes);
     let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
-    if (!infra || infra.state !== "running") {
-      if (infra) await this.#o.runtime.removeContainer(infra.id);
+    if (!infra) {
       const id = await this.#create(cmd, undefined, "infra", 0, volumes, undefined);
       if (!id) return;
       await this.#o.runtime.startContainer(id);
       infra = await this.#o.runtime.inspectContainer(id);
       if (!infra) return;
+    } else if (infra.state !== "running") {
+      // After a reboot or an engine restart: start the same infra container again, so the
+      // app containers that joined its namespaces by id can join it again.
+      await this.#o.runtime.startContainer(infra.id);
     }
     const latest = latestByContainer(existing);
     for (const c of cmd.initContainers) {
@@ -440,7 +443,8 @@ export class PodManager {
         dnsSearches: pod.dnsSearches,
         dnsOptions: pod.dnsOptions,
         extraHosts: Object.entries(pod.hosts).map(([host, ip]) => `${host}:${ip}`),
-        ipcMode: pod.hostIpc ? "host" : undefined,
+        // Docker lets others join an IPC namespace only when it is "shareable".
+        ipcMode: pod.hostIpc ? "host" : "shareable",
         ports: pod.containers.flatMap((k) =>
           k.ports.filter((p) => p.hostPort > 0).map((p) => ({
             containerPort: p.containerPort,
