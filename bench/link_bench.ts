@@ -30,6 +30,8 @@ import { startCapture } from "./wire_capture.ts";
 const IDLE_SECONDS = Number(Deno.env.get("ARANYA_BENCH_IDLE_SECONDS") ?? 600);
 const RTT_N = Number(Deno.env.get("ARANYA_BENCH_RTT_N") ?? 5000);
 const PIPE_N = Number(Deno.env.get("ARANYA_BENCH_PIPELINE_N") ?? 20000);
+/** Repetitions of the active measurements; the median of each figure is reported. */
+const RUNS = Number(Deno.env.get("ARANYA_BENCH_RUNS") ?? 3);
 const TRANSPORTS = (Deno.env.get("ARANYA_BENCH_TRANSPORTS") ?? "websocket,mqtt,grpc").split(",");
 
 interface Running {
@@ -246,7 +248,7 @@ if (import.meta.main) {
   say(
     `machine: ${
       JSON.stringify(machine)
-    }; ${RTT_N} sequential and ${PIPE_N} pipelined requests per transport; idle window ${IDLE_SECONDS} s`,
+    }; ${RUNS} runs of ${RTT_N} sequential and ${PIPE_N} pipelined requests per transport (median reported); idle window ${IDLE_SECONDS} s`,
   );
   const results: Record<string, Record<string, unknown>> = {};
   const runs: Running[] = [];
@@ -258,8 +260,21 @@ if (import.meta.main) {
       continue;
     }
     runs.push(r);
-    const m = await measureActive(r);
-    results[name] = { ...m, ...(r.note ? { note: r.note } : {}) };
+    const all: Awaited<ReturnType<typeof measureActive>>[] = [];
+    for (let i = 0; i < RUNS; i++) all.push(await measureActive(r));
+    const med = (f: (x: typeof all[number]) => number) =>
+      all.map(f).sort((a, b) => a - b)[Math.floor(all.length / 2)]!;
+    const m = {
+      rttP50Us: med((x) => x.rttP50Us),
+      rttP99Us: med((x) => x.rttP99Us),
+      pipelinedMsgsPerSec: med((x) => x.pipelinedMsgsPerSec),
+      deviceRssMB: med((x) => x.deviceRssMB),
+    };
+    results[name] = {
+      ...m,
+      rttP50UsPerRun: all.map((x) => x.rttP50Us),
+      ...(r.note ? { note: r.note } : {}),
+    };
     say(
       `${name}: round trip p50 ${m.rttP50Us} µs, p99 ${m.rttP99Us} µs; ${m.pipelinedMsgsPerSec} msg/s pipelined; device RSS ${m.deviceRssMB} MB`,
     );
@@ -313,7 +328,7 @@ if (import.meta.main) {
   console.log(JSON.stringify({
     bench: "link",
     machine,
-    runs: 1,
+    runs: RUNS,
     rttSamples: RTT_N,
     pipelined: PIPE_N,
     idleSeconds: IDLE_SECONDS,
