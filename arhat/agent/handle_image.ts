@@ -1,0 +1,54 @@
+/** Image commands: CMD_IMAGE_ENSURE -> MSG_IMAGE_STATUS_LIST (one status per image, errors included). */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CmdKind, MsgKind } from "../../common/envelope.ts";
+import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import {
+  ImageEnsureCmdSchema,
+  ImageStatusListMsgSchema,
+  PullPolicy,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import type { ContainerRuntime } from "../runtime/runtime.ts";
+import type { Handler } from "./agent.ts";
+
+/** The image handlers. */
+export function imageHandlers(runtime: ContainerRuntime): [CmdKind, Handler][] {
+  return [[CmdKind.CMD_IMAGE_ENSURE, {
+    unary: async ({ payload }) => {
+      let cmd;
+      try {
+        cmd = fromBinary(ImageEnsureCmdSchema, payload);
+      } catch (err) {
+        throw new InvalidInputError(`Malformed ImageEnsureCmd: ${errorMessage(err)}`);
+      }
+      const images = await Promise.all(
+        Object.entries(cmd.images).map(async ([ref, spec]) => {
+          try {
+            let info = await runtime.inspectImage(ref);
+            if (!info || spec.policy === PullPolicy.ALWAYS) {
+              const a = spec.auth[0];
+              info = await runtime.pullImage(
+                ref,
+                a
+                  ? {
+                    server: a.server,
+                    username: a.username || undefined,
+                    password: a.password || undefined,
+                    identityToken: a.identityToken || undefined,
+                    registryToken: a.registryToken || undefined,
+                  }
+                  : undefined,
+              );
+            }
+            return { ref, id: info.id, size: BigInt(info.size), error: "" };
+          } catch (err) {
+            return { ref, id: "", size: 0n, error: errorMessage(err) };
+          }
+        }),
+      );
+      return {
+        kind: MsgKind.MSG_IMAGE_STATUS_LIST,
+        payload: toBinary(ImageStatusListMsgSchema, create(ImageStatusListMsgSchema, { images })),
+      };
+    },
+  }]];
+}

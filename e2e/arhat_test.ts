@@ -1,0 +1,428 @@
+/**
+ * arhat as a real process under its own permission set (deno.json
+ * "permissions.arhat", exactly what `deno task arhat` and compile use),
+ * against a real websocket link server playing aranya, on real Podman and
+ * real dockerd: node info, pods with env and volumes, exec with stdin and an
+ * exit code, logs, port-forward with a TCP echo, host exec refused by default
+ * and allowed when configured, the offline scenario (link cut, arhat killed,
+ * restarted without a link: pods still running, not duplicated, queued status
+ * delivered after reconnect), and an access outside the permission set failing.
+ */
+import assert from "node:assert/strict";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
+import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
+import { WebSocketLinkServer } from "../aranya/connectivity/websocket/ws_link_server.ts";
+import { LABEL_POD_UID } from "../arhat/pods/labels.ts";
+import { DockerRuntime } from "../arhat/runtime/docker/docker_runtime.ts";
+import { CmdKind, MsgKind } from "../common/envelope.ts";
+import { ExitCodeError, ForbiddenError } from "../common/errors.ts";
+import type { Link } from "../common/link.ts";
+import { SessionClient } from "../common/session/session_client.ts";
+import { NodeStatusMsgSchema } from "../proto/gen/aranya/node_pb.ts";
+import {
+  PodEnsureCmdSchema,
+  PodStatusMsg_Phase,
+  PodStatusMsgSchema,
+  RestartPolicy,
+} from "../proto/gen/aranya/pod_pb.ts";
+import {
+  ExecCmdSchema,
+  LogsCmdSchema,
+  PortForwardCmdSchema,
+} from "../proto/gen/aranya/stream_pb.ts";
+import { eventually, useServices } from "./fixtures.ts";
+import { testTls } from "./link/test_tls.ts";
+import { ROOT } from "./paths.ts";
+import { freePort } from "./process.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const DEVICE = "edge/arhat-e2e";
+const TOKEN = "arhat-e2e-token";
+
+/** aranya's side for this test: one websocket listener on a fixed port, restartable. */
+class FakeAranya {
+  readonly port = freePort();
+  client?: SessionClient;
+  statuses: { uid: string; phase: PodStatusMsg_Phase; restarts: number }[] = [];
+  links = 0;
+  #ac?: AbortController;
+  #run?: Promise<void>;
+
+  async start(): Promise<void> {
+    const tls = await testTls();
+    const auth = new StaticAuthenticator();
+    auth.setToken(DEVICE, TOKEN);
+    this.#ac = new AbortController();
+    const server = new WebSocketLinkServer({
+      hostname: "127.0.0.1",
+      port: this.port,
+      tls: { cert: tls.cert, key: tls.key },
+      authenticator: auth,
+      registry: new MemoryLinkRegistry(),
+    });
+    this.#run = server.run(this.#ac.signal, (link: Link) => {
+      this.links++;
+      const c = new SessionClient(link, { unaryTimeoutMs: 120_000 });
+      c.onUnsolicited((m) => {
+        if (m.kind !== MsgKind.MSG_POD_STATUS) return;
+        const s = fromBinary(PodStatusMsgSchema, m.payload);
+        this.statuses.push({
+          uid: s.uid,
+          phase: s.phase,
+          restarts: Math.max(0, ...s.containers.map((c) => c.restartCount)),
+        });
+      });
+      c.start();
+      this.client = c;
+    });
+    await server.ready;
+  }
+
+  async stop(): Promise<void> {
+    this.#ac?.abort();
+    await this.#run;
+    this.client = undefined;
+  }
+
+  async connected(): Promise<SessionClient> {
+    return await eventually("arhat to connect", () => Promise.resolve(this.client), 60_000);
+  }
+}
+
+interface ArhatProc {
+  child: Deno.ChildProcess;
+  output: () => string;
+}
+
+function spawnArhat(configPath: string): ArhatProc {
+  const child = new Deno.Command("deno", {
+    args: ["run", "-P=arhat", "--no-prompt", `${ROOT}/arhat/main.ts`, "-c", configPath],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const c of s) out += dec(c);
+  };
+  pump(child.stdout);
+  pump(child.stderr);
+  return { child, output: () => out };
+}
+
+async function kill(p: ArhatProc | undefined, signal: Deno.Signal = "SIGTERM") {
+  if (!p) return;
+  try {
+    p.child.kill(signal);
+  } catch { /* exited */ }
+  await p.child.status;
+}
+
+function config(
+  o: {
+    socket: string;
+    image: string;
+    stateDir: string;
+    port: number;
+    ca: string;
+    allowExec: boolean;
+  },
+) {
+  return `device: { namespace: edge, name: arhat-e2e }
+stateDir: ${o.stateDir}
+log: { level: info }
+runtime:
+  endpoint: unix://${o.socket}
+  infraImage: ${o.image}
+host:
+  allowExec: ${o.allowExec}
+connectivity:
+  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
+  methods:
+    - method: websocket
+      url: wss://localhost:${o.port}/v1/link
+      token: ${TOKEN}
+      tls: { caFile: ${o.ca} }
+`;
+}
+
+const streamText = async (
+  c: SessionClient,
+  kind: CmdKind,
+  payload: Uint8Array,
+  input?: string,
+): Promise<{ out: string; err: string; code: number }> => {
+  let out = "";
+  let err = "";
+  const s = c.stream(kind, payload, {
+    onStdout: (d) => out += dec(d),
+    onStderr: (d) => err += dec(d),
+  });
+  await s.ready;
+  if (input !== undefined) {
+    await s.write(enc(input));
+    await s.closeWrite();
+  }
+  // Read the output only after the session ended: it is still arriving until then.
+  let code: number;
+  try {
+    code = (await s.done).exitCode;
+  } catch (e) {
+    if (!(e instanceof ExitCodeError)) throw e;
+    code = e.exitCode;
+  }
+  return { out, err, code };
+};
+
+for (
+  const engine of (["podman", "docker"] as const).filter((e) =>
+    (Deno.env.get("ARANYA_TEST_ENGINES") ?? "podman,docker").includes(e)
+  )
+) {
+  Deno.test({
+    name: `arhat end to end on ${engine}`,
+    // The arhat child's output pumps outlive single steps; everything is stopped in finally.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async (t) => {
+      const services = await useServices();
+      const socket = engine === "podman"
+        ? services.endpoints.podmanSocket
+        : services.endpoints.dockerSocket;
+      const image = services.endpoints.testImage;
+      const tls = await testTls();
+      const base = `${ROOT}/.cache/arhat-e2e/${crypto.randomUUID().slice(0, 8)}`;
+      await Deno.mkdir(base, { recursive: true });
+      const stateDir = `${base}/state`;
+      // arhat may read only what its permission set allows: keep its files under its folder.
+      await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
+      const cfg = (allowExec: boolean) =>
+        config({ socket, image, stateDir, port: aranya.port, ca: `${base}/ca.crt`, allowExec });
+      const aranya = new FakeAranya();
+      const runtime = new DockerRuntime({ socket });
+      let arhat: ArhatProc | undefined;
+      const podUid = crypto.randomUUID();
+      const flakyUid = crypto.randomUUID();
+      try {
+        await aranya.start();
+        await Deno.writeTextFile(`${base}/config.yaml`, cfg(false));
+        arhat = spawnArhat(`${base}/config.yaml`);
+        const c = await aranya.connected();
+
+        await t.step("node info", async () => {
+          const r = await c.request(CmdKind.CMD_NODE_INFO_GET, new Uint8Array());
+          const s = fromBinary(NodeStatusMsgSchema, r.payload);
+          assert.equal(s.systemInfo?.arch, "amd64");
+          assert.equal(s.systemInfo?.os, "linux");
+          assert.ok(s.systemInfo?.runtimeName, "runtime name reported");
+          assert.ok((s.capacity?.memoryBytes ?? 0n) > 0n);
+        });
+
+        await t.step("a pod with env and a volume runs", async () => {
+          const cmd = create(PodEnsureCmdSchema, {
+            uid: podUid,
+            namespace: "edge",
+            name: "echo",
+            restartPolicy: RestartPolicy.ALWAYS,
+            specHash: "v1",
+            terminationGraceSeconds: 2n,
+            volumes: [{
+              name: "cfg",
+              source: {
+                case: "data",
+                value: {
+                  files: [{ path: "greeting", data: enc("hi from a volume"), mode: 0o444 }],
+                },
+              },
+            }],
+            containers: [{
+              name: "app",
+              image,
+              env: { ROLE: "edge-echo" },
+              command: [
+                "sh",
+                "-c",
+                "echo started $ROLE; cat /cfg/greeting; echo; nc -ll -p 8080 -e cat",
+              ],
+              mounts: [{ volume: "cfg", mountPath: "/cfg", readOnly: true }],
+            }],
+          });
+          const r = await c.request(CmdKind.CMD_POD_ENSURE, toBinary(PodEnsureCmdSchema, cmd));
+          assert.equal(r.kind, MsgKind.MSG_POD_STATUS);
+          await eventually("the pod to run", async () => {
+            const list = await c.request(CmdKind.CMD_POD_LIST, new Uint8Array());
+            assert.equal(list.kind, MsgKind.MSG_POD_STATUS_LIST);
+            return aranya.statuses.some((s) =>
+                s.uid === podUid && s.phase === PodStatusMsg_Phase.RUNNING
+              )
+              ? true
+              : undefined;
+          }, 60_000);
+        });
+
+        await t.step("exec with stdin and a non-zero exit code", async () => {
+          const r = await streamText(
+            c,
+            CmdKind.CMD_EXEC,
+            toBinary(
+              ExecCmdSchema,
+              create(ExecCmdSchema, {
+                podUid,
+                container: "app",
+                command: ["sh", "-c", "cat; echo oops >&2; exit 4"],
+                stdin: true,
+                stdout: true,
+                stderr: true,
+              }),
+            ),
+            "piped through\n",
+          );
+          assert.equal(r.out, "piped through\n");
+          assert.equal(r.err, "oops\n");
+          assert.equal(r.code, 4);
+        });
+
+        await t.step("logs", async () => {
+          const r = await eventually("log lines", async () => {
+            const x = await streamText(
+              c,
+              CmdKind.CMD_LOGS,
+              toBinary(
+                LogsCmdSchema,
+                create(LogsCmdSchema, { podUid, container: "app", tailLines: -1n }),
+              ),
+            );
+            return x.out.includes("hi from a volume") ? x : undefined;
+          }, 30_000);
+          assert.match(r.out, /started edge-echo/);
+        });
+
+        await t.step("port-forward into the pod carries a TCP echo", async () => {
+          let out = "";
+          const s = c.stream(
+            CmdKind.CMD_PORT_FORWARD,
+            toBinary(PortForwardCmdSchema, create(PortForwardCmdSchema, { podUid, port: 8080 })),
+            { onStdout: (d) => out += dec(d) },
+          );
+          await s.ready;
+          const payload = "x".repeat(100_000) + "\n";
+          await s.write(enc(payload));
+          await eventually(
+            "the echo",
+            () => Promise.resolve(out.length >= payload.length ? true : undefined),
+            30_000,
+          );
+          assert.equal(out, payload);
+          s.cancel();
+        });
+
+        await t.step("host exec is refused by default", async () => {
+          await assert.rejects(
+            streamText(
+              c,
+              CmdKind.CMD_EXEC,
+              toBinary(
+                ExecCmdSchema,
+                create(ExecCmdSchema, { container: "host", command: ["id"], stdout: true }),
+              ),
+            ),
+            (e) => e instanceof ForbiddenError && /host\.allowExec/.test(e.message),
+          );
+        });
+
+        await t.step(
+          "offline: pods keep running, come back without duplicates, queued status arrives",
+          async () => {
+            // A pod whose container fails every few seconds: its restarts happen while offline.
+            await c.request(
+              CmdKind.CMD_POD_ENSURE,
+              toBinary(
+                PodEnsureCmdSchema,
+                create(PodEnsureCmdSchema, {
+                  uid: flakyUid,
+                  namespace: "edge",
+                  name: "flaky",
+                  restartPolicy: RestartPolicy.ON_FAILURE,
+                  specHash: "v1",
+                  terminationGraceSeconds: 1n,
+                  containers: [{ name: "app", image, command: ["sh", "-c", "sleep 3; exit 1"] }],
+                }),
+              ),
+            );
+            const before = await runtime.listContainers({ [LABEL_POD_UID]: podUid });
+            const beforeIds = before.filter((x) => x.state === "running").map((x) => x.id).sort();
+            // Cut the link, then kill arhat hard and start it again with no link.
+            await aranya.stop();
+            await kill(arhat, "SIGKILL");
+            await Deno.writeTextFile(`${base}/config.yaml`, cfg(true));
+            arhat = spawnArhat(`${base}/config.yaml`);
+            await new Promise((r) => setTimeout(r, 8000));
+            const during = await runtime.listContainers({ [LABEL_POD_UID]: podUid });
+            assert.deepEqual(
+              during.filter((x) => x.state === "running").map((x) => x.id).sort(),
+              beforeIds,
+            );
+            assert.equal(during.length, before.length, "no duplicated containers");
+            const seenBefore = aranya.statuses.length;
+            await aranya.start();
+            const c2 = await aranya.connected();
+            await eventually("queued status of the flaky pod", () =>
+              Promise.resolve(
+                aranya.statuses.slice(seenBefore).some((s) => s.uid === flakyUid && s.restarts >= 1)
+                  ? true
+                  : undefined,
+              ), 60_000);
+            const r = await c2.request(CmdKind.CMD_POD_LIST, new Uint8Array());
+            assert.equal(r.kind, MsgKind.MSG_POD_STATUS_LIST);
+            // This instance allows host exec.
+            const host = await streamText(
+              c2,
+              CmdKind.CMD_EXEC,
+              toBinary(
+                ExecCmdSchema,
+                create(ExecCmdSchema, {
+                  container: "host",
+                  command: ["echo", "host-ok"],
+                  stdout: true,
+                }),
+              ),
+            );
+            assert.equal(host.out.trim(), "host-ok");
+          },
+        );
+
+        await t.step("an access outside arhat's permission set fails", async () => {
+          await Deno.writeTextFile(
+            `${base}/bad.yaml`,
+            cfg(false).replace(`stateDir: ${stateDir}`, "stateDir: /root/arhat-not-allowed"),
+          );
+          const bad = spawnArhat(`${base}/bad.yaml`);
+          const status = await bad.child.status;
+          assert.notEqual(status.code, 0);
+          assert.match(bad.output(), /NotCapable|Requires (read|write) access/);
+        });
+      } finally {
+        await kill(arhat);
+        const cc = aranya.client;
+        for (const uid of [podUid, flakyUid]) {
+          const left = await runtime.listContainers({ [LABEL_POD_UID]: uid }).catch(() => []);
+          for (const x of left.filter((x) => x.labels["arhat.dev/role"] !== "infra")) {
+            await runtime.removeContainer(x.id).catch(() => {});
+          }
+          for (const x of left.filter((x) => x.labels["arhat.dev/role"] === "infra")) {
+            await runtime.removeContainer(x.id).catch(() => {});
+          }
+        }
+        void cc;
+        await aranya.stop();
+        runtime.close();
+        await services.release();
+        if (arhat && !arhat.output().includes("arhat stopped")) {
+          console.error(arhat.output().split("\n").slice(-15).join("\n"));
+        }
+      }
+    },
+  });
+}
