@@ -10,20 +10,15 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
-import { WebSocketLinkServer } from "../aranya/connectivity/websocket/ws_link_server.ts";
 import { LABEL_POD_UID } from "../arhat/pods/labels.ts";
 import { DockerRuntime } from "../arhat/runtime/docker/docker_runtime.ts";
 import { CmdKind, MsgKind } from "../common/envelope.ts";
 import { ExitCodeError, ForbiddenError } from "../common/errors.ts";
-import type { Link } from "../common/link.ts";
 import { SessionClient } from "../common/session/session_client.ts";
 import { NodeStatusMsgSchema } from "../proto/gen/aranya/node_pb.ts";
 import {
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
-  PodStatusMsgSchema,
   RestartPolicy,
 } from "../proto/gen/aranya/pod_pb.ts";
 import {
@@ -31,122 +26,13 @@ import {
   LogsCmdSchema,
   PortForwardCmdSchema,
 } from "../proto/gen/aranya/stream_pb.ts";
+import { arhatConfig, type ArhatProc, FakeAranya, kill, spawnArhat } from "./arhat_harness.ts";
 import { eventually, useServices } from "./fixtures.ts";
 import { testTls } from "./link/test_tls.ts";
 import { ROOT } from "./paths.ts";
-import { freePort } from "./process.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-const DEVICE = "edge/arhat-e2e";
-const TOKEN = "arhat-e2e-token";
-
-/** aranya's side for this test: one websocket listener on a fixed port, restartable. */
-class FakeAranya {
-  readonly port = freePort();
-  client?: SessionClient;
-  statuses: { uid: string; phase: PodStatusMsg_Phase; restarts: number }[] = [];
-  links = 0;
-  #ac?: AbortController;
-  #run?: Promise<void>;
-
-  async start(): Promise<void> {
-    const tls = await testTls();
-    const auth = new StaticAuthenticator();
-    auth.setToken(DEVICE, TOKEN);
-    this.#ac = new AbortController();
-    const server = new WebSocketLinkServer({
-      hostname: "127.0.0.1",
-      port: this.port,
-      tls: { cert: tls.cert, key: tls.key },
-      authenticator: auth,
-      registry: new MemoryLinkRegistry(),
-    });
-    this.#run = server.run(this.#ac.signal, (link: Link) => {
-      this.links++;
-      const c = new SessionClient(link, { unaryTimeoutMs: 120_000 });
-      c.onUnsolicited((m) => {
-        if (m.kind !== MsgKind.MSG_POD_STATUS) return;
-        const s = fromBinary(PodStatusMsgSchema, m.payload);
-        this.statuses.push({
-          uid: s.uid,
-          phase: s.phase,
-          restarts: Math.max(0, ...s.containers.map((c) => c.restartCount)),
-        });
-      });
-      c.start();
-      this.client = c;
-    });
-    await server.ready;
-  }
-
-  async stop(): Promise<void> {
-    this.#ac?.abort();
-    await this.#run;
-    this.client = undefined;
-  }
-
-  async connected(): Promise<SessionClient> {
-    return await eventually("arhat to connect", () => Promise.resolve(this.client), 60_000);
-  }
-}
-
-interface ArhatProc {
-  child: Deno.ChildProcess;
-  output: () => string;
-}
-
-function spawnArhat(configPath: string): ArhatProc {
-  const child = new Deno.Command("deno", {
-    args: ["run", "-P=arhat", "--no-prompt", `${ROOT}/arhat/main.ts`, "-c", configPath],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const c of s) out += dec(c);
-  };
-  pump(child.stdout);
-  pump(child.stderr);
-  return { child, output: () => out };
-}
-
-async function kill(p: ArhatProc | undefined, signal: Deno.Signal = "SIGTERM") {
-  if (!p) return;
-  try {
-    p.child.kill(signal);
-  } catch { /* exited */ }
-  await p.child.status;
-}
-
-function config(
-  o: {
-    socket: string;
-    image: string;
-    stateDir: string;
-    port: number;
-    ca: string;
-    allowExec: boolean;
-  },
-) {
-  return `device: { namespace: edge, name: arhat-e2e }
-stateDir: ${o.stateDir}
-log: { level: info }
-runtime:
-  endpoint: unix://${o.socket}
-  infraImage: ${o.image}
-host:
-  allowExec: ${o.allowExec}
-connectivity:
-  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
-  methods:
-    - method: websocket
-      url: wss://localhost:${o.port}/v1/link
-      token: ${TOKEN}
-      tls: { caFile: ${o.ca} }
-`;
-}
 
 const streamText = async (
   c: SessionClient,
@@ -199,7 +85,14 @@ for (
       // arhat may read only what its permission set allows: keep its files under its folder.
       await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
       const cfg = (allowExec: boolean) =>
-        config({ socket, image, stateDir, port: aranya.port, ca: `${base}/ca.crt`, allowExec });
+        arhatConfig({
+          socket,
+          image,
+          stateDir,
+          port: aranya.port,
+          ca: `${base}/ca.crt`,
+          allowExec,
+        });
       const aranya = new FakeAranya();
       const runtime = new DockerRuntime({ socket });
       let arhat: ArhatProc | undefined;
@@ -247,6 +140,15 @@ for (
                 "echo started $ROLE; cat /cfg/greeting; echo; nc -ll -p 8080 -e cat",
               ],
               mounts: [{ volume: "cfg", mountPath: "/cfg", readOnly: true }],
+            }, {
+              name: "stdin-cat",
+              image,
+              command: ["cat"],
+              stdin: true,
+            }, {
+              name: "ticker",
+              image,
+              command: ["sh", "-c", "while :; do echo tick; sleep 1; done"],
             }],
           });
           const r = await c.request(CmdKind.CMD_POD_ENSURE, toBinary(PodEnsureCmdSchema, cmd));
@@ -299,6 +201,60 @@ for (
           assert.match(r.out, /started edge-echo/);
         });
 
+        await t.step("logs: tail, timestamps and follow", async () => {
+          const tail = await streamText(
+            c,
+            CmdKind.CMD_LOGS,
+            toBinary(
+              LogsCmdSchema,
+              create(LogsCmdSchema, {
+                podUid,
+                container: "ticker",
+                tailLines: 1n,
+                timestamps: true,
+              }),
+            ),
+          );
+          const lines = tail.out.trimEnd().split("\n");
+          assert.equal(lines.length, 1, tail.out);
+          assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z? tick$/);
+          let out = "";
+          const follow = c.stream(
+            CmdKind.CMD_LOGS,
+            toBinary(
+              LogsCmdSchema,
+              create(LogsCmdSchema, { podUid, container: "ticker", follow: true, tailLines: 1n }),
+            ),
+            { onStdout: (d) => out += dec(d) },
+          );
+          await eventually(
+            "three ticks while following",
+            () => Promise.resolve((out.match(/tick/g)?.length ?? 0) >= 3 ? true : undefined),
+            20_000,
+          );
+          follow.cancel();
+        });
+
+        await t.step("attach to a container's stdin and stdout", async () => {
+          let out = "";
+          const s = c.stream(
+            CmdKind.CMD_ATTACH,
+            toBinary(
+              ExecCmdSchema,
+              create(ExecCmdSchema, { podUid, container: "stdin-cat", stdin: true, stdout: true }),
+            ),
+            { onStdout: (d) => out += dec(d) },
+          );
+          await s.ready;
+          await s.write(enc("through attach\n"));
+          await eventually(
+            "the echo",
+            () => Promise.resolve(out.includes("through attach") ? true : undefined),
+            20_000,
+          );
+          s.cancel();
+        });
+
         await t.step("port-forward into the pod carries a TCP echo", async () => {
           let out = "";
           const s = c.stream(
@@ -347,7 +303,11 @@ for (
                   restartPolicy: RestartPolicy.ON_FAILURE,
                   specHash: "v1",
                   terminationGraceSeconds: 1n,
-                  containers: [{ name: "app", image, command: ["sh", "-c", "sleep 3; exit 1"] }],
+                  containers: [{
+                    name: "app",
+                    image,
+                    command: ["sh", "-c", "echo attempt; sleep 3; exit 1"],
+                  }],
                 }),
               ),
             );
@@ -374,6 +334,19 @@ for (
                   ? true
                   : undefined,
               ), 60_000);
+            const previous = await streamText(
+              c2,
+              CmdKind.CMD_LOGS,
+              toBinary(
+                LogsCmdSchema,
+                create(LogsCmdSchema, { podUid: flakyUid, container: "app", previous: true }),
+              ),
+            );
+            assert.equal(
+              previous.out,
+              "attempt\n",
+              "logs --previous shows the instance before the restart",
+            );
             const r = await c2.request(CmdKind.CMD_POD_LIST, new Uint8Array());
             assert.equal(r.kind, MsgKind.MSG_POD_STATUS_LIST);
             // This instance allows host exec.
