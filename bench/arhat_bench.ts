@@ -60,7 +60,7 @@ if (import.meta.main) {
           stateDir: `${base}/state`,
           port: aranya.port,
           ca: `${base}/ca.crt`,
-          allowExec: false,
+          allowHost: false,
         }),
       );
       const arhat = spawnArhat(`${base}/config.yaml`);

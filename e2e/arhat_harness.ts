@@ -114,7 +114,10 @@ export function arhatConfig(
     stateDir: string;
     port: number;
     ca: string;
-    allowExec: boolean;
+    /** Turns on every host management switch (exec, attach, logs, port-forward). */
+    allowHost: boolean;
+    /** Host log folder (host.logDir). */
+    logDir?: string;
   },
 ): string {
   return `device: { namespace: edge, name: arhat-e2e }
@@ -124,7 +127,10 @@ runtime:
   endpoint: unix://${o.socket}
   infraImage: ${o.image}
 host:
-  allowExec: ${o.allowExec}
+  allowExec: ${o.allowHost}
+  allowAttach: ${o.allowHost}
+  allowLogs: ${o.allowHost}
+  allowPortForward: ${o.allowHost}${o.logDir ? `\n  logDir: ${o.logDir}` : ""}
 connectivity:
   backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
   methods:

@@ -84,14 +84,15 @@ for (
       const stateDir = `${base}/state`;
       // arhat may read only what its permission set allows: keep its files under its folder.
       await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
-      const cfg = (allowExec: boolean) =>
+      const cfg = (allowHost: boolean) =>
         arhatConfig({
           socket,
           image,
           stateDir,
           port: aranya.port,
           ca: `${base}/ca.crt`,
-          allowExec,
+          allowHost,
+          logDir: `${base}/hostlogs`,
         });
       const aranya = new FakeAranya();
       const runtime = new DockerRuntime({ socket });
@@ -274,6 +275,56 @@ for (
           s.cancel();
         });
 
+        await t.step("host attach, logs and port-forward are refused by default", async () => {
+          await assert.rejects(
+            streamText(
+              c,
+              CmdKind.CMD_ATTACH,
+              toBinary(
+                ExecCmdSchema,
+                create(ExecCmdSchema, { container: "host", stdin: true, stdout: true }),
+              ),
+            ),
+            (e) => e instanceof ForbiddenError && /host\.allowAttach/.test(e.message),
+          );
+          await assert.rejects(
+            streamText(
+              c,
+              CmdKind.CMD_LOGS,
+              toBinary(LogsCmdSchema, create(LogsCmdSchema, { container: "host", path: "syslog" })),
+            ),
+            (e) => e instanceof ForbiddenError && /host\.allowLogs/.test(e.message),
+          );
+          await assert.rejects(
+            streamText(
+              c,
+              CmdKind.CMD_PORT_FORWARD,
+              toBinary(PortForwardCmdSchema, create(PortForwardCmdSchema, { port: 22 })),
+            ),
+            (e) => e instanceof ForbiddenError && /host\.allowPortForward/.test(e.message),
+          );
+        });
+
+        await t.step("exec with a tty gets the requested terminal size", async () => {
+          const r = await streamText(
+            c,
+            CmdKind.CMD_EXEC,
+            toBinary(
+              ExecCmdSchema,
+              create(ExecCmdSchema, {
+                podUid,
+                container: "app",
+                command: ["sh", "-c", "sleep 1; stty size"],
+                tty: true,
+                stdout: true,
+                cols: 123,
+                rows: 45,
+              }),
+            ),
+          );
+          assert.match(r.out, /45 123/);
+        });
+
         await t.step("host exec is refused by default", async () => {
           await assert.rejects(
             streamText(
@@ -363,6 +414,54 @@ for (
               ),
             );
             assert.equal(host.out.trim(), "host-ok");
+            // Host logs and port-forward, now allowed.
+            await Deno.mkdir(`${base}/hostlogs`, { recursive: true });
+            await Deno.writeTextFile(`${base}/hostlogs/device.log`, "booted\nready\n");
+            const logs = await streamText(
+              c2,
+              CmdKind.CMD_LOGS,
+              toBinary(
+                LogsCmdSchema,
+                create(LogsCmdSchema, { container: "host", path: "device.log" }),
+              ),
+            );
+            assert.equal(logs.out, "booted\nready\n");
+            await assert.rejects(
+              streamText(
+                c2,
+                CmdKind.CMD_LOGS,
+                toBinary(
+                  LogsCmdSchema,
+                  create(LogsCmdSchema, { container: "host", path: "../config.yaml" }),
+                ),
+              ),
+              /must name a file under/,
+            );
+            const echo = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+            (async () => {
+              for await (const conn of echo) conn.readable.pipeTo(conn.writable).catch(() => {});
+            })();
+            try {
+              let out = "";
+              const pf = c2.stream(
+                CmdKind.CMD_PORT_FORWARD,
+                toBinary(
+                  PortForwardCmdSchema,
+                  create(PortForwardCmdSchema, { port: (echo.addr as Deno.NetAddr).port }),
+                ),
+                { onStdout: (d) => out += dec(d) },
+              );
+              await pf.ready;
+              await pf.write(enc("to the host\n"));
+              await eventually(
+                "the host echo",
+                () => Promise.resolve(out === "to the host\n" ? true : undefined),
+                20_000,
+              );
+              pf.cancel();
+            } finally {
+              echo.close();
+            }
           },
         );
 

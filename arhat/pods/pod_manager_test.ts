@@ -130,6 +130,10 @@ Deno.test("pod manager on real engines", async (t) => {
             "hello edge",
           );
           assert.equal(await execText(rt, app.id, ["cat", "/etc/app/app.conf"]), "answer=42\n");
+          assert.equal(
+            (await execText(rt, app.id, ["stat", "-c", "%a", "/etc/app/app.conf"])).trim(),
+            "440",
+          );
           assert.equal((await execText(rt, app.id, ["cat", "/work/marker"])).trim(), "init-ran");
           const ro = await execText(rt, app.id, [
             "sh",
