@@ -29,21 +29,10 @@ import { decodeDone, decodeResize, encodeResize } from "./payloads.ts";
 import { SessionClient } from "./session_client.ts";
 import { SessionServer } from "./session_server.ts";
 import { echoDispatcher } from "./testing/echo_dispatcher.ts";
+import { prng } from "./testing/prng.ts";
 
 const SEED = Number(Deno.env.get("ARANYA_FUZZ_SEED") ?? 20261128);
 const N = Number(Deno.env.get("ARANYA_FUZZ_ITERATIONS") ?? 10_000);
-
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function makeGen(seed: number) {
   const rnd = prng(seed);

@@ -5,20 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { encodeGrpcMessageFrame, GrpcMessageReader } from "./grpc_server.ts";
+import { prng } from "../../../common/session/testing/prng.ts";
 
 const SEED = Number(Deno.env.get("ARANYA_FUZZ_SEED") ?? 20261128);
 const N = Number(Deno.env.get("ARANYA_FUZZ_ITERATIONS") ?? 10_000);
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test(`fuzz: ${N} byte streams through the gRPC message reader`, () => {
   const rnd = prng(SEED);

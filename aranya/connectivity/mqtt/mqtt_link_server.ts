@@ -75,12 +75,17 @@ import type { DeviceAuthenticator, Link, LinkRegistry, LinkServer } from "../../
 import { BaseLink } from "../../../common/link_base.ts";
 import { aborted, readySignal } from "../../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
+import {
+  asBuffer,
+  endMqttClient,
+  MQTT_DEFAULT_MAX_FRAME_SIZE,
+  MQTT_TRANSPORT,
+  mqttTopics,
+  publishQos1,
+  validateMessageNamespace,
+} from "../../../common/mqtt_protocol.ts";
 
-/** The transport's name. */
-export const MQTT_TRANSPORT = "mqtt";
-
-/** Default largest frame, both directions: 128 KiB. */
-export const MQTT_DEFAULT_MAX_FRAME_SIZE = 128 * 1024;
+export { MQTT_DEFAULT_MAX_FRAME_SIZE, MQTT_TRANSPORT, mqttTopics, validateMessageNamespace };
 
 /** Options of {@link MqttLinkServer}. */
 export interface MqttLinkServerOptions {
@@ -115,31 +120,6 @@ export interface MqttLinkServerOptions {
   log?: Logger;
 }
 
-/** Topic names of one message namespace. */
-export function mqttTopics(messageNamespace: string): { cmd: string; msg: string; status: string } {
-  return {
-    cmd: `${messageNamespace}/cmd`,
-    msg: `${messageNamespace}/msg`,
-    status: `${messageNamespace}/status`,
-  };
-}
-
-/**
- * Throws `InvalidInputError` unless `ns` can prefix topic names: not empty, no
- * wildcard, no NUL, no leading "$" (reserved for broker topics), no trailing "/".
- */
-export function validateMessageNamespace(ns: string): void {
-  if (
-    ns.length === 0 || /[+#]/.test(ns) || ns.includes("\0") || ns.startsWith("$") ||
-    ns.endsWith("/")
-  ) {
-    throw new InvalidInputError(
-      `Message namespace "${ns}" is not a valid MQTT topic prefix ` +
-        `(it must be non-empty, without "+", "#" or NUL, not start with "$" nor end with "/")`,
-    );
-  }
-}
-
 /** The acceptance aranya publishes on `{ns}/cmd` for `connectionId` (see the module doc). */
 export function acceptFrame(connectionId: string): Uint8Array {
   return encodeCmd({
@@ -148,36 +128,6 @@ export function acceptFrame(connectionId: string): Uint8Array {
     seq: 0n,
     complete: true,
     payload: new TextEncoder().encode(connectionId),
-  });
-}
-
-/** A view of `bytes` as a Buffer, without copying (mqtt.js wants Buffers). */
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/**
- * Ends an mqtt.js client: a clean DISCONNECT once its in-flight publishes are
- * acknowledged, or, when it is not connected or that takes longer than
- * `graceMs`, by destroying the socket. Never rejects.
- */
-function endMqttClient(client: MqttClient, graceMs = 2_000): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      client.stream?.destroy();
-      resolve();
-    }, graceMs);
-    client.end(!client.connected, {}, () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
-
-/** Publishes at QoS 1; resolves on the broker's PUBACK. */
-function publishQos1(client: MqttClient, topic: string, frame: Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => {
-    client.publish(topic, asBuffer(frame), { qos: 1 }, (err) => err ? reject(err) : resolve());
   });
 }
 

@@ -47,7 +47,6 @@
  * @module
  */
 import { setTcpNoDelay } from "../../../common/tcp_nodelay.ts";
-import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import {
   type Cmd,
@@ -68,12 +67,17 @@ import {
 import type { Link, LinkDialer } from "../../../common/link.ts";
 import { BaseLink } from "../../../common/link_base.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
+import {
+  asBuffer,
+  endMqttClient,
+  MQTT_DEFAULT_MAX_FRAME_SIZE,
+  MQTT_TRANSPORT,
+  mqttTopics,
+  publishQos1,
+  validateMessageNamespace,
+} from "../../../common/mqtt_protocol.ts";
 
-/** The transport's name. */
-export const MQTT_TRANSPORT = "mqtt";
-
-/** Default largest frame, both directions: 128 KiB. */
-export const MQTT_DEFAULT_MAX_FRAME_SIZE = 128 * 1024;
+export { MQTT_DEFAULT_MAX_FRAME_SIZE, MQTT_TRANSPORT };
 
 /** Options of {@link MqttLinkDialer}. */
 export interface MqttLinkDialerOptions {
@@ -136,15 +140,7 @@ export class MqttLinkDialer implements LinkDialer {
       );
     }
     const ns = opts.messageNamespace;
-    if (
-      ns.length === 0 || /[+#]/.test(ns) || ns.includes("\0") || ns.startsWith("$") ||
-      ns.endsWith("/")
-    ) {
-      throw new InvalidInputError(
-        `Message namespace "${ns}" is not a valid MQTT topic prefix ` +
-          `(it must be non-empty, without "+", "#" or NUL, not start with "$" nor end with "/")`,
-      );
-    }
+    validateMessageNamespace(ns);
     if (!/^mqtts?:\/\//.test(opts.url)) {
       throw new InvalidInputError(
         `Broker URL "${opts.url}" must start with "mqtt://" or "mqtts://"`,
@@ -161,7 +157,7 @@ export class MqttLinkDialer implements LinkDialer {
       throw new InvalidInputError(`Invalid maxFrameSize ${opts.maxFrameSize}`);
     }
     this.#opts = opts;
-    this.#topics = { cmd: `${ns}/cmd`, msg: `${ns}/msg`, status: `${ns}/status` };
+    this.#topics = mqttTopics(ns);
     this.clientId = opts.clientId ?? defaultMqttClientId(opts.device);
     this.#log = (opts.log ?? nullLogger).with({
       transport: MQTT_TRANSPORT,
@@ -431,47 +427,4 @@ class MqttDeviceLink extends BaseLink {
       : Promise.resolve();
     bye.finally(() => endMqttClient(client));
   }
-}
-
-/** A view of `bytes` as a Buffer, without copying (mqtt.js wants Buffers). */
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** Publishes at QoS 1; resolves on the broker's PUBACK, rejects after `timeoutMs` if given. */
-function publishQos1(
-  client: MqttClient,
-  topic: string,
-  frame: Uint8Array,
-  timeoutMs?: number,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = timeoutMs === undefined ? undefined : setTimeout(
-      () => reject(new UnavailableError(`No PUBACK on "${topic}" within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    client.publish(topic, asBuffer(frame), { qos: 1 }, (err) => {
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve();
-    });
-  });
-}
-
-/**
- * Ends an mqtt.js client: a clean DISCONNECT once its in-flight publishes are
- * acknowledged, or, when it is not connected or that takes longer than
- * `graceMs`, by destroying the socket. Never rejects.
- */
-function endMqttClient(client: MqttClient, graceMs = 2_000): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      client.stream?.destroy();
-      resolve();
-    }, graceMs);
-    client.end(!client.connected, {}, () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }
