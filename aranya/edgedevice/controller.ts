@@ -1,0 +1,90 @@
+/**
+ * Runs the EdgeDevice reconciler: ONE watch on EdgeDevices in all namespaces
+ * (client-node's informer: list, then watch, relist after 410 Gone) feeds a
+ * keyed work queue; the reconciler re-reads state for each key. The number of
+ * watches does not grow with the number of devices.
+ */
+import {
+  type CoreV1Api,
+  type CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  KubernetesObjectApi,
+  makeInformer,
+} from "@kubernetes/client-node";
+import { errorMessage } from "../../common/errors.ts";
+import { readySignal } from "../../common/lifecycle.ts";
+import { type Logger, nullLogger } from "../../common/log.ts";
+import { WorkQueue } from "../kube/work_queue.ts";
+import { EdgeDeviceReconciler } from "./reconciler.ts";
+import { type EdgeDevice, GROUP, PLURAL, VERSION } from "./types.ts";
+
+/** Options for {@link EdgeDeviceController}. */
+export interface EdgeDeviceControllerOptions {
+  kubeconfig: KubeConfig;
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+  kubeletAddress: string;
+  kubeletPort: number;
+  workers?: number;
+  log?: Logger;
+}
+
+/** Watches EdgeDevices and reconciles them. */
+export class EdgeDeviceController {
+  readonly #o: EdgeDeviceControllerOptions;
+  readonly #log: Logger;
+  readonly #ready = readySignal();
+  readonly queue: WorkQueue;
+
+  constructor(opts: EdgeDeviceControllerOptions) {
+    this.#o = opts;
+    this.#log = opts.log ?? nullLogger;
+    this.queue = new WorkQueue({ workers: opts.workers ?? 4, log: this.#log });
+  }
+
+  /** Resolves once the first list completed and the watch runs. */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /** Runs until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const reconciler = new EdgeDeviceReconciler({
+      objects: KubernetesObjectApi.makeApiClient(this.#o.kubeconfig),
+      core: this.#o.core,
+      custom: this.#o.custom,
+      kubeletAddress: this.#o.kubeletAddress,
+      kubeletPort: this.#o.kubeletPort,
+      log: this.#log,
+    });
+    const informer = makeInformer<EdgeDevice>(
+      this.#o.kubeconfig,
+      `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+      () =>
+        this.#o.custom.listClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+        }) as Promise<
+          KubernetesListObject<EdgeDevice>
+        >,
+    );
+    const enqueue = (ed: EdgeDevice) =>
+      this.queue.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
+    informer.on("add", enqueue);
+    informer.on("update", enqueue);
+    informer.on("delete", enqueue);
+    informer.on("error", (err: unknown) => {
+      this.#log.warn("EdgeDevice watch failed; restarting", { error: errorMessage(err) });
+      setTimeout(() => {
+        if (!signal.aborted) informer.start().catch(() => {});
+      }, 1000);
+    });
+    await informer.start();
+    this.#ready.resolve();
+    this.#log.info("EdgeDevice controller running");
+    await this.queue.run(signal, (key) => reconciler.reconcile(key));
+    await informer.stop();
+  }
+}
