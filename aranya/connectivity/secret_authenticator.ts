@@ -1,0 +1,74 @@
+/**
+ * A DeviceAuthenticator backed by the credentials Secrets the EdgeDevice
+ * controller creates: a device "<namespace>/<name>" proves itself with the
+ * token in Secret "<namespace>/<name>-arhat-credentials". Tokens are cached
+ * briefly so a reconnect storm does not become an API storm.
+ */
+import type { CoreV1Api } from "@kubernetes/client-node";
+import { UnauthenticatedError, UnavailableError } from "../../common/errors.ts";
+import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
+import { isNotFound } from "../kube/errors.ts";
+import { credentialsSecretName } from "../edgedevice/types.ts";
+import { constantTimeEqual } from "./static_authenticator.ts";
+
+/** Options for {@link SecretAuthenticator}. */
+export interface SecretAuthenticatorOptions {
+  core: CoreV1Api;
+  /** How long a token read from the API is reused, ms (default 30 s). */
+  cacheMs?: number;
+}
+
+/** Authenticates devices against their credentials Secrets. */
+export class SecretAuthenticator implements DeviceAuthenticator {
+  readonly #o: SecretAuthenticatorOptions;
+  readonly #cache = new Map<string, { token: string | undefined; until: number }>();
+
+  constructor(opts: SecretAuthenticatorOptions) {
+    this.#o = opts;
+  }
+
+  async #token(device: string): Promise<string | undefined> {
+    const hit = this.#cache.get(device);
+    if (hit && hit.until > Date.now()) return hit.token;
+    const [namespace, name] = device.split("/") as [string, string];
+    let token: string | undefined;
+    try {
+      const s = await this.#o.core.readNamespacedSecret({
+        name: credentialsSecretName(name),
+        namespace,
+      });
+      const b64 = s.data?.token;
+      token = b64
+        ? new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)))
+        : undefined;
+    } catch (err) {
+      if (!isNotFound(err)) {
+        throw new UnavailableError(`Cannot read the credentials of device "${device}" now`, {
+          cause: err,
+        });
+      }
+    }
+    this.#cache.set(device, { token, until: Date.now() + (this.#o.cacheMs ?? 30_000) });
+    return token;
+  }
+
+  async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
+    const want = await this.#token(device);
+    if (
+      want !== undefined && credentials.token !== undefined &&
+      constantTimeEqual(credentials.token, want)
+    ) {
+      return;
+    }
+    // A wrong token may be a rotated one: read again once before refusing.
+    this.#cache.delete(device);
+    const again = await this.#token(device);
+    if (
+      again !== undefined && credentials.token !== undefined &&
+      constantTimeEqual(credentials.token, again)
+    ) {
+      return;
+    }
+    throw new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
+  }
+}

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { NodeCondition_Status, NodeStatusMsgSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { disconnectedStatus, nodeStatusFrom, REASON_DISCONNECTED } from "./node_status.ts";
+
+Deno.test("device conditions map onto Node conditions; pressure is inverted", () => {
+  const msg = create(NodeStatusMsgSchema, {
+    systemInfo: {
+      os: "linux",
+      arch: "arm64",
+      runtimeName: "docker",
+      runtimeVersion: "20.10",
+      agentVersion: "0.1.0",
+    },
+    capacity: { cpuMillis: 4000n, memoryBytes: 1024n, pods: 10n },
+    conditions: [
+      { type: "Ready", status: NodeCondition_Status.HEALTHY },
+      { type: "MemoryPressure", status: NodeCondition_Status.UNHEALTHY, reason: "LowMemory" },
+      { type: "DiskPressure", status: NodeCondition_Status.UNSPECIFIED },
+    ],
+  });
+  const s = nodeStatusFrom(msg, { addresses: [{ type: "InternalIP", address: "10.0.0.9" }] });
+  const byType = Object.fromEntries(s.conditions!.map((c) => [c.type, c]));
+  assert.equal(byType.Ready!.status, "True");
+  assert.equal(byType.MemoryPressure!.status, "True");
+  assert.equal(byType.MemoryPressure!.reason, "LowMemory");
+  assert.equal(byType.DiskPressure!.status, "Unknown");
+  assert.equal(s.capacity!.cpu, "4000m");
+  assert.equal(s.nodeInfo!.containerRuntimeVersion, "docker://20.10");
+  assert.equal(s.nodeInfo!.kubeletVersion, "arhat/0.1.0");
+  assert.deepEqual(s.addresses, [{ type: "InternalIP", address: "10.0.0.9" }]);
+});
+
+Deno.test("a lost link makes Ready False with reason EdgeDeviceDisconnected, once", () => {
+  const t0 = new Date("2026-01-01T00:00:00Z");
+  const a = disconnectedStatus({
+    conditions: [{ type: "Ready", status: "True", lastTransitionTime: t0 }],
+  }, t0);
+  const ready = a.conditions!.find((c) => c.type === "Ready")!;
+  assert.equal(ready.status, "False");
+  assert.equal(ready.reason, REASON_DISCONNECTED);
+  const t1 = new Date("2026-01-01T00:05:00Z");
+  const b = disconnectedStatus(a, t1);
+  assert.equal(b.conditions!.find((c) => c.type === "Ready")!.lastTransitionTime, t0);
+  assert.equal(disconnectedStatus(undefined).conditions![0]!.reason, REASON_DISCONNECTED);
+});
