@@ -21,6 +21,7 @@ import {
   type CustomObjectsApi,
   type KubernetesObjectApi,
   type V1Node,
+  type V1Pod,
   type V1Secret,
 } from "@kubernetes/client-node";
 import { type Logger, nullLogger } from "../../common/log.ts";
@@ -38,6 +39,8 @@ import {
   PLURAL,
   TAINT_NAMESPACE,
   VERSION,
+  VIRTUAL_CONTAINER,
+  VIRTUAL_IMAGE,
 } from "./types.ts";
 
 /** Options for {@link EdgeDeviceReconciler}. */
@@ -87,6 +90,7 @@ export class EdgeDeviceReconciler {
     }
     await this.#ensureSecret(namespace, name);
     await this.#ensureNode(ed, namespace, name);
+    await this.#ensureVirtualPod(namespace, name);
     if (ed.status?.node !== name) {
       ed.status = { ...ed.status, node: name, phase: ed.status?.phase ?? "Pending" };
       await this.#replaceStatus(ed);
@@ -217,6 +221,45 @@ export class EdgeDeviceReconciler {
         await this.#o.core.replaceNodeStatus({ name, body: node });
       } catch (err) {
         throw fromApiError(`Updating the status of Node "${name}"`, err);
+      }
+    }
+  }
+
+  /**
+   * The virtual pod: pod `<device>` in the device's namespace, bound to its
+   * Node, with one container `host` standing for the device itself (kubectl
+   * exec/logs/port-forward against it reach the host, when the device allows).
+   */
+  async #ensureVirtualPod(namespace: string, name: string): Promise<void> {
+    try {
+      await this.#o.core.readNamespacedPod({ name, namespace });
+      return;
+    } catch (err) {
+      if (!isNotFound(err)) throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
+    }
+    const pod: V1Pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name,
+        namespace,
+        labels: { [LABEL_ROLE]: "VirtualPod", [LABEL_NAME]: name },
+      },
+      spec: {
+        nodeName: name,
+        automountServiceAccountToken: false,
+        containers: [{ name: VIRTUAL_CONTAINER, image: VIRTUAL_IMAGE }],
+        tolerations: [
+          { key: TAINT_NAMESPACE, operator: "Equal", value: namespace, effect: "NoSchedule" },
+          { operator: "Exists", effect: "NoExecute" },
+        ],
+      },
+    };
+    try {
+      await this.#o.core.createNamespacedPod({ namespace, body: pod });
+    } catch (err) {
+      if (fromApiError("", err).kind !== "already-exists") {
+        throw fromApiError(`Creating the virtual pod "${namespace}/${name}"`, err);
       }
     }
   }

@@ -32,6 +32,11 @@ export interface EdgeDevice extends KubernetesObject {
   };
 }
 
+/** The virtual pod's only container: the device host. */
+export const VIRTUAL_CONTAINER = "host";
+/** Image name of the virtual pod's container (never pulled: no kubelet runs it). */
+export const VIRTUAL_IMAGE = "virtualpod.aranya.arhat.dev/host:device";
+
 /** Name of the Secret holding a device's credentials. */
 export function credentialsSecretName(device: string): string {
   return `${device}-arhat-credentials`;
