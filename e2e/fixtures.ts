@@ -9,7 +9,7 @@
  */
 import { binPath, ensureBuilt } from "./cluster/build.ts";
 import { startControlPlane } from "./cluster/control_plane.ts";
-import { CACHE } from "./paths.ts";
+import { CACHE, ROOT } from "./paths.ts";
 import { sleep } from "./process.ts";
 import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
 
@@ -112,4 +112,15 @@ export async function eventually<T>(
     await sleep(500);
   }
   throw new Error(`Timed out after ${ms} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+/** Applies the EdgeDevice CRD from deploy/crds and waits until it is Established. */
+export async function applyCrds(cluster: ClusterHandle): Promise<void> {
+  await cluster.kubectlOk(["apply", "--server-side", "-f", `${ROOT}/deploy/crds/`]);
+  await cluster.kubectlOk([
+    "wait",
+    "--for=condition=Established",
+    "--timeout=60s",
+    "crd/edgedevices.aranya.arhat.dev",
+  ]);
 }

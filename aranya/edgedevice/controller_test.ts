@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { ROOT } from "../../e2e/paths.ts";
+import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { EdgeDeviceController } from "./controller.ts";
 import { credentialsSecretName, FINALIZER } from "./types.ts";
 
@@ -33,13 +32,7 @@ Deno.test({
     });
     let running: Promise<void> | undefined;
     try {
-      await cluster.kubectlOk(["apply", "--server-side", "-f", `${ROOT}/deploy/crds/`]);
-      await cluster.kubectlOk([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/edgedevices.aranya.arhat.dev",
-      ]);
+      await applyCrds(cluster);
       await cluster.kubectlOk(["create", "namespace", ns]);
       running = controller.run(ac.signal);
       await controller.ready;

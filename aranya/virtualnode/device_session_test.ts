@@ -16,7 +16,7 @@ import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
 import { credentialsSecretName } from "../edgedevice/types.ts";
-import { eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
+import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { ROOT } from "../../e2e/paths.ts";
 import { freePort } from "../../e2e/process.ts";
@@ -60,13 +60,7 @@ Deno.test({
     let arhat: ReturnType<typeof spawnArhat> | undefined;
     const running: Promise<void>[] = [];
     try {
-      await cluster.kubectlOk(["apply", "--server-side", "-f", `${ROOT}/deploy/crds/`]);
-      await cluster.kubectlOk([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/edgedevices.aranya.arhat.dev",
-      ]);
+      await applyCrds(cluster);
       await cluster.kubectlOk(["create", "namespace", ns]);
       running.push(controller.run(ac.signal));
       running.push(server.run(ac.signal, (link) => {
