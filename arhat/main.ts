@@ -12,10 +12,9 @@ import { parseArgs } from "node:util";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MsgKind } from "../common/envelope.ts";
 import { errorMessage } from "../common/errors.ts";
-import type { Link } from "../common/link.ts";
 import { createLogger, type Logger } from "../common/log.ts";
 import { SessionServer } from "../common/session/session_server.ts";
-import { type PodEnsureCmd, PodEnsureCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
+import { PodEnsureCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
 import { Agent } from "./agent/agent.ts";
 import { hostManagement } from "./agent/handle_host.ts";
 import { imageHandlers } from "./agent/handle_image.ts";
@@ -45,19 +44,15 @@ export async function runArhat(
   const runtime = new DockerRuntime({ socket: config.runtime.endpoint, log });
   const journal = await PodJournal.open({ stateDir: config.stateDir, log });
   const queue = await StatusQueue.open({ stateDir: config.stateDir, log });
+  /** The session over the live link; undefined while offline. */
   let session: SessionServer | undefined;
-  let link: Link | undefined;
-  let linkClosed = true;
-
+  const enqueue = (uid: string, bytes: Uint8Array) =>
+    queue.enqueue(uid, bytes).catch((err) =>
+      log.error("queueing a pod status failed", { uid, error: errorMessage(err) })
+    );
   const publish = (uid: string, bytes: Uint8Array) => {
-    const s = session;
-    if (s && link && !linkClosed) {
-      s.publish(MsgKind.MSG_POD_STATUS, bytes).catch(() => queue.enqueue(uid, bytes));
-    } else {
-      queue.enqueue(uid, bytes).catch((err) =>
-        log.error("queueing a pod status failed", { uid, error: errorMessage(err) })
-      );
-    }
+    if (session) session.publish(MsgKind.MSG_POD_STATUS, bytes).catch(() => enqueue(uid, bytes));
+    else enqueue(uid, bytes);
   };
 
   const pods = new PodManager({
@@ -66,7 +61,7 @@ export async function runArhat(
     infraImage: config.runtime.infraImage,
     infraCommand: config.runtime.infraCommand,
     store: {
-      save: (uid, cmd) => journal.put(uid, toBytes(cmd)),
+      save: (uid, cmd) => journal.put(uid, toBinary(PodEnsureCmdSchema, cmd)),
       remove: async (uid) => {
         await journal.delete(uid);
       },
@@ -117,12 +112,12 @@ export async function runArhat(
       backoff: m.backoff,
     })),
     onLink: (l) => {
-      link = l;
-      linkClosed = false;
-      l.closed.then(() => linkClosed = true);
-      session = new SessionServer(l, { dispatcher: agent, log });
-      session.start();
-      const s = session;
+      const s = new SessionServer(l, { dispatcher: agent, log });
+      s.start();
+      session = s;
+      l.closed.then(() => {
+        if (session === s) session = undefined;
+      });
       queue.drain((bytes) => s.publish(MsgKind.MSG_POD_STATUS, bytes)).then(
         (n) => n && log.info("flushed queued pod statuses", { count: n }),
         (err) => log.warn("flushing queued pod statuses failed", { error: errorMessage(err) }),
@@ -139,10 +134,6 @@ export async function runArhat(
   await Promise.all([pods.run(signal), connector.run(signal)]);
   runtime.close();
   log.info("arhat stopped");
-}
-
-function toBytes(cmd: PodEnsureCmd): Uint8Array {
-  return toBinary(PodEnsureCmdSchema, cmd);
 }
 
 if (import.meta.main) {

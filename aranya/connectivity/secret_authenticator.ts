@@ -53,21 +53,12 @@ export class SecretAuthenticator implements DeviceAuthenticator {
   }
 
   async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
-    const want = await this.#token(device);
-    if (
-      want !== undefined && credentials.token !== undefined &&
-      constantTimeEqual(credentials.token, want)
-    ) {
-      return;
-    }
-    // A wrong token may be a rotated one: read again once before refusing.
-    this.#cache.delete(device);
-    const again = await this.#token(device);
-    if (
-      again !== undefined && credentials.token !== undefined &&
-      constantTimeEqual(credentials.token, again)
-    ) {
-      return;
+    const given = credentials.token;
+    // A wrong token may be a rotated one: the second round reads the Secret again.
+    for (const fresh of [false, true]) {
+      if (fresh) this.#cache.delete(device);
+      const want = await this.#token(device);
+      if (want !== undefined && given !== undefined && constantTimeEqual(given, want)) return;
     }
     throw new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
   }

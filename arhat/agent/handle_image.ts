@@ -1,7 +1,7 @@
 /** Image commands: CMD_IMAGE_ENSURE -> MSG_IMAGE_STATUS_LIST (one status per image, errors included). */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import { errorMessage } from "../../common/errors.ts";
 import {
   ImageEnsureCmdSchema,
   ImageStatusListMsgSchema,
@@ -9,17 +9,13 @@ import {
 } from "../../proto/gen/aranya/pod_pb.ts";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
 import type { Handler } from "./agent.ts";
+import { decodePayload } from "./decode.ts";
 
 /** The image handlers. */
 export function imageHandlers(runtime: ContainerRuntime): [CmdKind, Handler][] {
   return [[CmdKind.CMD_IMAGE_ENSURE, {
     unary: async ({ payload }) => {
-      let cmd;
-      try {
-        cmd = fromBinary(ImageEnsureCmdSchema, payload);
-      } catch (err) {
-        throw new InvalidInputError(`Malformed ImageEnsureCmd: ${errorMessage(err)}`);
-      }
+      const cmd = decodePayload(ImageEnsureCmdSchema, payload);
       const images = await Promise.all(
         Object.entries(cmd.images).map(async ([ref, spec]) => {
           try {

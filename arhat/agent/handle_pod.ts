@@ -1,7 +1,7 @@
 /** Pod commands: ensure, delete, list (CMD_POD_*). */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "../../common/errors.ts";
 import {
   PodDeleteCmdSchema,
   PodEnsureCmdSchema,
@@ -12,14 +12,7 @@ import {
 import type { PodManager } from "../pods/pod_manager.ts";
 import type { PodStatusInit } from "../pods/pod_status.ts";
 import type { Handler } from "./agent.ts";
-
-function decode<T>(what: string, f: () => T): T {
-  try {
-    return f();
-  } catch (err) {
-    throw new InvalidInputError(`Malformed ${what}: ${errorMessage(err)}`);
-  }
-}
+import { decodePayload } from "./decode.ts";
 
 /** Encodes one pod status as a PodStatusMsg payload. */
 export function encodePodStatus(s: PodStatusInit): Uint8Array {
@@ -31,7 +24,7 @@ export function podHandlers(pods: PodManager): [CmdKind, Handler][] {
   return [
     [CmdKind.CMD_POD_ENSURE, {
       unary: async ({ payload }) => {
-        const cmd = decode("PodEnsureCmd", () => fromBinary(PodEnsureCmdSchema, payload));
+        const cmd = decodePayload(PodEnsureCmdSchema, payload);
         if (!cmd.uid || !cmd.name || !cmd.namespace) {
           throw new InvalidInputError("PodEnsureCmd needs uid, namespace and name");
         }
@@ -40,14 +33,14 @@ export function podHandlers(pods: PodManager): [CmdKind, Handler][] {
     }],
     [CmdKind.CMD_POD_DELETE, {
       unary: async ({ payload }) => {
-        const cmd = decode("PodDeleteCmd", () => fromBinary(PodDeleteCmdSchema, payload));
+        const cmd = decodePayload(PodDeleteCmdSchema, payload);
         const s = await pods.delete(cmd.uid, Number(cmd.graceSeconds));
         return { kind: MsgKind.MSG_POD_STATUS, payload: encodePodStatus(s) };
       },
     }],
     [CmdKind.CMD_POD_LIST, {
       unary: async ({ payload }) => {
-        const cmd = decode("PodListCmd", () => fromBinary(PodListCmdSchema, payload));
+        const cmd = decodePayload(PodListCmdSchema, payload);
         const list = await pods.list(cmd.uids);
         return {
           kind: MsgKind.MSG_POD_STATUS_LIST,

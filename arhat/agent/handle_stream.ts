@@ -9,9 +9,8 @@
  * cannot make), and the infra image (busybox by default) provides `nc`.
  * A pod on the host network is forwarded with a plain TCP connection.
  */
-import { fromBinary } from "@bufbuild/protobuf";
 import { CmdKind } from "../../common/envelope.ts";
-import { errorMessage, InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "../../common/errors.ts";
 import type { StreamContext } from "../../common/session/session_server.ts";
 import {
   ExecCmdSchema,
@@ -21,18 +20,11 @@ import {
 import type { PodManager } from "../pods/pod_manager.ts";
 import type { ContainerRuntime, OutputChunk, StreamHandle } from "../runtime/runtime.ts";
 import type { Handler } from "./agent.ts";
+import { decodePayload } from "./decode.ts";
 import type { HostManagement } from "./handle_host.ts";
 
 /** The container the virtual pod's commands address: the device host. */
 export const HOST_CONTAINER = "host";
-
-function decode<T>(what: string, f: () => T): T {
-  try {
-    return f();
-  } catch (err) {
-    throw new InvalidInputError(`Malformed ${what}: ${errorMessage(err)}`);
-  }
-}
 
 /** Copies runtime output into the session, in order. */
 export async function pumpOutput(
@@ -67,7 +59,7 @@ export interface StreamHandlerOptions {
 }
 
 function decodeExec(payload: Uint8Array) {
-  return decode("ExecCmd", () => fromBinary(ExecCmdSchema, payload));
+  return decodePayload(ExecCmdSchema, payload);
 }
 
 /** The stream handlers. */
@@ -99,7 +91,7 @@ export function streamHandlers(o: StreamHandlerOptions): [CmdKind, Handler][] {
     [CmdKind.CMD_ATTACH, { stream: execOrAttach(true) }],
     [CmdKind.CMD_LOGS, {
       stream: async (ctx) => {
-        const cmd = decode("LogsCmd", () => fromBinary(LogsCmdSchema, ctx.payload));
+        const cmd = decodePayload(LogsCmdSchema, ctx.payload);
         if (cmd.container === HOST_CONTAINER && !cmd.podUid) {
           if (!o.host) {
             throw new InvalidInputError("Host management is not configured on this device");
@@ -132,7 +124,7 @@ export function streamHandlers(o: StreamHandlerOptions): [CmdKind, Handler][] {
     }],
     [CmdKind.CMD_PORT_FORWARD, {
       stream: async (ctx) => {
-        const cmd = decode("PortForwardCmd", () => fromBinary(PortForwardCmdSchema, ctx.payload));
+        const cmd = decodePayload(PortForwardCmdSchema, ctx.payload);
         if (cmd.port < 1 || cmd.port > 65535) {
           throw new InvalidInputError(`Port ${cmd.port} is outside 1..65535`);
         }

@@ -7,7 +7,9 @@
  * and will not restart.
  */
 import {
+  type ContainerStatus,
   ContainerStatus_State,
+  type PodStatusMsg,
   PodStatusMsg_Phase,
   RestartPolicy,
 } from "../../proto/gen/aranya/pod_pb.ts";
@@ -23,38 +25,16 @@ import {
   LABEL_SPEC_HASH,
 } from "./labels.ts";
 
-/** Plain-object form of ContainerStatus (for protobuf-es `create`). */
-export interface ContainerStatusInit {
-  name: string;
-  containerId: string;
-  image: string;
-  imageId: string;
-  state: ContainerStatus_State;
-  createdAt: string;
-  startedAt: string;
-  finishedAt: string;
-  exitCode: number;
-  restartCount: number;
-  reason: string;
-  message: string;
-  ready: boolean;
-  init: boolean;
-}
+/** Fields of a generated message without protobuf-es' bookkeeping ($typeName, $unknown). */
+type Fields<T> = Omit<T, "$typeName" | "$unknown">;
 
-/** Plain-object form of PodStatusMsg. */
-export interface PodStatusInit {
-  uid: string;
-  namespace: string;
-  name: string;
-  phase: PodStatusMsg_Phase;
+/** A ContainerStatus as plain fields (what protobuf-es `create` takes). */
+export type ContainerStatusInit = Fields<ContainerStatus>;
+
+/** A PodStatusMsg as plain fields. */
+export type PodStatusInit = Omit<Fields<PodStatusMsg>, "containers"> & {
   containers: ContainerStatusInit[];
-  podIp: string;
-  hostIp: string;
-  startedAt: string;
-  reason: string;
-  message: string;
-  specHash: string;
-}
+};
 
 /** What status computation needs to know of the desired pod (when known). */
 export interface PodIntent {
@@ -65,7 +45,6 @@ export interface PodIntent {
   waiting?: Map<string, { reason: string; message: string }>;
 }
 
-const ZERO_TIME = "0001-01-01T00:00:00Z";
 const time = (t: string) => (t && !t.startsWith("0001-01-01") ? t : "");
 
 /** The newest instance of each container (by restart count), ignoring the infra container. */
@@ -123,9 +102,7 @@ function containerStatus(
     finishedAt: terminated ? time(c.finishedAt) : "",
     exitCode: terminated ? c.exitCode : 0,
     restartCount: Number(c.labels[LABEL_RESTART_COUNT] ?? 0),
-    reason: terminated
-      ? (c.exitCode === 0 ? "Completed" : c.error ? "Error" : "Error")
-      : waiting?.reason ?? "",
+    reason: terminated ? (c.exitCode === 0 ? "Completed" : "Error") : waiting?.reason ?? "",
     message: terminated ? c.error : waiting?.message ?? "",
     ready: running && !init,
     init,
@@ -185,7 +162,7 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     containers: statuses,
     podIp: infra?.ipAddress ?? "",
     hostIp: "",
-    startedAt: time(infra?.startedAt ?? "") || ZERO_TIME.slice(0, 0),
+    startedAt: time(infra?.startedAt ?? ""),
     reason: "",
     message: "",
     specHash: labels[LABEL_SPEC_HASH] ?? "",

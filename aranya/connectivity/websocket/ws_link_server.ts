@@ -211,16 +211,11 @@ export class WebSocketLinkServer implements LinkServer {
     onLink: (link: Link) => void,
   ): Promise<void> {
     ws.on("error", () => {});
-    // Hold what arrives during authentication; nothing is delivered unless accepted.
-    const early: Uint8Array[] = [];
+    // Hold what arrives during authentication; nothing is delivered unless accepted,
+    // and then it goes through the same checks as everything after.
+    const early: { bytes: Uint8Array; isBinary: boolean }[] = [];
     const accepted: { link?: WsServerLink } = {};
-    ws.on("message", (data: Buffer, isBinary: boolean) => {
-      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      const link = accepted.link;
-      if (!link) {
-        if (early.length < 64) early.push(bytes.slice());
-        return;
-      }
+    const handle = (link: WsServerLink, bytes: Uint8Array, isBinary: boolean) => {
       link.heard();
       if (!isBinary) {
         link.remoteClosed("error", "text message on a binary link");
@@ -229,6 +224,11 @@ export class WebSocketLinkServer implements LinkServer {
       }
       if (bytes.byteLength === 0) return; // keepalive answer
       link.receive(bytes);
+    };
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      if (accepted.link) handle(accepted.link, bytes, isBinary);
+      else if (early.length < 64) early.push({ bytes: bytes.slice(), isBinary });
     });
     const device = String(req.headers["x-arhat-device"] ?? "");
     const auth = String(req.headers["authorization"] ?? "");
@@ -275,8 +275,6 @@ export class WebSocketLinkServer implements LinkServer {
     accepted.link = l;
     this.#log.info("device connected", { device, transport: "websocket" });
     onLink(l);
-    for (const f of early) {
-      if (f.byteLength) l.receive(f);
-    }
+    for (const f of early) handle(l, f.bytes, f.isBinary);
   }
 }
