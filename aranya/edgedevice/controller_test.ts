@@ -1,13 +1,28 @@
 /**
  * The EdgeDevice controller against the real control plane: a device gets
- * its Node (labels, taint, address, kubelet port), its credentials Secret, a
- * finalizer and status; deleting it removes Node and Secret, then the device.
+ * its Node (labels, taint, address, kubelet port), its credentials Secret, its
+ * virtual pod (Pending), a finalizer and a Pending status, with Events saying
+ * so; a spec change updates the Node in place; an API refusal is a Warning
+ * ReconcileFailed Event and is retried; only the watched namespaces are
+ * served; the hooks hear of live and removed devices; deleting a device
+ * removes Node, virtual pod and Secret, then the device.
  */
 import assert from "node:assert/strict";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { sleep } from "../../e2e/process.ts";
+import { ApiEventRecorder } from "../kube/event_recorder.ts";
 import { EdgeDeviceController } from "./controller.ts";
-import { credentialsSecretName, FINALIZER } from "./types.ts";
+import { credentialsSecretName, type EdgeDevice, FINALIZER } from "./types.ts";
+
+interface EventView {
+  type: string;
+  reason: string;
+  message: string;
+  count: number;
+  involvedObject: { kind: string; uid?: string };
+  source: { component: string };
+}
 
 Deno.test({
   name: "EdgeDevice controller",
@@ -17,40 +32,68 @@ Deno.test({
   fn: async (t) => {
     const cluster = await useCluster();
     const ns = uniqueName("ed");
+    const nsFail = uniqueName("ed-quota");
+    const nsOther = uniqueName("ed-unwatched");
     const name = uniqueName("dev");
+    const failing = uniqueName("dev");
+    const other = uniqueName("dev");
     const kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
     const custom = kc.makeApiClient(CustomObjectsApi);
     const ac = new AbortController();
+    const live: EdgeDevice[] = [];
+    const removed: string[] = [];
     const controller = new EdgeDeviceController({
       kubeconfig: kc,
       core,
       custom,
       kubeletAddress: "127.0.0.1",
       kubeletPort: 10250,
+      namespaces: [ns, nsFail],
+      events: new ApiEventRecorder({ core }),
+      onDevice: (ed) => live.push(ed),
+      onDeviceRemoved: (namespace, n) => removed.push(`${namespace}/${n}`),
+    });
+    const events = async (namespace: string, n: string): Promise<EventView[]> =>
+      JSON.parse(
+        await cluster.kubectlOk([
+          "get",
+          "events",
+          "-n",
+          namespace,
+          "--field-selector",
+          `involvedObject.name=${n},involvedObject.kind=EdgeDevice`,
+          "-o",
+          "json",
+        ]),
+      ).items;
+    const getEd = async (namespace: string, n: string) =>
+      JSON.parse(await cluster.kubectlOk(["get", "ed", n, "-n", namespace, "-o", "json"]));
+    const apply = (namespace: string, obj: unknown) =>
+      cluster.kubectlOk(["apply", "-n", namespace, "-f", "-"], JSON.stringify(obj));
+    const edgeDevice = (n: string, spec?: unknown) => ({
+      apiVersion: "aranya.arhat.dev/v1alpha1",
+      kind: "EdgeDevice",
+      metadata: { name: n },
+      ...(spec ? { spec } : {}),
     });
     let running: Promise<void> | undefined;
     try {
       await applyCrds(cluster);
-      await cluster.kubectlOk(["create", "namespace", ns]);
+      for (const n of [ns, nsFail, nsOther]) await cluster.kubectlOk(["create", "namespace", n]);
       running = controller.run(ac.signal);
       await controller.ready;
 
       await t.step(
         "a new EdgeDevice gets its Node, virtual pod, Secret, finalizer and status",
         async () => {
-          await cluster.kubectlOk(
-            ["apply", "-n", ns, "-f", "-"],
-            JSON.stringify({
-              apiVersion: "aranya.arhat.dev/v1alpha1",
-              kind: "EdgeDevice",
-              metadata: { name },
-              spec: {
-                node: {
-                  labels: { "example.com/site": "lab" },
-                  taints: [{ key: "example.com/flaky", effect: "PreferNoSchedule" }],
-                },
+          await apply(
+            ns,
+            edgeDevice(name, {
+              node: {
+                labels: { "example.com/site": "lab" },
+                taints: [{ key: "example.com/flaky", effect: "PreferNoSchedule" }],
               },
             }),
           );
@@ -73,32 +116,175 @@ Deno.test({
           assert.deepEqual(own, { key: "arhat.dev/namespace", value: ns, effect: "NoSchedule" });
           assert.deepEqual(node.status.addresses, [{ type: "InternalIP", address: "127.0.0.1" }]);
           assert.equal(node.status.daemonEndpoints.kubeletEndpoint.Port, 10250);
-          const token = await cluster.kubectlOk([
-            "get",
-            "secret",
-            "-n",
-            ns,
-            credentialsSecretName(name),
-            "-o",
-            "jsonpath={.data.token}",
-          ]);
+          const token = await eventually("the credentials Secret", async () => {
+            const r = await cluster.kubectl([
+              "get",
+              "secret",
+              "-n",
+              ns,
+              credentialsSecretName(name),
+              "-o",
+              "jsonpath={.data.token}",
+            ]);
+            return r.code === 0 && r.stdout ? r.stdout : undefined;
+          });
           assert.ok(atob(token).length >= 40, "a random token");
           const ed = await eventually("the EdgeDevice status", async () => {
-            const e = JSON.parse(
-              await cluster.kubectlOk(["get", "ed", name, "-n", ns, "-o", "json"]),
-            );
+            const e = await getEd(ns, name);
             return e.status?.node === name ? e : undefined;
           });
           assert.ok(ed.metadata.finalizers.includes(FINALIZER));
           assert.equal(ed.status.phase, "Pending");
+          const cond = Object.fromEntries(
+            ed.status.conditions.map((c: { type: string }) => [c.type, c]),
+          );
+          assert.equal(cond.Connected.status, "False");
+          assert.equal(cond.Connected.reason, "NeverConnected");
+          assert.match(cond.Connected.lastTransitionTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+          assert.equal(cond.NodeReady.status, "Unknown");
+          const row = (await cluster.kubectlOk(["get", "ed", name, "-n", ns, "--no-headers"]))
+            .trim().split(/\s+/);
+          assert.equal(row[2], "Pending", "the STATUS column");
+          assert.equal(row[3], name, "the NODE column");
           const vpod = JSON.parse(
             await cluster.kubectlOk(["get", "pod", name, "-n", ns, "-o", "json"]),
           );
           assert.equal(vpod.spec.nodeName, name);
           assert.deepEqual(vpod.spec.containers.map((c: { name: string }) => c.name), ["host"]);
           assert.equal(vpod.metadata.labels["arhat.dev/role"], "VirtualPod");
+          assert.equal(vpod.status.phase, "Pending");
+
+          const list = await events(ns, name);
+          const reasons = list.map((e) => e.reason).sort();
+          assert.deepEqual(
+            reasons,
+            ["CredentialsCreated", "NodeCreated", "VirtualPodCreated"],
+            JSON.stringify(list.map((e) => e.message)),
+          );
+          for (const e of list) {
+            assert.equal(e.type, "Normal");
+            assert.equal(e.involvedObject.uid, ed.metadata.uid);
+            assert.equal(e.source.component, "aranya");
+          }
+          assert.equal(
+            list.find((e) => e.reason === "NodeCreated")!.message,
+            `Created Node "${name}"`,
+          );
+          const hooked = live.find((e) => e.metadata?.name === name);
+          assert.ok(hooked, "onDevice was called");
+          assert.equal(hooked.metadata?.namespace, ns);
+          assert.equal(hooked.status?.node, name);
         },
       );
+
+      await t.step("a changed spec.node updates the Node in place", async () => {
+        const before = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+        // A label someone else set on the Node is left alone.
+        await cluster.kubectlOk(["label", "node", name, "example.com/by-hand=yes"]);
+        const patch = (spec: unknown) =>
+          cluster.kubectlOk([
+            "patch",
+            "ed",
+            name,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            JSON.stringify({ spec }),
+          ]);
+        await patch({
+          node: {
+            labels: { "example.com/site": "lab2", "example.com/tier": "edge" },
+            annotations: { "example.com/owner": "team-a" },
+            taints: null,
+          },
+        });
+        const node = await eventually("the Node's new labels", async () => {
+          const n = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          return n.metadata.labels["example.com/tier"] === "edge" ? n : undefined;
+        });
+        assert.equal(node.metadata.uid, before.metadata.uid, "the same Node");
+        assert.equal(node.metadata.labels["example.com/site"], "lab2");
+        assert.equal(node.metadata.annotations["example.com/owner"], "team-a");
+        assert.ok(
+          !node.spec.taints.some((x: { key: string }) => x.key === "example.com/flaky"),
+          "the removed taint is gone",
+        );
+        // Removing a label or an annotation from the spec removes it from the Node.
+        await patch({
+          node: {
+            labels: { "example.com/tier": null },
+            annotations: { "example.com/owner": null },
+          },
+        });
+        const after = await eventually("the label to go", async () => {
+          const n = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          return n.metadata.labels["example.com/tier"] === undefined ? n : undefined;
+        });
+        assert.equal(after.metadata.annotations["example.com/owner"], undefined);
+        assert.equal(after.metadata.labels["example.com/site"], "lab2");
+        assert.equal(after.metadata.labels["example.com/by-hand"], "yes");
+        assert.equal(after.metadata.labels["arhat.dev/name"], name);
+        assert.equal(after.metadata.uid, before.metadata.uid, "the same Node");
+      });
+
+      await t.step("an API refusal is a Warning ReconcileFailed Event, then retried", async () => {
+        await apply(nsFail, {
+          apiVersion: "v1",
+          kind: "ResourceQuota",
+          metadata: { name: "no-secrets" },
+          spec: { hard: { "count/secrets": "0" } },
+        });
+        await eventually("the quota to be enforced", async () => {
+          const hard = await cluster.kubectlOk([
+            "get",
+            "resourcequota",
+            "no-secrets",
+            "-n",
+            nsFail,
+            "-o",
+            "jsonpath={.status.hard}",
+          ]);
+          return hard ? true : undefined;
+        });
+        await apply(nsFail, edgeDevice(failing));
+        const warning = await eventually("a ReconcileFailed Event", async () => {
+          const list = await events(nsFail, failing);
+          return list.find((e) => e.reason === "ReconcileFailed");
+        });
+        assert.equal(warning.type, "Warning");
+        assert.match(
+          warning.message,
+          new RegExp(`^Creating Secret "${nsFail}/${credentialsSecretName(failing)}" failed`),
+        );
+        assert.match(warning.message, /quota/);
+        await cluster.kubectlOk(["delete", "resourcequota", "no-secrets", "-n", nsFail]);
+        await eventually("the device to recover", async () => {
+          const r = await cluster.kubectl([
+            "get",
+            "secret",
+            "-n",
+            nsFail,
+            credentialsSecretName(failing),
+          ]);
+          return r.code === 0 ? true : undefined;
+        }, 90_000);
+        const list = await events(nsFail, failing);
+        const reasons = list.map((e) => e.reason);
+        assert.ok(reasons.includes("CredentialsCreated"), reasons.join(","));
+        // Each retry failed alike: one Event, counted, rather than one per retry.
+        assert.equal(list.filter((e) => e.message === warning.message).length, 1);
+      });
+
+      await t.step("devices outside the watched namespaces are left alone", async () => {
+        await apply(nsOther, edgeDevice(other));
+        await sleep(3000);
+        assert.ok(
+          !live.some((e) => e.metadata?.namespace === nsOther),
+          "onDevice was not called for an unwatched namespace",
+        );
+        assert.ok(live.some((e) => e.metadata?.namespace === nsFail), "the second namespace");
+      });
 
       await t.step("deleting the EdgeDevice removes its Node, virtual pod and Secret", async () => {
         await cluster.kubectlOk(["delete", "ed", name, "-n", ns, "--wait=true", "--timeout=60s"]);
@@ -115,12 +301,33 @@ Deno.test({
         assert.match(secret.stderr, /not found/);
         const vpod = await cluster.kubectl(["get", "pod", name, "-n", ns]);
         assert.match(vpod.stderr, /not found/);
+        const cleaned = (await events(ns, name)).find((e) => e.reason === "CleanedUp");
+        assert.ok(cleaned, "a CleanedUp Event");
+        assert.equal(cleaned.type, "Normal");
+        await eventually(
+          "onDeviceRemoved",
+          () => Promise.resolve(removed.includes(`${ns}/${name}`) ? true : undefined),
+          10_000,
+        );
       });
     } finally {
       ac.abort();
       await running?.catch(() => {});
-      await cluster.kubectl(["delete", "node", name, "--ignore-not-found"]);
-      await cluster.kubectl(["delete", "namespace", ns, "--ignore-not-found", "--wait=false"]);
+      await cluster.kubectl(["delete", "node", name, failing, other, "--ignore-not-found"]);
+      for (const [n, d] of [[ns, name], [nsFail, failing], [nsOther, other]] as const) {
+        // Nothing serves these finalizers once the controller stopped.
+        await cluster.kubectl([
+          "patch",
+          "ed",
+          d,
+          "-n",
+          n,
+          "--type=merge",
+          "-p",
+          '{"metadata":{"finalizers":null}}',
+        ]);
+        await cluster.kubectl(["delete", "namespace", n, "--ignore-not-found", "--wait=false"]);
+      }
       await cluster.release();
     }
   },

@@ -17,7 +17,23 @@ export const TAINT_NAMESPACE = "arhat.dev/namespace";
 /** The part of an EdgeDevice aranya uses. */
 export interface EdgeDevice extends KubernetesObject {
   spec?: {
-    connectivity?: { method?: "websocket" | "grpc" | "mqtt" };
+    connectivity?: {
+      method?: "websocket" | "grpc" | "mqtt";
+      /** Only with method "mqtt" (the CRD refuses it otherwise). */
+      mqttConfig?: {
+        /** Topic prefix: the device's topics are {messageNamespace}/{cmd,msg,status}. */
+        messageNamespace?: string;
+        /** Broker as host:port. */
+        broker?: string;
+        version?: "3.1.1" | "5";
+        transport?: "tcp" | "websocket";
+        clientID?: string;
+        keepaliveInterval?: string;
+        maxPayloadSize?: number;
+        tlsSecretRef?: { name: string };
+        userPassRef?: { name: string };
+      };
+    };
     node?: {
       labels?: Record<string, string>;
       annotations?: Record<string, string>;
@@ -25,19 +41,59 @@ export interface EdgeDevice extends KubernetesObject {
     };
     pod?: { allocatable?: number };
   };
-  status?: {
-    phase?: "Pending" | "Connected" | "Disconnected";
-    node?: string;
-    lastSeen?: string;
-  };
+  status?: EdgeDeviceStatus;
+}
+
+/** Phase shown in `kubectl get ed` (column STATUS). */
+export type EdgeDevicePhase = "Pending" | "Connected" | "Disconnected";
+
+/** The EdgeDevice's status (written through the status subresource). */
+export interface EdgeDeviceStatus {
+  phase?: EdgeDevicePhase;
+  /** Name of the device's Node. */
+  node?: string;
+  /** RFC 3339: set on connect, on disconnect and on each periodic status sync. */
+  lastSeen?: string;
+  /** The agent, as the device reported it when it connected. */
+  agent?: AgentInfo;
+  conditions?: EdgeDeviceCondition[];
+}
+
+/** The device's agent. */
+export interface AgentInfo {
+  version?: string;
+  os?: string;
+  arch?: string;
+  /** "<runtime name>://<version>", as in the Node's containerRuntimeVersion. */
+  runtime?: string;
+}
+
+/** Condition types of an EdgeDevice. */
+export const CONDITION_CONNECTED = "Connected";
+export const CONDITION_NODE_READY = "NodeReady";
+
+/** One condition of an EdgeDevice. */
+export interface EdgeDeviceCondition {
+  type: string;
+  status: "True" | "False" | "Unknown";
+  reason?: string;
+  message?: string;
+  observedGeneration?: number;
+  /** RFC 3339; changes only when `status` changes. */
+  lastTransitionTime?: string;
 }
 
 /** The virtual pod's only container: the device host. */
 export const VIRTUAL_CONTAINER = "host";
 /** Image name of the virtual pod's container (never pulled: no kubelet runs it). */
 export const VIRTUAL_IMAGE = "virtualpod.aranya.arhat.dev/host:device";
+/** Image ID reported in the virtual container's status. */
+export const VIRTUAL_IMAGE_ID = `aranya://${VIRTUAL_IMAGE}`;
 
 /** Name of the Secret holding a device's credentials. */
 export function credentialsSecretName(device: string): string {
   return `${device}-arhat-credentials`;
 }
+
+/** Reason of the conditions that go False when the device's link is lost. */
+export const REASON_DISCONNECTED = "EdgeDeviceDisconnected";

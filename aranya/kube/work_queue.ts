@@ -110,7 +110,7 @@ export class WorkQueue {
             }
             const delay = r.backoff.next();
             this.#log.warn("reconcile failed; retrying", {
-              key,
+              object: key, // not "key": the logger redacts fields named like credentials
               error: errorMessage(err),
               retryInMs: delay,
             });

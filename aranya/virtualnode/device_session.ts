@@ -1,36 +1,74 @@
 /**
- * What aranya does while one device is connected: it asks for the device's
- * node info and writes it into the Node's status (Ready from the device's own
- * conditions), renews the node's Lease in kube-node-lease every heartbeat,
- * refreshes the Node status when the device's conditions change and at least
- * every `statusSyncMs` (never on every heartbeat), and when the link closes
- * marks the Node Ready=False with reason EdgeDeviceDisconnected.
+ * What aranya does while one device is connected:
+ *
+ * - on connect it asks for the device's node info and writes it into the
+ *   Node's status (Ready from the device's own conditions); writes the
+ *   EdgeDevice's status (phase Connected, conditions Connected and NodeReady,
+ *   lastSeen, agent) and the virtual pod's status (Running and Ready), and
+ *   records a Connected Event;
+ * - every heartbeat it renews the node's Lease in kube-node-lease and asks
+ *   for the device's dynamic state; the Node status (and with it the
+ *   EdgeDevice's NodeReady and lastSeen) is written only when the device's
+ *   conditions change and at least every `statusSyncMs`, never on every
+ *   heartbeat: an idle device costs one Lease write per heartbeat;
+ * - when the link closes it marks the Node Ready=False, the EdgeDevice
+ *   Disconnected and the virtual pod not Ready (all with reason
+ *   EdgeDeviceDisconnected), and records a Warning Disconnected Event.
+ *
+ * Every write is read-modify-write with the object's resourceVersion, retried
+ * on a conflict; failures are logged and never end the session.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   type CoordinationV1Api,
   type CoreV1Api,
+  type CustomObjectsApi,
   type V1Lease,
   V1MicroTime,
+  type V1Node,
+  type V1PodStatus,
 } from "@kubernetes/client-node";
 import { CmdKind } from "../../common/envelope.ts";
-import { errorMessage } from "../../common/errors.ts";
-import type { Link } from "../../common/link.ts";
+import { type AranyaError, errorMessage } from "../../common/errors.ts";
+import { deferred } from "../../common/deferred.ts";
+import type { Link, LinkCloseInfo } from "../../common/link.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { SessionClient } from "../../common/session/session_client.ts";
 import {
   NodeInfoGetCmd_Kind,
   NodeInfoGetCmdSchema,
+  type NodeStatusMsg,
   NodeStatusMsgSchema,
 } from "../../proto/gen/aranya/node_pb.ts";
-import { fromApiError, isNotFound } from "../kube/errors.ts";
-import { disconnectedStatus, nodeStatusFrom } from "./node_status.ts";
+import {
+  connectedStatus,
+  disconnectedStatus as edgeDeviceDisconnected,
+  type NodeReadyInfo,
+  syncedStatus,
+} from "../edgedevice/edge_device_status.ts";
+import {
+  API_VERSION,
+  type EdgeDevice,
+  type EdgeDeviceStatus,
+  GROUP,
+  KIND,
+  PLURAL,
+  VERSION,
+} from "../edgedevice/types.ts";
+import { disconnectedPodStatus, runningStatus } from "../edgedevice/virtual_pod.ts";
+import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
+import { type EventRecorder, nullEventRecorder, type ObjectRef } from "../kube/event_recorder.ts";
+import { agentInfoFrom, disconnectedStatus, nodeStatusFrom } from "./node_status.ts";
 
 /** Options for {@link DeviceSession}. */
 export interface DeviceSessionOptions {
   link: Link;
   core: CoreV1Api;
   coordination: CoordinationV1Api;
+  /** For the EdgeDevice's status subresource. */
+  custom: CustomObjectsApi;
+  /** Where the Connected/Disconnected Events go (default: nowhere). */
+  events?: EventRecorder;
   /** Lease renewal interval, ms (default 10 s). */
   heartbeatMs?: number;
   /** Lease duration, seconds (default 40). */
@@ -38,31 +76,86 @@ export interface DeviceSessionOptions {
   /** Longest time between Node status writes while nothing changes, ms (default 5 min). */
   statusSyncMs?: number;
   log?: Logger;
+  /** Clock, injectable for tests. */
+  now?: () => Date;
 }
+
+/** What a session writes through the API (one counter each). */
+export type WriteKind = "lease" | "node" | "edgeDevice" | "pod" | "event";
+
+/** Attempts per write when the object changed between read and write. */
+const CONFLICT_ATTEMPTS = 4;
 
 /** One connected device. */
 export class DeviceSession {
   readonly #o: DeviceSessionOptions;
   readonly #log: Logger;
+  readonly #events: EventRecorder;
+  readonly #now: () => Date;
+  readonly #connected = deferred<void>();
+  readonly #closed = deferred<void>();
   readonly client: SessionClient;
+  /** The device's namespace (its EdgeDevice's and virtual pod's). */
+  readonly namespace: string;
+  /** The device's name, which is its Node's and virtual pod's. */
   readonly node: string;
-  /** API writes made for this device (for the scale figures). */
-  writes = 0;
+  /** API writes made for this device, by kind (for the scale figures). */
+  readonly writeCounts: Record<WriteKind, number> = {
+    lease: 0,
+    node: 0,
+    edgeDevice: 0,
+    pod: 0,
+    event: 0,
+  };
 
   constructor(opts: DeviceSessionOptions) {
     this.#o = opts;
-    this.node = opts.link.device.split("/")[1]!;
+    [this.namespace, this.node] = opts.link.device.split("/") as [string, string];
     this.#log = (opts.log ?? nullLogger).with({ device: opts.link.device });
+    this.#events = opts.events ?? nullEventRecorder;
+    this.#now = opts.now ?? (() => new Date());
     this.client = new SessionClient(opts.link);
   }
 
-  /** Runs until the link closes; then marks the Node disconnected. Never rejects. */
+  /** API writes made for this device, all kinds together. */
+  get writes(): number {
+    return Object.values(this.writeCounts).reduce((a, b) => a + b, 0);
+  }
+
+  /**
+   * Resolves once the connect-time writes (Node, EdgeDevice and virtual pod
+   * status, the Connected Event) were made or failed. Never rejects.
+   */
+  get connected(): Promise<void> {
+    return this.#connected.promise;
+  }
+
+  /** Resolves once the link closed and the disconnect writes were made or failed. */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  /** Runs until the link closes; then marks the device disconnected. Never rejects. */
   async run(): Promise<void> {
+    try {
+      await this.#run();
+    } finally {
+      this.#connected.resolve();
+      this.#closed.resolve();
+    }
+  }
+
+  async #run(): Promise<void> {
     this.client.start();
     const closed = this.#o.link.closed;
+    let closeInfo: LinkCloseInfo | undefined;
+    closed.then((i) => closeInfo = i);
     let lastConditions = "";
     let lastWrite = 0;
-    const sync = async (kind: NodeInfoGetCmd_Kind) => {
+    /** The full node info from the first sync (with the agent's system info). */
+    let agent: NodeStatusMsg | undefined;
+    /** Writes the Node status from the device's; undefined when nothing changed. */
+    const sync = async (kind: NodeInfoGetCmd_Kind): Promise<V1Node | undefined> => {
       const reply = await this.client.request(
         CmdKind.CMD_NODE_INFO_GET,
         toBinary(NodeInfoGetCmdSchema, create(NodeInfoGetCmdSchema, { kind })),
@@ -71,23 +164,48 @@ export class DeviceSession {
       const key = JSON.stringify(msg.conditions.map((c) => [c.type, c.status]));
       if (
         kind === NodeInfoGetCmd_Kind.DYNAMIC && key === lastConditions &&
-        Date.now() - lastWrite < (this.#o.statusSyncMs ?? 300_000)
-      ) return;
-      const node = await this.#o.core.readNode({ name: this.node });
-      const next = nodeStatusFrom(msg, node.status);
-      if (kind === NodeInfoGetCmd_Kind.DYNAMIC) next.nodeInfo = node.status?.nodeInfo;
-      node.status = next;
-      await this.#o.core.replaceNodeStatus({ name: this.node, body: node });
-      this.writes++;
+        this.#now().getTime() - lastWrite < (this.#o.statusSyncMs ?? 300_000)
+      ) return undefined;
+      if (kind === NodeInfoGetCmd_Kind.ALL) agent = msg;
+      const node = await this.#writeNodeStatus((node) => {
+        const next = nodeStatusFrom(msg, node.status, this.#now());
+        if (kind === NodeInfoGetCmd_Kind.DYNAMIC) next.nodeInfo = node.status?.nodeInfo;
+        return next;
+      });
       lastConditions = key;
-      lastWrite = Date.now();
+      lastWrite = this.#now().getTime();
+      return node;
     };
+
+    // Connect.
+    let node: V1Node | undefined;
     try {
-      await sync(NodeInfoGetCmd_Kind.ALL);
+      node = await sync(NodeInfoGetCmd_Kind.ALL);
       this.#log.info("edge node is ready", { node: this.node });
     } catch (err) {
       this.#log.warn("first node status sync failed", { error: errorMessage(err) });
+      node = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
     }
+    const now = this.#now();
+    await this.#writeEdgeDeviceStatus(
+      "marking the edge device connected",
+      (s) =>
+        connectedStatus(s, {
+          node: this.node,
+          transport: this.#o.link.transport,
+          nodeReady: readyOf(node),
+          agent: agent ? agentInfoFrom(agent) : undefined,
+          now,
+        }),
+    );
+    await this.#writePodStatus(
+      "marking the virtual pod running",
+      (s) => runningStatus(s, { device: this.node, hostIP: internalIP(node), now }),
+    );
+    await this.#event("Normal", "Connected", `Connected over ${this.#o.link.transport}`);
+    this.#connected.resolve();
+
+    // Connected: heartbeats.
     const heartbeat = this.#o.heartbeatMs ?? 10_000;
     let stopped = false;
     closed.then(() => stopped = true);
@@ -99,21 +217,143 @@ export class DeviceSession {
       }
       await Promise.race([closed, new Promise((r) => setTimeout(r, heartbeat))]);
       if (stopped) break;
+      let synced: V1Node | undefined;
       try {
-        await sync(NodeInfoGetCmd_Kind.DYNAMIC);
+        synced = await sync(NodeInfoGetCmd_Kind.DYNAMIC);
       } catch (err) {
         if (!stopped) this.#log.warn("node status sync failed", { error: errorMessage(err) });
       }
+      if (synced && !stopped) {
+        await this.#writeEdgeDeviceStatus(
+          "syncing the edge device status",
+          (s) => syncedStatus(s, readyOf(synced), this.#now()),
+        );
+      }
     }
+
+    // Disconnected.
+    const info = closeInfo ?? await closed;
+    const why = `The link closed (${
+      info.by === "local" ? "by aranya" : info.by === "remote" ? "by the device" : "on an error"
+    }): ${info.reason}`;
     try {
-      const node = await this.#o.core.readNode({ name: this.node });
-      node.status = disconnectedStatus(node.status);
-      await this.#o.core.replaceNodeStatus({ name: this.node, body: node });
-      this.writes++;
-      this.#log.info("edge node disconnected", { node: this.node });
+      await this.#writeNodeStatus((node) => disconnectedStatus(node.status, this.#now()));
+      this.#log.info("edge node disconnected", { node: this.node, reason: info.reason });
     } catch (err) {
-      if (!isNotFound(err)) {
+      if ((err as AranyaError).kind !== "not-found") {
         this.#log.warn("marking the node disconnected failed", { error: errorMessage(err) });
+      }
+    }
+    const then = this.#now();
+    await this.#writeEdgeDeviceStatus(
+      "marking the edge device disconnected",
+      (s) => edgeDeviceDisconnected(s, why, then),
+    );
+    await this.#writePodStatus(
+      "marking the virtual pod not ready",
+      (s) => disconnectedPodStatus(s, then),
+    );
+    await this.#event("Warning", "Disconnected", why);
+  }
+
+  /** Read-modify-write of the Node's status; resolves with the Node as written. */
+  #writeNodeStatus(change: (node: V1Node) => V1Node["status"]): Promise<V1Node> {
+    return this.#update(
+      "node",
+      `Updating the status of Node "${this.node}"`,
+      () => this.#o.core.readNode({ name: this.node }),
+      (node) => ({ ...node, status: change(node) }),
+      (node) => this.#o.core.replaceNodeStatus({ name: this.node, body: node }),
+    );
+  }
+
+  /** Read-modify-write of the EdgeDevice's status; failures are logged. */
+  async #writeEdgeDeviceStatus(
+    what: string,
+    change: (s: EdgeDeviceStatus | undefined) => EdgeDeviceStatus,
+  ): Promise<void> {
+    const params = { group: GROUP, version: VERSION, plural: PLURAL };
+    try {
+      const ed = await this.#update(
+        "edgeDevice",
+        `Updating the status of EdgeDevice "${this.#o.link.device}"`,
+        () =>
+          this.#o.custom.getNamespacedCustomObject({
+            ...params,
+            namespace: this.namespace,
+            name: this.node,
+          }) as Promise<EdgeDevice>,
+        (ed) => ({ ...ed, status: change(ed.status) }),
+        (ed) =>
+          this.#o.custom.replaceNamespacedCustomObjectStatus({
+            ...params,
+            namespace: this.namespace,
+            name: this.node,
+            body: ed,
+          }),
+      );
+      this.#uid = ed.metadata?.uid;
+    } catch (err) {
+      this.#log.warn(`${what} failed`, { error: errorMessage(err) });
+    }
+  }
+
+  /** Read-modify-write of the virtual pod's status; failures are logged. */
+  async #writePodStatus(
+    what: string,
+    change: (s: V1PodStatus) => V1PodStatus,
+  ): Promise<void> {
+    const ref = { name: this.node, namespace: this.namespace };
+    try {
+      await this.#update(
+        "pod",
+        `Updating the status of the virtual pod "${this.#o.link.device}"`,
+        () => this.#o.core.readNamespacedPod(ref),
+        (pod) => ({ ...pod, status: change(pod.status ?? {}) }),
+        (pod) => this.#o.core.replaceNamespacedPodStatus({ ...ref, body: pod }),
+      );
+    } catch (err) {
+      this.#log.warn(`${what} failed`, { error: errorMessage(err) });
+    }
+  }
+
+  /** The EdgeDevice's uid, once read (for Events). */
+  #uid: string | undefined;
+
+  async #event(type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    const ref: ObjectRef = {
+      apiVersion: API_VERSION,
+      kind: KIND,
+      name: this.node,
+      namespace: this.namespace,
+      uid: this.#uid,
+    };
+    if (await this.#events.record(ref, type, reason, message)) this.writeCounts.event++;
+  }
+
+  /**
+   * Reads, changes and writes one object; retried when it changed in between
+   * (HTTP 409). Throws the domain error naming `what`; writes nothing when
+   * `change` returns an equal object.
+   */
+  async #update<T>(
+    kind: WriteKind,
+    what: string,
+    read: () => Promise<T>,
+    change: (current: T) => T,
+    write: (next: T) => Promise<unknown>,
+  ): Promise<T> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        const current = await read();
+        const next = change(current);
+        if (JSON.stringify(next) === JSON.stringify(current)) return current;
+        await write(next);
+        this.writeCounts[kind]++;
+        return next;
+      } catch (err) {
+        if (apiStatus(err) === 409 && attempt < CONFLICT_ATTEMPTS) continue;
+        throw fromApiError(what, err);
       }
     }
   }
@@ -122,7 +362,7 @@ export class DeviceSession {
     const name = this.node;
     const namespace = "kube-node-lease";
     // A MicroTime: the API server wants six fractional digits, which V1MicroTime writes.
-    const now = new V1MicroTime();
+    const now = new V1MicroTime(this.#now().getTime());
     let lease: V1Lease | undefined;
     try {
       lease = await this.#o.coordination.readNamespacedLease({ name, namespace });
@@ -136,12 +376,34 @@ export class DeviceSession {
     };
     try {
       if (!lease) {
+        // Owned by the Node, as the kubelet does it: when the Node goes (EdgeDevice deleted) the
+        // garbage collector removes the Lease too, even one a late renewal created. No Node, no
+        // Lease: the device is being removed.
+        let node;
+        try {
+          node = await this.#o.core.readNode({ name });
+        } catch (err) {
+          if (isNotFound(err)) {
+            this.#log.info("node is gone; not creating its lease", { node: name });
+            return;
+          }
+          throw err;
+        }
         await this.#o.coordination.createNamespacedLease({
           namespace,
           body: {
             apiVersion: "coordination.k8s.io/v1",
             kind: "Lease",
-            metadata: { name, namespace },
+            metadata: {
+              name,
+              namespace,
+              ownerReferences: [{
+                apiVersion: "v1",
+                kind: "Node",
+                name,
+                uid: node.metadata!.uid!,
+              }],
+            },
             spec,
           },
         });
@@ -149,9 +411,20 @@ export class DeviceSession {
         lease.spec = { ...lease.spec, ...spec };
         await this.#o.coordination.replaceNamespacedLease({ name, namespace, body: lease });
       }
-      this.writes++;
+      this.writeCounts.lease++;
     } catch (err) {
       throw fromApiError(`Renewing Lease "${namespace}/${name}"`, err);
     }
   }
+}
+
+/** The Node's Ready condition. */
+function readyOf(node: V1Node | undefined): NodeReadyInfo | undefined {
+  return node?.status?.conditions?.find((c) => c.type === "Ready");
+}
+
+/** The kubelet address the Node advertises (its InternalIP). */
+function internalIP(node: V1Node | undefined): string | undefined {
+  const addrs = node?.status?.addresses ?? [];
+  return (addrs.find((a) => a.type === "InternalIP") ?? addrs[0])?.address;
 }

@@ -1,8 +1,17 @@
 /**
  * A real arhat (on Podman) connects to aranya's websocket listener with the
- * token from the Secret the EdgeDevice controller made; its Node turns Ready
- * with the device's node info and its Lease is renewed; when arhat dies the
- * Node goes Ready=False with reason EdgeDeviceDisconnected.
+ * token from the Secret the EdgeDevice controller made:
+ *
+ * - its Node turns Ready with the device's node info and its Lease is renewed;
+ *   the EdgeDevice turns Connected (conditions, lastSeen, agent; the STATUS
+ *   column of `kubectl get ed`), the virtual pod Running and Ready, and a
+ *   Connected Event is recorded;
+ * - an idle device costs only Lease renewals; a periodic sync refreshes
+ *   lastSeen;
+ * - changing the device's Node labels keeps the link;
+ * - when arhat dies the Node goes Ready=False with reason
+ *   EdgeDeviceDisconnected, the EdgeDevice Disconnected, the virtual pod not
+ *   Ready, and a Warning Disconnected Event is recorded.
  */
 import assert from "node:assert/strict";
 import {
@@ -15,20 +24,37 @@ import { MemoryLinkRegistry } from "../connectivity/registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
-import { credentialsSecretName } from "../edgedevice/types.ts";
+import { credentialsSecretName, type EdgeDevice, VIRTUAL_IMAGE } from "../edgedevice/types.ts";
+import { ApiEventRecorder } from "../kube/event_recorder.ts";
 import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { ROOT } from "../../e2e/paths.ts";
-import { freePort } from "../../e2e/process.ts";
+import { freePort, sleep } from "../../e2e/process.ts";
 import { kill, spawnArhat } from "../../e2e/arhat_harness.ts";
-import { DeviceSession } from "./device_session.ts";
+import { DeviceSession, type WriteKind } from "./device_session.ts";
+
+interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  lastTransitionTime?: string;
+}
+const byType = (list: Condition[] | undefined): Record<string, Condition> =>
+  Object.fromEntries((list ?? []).map((c) => [c.type, c]));
+
+/** Heartbeat of the sessions under test. */
+const HEARTBEAT_MS = 1000;
+/** Forced status sync: long enough for the idle window after connect, short for the test. */
+const STATUS_SYNC_MS = 15_000;
 
 Deno.test({
-  name: "a connected device makes its Node Ready; a lost link makes it NotReady",
+  name:
+    "a connected device makes its Node, EdgeDevice and virtual pod Ready; a lost link undoes it",
   // Informer watch, websocket server and the arhat child outlive steps; all stopped in finally.
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: async () => {
+  fn: async (t) => {
     const cluster = await useCluster();
     const services = await useServices();
     const ns = uniqueName("vn");
@@ -41,13 +67,18 @@ Deno.test({
     const ac = new AbortController();
     const tls = await testTls();
     const port = freePort();
-    const sessions: Promise<void>[] = [];
+    const events = new ApiEventRecorder({ core });
+    const sessions: { session: DeviceSession; done: boolean; run: Promise<void> }[] = [];
+    const hooked: EdgeDevice[] = [];
     const controller = new EdgeDeviceController({
       kubeconfig: kc,
       core,
       custom,
       kubeletAddress: "127.0.0.1",
       kubeletPort: 10250,
+      namespaces: [ns],
+      events,
+      onDevice: (ed) => hooked.push(ed),
     });
     const server = new WebSocketLinkServer({
       hostname: "127.0.0.1",
@@ -59,12 +90,47 @@ Deno.test({
     const base = `${ROOT}/.cache/arhat-e2e/${crypto.randomUUID().slice(0, 8)}`;
     let arhat: ReturnType<typeof spawnArhat> | undefined;
     const running: Promise<void>[] = [];
+    const getEd = async () =>
+      JSON.parse(await cluster.kubectlOk(["get", "ed", name, "-n", ns, "-o", "json"]));
+    const getPod = async () =>
+      JSON.parse(await cluster.kubectlOk(["get", "pod", name, "-n", ns, "-o", "json"]));
+    const statusColumn = async () =>
+      (await cluster.kubectlOk(["get", "ed", name, "-n", ns, "--no-headers"])).trim().split(
+        /\s+/,
+      )[2];
+    const eventList = async (): Promise<{ type: string; reason: string; message: string }[]> =>
+      JSON.parse(
+        await cluster.kubectlOk([
+          "get",
+          "events",
+          "-n",
+          ns,
+          "--field-selector",
+          `involvedObject.name=${name},involvedObject.kind=EdgeDevice`,
+          "-o",
+          "json",
+        ]),
+      ).items;
+    const counts = (s: DeviceSession) => ({ ...s.writeCounts });
+    const delta = (a: Record<WriteKind, number>, b: Record<WriteKind, number>) =>
+      Object.fromEntries(Object.keys(a).map((k) => [k, b[k as WriteKind] - a[k as WriteKind]]));
     try {
       await applyCrds(cluster);
       await cluster.kubectlOk(["create", "namespace", ns]);
       running.push(controller.run(ac.signal));
       running.push(server.run(ac.signal, (link) => {
-        sessions.push(new DeviceSession({ link, core, coordination, heartbeatMs: 1000 }).run());
+        const session = new DeviceSession({
+          link,
+          core,
+          coordination,
+          custom,
+          events,
+          heartbeatMs: HEARTBEAT_MS,
+          statusSyncMs: STATUS_SYNC_MS,
+        });
+        const entry = { session, done: false, run: session.run() };
+        entry.run.then(() => entry.done = true);
+        sessions.push(entry);
       }));
       await Promise.all([controller.ready, server.ready]);
       await cluster.kubectlOk(
@@ -73,6 +139,7 @@ Deno.test({
           apiVersion: "aranya.arhat.dev/v1alpha1",
           kind: "EdgeDevice",
           metadata: { name },
+          spec: { node: { labels: { "example.com/site": "lab" } } },
         }),
       );
       const token = atob(
@@ -89,6 +156,11 @@ Deno.test({
           return r.code === 0 && r.stdout ? r.stdout : undefined;
         }),
       );
+      await eventually("the Pending status", async () => (await getEd()).status?.node);
+      assert.equal(await statusColumn(), "Pending");
+      assert.equal((await getPod()).status.phase, "Pending");
+      assert.ok(hooked.some((e) => e.metadata?.name === name), "onDevice was called");
+
       await Deno.mkdir(base, { recursive: true });
       await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
       await Deno.writeTextFile(`${base}/token`, token);
@@ -107,54 +179,216 @@ connectivity:
 `,
       );
       arhat = spawnArhat(`${base}/config.yaml`);
-      const node = await eventually("the Node to be Ready", async () => {
-        const n = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
-        const ready = n.status?.conditions?.find((c: { type: string }) => c.type === "Ready");
-        return ready?.status === "True" ? n : undefined;
-      }, 60_000);
-      assert.equal(node.status.nodeInfo.operatingSystem, "linux");
-      assert.equal(node.status.nodeInfo.architecture, "amd64");
-      assert.match(node.status.nodeInfo.containerRuntimeVersion, /^podman:\/\//);
-      assert.ok(Number(node.status.capacity.pods) > 0);
-      const renew1 = await cluster.kubectlOk([
-        "get",
-        "lease",
-        "-n",
-        "kube-node-lease",
-        name,
-        "-o",
-        "jsonpath={.spec.renewTime}",
-      ]);
-      await new Promise((r) => setTimeout(r, 2500));
-      const renew2 = await cluster.kubectlOk([
-        "get",
-        "lease",
-        "-n",
-        "kube-node-lease",
-        name,
-        "-o",
-        "jsonpath={.spec.renewTime}",
-      ]);
-      assert.notEqual(renew1, renew2, "the lease is renewed while the link is alive");
+      const session = await eventually(
+        "the device's session",
+        () => Promise.resolve(sessions[0]?.session),
+        60_000,
+      );
+      await session.connected;
+      const atConnect = counts(session);
+      let lastSeenAtConnect = "";
 
-      await kill(arhat, "SIGKILL");
-      const reason = await eventually("Ready=False", async () => {
-        const out = await cluster.kubectlOk([
+      await t.step("connected: Node, EdgeDevice and virtual pod are Ready", async () => {
+        const node = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+        assert.equal(byType(node.status.conditions).Ready?.status, "True");
+        assert.equal(node.status.nodeInfo.operatingSystem, "linux");
+        assert.equal(node.status.nodeInfo.architecture, "amd64");
+        assert.match(node.status.nodeInfo.containerRuntimeVersion, /^podman:\/\//);
+        assert.ok(Number(node.status.capacity.pods) > 0);
+
+        const ed = await getEd();
+        assert.equal(ed.status.phase, "Connected");
+        assert.equal(ed.status.node, name);
+        const cond = byType(ed.status.conditions);
+        assert.deepEqual(
+          [cond.Connected?.status, cond.Connected?.reason, cond.Connected?.message],
+          ["True", "EdgeDeviceConnected", "The device is connected over websocket"],
+        );
+        assert.equal(cond.NodeReady?.status, "True");
+        assert.ok(Date.parse(ed.status.lastSeen) > Date.now() - 60_000, ed.status.lastSeen);
+        lastSeenAtConnect = ed.status.lastSeen;
+        assert.ok(ed.status.agent.version, "the agent's version");
+        assert.equal(ed.status.agent.os, "linux");
+        assert.equal(ed.status.agent.arch, "amd64");
+        assert.match(ed.status.agent.runtime, /^podman:\/\//);
+        assert.equal(await statusColumn(), "Connected");
+
+        const pod = await getPod();
+        assert.equal(pod.status.phase, "Running");
+        const pc = byType(pod.status.conditions);
+        for (const type of ["PodScheduled", "Initialized", "ContainersReady", "Ready"]) {
+          assert.equal(pc[type]?.status, "True", type);
+        }
+        const [host, ...more] = pod.status.containerStatuses;
+        assert.equal(more.length, 0);
+        assert.equal(host.name, "host");
+        assert.equal(host.ready, true);
+        assert.equal(host.image, VIRTUAL_IMAGE);
+        assert.ok(host.imageID);
+        assert.equal(host.containerID, `aranya://${name}`);
+        assert.ok(host.state.running.startedAt);
+        assert.equal(pod.status.hostIP, "127.0.0.1");
+        assert.ok(pod.status.startTime);
+        // kubectl's READY and STATUS columns.
+        const row = (await cluster.kubectlOk(["get", "pod", name, "-n", ns, "--no-headers"]))
+          .trim().split(/\s+/);
+        assert.deepEqual(row.slice(1, 3), ["1/1", "Running"]);
+
+        const connected = (await eventList()).find((e) => e.reason === "Connected");
+        assert.ok(connected, "a Connected Event");
+        assert.equal(connected.type, "Normal");
+        assert.deepEqual(
+          {
+            node: atConnect.node,
+            edgeDevice: atConnect.edgeDevice,
+            pod: atConnect.pod,
+            event: atConnect.event,
+          },
+          { node: 1, edgeDevice: 1, pod: 1, event: 1 },
+          "one write of each on connect",
+        );
+      });
+
+      await t.step("an idle device costs only Lease renewals", async () => {
+        const renew1 = await cluster.kubectlOk([
           "get",
-          "node",
+          "lease",
+          "-n",
+          "kube-node-lease",
           name,
           "-o",
-          'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}',
+          "jsonpath={.spec.renewTime}",
         ]);
-        return out.startsWith("False/") ? out : undefined;
-      }, 30_000);
-      assert.equal(reason, "False/EdgeDeviceDisconnected");
+        const before = counts(session);
+        await sleep(5000);
+        const d = delta(before, counts(session));
+        assert.deepEqual({ ...d, lease: 0 }, {
+          lease: 0,
+          node: 0,
+          edgeDevice: 0,
+          pod: 0,
+          event: 0,
+        });
+        assert.ok(d.lease! >= 4 && d.lease! <= 6, `lease renewals: ${d.lease}`);
+        const renew2 = await cluster.kubectlOk([
+          "get",
+          "lease",
+          "-n",
+          "kube-node-lease",
+          name,
+          "-o",
+          "jsonpath={.spec.renewTime}",
+        ]);
+        assert.notEqual(renew1, renew2, "the lease is renewed while the link is alive");
+      });
+
+      await t.step("changing the Node's labels keeps the link", async () => {
+        const before = counts(session);
+        await cluster.kubectlOk([
+          "patch",
+          "ed",
+          name,
+          "-n",
+          ns,
+          "--type=merge",
+          "-p",
+          JSON.stringify({ spec: { node: { labels: { "example.com/site": "field" } } } }),
+        ]);
+        await eventually("the Node's new label", async () => {
+          const site = await cluster.kubectlOk([
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.metadata.labels.example\\.com/site}",
+          ]);
+          return site === "field" ? true : undefined;
+        });
+        await sleep(2 * HEARTBEAT_MS + 500);
+        assert.equal(sessions.length, 1, "no new connection");
+        assert.equal(sessions[0]!.done, false, "the session is alive");
+        assert.equal(await statusColumn(), "Connected");
+        const reasons = (await eventList()).map((e) => e.reason);
+        assert.ok(!reasons.includes("Disconnected"), reasons.join(","));
+        const node = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+        assert.equal(byType(node.status.conditions).Ready?.status, "True");
+        const d = delta(before, counts(session));
+        assert.equal(d.edgeDevice, 0, "no EdgeDevice status write for a label change");
+      });
+
+      await t.step("a periodic status sync refreshes lastSeen", async () => {
+        const before = counts(session);
+        const seen = await eventually("a newer lastSeen", async () => {
+          const s = (await getEd()).status.lastSeen;
+          return s !== lastSeenAtConnect ? s : undefined;
+        }, STATUS_SYNC_MS + 10_000);
+        assert.ok(Date.parse(seen) > Date.parse(lastSeenAtConnect));
+        const d = delta(before, counts(session));
+        assert.equal(d.node, 1, "one Node status write");
+        assert.equal(d.edgeDevice, 1, "one EdgeDevice status write");
+        assert.equal(d.pod, 0);
+        assert.equal(await statusColumn(), "Connected");
+      });
+
+      await t.step(
+        "a lost link: Node NotReady, EdgeDevice Disconnected, pod not Ready",
+        async () => {
+          const lastSeen = (await getEd()).status.lastSeen;
+          await kill(arhat!, "SIGKILL");
+          const reason = await eventually("Ready=False", async () => {
+            const out = await cluster.kubectlOk([
+              "get",
+              "node",
+              name,
+              "-o",
+              'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}',
+            ]);
+            return out.startsWith("False/") ? out : undefined;
+          }, 30_000);
+          assert.equal(reason, "False/EdgeDeviceDisconnected");
+          await session.closed;
+          const ed = await getEd();
+          assert.equal(ed.status.phase, "Disconnected");
+          const cond = byType(ed.status.conditions);
+          assert.equal(cond.Connected?.status, "False");
+          assert.equal(cond.Connected?.reason, "EdgeDeviceDisconnected");
+          assert.match(cond.Connected?.message ?? "", /^The link closed/);
+          assert.equal(cond.NodeReady?.status, "False");
+          assert.equal(cond.NodeReady?.reason, "EdgeDeviceDisconnected");
+          assert.ok(Date.parse(ed.status.lastSeen) >= Date.parse(lastSeen));
+          assert.equal(await statusColumn(), "Disconnected");
+
+          const pod = await getPod();
+          assert.equal(pod.status.phase, "Running", "the phase stays, as for a lost kubelet");
+          const pc = byType(pod.status.conditions);
+          assert.equal(pc.Ready?.status, "False");
+          assert.equal(pc.Ready?.reason, "EdgeDeviceDisconnected");
+          assert.equal(pc.ContainersReady?.status, "False");
+          assert.equal(pc.PodScheduled?.status, "True");
+          assert.equal(pod.status.containerStatuses[0].ready, false);
+
+          const disconnected = (await eventList()).find((e) => e.reason === "Disconnected");
+          assert.ok(disconnected, "a Disconnected Event");
+          assert.equal(disconnected.type, "Warning");
+          assert.match(disconnected.message, /^The link closed/);
+        },
+      );
     } finally {
       await kill(arhat);
       ac.abort();
-      await Promise.allSettled([...running, ...sessions]);
+      await Promise.allSettled([...running, ...sessions.map((s) => s.run)]);
       await cluster.kubectl(["delete", "ed", name, "-n", ns, "--ignore-not-found", "--wait=false"]);
       await cluster.kubectl(["delete", "node", name, "--ignore-not-found"]);
+      await cluster.kubectl([
+        "patch",
+        "ed",
+        name,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+      ]);
       await cluster.kubectl(["delete", "namespace", ns, "--ignore-not-found", "--wait=false"]);
       await services.release();
       await cluster.release();

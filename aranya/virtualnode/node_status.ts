@@ -1,9 +1,10 @@
 /** Turns the device's NodeStatusMsg into the Node's status (pure). */
 import type { V1NodeCondition, V1NodeStatus } from "@kubernetes/client-node";
 import { NodeCondition_Status, type NodeStatusMsg } from "../../proto/gen/aranya/node_pb.ts";
+import { type AgentInfo, REASON_DISCONNECTED } from "../edgedevice/types.ts";
 
 /** Reason of Ready=False when the device's link is gone. */
-export const REASON_DISCONNECTED = "EdgeDeviceDisconnected";
+export { REASON_DISCONNECTED };
 
 const status = (s: NodeCondition_Status, pressure: boolean): "True" | "False" | "Unknown" => {
   if (s === NodeCondition_Status.UNSPECIFIED) return "Unknown";
@@ -57,6 +58,18 @@ export function nodeStatusFrom(
       osImage: si?.osImage ?? "",
       systemUUID: si?.systemUuid ?? "",
     },
+  };
+}
+
+/** The agent as the device describes itself (undefined when the message has no system info). */
+export function agentInfoFrom(msg: NodeStatusMsg): AgentInfo | undefined {
+  const si = msg.systemInfo;
+  if (!si) return undefined;
+  return {
+    version: si.agentVersion,
+    os: si.os,
+    arch: si.archVariant ? `${si.arch}/${si.archVariant}` : si.arch,
+    runtime: si.runtimeName ? `${si.runtimeName}://${si.runtimeVersion}` : "",
   };
 }
 

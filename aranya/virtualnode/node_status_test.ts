@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { NodeCondition_Status, NodeStatusMsgSchema } from "../../proto/gen/aranya/node_pb.ts";
-import { disconnectedStatus, nodeStatusFrom, REASON_DISCONNECTED } from "./node_status.ts";
+import {
+  agentInfoFrom,
+  disconnectedStatus,
+  nodeStatusFrom,
+  REASON_DISCONNECTED,
+} from "./node_status.ts";
 
 Deno.test("device conditions map onto Node conditions; pressure is inverted", () => {
   const msg = create(NodeStatusMsgSchema, {
@@ -43,4 +48,24 @@ Deno.test("a lost link makes Ready False with reason EdgeDeviceDisconnected, onc
   const b = disconnectedStatus(a, t1);
   assert.equal(b.conditions!.find((c) => c.type === "Ready")!.lastTransitionTime, t0);
   assert.equal(disconnectedStatus(undefined).conditions![0]!.reason, REASON_DISCONNECTED);
+});
+
+Deno.test("the agent from the device's system info", () => {
+  const msg = create(NodeStatusMsgSchema, {
+    systemInfo: {
+      os: "linux",
+      arch: "arm",
+      archVariant: "v7",
+      runtimeName: "podman",
+      runtimeVersion: "5.0.1",
+      agentVersion: "0.2.0",
+    },
+  });
+  assert.deepEqual(agentInfoFrom(msg), {
+    version: "0.2.0",
+    os: "linux",
+    arch: "arm/v7",
+    runtime: "podman://5.0.1",
+  });
+  assert.equal(agentInfoFrom(create(NodeStatusMsgSchema, {})), undefined);
 });

@@ -1,11 +1,18 @@
 /**
  * Pod volumes on the device: Secret, ConfigMap, downward API and projected
- * data arrive resolved as files and are written under the state dir,
- * atomically (a new folder is filled, then renamed over the old one), with
+ * data arrive resolved as files and are written under the state dir with
  * their modes; emptyDir is a folder there too; hostPath is used as given.
+ *
+ * A volume's folder is bind-mounted into running containers, so it must keep
+ * its identity: it is never replaced, only its files are. Each changed file
+ * is written beside its target and renamed over it (readers see the old or the
+ * new file, never half of one); unchanged files are not touched, and files
+ * that left the volume are removed. (The kubelet swaps a `..data` symlink
+ * instead, for whole-volume atomicity; Deno allows creating symlinks only with
+ * unscoped permissions, which arhat does not have.)
  */
 import { InvalidInputError } from "../../common/errors.ts";
-import type { Volume } from "../../proto/gen/aranya/pod_pb.ts";
+import type { Volume, VolumeFile } from "../../proto/gen/aranya/pod_pb.ts";
 
 /** Where a pod's volumes live. */
 export function podDir(stateDir: string, uid: string): string {
@@ -43,20 +50,7 @@ export async function writeVolumes(
         paths.set(v.name, target);
         break;
       case "data": {
-        const tmp = `${base}/.${v.name}.${crypto.randomUUID().slice(0, 8)}`;
-        await Deno.mkdir(tmp, { recursive: true });
-        for (const f of v.source.value.files) {
-          checkRelative(f.path, `File of volume "${v.name}"`);
-          const file = `${tmp}/${f.path}`;
-          await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
-          await Deno.writeFile(file, f.data, { mode: f.mode || 0o644 });
-          await Deno.chmod(file, f.mode || 0o644);
-        }
-        // Swap: move the old folder aside, the new one in, then drop the old.
-        const old = `${base}/.${v.name}.old-${crypto.randomUUID().slice(0, 8)}`;
-        const hadOld = await Deno.rename(target, old).then(() => true, () => false);
-        await Deno.rename(tmp, target);
-        if (hadOld) await Deno.remove(old, { recursive: true }).catch(() => {});
+        await writeDataVolume(target, v.name, v.source.value.files);
         paths.set(v.name, target);
         break;
       }
@@ -65,6 +59,52 @@ export async function writeVolumes(
     }
   }
   return paths;
+}
+
+/** Brings the files under `dir` to exactly `files`, touching only what changed. */
+async function writeDataVolume(dir: string, name: string, files: VolumeFile[]): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const want = new Set<string>();
+  for (const f of files) {
+    checkRelative(f.path, `File of volume "${name}"`);
+    want.add(f.path);
+    const file = `${dir}/${f.path}`;
+    const mode = f.mode || 0o644;
+    const same = await Promise.all([Deno.readFile(file), Deno.stat(file)]).then(
+      ([data, st]) => equalBytes(data, f.data) && (st.mode ?? 0) % 0o1000 === mode,
+      () => false,
+    );
+    if (same) continue;
+    const folder = file.slice(0, file.lastIndexOf("/"));
+    await Deno.mkdir(folder, { recursive: true });
+    const tmp = `${folder}/.tmp-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeFile(tmp, f.data, { mode });
+    await Deno.chmod(tmp, mode);
+    await Deno.rename(tmp, file);
+  }
+  await removeOthers(dir, "", want);
+}
+
+/** Removes files under `dir` whose relative path is not in `keep` (and then-empty folders). */
+async function removeOthers(dir: string, rel: string, keep: Set<string>): Promise<boolean> {
+  let empty = true;
+  for await (const e of Deno.readDir(rel ? `${dir}/${rel}` : dir)) {
+    const path = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory) {
+      if (await removeOthers(dir, path, keep)) {
+        await Deno.remove(`${dir}/${path}`).catch(() => {});
+      } else empty = false;
+    } else if (!keep.has(path)) {
+      await Deno.remove(`${dir}/${path}`).catch(() => {});
+    } else empty = false;
+  }
+  return empty;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Removes a pod's folder (volumes and all). */

@@ -150,6 +150,46 @@ export class EngineClient {
       await res.body?.cancel();
     }
   }
+
+  /** Containers (running or not) whose labels include all of `labels`. */
+  async containers(
+    labels: Record<string, string>,
+  ): Promise<{ Id: string; State: string; Labels: Record<string, string> }[]> {
+    const filters = JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) });
+    return await this.call(
+      "GET",
+      `/containers/json?all=1&filters=${encodeURIComponent(filters)}`,
+    ) as {
+      Id: string;
+      State: string;
+      Labels: Record<string, string>;
+    }[];
+  }
+
+  /** Reads one file from inside a container (the archive endpoint: a tar of that file). */
+  async readFile(id: string, path: string): Promise<string> {
+    const res = await this.request(
+      "GET",
+      `/containers/${id}/archive?path=${encodeURIComponent(path)}`,
+    );
+    if (!res.ok) {
+      throw new Error(
+        `Reading "${path}" in container "${id}" failed: ${res.status} ${await res.text()}`,
+      );
+    }
+    const tar = new Uint8Array(await res.arrayBuffer());
+    const dec = new TextDecoder();
+    // ustar entries: a 512-byte header (size in octal at 124..136, type at 156), then the data
+    // padded to 512. PAX headers ("x", "g") come before the file's own entry; skip them.
+    for (let at = 0; at + 512 <= tar.length;) {
+      const size =
+        parseInt(dec.decode(tar.subarray(at + 124, at + 136)).replace(/\0.*$/s, "").trim(), 8) || 0;
+      const type = String.fromCharCode(tar[at + 156]!);
+      if (type === "0" || type === "\0") return dec.decode(tar.subarray(at + 512, at + 512 + size));
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    throw new Error(`Reading "${path}" in container "${id}" found no regular file`);
+  }
 }
 
 function encodeAuth(auth: RegistryAuth): string {

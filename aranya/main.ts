@@ -1,0 +1,303 @@
+/**
+ * aranya, the operator: `aranya --config /etc/aranya/config.yaml [flags]`.
+ *
+ * Wires the parts together. Always running, on every replica: the ops HTTP
+ * server (/healthz, /readyz, /metrics) and leader election through a Lease.
+ * While this replica leads (one replica when election is off):
+ *
+ * 1. the EdgeDevice controller (one EdgeDevice watch) and the pod controller
+ *    (one pod watch) start and list;
+ * 2. then the device listeners open (websocket, grpc, and the one MQTT broker
+ *    connection), so no device is served before the caches are warm;
+ * 3. each accepted link gets a DeviceSession (node status, Lease, EdgeDevice
+ *    status, virtual pod) and is attached to the pod controller.
+ *
+ * When leadership is lost everything above stops and the listeners close, so
+ * devices dial again and reach the new leader; their pods keep running on
+ * the devices (nothing is deleted on a handover). Every API request goes
+ * through one client-side rate limiter.
+ */
+import { errorMessage } from "../common/errors.ts";
+import { createLogger, type Logger } from "../common/log.ts";
+import type { Link, LinkServer } from "../common/link.ts";
+import { processEnv } from "../common/env_expand.ts";
+import { type AranyaConfig, loadAranyaConfig, USAGE } from "./config.ts";
+import { MemoryLinkRegistry } from "./connectivity/registry.ts";
+import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";
+import { WebSocketLinkServer } from "./connectivity/websocket/ws_link_server.ts";
+import { GrpcLinkServer } from "./connectivity/grpc/grpc_link_server.ts";
+import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
+import { EdgeDeviceController } from "./edgedevice/controller.ts";
+import type { EdgeDevice } from "./edgedevice/types.ts";
+import { loadKubeConfig, makeKubeClients } from "./kube/client.ts";
+import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
+import { TokenBucket } from "./kube/rate_limiter.ts";
+import { type LeaderElector, LeaseElector, StaticLeader } from "./leader/lease_elector.ts";
+import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
+import { createMetrics } from "./metrics/registry.ts";
+import { DeviceSession } from "./virtualnode/device_session.ts";
+import { PodController } from "./virtualnode/pod_controller.ts";
+
+/** aranya's version. */
+export const ARANYA_VERSION = "0.1.0";
+
+/** Runs aranya with `config` until `signal` aborts. */
+export async function runAranya(
+  config: AranyaConfig,
+  signal: AbortSignal,
+  log: Logger,
+): Promise<void> {
+  const metrics = createMetrics();
+  const kc = loadKubeConfig({ kubeconfig: config.kubeconfig, env: processEnv });
+  const clients = makeKubeClients(kc, {
+    limiter: new TokenBucket({ qps: config.api.qps, burst: config.api.burst }),
+    metrics,
+  });
+  const le = config.leaderElection;
+  const onChange = (leading: boolean) => {
+    metrics.leader.set(leading ? 1 : 0);
+    log.info(leading ? "leading" : "standing by", { identity: le.identity });
+  };
+  const elector: LeaderElector = le.enabled
+    ? new LeaseElector({
+      coordination: clients.coordination,
+      namespace: le.namespace,
+      name: le.name,
+      identity: le.identity,
+      leaseDurationMs: le.leaseDurationMs,
+      renewDeadlineMs: le.renewDeadlineMs,
+      retryPeriodMs: le.retryPeriodMs,
+      onChange,
+      log,
+    })
+    : new StaticLeader(le.identity, onChange);
+  let serving = false;
+  const readiness = (): Readiness => {
+    if (serving) return { ready: true };
+    if (!elector.isLeader) {
+      return {
+        ready: false,
+        reason: `standing by; the leader is "${elector.leader ?? "unknown"}"`,
+      };
+    }
+    return { ready: false, reason: "starting the controllers and device listeners" };
+  };
+  const ops = new OpsHttpServer({
+    hostname: config.http.listen.hostname,
+    port: config.http.listen.port,
+    metrics,
+    readiness,
+    log,
+  });
+  elector.onLeading(async (lead) => {
+    try {
+      await lead_(config, clients, metrics, lead, log, () => serving = true);
+    } finally {
+      serving = false;
+    }
+  });
+  const running = [ops.run(signal), elector.run(signal)];
+  await ops.ready;
+  log.info("aranya started", {
+    version: ARANYA_VERSION,
+    http: `${config.http.listen.hostname}:${ops.port}`,
+    leaderElection: le.enabled,
+  });
+  await Promise.all(running);
+}
+
+/** Everything the leader runs; resolves when `signal` aborts and all stopped. */
+async function lead_(
+  config: AranyaConfig,
+  clients: ReturnType<typeof makeKubeClients>,
+  metrics: ReturnType<typeof createMetrics>,
+  signal: AbortSignal,
+  log: Logger,
+  onServing: () => void,
+): Promise<void> {
+  const { core, custom, coordination } = clients;
+  const kc = clients.kubeconfig;
+  const events = new ApiEventRecorder({ core, host: config.leaderElection.identity, log });
+  const registry = new MemoryLinkRegistry();
+  const authenticator = new SecretAuthenticator({ core });
+  const links = config.links;
+  const mqtt = links.mqtt
+    ? new MqttLinkServer({
+      url: links.mqtt.broker,
+      username: links.mqtt.username,
+      password: links.mqtt.passwordFile
+        ? (await Deno.readTextFile(links.mqtt.passwordFile)).trim()
+        : undefined,
+      ca: links.mqtt.tls?.caFile ? await Deno.readTextFile(links.mqtt.tls.caFile) : undefined,
+      cert: links.mqtt.tls?.certFile ? await Deno.readTextFile(links.mqtt.tls.certFile) : undefined,
+      key: links.mqtt.tls?.keyFile ? await Deno.readTextFile(links.mqtt.tls.keyFile) : undefined,
+      servername: links.mqtt.tls?.serverName,
+      authenticator,
+      registry,
+      log,
+    })
+    : undefined;
+  const known = new Set<string>();
+  const onDevice = (ed: EdgeDevice) => {
+    const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
+    known.add(key);
+    metrics.edgeDevices.set(known.size);
+    const conn = ed.spec?.connectivity;
+    if (conn?.method !== "mqtt") {
+      mqtt?.removeDevice(key);
+      return;
+    }
+    const ns = conn.mqttConfig?.messageNamespace;
+    if (!mqtt || !ns) {
+      log.warn("EdgeDevice uses mqtt, but aranya has no MQTT broker configured (links.mqtt)", {
+        device: key,
+      });
+      return;
+    }
+    mqtt.addDevice(key, ns).catch((err) =>
+      log.warn("subscribing the device's MQTT topics failed", {
+        device: key,
+        error: errorMessage(err),
+      })
+    );
+  };
+  const onDeviceRemoved = (namespace: string, name: string) => {
+    const key = `${namespace}/${name}`;
+    known.delete(key);
+    metrics.edgeDevices.set(known.size);
+    mqtt?.removeDevice(key);
+    // Tell the device: its link closes; it cannot dial back (its credentials are gone).
+    registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
+  };
+  const edgeDevices = new EdgeDeviceController({
+    kubeconfig: kc,
+    core,
+    custom,
+    kubeletAddress: config.kubelet.address,
+    kubeletPort: config.kubelet.port,
+    namespaces: config.namespaces,
+    events,
+    onDevice,
+    onDeviceRemoved,
+    log,
+  });
+  const pods = new PodController({
+    kubeconfig: kc,
+    core,
+    namespaces: config.namespaces,
+    kubeletAddress: config.kubelet.address,
+    onSync: (result) => metrics.podSyncsTotal.inc({ result }),
+    recordEvent: (pod, type, reason, message) => {
+      events.record(refOf(pod), type, reason, message);
+    },
+    log,
+  });
+  const sessions = new Set<Promise<void>>();
+  const onLink = (link: Link) => {
+    const session = new DeviceSession({
+      link,
+      core,
+      coordination,
+      custom,
+      events,
+      heartbeatMs: config.node.heartbeatMs,
+      leaseSeconds: Math.round(config.node.leaseDurationMs / 1000),
+      statusSyncMs: config.node.statusSyncMs,
+      log,
+    });
+    metrics.devicesConnected.inc();
+    const run = session.run().finally(() => {
+      metrics.devicesConnected.dec();
+      sessions.delete(run);
+    });
+    sessions.add(run);
+    pods.attach({ node: session.node, client: session.client, closed: link.closed });
+  };
+  const servers: LinkServer[] = [];
+  const pem = (f: string) => Deno.readTextFile(f);
+  if (links.websocket) {
+    const w = links.websocket;
+    servers.push(
+      new WebSocketLinkServer({
+        hostname: w.listen.hostname,
+        port: w.listen.port,
+        path: w.path,
+        tls: w.tls
+          ? {
+            cert: await pem(w.tls.certFile),
+            key: await pem(w.tls.keyFile),
+            ca: w.tls.clientCaFile ? await pem(w.tls.clientCaFile) : undefined,
+            requestCert: !!w.tls.clientCaFile,
+          }
+          : undefined,
+        authenticator,
+        registry,
+        log,
+      }),
+    );
+  }
+  if (links.grpc) {
+    const g = links.grpc;
+    servers.push(
+      new GrpcLinkServer({
+        hostname: g.listen.hostname,
+        port: g.listen.port,
+        tls: g.tls
+          ? {
+            cert: await pem(g.tls.certFile),
+            key: await pem(g.tls.keyFile),
+            ca: g.tls.clientCaFile ? await pem(g.tls.clientCaFile) : undefined,
+            requestCert: !!g.tls.clientCaFile,
+          }
+          : undefined,
+        authenticator,
+        registry,
+        log,
+      }),
+    );
+  }
+  if (mqtt) servers.push(mqtt);
+
+  const controllers = [edgeDevices.run(signal), pods.run(signal)];
+  await Promise.race([Promise.all([edgeDevices.ready, pods.ready]), Promise.all(controllers)]);
+  const listeners = servers.map((s) => s.run(signal, onLink));
+  await Promise.race([Promise.all(servers.map((s) => s.ready)), Promise.all(listeners)]);
+  if (!signal.aborted) {
+    onServing();
+    log.info("serving devices", {
+      websocket: links.websocket ? (servers[0] as WebSocketLinkServer).port : undefined,
+      watches: 1 + pods.watches,
+    });
+  }
+  await Promise.all([...controllers, ...listeners]);
+  await Promise.allSettled([...sessions]);
+}
+
+if (import.meta.main) {
+  let config: AranyaConfig;
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  try {
+    config = await loadAranyaConfig(Deno.args);
+  } catch (err) {
+    console.error(`aranya: ${errorMessage(err)}`);
+    Deno.exit(2);
+  }
+  const log = createLogger({ level: config.logLevel }).with({ component: "aranya" });
+  const ac = new AbortController();
+  const stop = () => {
+    if (!ac.signal.aborted) log.info("stopping");
+    ac.abort();
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  try {
+    await runAranya(config, ac.signal, log);
+  } catch (err) {
+    log.error("aranya failed", { error: errorMessage(err) });
+    Deno.exit(1);
+  }
+  Deno.exit(0);
+}

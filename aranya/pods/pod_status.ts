@@ -1,0 +1,259 @@
+/**
+ * The device's view of a pod (PodStatusMsg) as a Kubernetes PodStatus, the way
+ * a kubelet fills it (pure: no I/O):
+ *
+ * - phase and reason/message from the device;
+ * - conditions PodReadyToStartContainers, Initialized, ContainersReady, Ready,
+ *   PodScheduled, keeping each lastTransitionTime while its status holds;
+ * - containerStatuses / initContainerStatuses in spec order with state
+ *   (waiting/running/terminated), ready, started, restartCount, image and
+ *   imageID, containerID as `<runtime>://<id>`; containers the device has not
+ *   created yet are waiting with reason ContainerCreating;
+ * - hostIP(s), podIP(s) (the host's for hostNetwork pods), startTime.
+ *
+ * The result is plain JSON (times as RFC 3339 strings), meant for a merge
+ * patch of the status subresource.
+ */
+import type { V1Pod } from "@kubernetes/client-node";
+import {
+  type ContainerStatus,
+  ContainerStatus_State,
+  type PodStatusMsg,
+  PodStatusMsg_Phase,
+} from "../../proto/gen/aranya/pod_pb.ts";
+
+/** A pod condition as JSON. */
+export interface PodConditionJson {
+  type: string;
+  status: "True" | "False";
+  reason?: string;
+  message?: string;
+  lastProbeTime: null;
+  lastTransitionTime: string;
+}
+
+/** A container status as JSON. */
+export interface ContainerStatusJson {
+  name: string;
+  image: string;
+  imageID: string;
+  containerID?: string;
+  ready: boolean;
+  started: boolean;
+  restartCount: number;
+  state: Record<string, Record<string, unknown>>;
+  lastState: Record<string, Record<string, unknown>>;
+}
+
+/** The fields of PodStatus aranya owns. */
+export interface PodStatusJson {
+  phase: string;
+  reason?: string;
+  message?: string;
+  conditions: PodConditionJson[];
+  containerStatuses: ContainerStatusJson[];
+  initContainerStatuses: ContainerStatusJson[];
+  hostIP: string;
+  hostIPs: { ip: string }[];
+  podIP?: string;
+  podIPs?: { ip: string }[];
+  startTime?: string;
+}
+
+/** What the mapping needs besides the device's message. */
+export interface PodStatusContext {
+  /** The node's advertised address. */
+  hostIP: string;
+  /** Scheme of container IDs, from the node's containerRuntimeVersion ("podman", "docker"). */
+  runtime: string;
+  /** Time for new transitions (RFC 3339); default now. */
+  now?: string;
+}
+
+const PHASE: Record<number, string> = {
+  [PodStatusMsg_Phase.PENDING]: "Pending",
+  [PodStatusMsg_Phase.RUNNING]: "Running",
+  [PodStatusMsg_Phase.SUCCEEDED]: "Succeeded",
+  [PodStatusMsg_Phase.FAILED]: "Failed",
+};
+
+/** RFC 3339 without fractions (metav1.Time); "" stays undefined. */
+function seconds(t: string): string | undefined {
+  if (!t) return undefined;
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? undefined : d.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** Maps the device's status of `pod` into the Kubernetes status. */
+export function podStatusFrom(
+  msg: PodStatusMsg,
+  pod: V1Pod,
+  ctx: PodStatusContext,
+): PodStatusJson {
+  const now = seconds(ctx.now ?? new Date().toISOString())!;
+  const byName = new Map(msg.containers.map((c) => [`${c.init ? "i" : "c"}/${c.name}`, c]));
+  const image = (name: string, init: boolean) =>
+    (init ? pod.spec?.initContainers : pod.spec?.containers)?.find((c) => c.name === name)
+      ?.image ?? "";
+  const toJson = (name: string, init: boolean): ContainerStatusJson => {
+    const c = byName.get(`${init ? "i" : "c"}/${name}`);
+    if (!c) {
+      return {
+        name,
+        image: image(name, init),
+        imageID: "",
+        ready: false,
+        started: false,
+        restartCount: 0,
+        state: { waiting: { reason: init ? "PodInitializing" : "ContainerCreating" } },
+        lastState: {},
+      };
+    }
+    return containerJson(c, image(name, init), ctx.runtime);
+  };
+  const initContainerStatuses = (pod.spec?.initContainers ?? []).map((c) => toJson(c.name, true));
+  const containerStatuses = (pod.spec?.containers ?? []).map((c) => toJson(c.name, false));
+  const phase = PHASE[msg.phase] ?? "Pending";
+  const initialized = initContainerStatuses.every((s) => s.state.terminated?.exitCode === 0) ||
+    phase === "Running" || phase === "Succeeded";
+  const containersReady = containerStatuses.length > 0 && containerStatuses.every((s) => s.ready);
+  const previous = new Map(
+    (pod.status?.conditions ?? []).map((c) => [c.type, c]),
+  );
+  const cond = (
+    type: string,
+    ok: boolean,
+    reason?: string,
+  ): PodConditionJson => {
+    const prev = previous.get(type);
+    const status = ok ? "True" : "False";
+    const since = prev?.status === status && prev.lastTransitionTime
+      ? seconds(
+        String(
+          prev.lastTransitionTime instanceof Date
+            ? prev.lastTransitionTime.toISOString()
+            : prev.lastTransitionTime,
+        ),
+      ) ?? now
+      : now;
+    return {
+      type,
+      status,
+      ...(ok || !reason ? {} : { reason }),
+      lastProbeTime: null,
+      lastTransitionTime: since,
+    };
+  };
+  const notReady = phase === "Succeeded" || phase === "Failed"
+    ? "PodCompleted"
+    : "ContainersNotReady";
+  const hostNetwork = pod.spec?.hostNetwork ?? false;
+  const podIP = hostNetwork ? ctx.hostIP : msg.podIp;
+  const status: PodStatusJson = {
+    phase,
+    conditions: [
+      cond("PodReadyToStartContainers", msg.phase !== PodStatusMsg_Phase.DELETED),
+      cond("Initialized", initialized, "ContainersNotInitialized"),
+      cond("Ready", containersReady, notReady),
+      cond("ContainersReady", containersReady, notReady),
+      cond("PodScheduled", true),
+    ],
+    containerStatuses,
+    initContainerStatuses,
+    hostIP: ctx.hostIP,
+    hostIPs: [{ ip: ctx.hostIP }],
+  };
+  if (msg.reason) status.reason = msg.reason;
+  if (msg.message) status.message = msg.message;
+  if (podIP) {
+    status.podIP = podIP;
+    status.podIPs = [{ ip: podIP }];
+  }
+  const start = seconds(msg.startedAt) ?? existingStart(pod);
+  if (start) status.startTime = start;
+  return status;
+}
+
+function existingStart(pod: V1Pod): string | undefined {
+  const t = pod.status?.startTime as unknown;
+  if (!t) return undefined;
+  return seconds(t instanceof Date ? t.toISOString() : String(t));
+}
+
+function containerJson(
+  c: ContainerStatus,
+  specImage: string,
+  runtime: string,
+): ContainerStatusJson {
+  const id = c.containerId ? `${runtime}://${c.containerId}` : undefined;
+  let state: ContainerStatusJson["state"];
+  switch (c.state) {
+    case ContainerStatus_State.RUNNING:
+      state = { running: { startedAt: seconds(c.startedAt) ?? null } };
+      break;
+    case ContainerStatus_State.TERMINATED:
+      state = {
+        terminated: {
+          exitCode: c.exitCode,
+          reason: c.reason || (c.exitCode === 0 ? "Completed" : "Error"),
+          ...(c.message ? { message: c.message } : {}),
+          startedAt: seconds(c.startedAt) ?? null,
+          finishedAt: seconds(c.finishedAt) ?? null,
+          ...(id ? { containerID: id } : {}),
+        },
+      };
+      break;
+    default:
+      state = {
+        waiting: {
+          reason: c.reason || "ContainerCreating",
+          ...(c.message ? { message: c.message } : {}),
+        },
+      };
+  }
+  return {
+    name: c.name,
+    // The spec's reference, as the kubelet reports it; the device's may be normalized.
+    image: specImage || c.image,
+    imageID: c.imageId,
+    ...(id ? { containerID: id } : {}),
+    ready: c.ready,
+    started: c.state === ContainerStatus_State.RUNNING,
+    restartCount: c.restartCount,
+    state,
+    lastState: {},
+  };
+}
+
+/**
+ * True when `status` differs from what the pod has, comparing only the fields
+ * aranya writes (a deep subset check, so fields the API server adds do not
+ * count), so unchanged device reports cost no API write.
+ */
+export function statusChanged(pod: V1Pod, status: PodStatusJson): boolean {
+  return !subset(plain(status), plain(pod.status ?? {}));
+}
+
+/** JSON round trip: Dates and timestamps become second-precision strings. */
+function plain(v: unknown): unknown {
+  return JSON.parse(
+    JSON.stringify(v),
+    (_k, x) =>
+      typeof x === "string" && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(x)
+        ? x.replace(/\.\d+Z$/, "Z")
+        : x,
+  );
+}
+
+function subset(want: unknown, have: unknown): boolean {
+  if (Array.isArray(want)) {
+    const h = Array.isArray(have) ? have : [];
+    return want.length === h.length && want.every((w, i) => subset(w, h[i]));
+  }
+  if (want && typeof want === "object") {
+    const h = (have && typeof have === "object" ? have : {}) as Record<string, unknown>;
+    return Object.entries(want).every(([k, w]) => subset(w, h[k]));
+  }
+  // An empty object or list on our side matches an absent field.
+  return want === have || (want === null && have === undefined);
+}

@@ -1,0 +1,703 @@
+/**
+ * Turns a Kubernetes Pod bound to an edge node into the device's PodEnsureCmd,
+ * resolving on the aranya side everything a kubelet would resolve locally
+ * (the device has no API access of its own):
+ *
+ * - env: plain values with `$(VAR)` expansion, `secretKeyRef`,
+ *   `configMapKeyRef`, `fieldRef`, `resourceFieldRef`; `envFrom` (with
+ *   prefixes), then `env` on top, as the kubelet orders them;
+ * - volumes: secret, configMap, downwardAPI and projected become files;
+ *   emptyDir and hostPath pass through; the projected `kube-api-access-*`
+ *   volume gets a bound service-account token (TokenRequest), the cluster CA
+ *   and the namespace, and a failed TokenRequest never fails the pod (the
+ *   token file is left out and a warning reported);
+ * - imagePullSecrets become per-image registry credentials;
+ * - securityContext, resources limits, ports, DNS and host aliases.
+ *
+ * Missing objects that are not `optional` fail with a `PodConfigError` that
+ * names the field (kubelet's CreateContainerConfigError). Pure apart from the
+ * `PodSources` it is given.
+ */
+import { create } from "@bufbuild/protobuf";
+import type {
+  V1ConfigMap,
+  V1Container,
+  V1DownwardAPIVolumeFile,
+  V1KeyToPath,
+  V1ObjectFieldSelector,
+  V1Pod,
+  V1ResourceFieldSelector,
+  V1Secret,
+  V1Volume,
+} from "@kubernetes/client-node";
+import { InvalidInputError } from "../../common/errors.ts";
+import {
+  type ContainerSpec,
+  ContainerSpecSchema,
+  type ImagePullAuth,
+  ImagePullAuthSchema,
+  ImagePullSpecSchema,
+  type PodEnsureCmd,
+  PodEnsureCmdSchema,
+  PullPolicy,
+  RestartPolicy,
+  type Volume,
+  type VolumeFile,
+  VolumeFileSchema,
+  VolumeSchema,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import { parseQuantity } from "./quantity.ts";
+
+/** A pod cannot be started because something it references is missing or invalid. */
+export class PodConfigError extends InvalidInputError {
+  override readonly name = "PodConfigError";
+}
+
+/** Where the resolver reads the objects a pod references. */
+export interface PodSources {
+  /** The Secret, or undefined when it does not exist; throws on other API errors. */
+  secret(namespace: string, name: string): Promise<V1Secret | undefined>;
+  /** The ConfigMap, or undefined when it does not exist; throws on other API errors. */
+  configMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
+  /** A token for the service account bound to the pod (TokenRequest); throws on failure. */
+  serviceAccountToken(req: {
+    namespace: string;
+    serviceAccount: string;
+    audiences: string[];
+    expirationSeconds: number;
+    pod: { name: string; uid: string };
+  }): Promise<string>;
+}
+
+/** What resolution needs besides the pod. */
+export interface ResolveContext {
+  sources: PodSources;
+  /** The node's address (status.hostIP, and podIP for hostNetwork pods). */
+  hostIP: string;
+  /** Node allocatable, used for resourceFieldRef when a container sets no limit. */
+  allocatable?: { cpu?: string; memory?: string; "ephemeral-storage"?: string };
+  /** Problems that do not stop the pod (missing pull secret, failed token request). */
+  warn?: (message: string) => void;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const b64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+
+/** A stable hash of the parts of the pod spec whose change means delete + create. */
+export async function podSpecHash(pod: V1Pod): Promise<string> {
+  const s = pod.spec ?? { containers: [] };
+  const relevant = {
+    c: s.containers,
+    i: s.initContainers ?? [],
+    v: s.volumes ?? [],
+    r: s.restartPolicy,
+    h: [s.hostNetwork, s.hostPID, s.hostIPC, s.hostname, s.subdomain],
+    d: [s.dnsPolicy, s.dnsConfig, s.hostAliases],
+    p: s.imagePullSecrets ?? [],
+    sc: s.securityContext ?? {},
+    sa: s.serviceAccountName,
+  };
+  const digest = await crypto.subtle.digest("SHA-256", enc.encode(stableJson(relevant)));
+  return [...new Uint8Array(digest).slice(0, 12)].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    const entries = Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${stableJson(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v ?? null);
+}
+
+/** Resolves `pod` into the command that runs it on the device. */
+export async function resolvePod(pod: V1Pod, ctx: ResolveContext): Promise<PodEnsureCmd> {
+  const r = new Resolver(pod, ctx);
+  return await r.resolve();
+}
+
+const RESTART: Record<string, RestartPolicy> = {
+  Always: RestartPolicy.ALWAYS,
+  OnFailure: RestartPolicy.ON_FAILURE,
+  Never: RestartPolicy.NEVER,
+};
+const PULL: Record<string, PullPolicy> = {
+  IfNotPresent: PullPolicy.IF_NOT_PRESENT,
+  Always: PullPolicy.ALWAYS,
+  Never: PullPolicy.NEVER,
+};
+
+class Resolver {
+  readonly #pod: V1Pod;
+  readonly #ctx: ResolveContext;
+  readonly #ns: string;
+  readonly #secrets = new Map<string, Promise<V1Secret | undefined>>();
+  readonly #configMaps = new Map<string, Promise<V1ConfigMap | undefined>>();
+
+  constructor(pod: V1Pod, ctx: ResolveContext) {
+    this.#pod = pod;
+    this.#ctx = ctx;
+    this.#ns = pod.metadata?.namespace ?? "default";
+  }
+
+  #secret(name: string): Promise<V1Secret | undefined> {
+    let p = this.#secrets.get(name);
+    if (!p) this.#secrets.set(name, p = this.#ctx.sources.secret(this.#ns, name));
+    return p;
+  }
+
+  #configMap(name: string): Promise<V1ConfigMap | undefined> {
+    let p = this.#configMaps.get(name);
+    if (!p) this.#configMaps.set(name, p = this.#ctx.sources.configMap(this.#ns, name));
+    return p;
+  }
+
+  async resolve(): Promise<PodEnsureCmd> {
+    const pod = this.#pod;
+    const spec = pod.spec;
+    if (!spec) throw new PodConfigError(`Pod "${this.#ns}/${pod.metadata?.name}" has no spec`);
+    const psc = spec.securityContext ?? {};
+    const containers: ContainerSpec[] = [];
+    for (const [i, c] of spec.containers.entries()) {
+      containers.push(await this.#container(c, `spec.containers[${i}]`, psc));
+    }
+    const initContainers: ContainerSpec[] = [];
+    for (const [i, c] of (spec.initContainers ?? []).entries()) {
+      initContainers.push(await this.#container(c, `spec.initContainers[${i}]`, psc));
+    }
+    const volumes: Volume[] = [];
+    for (const [i, v] of (spec.volumes ?? []).entries()) {
+      volumes.push(await this.#volume(v, `spec.volumes[${i}]`));
+    }
+    const hosts: Record<string, string> = {};
+    for (const a of spec.hostAliases ?? []) {
+      for (const h of a.hostnames ?? []) if (a.ip) hosts[h] = a.ip;
+    }
+    return create(PodEnsureCmdSchema, {
+      uid: pod.metadata?.uid ?? "",
+      namespace: this.#ns,
+      name: pod.metadata?.name ?? "",
+      restartPolicy: RESTART[spec.restartPolicy ?? "Always"] ?? RestartPolicy.ALWAYS,
+      hostNetwork: spec.hostNetwork ?? false,
+      hostPid: spec.hostPID ?? false,
+      hostIpc: spec.hostIPC ?? false,
+      hostname: spec.hostname ?? pod.metadata?.name ?? "",
+      initContainers,
+      containers,
+      volumes,
+      imagePull: await this.#imagePull([...initContainers, ...containers]),
+      dnsServers: spec.dnsConfig?.nameservers ?? [],
+      dnsSearches: spec.dnsConfig?.searches ?? [],
+      dnsOptions: (spec.dnsConfig?.options ?? []).map((o) =>
+        o.value === undefined ? o.name ?? "" : `${o.name}:${o.value}`
+      ),
+      hosts,
+      terminationGraceSeconds: BigInt(spec.terminationGracePeriodSeconds ?? 30),
+      specHash: await podSpecHash(pod),
+    });
+  }
+
+  async #container(
+    c: V1Container,
+    path: string,
+    psc: NonNullable<NonNullable<V1Pod["spec"]>["securityContext"]>,
+  ): Promise<ContainerSpec> {
+    const env = await this.#env(c, path);
+    const sc = c.securityContext ?? {};
+    const runAsUser = sc.runAsUser ?? psc.runAsUser;
+    const runAsGroup = sc.runAsGroup ?? psc.runAsGroup;
+    const limits = c.resources?.limits ?? {};
+    const quantity = (q: string | undefined, field: string) => {
+      if (q === undefined) return 0;
+      try {
+        return parseQuantity(q);
+      } catch (err) {
+        throw new PodConfigError(`${path}.resources.limits.${field}: ${(err as Error).message}`);
+      }
+    };
+    return create(ContainerSpecSchema, {
+      name: c.name,
+      image: c.image ?? "",
+      pullPolicy: PULL[c.imagePullPolicy ?? ""] ?? PullPolicy.IF_NOT_PRESENT,
+      command: (c.command ?? []).map((s) => expand(s, env)),
+      args: (c.args ?? []).map((s) => expand(s, env)),
+      workingDir: c.workingDir ?? "",
+      env,
+      mounts: (c.volumeMounts ?? []).map((m) => ({
+        volume: m.name,
+        mountPath: m.mountPath,
+        subPath: m.subPathExpr ? expand(m.subPathExpr, env) : m.subPath ?? "",
+        readOnly: m.readOnly ?? false,
+      })),
+      ports: (c.ports ?? []).map((p) => ({
+        name: p.name ?? "",
+        protocol: p.protocol ?? "TCP",
+        containerPort: p.containerPort,
+        hostPort: p.hostPort ?? 0,
+        hostIp: p.hostIP ?? "",
+      })),
+      stdin: c.stdin ?? false,
+      stdinOnce: c.stdinOnce ?? false,
+      tty: c.tty ?? false,
+      privileged: sc.privileged ?? false,
+      runAsUser: BigInt(runAsUser ?? 0),
+      hasRunAsUser: runAsUser !== undefined,
+      runAsGroup: BigInt(runAsGroup ?? 0),
+      hasRunAsGroup: runAsGroup !== undefined,
+      readOnlyRootFs: sc.readOnlyRootFilesystem ?? false,
+      capsAdd: sc.capabilities?.add ?? [],
+      capsDrop: sc.capabilities?.drop ?? [],
+      memoryLimitBytes: BigInt(Math.ceil(quantity(limits.memory, "memory"))),
+      cpuLimitMillis: BigInt(Math.ceil(quantity(limits.cpu, "cpu") * 1000)),
+    });
+  }
+
+  /** envFrom (in order), then env (in order, with $(VAR) expansion), as the kubelet does. */
+  async #env(c: V1Container, path: string): Promise<Record<string, string>> {
+    const env: Record<string, string> = {};
+    for (const [i, from] of (c.envFrom ?? []).entries()) {
+      const where = `${path}.envFrom[${i}]`;
+      const prefix = from.prefix ?? "";
+      if (from.configMapRef) {
+        const ref = from.configMapRef;
+        const cm = await this.#configMap(ref.name ?? "");
+        if (!cm) {
+          if (ref.optional) continue;
+          throw new PodConfigError(
+            `${where}.configMapRef: ConfigMap "${this.#ns}/${ref.name}" not found`,
+          );
+        }
+        for (const [k, v] of Object.entries(cm.data ?? {})) {
+          if (isEnvName(prefix + k)) env[prefix + k] = v;
+          else this.#ctx.warn?.(`${where}: key "${k}" is not a valid environment variable name`);
+        }
+      } else if (from.secretRef) {
+        const ref = from.secretRef;
+        const s = await this.#secret(ref.name ?? "");
+        if (!s) {
+          if (ref.optional) continue;
+          throw new PodConfigError(
+            `${where}.secretRef: Secret "${this.#ns}/${ref.name}" not found`,
+          );
+        }
+        for (const [k, v] of Object.entries(s.data ?? {})) {
+          if (isEnvName(prefix + k)) env[prefix + k] = dec.decode(b64(v));
+          else this.#ctx.warn?.(`${where}: key "${k}" is not a valid environment variable name`);
+        }
+      }
+    }
+    for (const [i, e] of (c.env ?? []).entries()) {
+      const where = `${path}.env[${i}]`;
+      const vf = e.valueFrom;
+      if (!vf) {
+        env[e.name] = expand(e.value ?? "", env);
+        continue;
+      }
+      if (vf.secretKeyRef) {
+        const ref = vf.secretKeyRef;
+        const s = await this.#secret(ref.name ?? "");
+        const v = s?.data?.[ref.key];
+        if (v === undefined) {
+          if (ref.optional) continue;
+          throw new PodConfigError(
+            s
+              ? `${where}.valueFrom.secretKeyRef: key "${ref.key}" not found in Secret "${this.#ns}/${ref.name}"`
+              : `${where}.valueFrom.secretKeyRef: Secret "${this.#ns}/${ref.name}" not found`,
+          );
+        }
+        env[e.name] = dec.decode(b64(v));
+      } else if (vf.configMapKeyRef) {
+        const ref = vf.configMapKeyRef;
+        const cm = await this.#configMap(ref.name ?? "");
+        const v = cm?.data?.[ref.key];
+        if (v === undefined) {
+          if (ref.optional) continue;
+          throw new PodConfigError(
+            cm
+              ? `${where}.valueFrom.configMapKeyRef: key "${ref.key}" not found in ConfigMap "${this.#ns}/${ref.name}"`
+              : `${where}.valueFrom.configMapKeyRef: ConfigMap "${this.#ns}/${ref.name}" not found`,
+          );
+        }
+        env[e.name] = v;
+      } else if (vf.fieldRef) {
+        env[e.name] = this.#field(vf.fieldRef, `${where}.valueFrom.fieldRef`);
+      } else if (vf.resourceFieldRef) {
+        env[e.name] = this.#resource(vf.resourceFieldRef, c, `${where}.valueFrom.resourceFieldRef`);
+      } else {
+        throw new PodConfigError(`${where}.valueFrom: no supported source`);
+      }
+    }
+    return env;
+  }
+
+  /** A downward API field (the kubelet's set). */
+  #field(ref: V1ObjectFieldSelector, where: string): string {
+    const pod = this.#pod;
+    const md = pod.metadata ?? {};
+    const path = ref.fieldPath;
+    const keyed = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(path);
+    if (keyed) {
+      const map = keyed[1] === "labels" ? md.labels : md.annotations;
+      return map?.[keyed[2]!] ?? "";
+    }
+    const podIP = pod.spec?.hostNetwork ? this.#ctx.hostIP : pod.status?.podIP ?? "";
+    switch (path) {
+      case "metadata.name":
+        return md.name ?? "";
+      case "metadata.namespace":
+        return this.#ns;
+      case "metadata.uid":
+        return md.uid ?? "";
+      case "metadata.labels":
+        return formatMap(md.labels);
+      case "metadata.annotations":
+        return formatMap(md.annotations);
+      case "spec.nodeName":
+        return pod.spec?.nodeName ?? "";
+      case "spec.serviceAccountName":
+        return pod.spec?.serviceAccountName ?? "";
+      case "status.hostIP":
+      case "status.hostIPs":
+        return this.#ctx.hostIP;
+      case "status.podIP":
+      case "status.podIPs":
+        return podIP;
+      default:
+        throw new PodConfigError(`${where}.fieldPath: "${path}" is not supported`);
+    }
+  }
+
+  /** A container resource (limits default to node allocatable, like the kubelet). */
+  #resource(ref: V1ResourceFieldSelector, c: V1Container, where: string): string {
+    const [kind, res] = ref.resource.split(".") as [string, string | undefined];
+    if ((kind !== "limits" && kind !== "requests") || !res) {
+      throw new PodConfigError(`${where}.resource: "${ref.resource}" is not supported`);
+    }
+    const q = c.resources?.[kind]?.[res] ??
+      (kind === "limits"
+        ? this.#ctx.allocatable?.[res as "cpu" | "memory" | "ephemeral-storage"]
+        : undefined) ??
+      "0";
+    let divisor = 1;
+    try {
+      divisor = ref.divisor ? parseQuantity(String(ref.divisor)) : 1;
+    } catch (err) {
+      throw new PodConfigError(`${where}.divisor: ${(err as Error).message}`);
+    }
+    if (divisor <= 0) throw new PodConfigError(`${where}.divisor: must be positive`);
+    // The kubelet rounds up (e.g. cpu 250m with divisor 1 gives "1").
+    return String(Math.ceil(parseQuantity(q) / divisor));
+  }
+
+  async #volume(v: V1Volume, where: string): Promise<Volume> {
+    const mode = (m: number | undefined, d: number | undefined) => m ?? d ?? 0o644;
+    if (v.emptyDir) {
+      return create(VolumeSchema, { name: v.name, source: { case: "emptyDir", value: true } });
+    }
+    if (v.hostPath) {
+      return create(VolumeSchema, {
+        name: v.name,
+        source: { case: "hostPath", value: v.hostPath.path },
+      });
+    }
+    const files: VolumeFile[] = [];
+    const add = (path: string, data: Uint8Array, m: number) =>
+      files.push(create(VolumeFileSchema, { path, data, mode: m }));
+    if (v.secret) {
+      const s = await this.#secret(v.secret.secretName ?? "");
+      if (!s) {
+        if (!v.secret.optional) {
+          throw new PodConfigError(
+            `${where}.secret: Secret "${this.#ns}/${v.secret.secretName}" not found`,
+          );
+        }
+      } else {
+        this.#keyed(
+          s.data ?? {},
+          v.secret.items,
+          b64,
+          (p, d, m) => add(p, d, mode(m, v.secret!.defaultMode)),
+          `${where}.secret`,
+          v.secret.optional,
+        );
+      }
+    } else if (v.configMap) {
+      const cm = await this.#configMap(v.configMap.name ?? "");
+      if (!cm) {
+        if (!v.configMap.optional) {
+          throw new PodConfigError(
+            `${where}.configMap: ConfigMap "${this.#ns}/${v.configMap.name}" not found`,
+          );
+        }
+      } else {
+        this.#configMapFiles(
+          cm,
+          v.configMap.items,
+          (p, d, m) => add(p, d, mode(m, v.configMap!.defaultMode)),
+          `${where}.configMap`,
+          v.configMap.optional,
+        );
+      }
+    } else if (v.downwardAPI) {
+      for (const [i, item] of (v.downwardAPI.items ?? []).entries()) {
+        add(
+          item.path,
+          enc.encode(this.#downward(item, `${where}.downwardAPI.items[${i}]`)),
+          mode(item.mode, v.downwardAPI.defaultMode),
+        );
+      }
+    } else if (v.projected) {
+      const dm = v.projected.defaultMode;
+      for (const [i, src] of (v.projected.sources ?? []).entries()) {
+        const at = `${where}.projected.sources[${i}]`;
+        if (src.secret) {
+          const s = await this.#secret(src.secret.name ?? "");
+          if (!s) {
+            if (src.secret.optional) continue;
+            throw new PodConfigError(
+              `${at}.secret: Secret "${this.#ns}/${src.secret.name}" not found`,
+            );
+          }
+          this.#keyed(
+            s.data ?? {},
+            src.secret.items,
+            b64,
+            (p, d, m) => add(p, d, mode(m, dm)),
+            `${at}.secret`,
+            src.secret.optional,
+          );
+        } else if (src.configMap) {
+          const cm = await this.#configMap(src.configMap.name ?? "");
+          if (!cm) {
+            if (src.configMap.optional) continue;
+            throw new PodConfigError(
+              `${at}.configMap: ConfigMap "${this.#ns}/${src.configMap.name}" not found`,
+            );
+          }
+          this.#configMapFiles(
+            cm,
+            src.configMap.items,
+            (p, d, m) => add(p, d, mode(m, dm)),
+            `${at}.configMap`,
+            src.configMap.optional,
+          );
+        } else if (src.downwardAPI) {
+          for (const [j, item] of (src.downwardAPI.items ?? []).entries()) {
+            add(
+              item.path,
+              enc.encode(this.#downward(item, `${at}.downwardAPI.items[${j}]`)),
+              mode(item.mode, dm),
+            );
+          }
+        } else if (src.serviceAccountToken) {
+          const t = src.serviceAccountToken;
+          try {
+            const token = await this.#ctx.sources.serviceAccountToken({
+              namespace: this.#ns,
+              serviceAccount: this.#pod.spec?.serviceAccountName ?? "default",
+              audiences: t.audience ? [t.audience] : [],
+              expirationSeconds: t.expirationSeconds ?? 3607,
+              pod: { name: this.#pod.metadata?.name ?? "", uid: this.#pod.metadata?.uid ?? "" },
+            });
+            add(t.path, enc.encode(token), mode(undefined, dm));
+          } catch (err) {
+            // Like the DESIGN asks: never fail a pod over its API token.
+            this.#ctx.warn?.(
+              `${at}.serviceAccountToken: token request failed, "${t.path}" left out: ${
+                (err as Error).message
+              }`,
+            );
+          }
+        } else {
+          const kind = Object.keys(src).find((k) =>
+            (src as unknown as Record<string, unknown>)[k]
+          ) ??
+            "unknown";
+          throw new PodConfigError(
+            `${at}: projected source "${kind}" is not supported on edge devices`,
+          );
+        }
+      }
+    } else {
+      const kind = Object.keys(v).find((k) =>
+        k !== "name" && (v as unknown as Record<string, unknown>)[k]
+      ) ??
+        "unknown";
+      throw new PodConfigError(`${where}: volume type "${kind}" is not supported on edge devices`);
+    }
+    return create(VolumeSchema, { name: v.name, source: { case: "data", value: { files } } });
+  }
+
+  #configMapFiles(
+    cm: V1ConfigMap,
+    items: V1KeyToPath[] | undefined,
+    add: (path: string, data: Uint8Array, mode?: number) => void,
+    where: string,
+    optional?: boolean,
+  ): void {
+    const all: Record<string, Uint8Array> = {};
+    for (const [k, v] of Object.entries(cm.data ?? {})) all[k] = enc.encode(v);
+    for (const [k, v] of Object.entries(cm.binaryData ?? {})) all[k] = b64(v);
+    this.#keyed(all, items, (x) => x, add, where, optional);
+  }
+
+  /** Files of a keyed source: all keys, or the listed items (a missing item key fails unless optional). */
+  #keyed<T>(
+    data: Record<string, T>,
+    items: V1KeyToPath[] | undefined,
+    bytes: (v: T) => Uint8Array,
+    add: (path: string, data: Uint8Array, mode?: number) => void,
+    where: string,
+    optional?: boolean,
+  ): void {
+    if (!items?.length) {
+      for (const [k, v] of Object.entries(data)) add(k, bytes(v));
+      return;
+    }
+    for (const [i, item] of items.entries()) {
+      const v = data[item.key];
+      if (v === undefined) {
+        if (optional) continue;
+        throw new PodConfigError(`${where}.items[${i}].key: key "${item.key}" not found`);
+      }
+      add(item.path, bytes(v), item.mode);
+    }
+  }
+
+  #downward(item: V1DownwardAPIVolumeFile, where: string): string {
+    if (item.fieldRef) return this.#field(item.fieldRef, `${where}.fieldRef`);
+    if (item.resourceFieldRef) {
+      const name = item.resourceFieldRef.containerName;
+      const c = this.#pod.spec?.containers.find((x) => x.name === name);
+      if (!c) {
+        throw new PodConfigError(
+          `${where}.resourceFieldRef.containerName: container "${name ?? ""}" not found`,
+        );
+      }
+      return this.#resource(item.resourceFieldRef, c, `${where}.resourceFieldRef`);
+    }
+    throw new PodConfigError(`${where}: needs fieldRef or resourceFieldRef`);
+  }
+
+  /** Registry credentials from the pod's imagePullSecrets, for each image that matches. */
+  async #imagePull(containers: ContainerSpec[]): Promise<PodEnsureCmd["imagePull"]> {
+    const auths: ImagePullAuth[] = [];
+    for (const ref of this.#pod.spec?.imagePullSecrets ?? []) {
+      const s = await this.#secret(ref.name ?? "");
+      if (!s) {
+        // The kubelet pulls without it and reports; so do we.
+        this.#ctx.warn?.(`imagePullSecrets: Secret "${this.#ns}/${ref.name}" not found`);
+        continue;
+      }
+      auths.push(...dockerAuths(s, (m) => this.#ctx.warn?.(m)));
+    }
+    const out: PodEnsureCmd["imagePull"] = {};
+    for (const c of containers) {
+      const host = registryHost(c.image);
+      out[c.image] = create(ImagePullSpecSchema, {
+        policy: c.pullPolicy,
+        auth: auths.filter((a) => a.server === host),
+      });
+    }
+    return out;
+  }
+}
+
+/** Registry credentials in a kubernetes.io/dockerconfigjson or dockercfg Secret. */
+export function dockerAuths(s: V1Secret, warn: (m: string) => void): ImagePullAuth[] {
+  const where = `Secret "${s.metadata?.namespace}/${s.metadata?.name}"`;
+  let entries: Record<string, Record<string, string>> = {};
+  try {
+    if (s.data?.[".dockerconfigjson"]) {
+      entries = JSON.parse(dec.decode(b64(s.data[".dockerconfigjson"]))).auths ?? {};
+    } else if (s.data?.[".dockercfg"]) {
+      entries = JSON.parse(dec.decode(b64(s.data[".dockercfg"])));
+    } else {
+      warn(`${where} has neither ".dockerconfigjson" nor ".dockercfg"`);
+      return [];
+    }
+  } catch (err) {
+    warn(`${where} holds invalid docker config JSON: ${(err as Error).message}`);
+    return [];
+  }
+  return Object.entries(entries).map(([server, e]) => {
+    let username = e.username ?? "";
+    let password = e.password ?? "";
+    if (e.auth && !username) {
+      const raw = dec.decode(b64(e.auth));
+      const i = raw.indexOf(":");
+      username = raw.slice(0, i);
+      password = raw.slice(i + 1);
+    }
+    return create(ImagePullAuthSchema, {
+      server: normalizeRegistry(server),
+      username,
+      password,
+      identityToken: e.identitytoken ?? "",
+      registryToken: e.registrytoken ?? "",
+    });
+  });
+}
+
+/** "https://index.docker.io/v1/" -> "docker.io"; "registry:5000/x" -> "registry:5000". */
+export function normalizeRegistry(server: string): string {
+  const host = server.replace(/^[a-z]+:\/\//, "").split("/")[0]!;
+  return host === "index.docker.io" || host === "registry-1.docker.io" ? "docker.io" : host;
+}
+
+/** The registry an image reference pulls from (docker.io for short names). */
+export function registryHost(image: string): string {
+  const first = image.split("/")[0]!;
+  if (
+    image.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")
+  ) {
+    return normalizeRegistry(first);
+  }
+  return "docker.io";
+}
+
+/** Kubernetes' env name rule (C identifier-ish, dots and dashes allowed). */
+function isEnvName(s: string): boolean {
+  return /^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(s);
+}
+
+/** key="value" lines, sorted, as the downward API formats labels and annotations. */
+function formatMap(m: Record<string, string> | undefined): string {
+  return Object.keys(m ?? {}).sort().map((k) => `${k}=${JSON.stringify(m![k])}`).join("\n");
+}
+
+/**
+ * Expands `$(VAR)` from `env` as the kubelet does: `$$` is a literal `$`,
+ * unknown references stay as written.
+ */
+export function expand(s: string, env: Record<string, string>): string {
+  let out = "";
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i];
+    if (ch !== "$" || i + 1 >= s.length) {
+      out += ch;
+      continue;
+    }
+    const next = s[i + 1];
+    if (next === "$") {
+      out += "$";
+      i++;
+    } else if (next === "(") {
+      const end = s.indexOf(")", i + 2);
+      if (end < 0) {
+        out += s.slice(i);
+        break;
+      }
+      const name = s.slice(i + 2, end);
+      out += name in env ? env[name] : `$(${name})`;
+      i = end;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}

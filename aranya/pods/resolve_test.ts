@@ -1,0 +1,347 @@
+/**
+ * Unit tests of the pure resolution logic with in-memory sources; the real
+ * Secrets, ConfigMaps and TokenRequest are exercised in
+ * aranya/virtualnode/pod_controller_test.ts against the real control plane.
+ */
+import assert from "node:assert/strict";
+import type { V1ConfigMap, V1Pod, V1Secret } from "@kubernetes/client-node";
+import { PullPolicy, RestartPolicy } from "../../proto/gen/aranya/pod_pb.ts";
+import {
+  expand,
+  PodConfigError,
+  type PodSources,
+  podSpecHash,
+  registryHost,
+  resolvePod,
+} from "./resolve.ts";
+
+const b64 = (s: string) => btoa(s);
+const dec = new TextDecoder();
+
+function sources(opts: { tokenFails?: boolean } = {}): PodSources & { tokenCalls: unknown[] } {
+  const secrets: Record<string, V1Secret> = {
+    creds: { metadata: { name: "creds" }, data: { password: b64("s3cret"), user: b64("bob") } },
+    pull: {
+      metadata: { name: "pull", namespace: "ns" },
+      type: "kubernetes.io/dockerconfigjson",
+      data: {
+        ".dockerconfigjson": b64(JSON.stringify({
+          auths: {
+            "registry.local:5000": { auth: b64("puller:pw:with:colons") },
+            "https://index.docker.io/v1/": { username: "hub", password: "hubpw" },
+          },
+        })),
+      },
+    },
+  };
+  const configMaps: Record<string, V1ConfigMap> = {
+    app: { metadata: { name: "app" }, data: { MODE: "edge", "bad key": "x", "app.conf": "a=1\n" } },
+    "kube-root-ca.crt": { metadata: { name: "kube-root-ca.crt" }, data: { "ca.crt": "PEM" } },
+  };
+  const tokenCalls: unknown[] = [];
+  return {
+    tokenCalls,
+    secret: (_ns, name) => Promise.resolve(secrets[name]),
+    configMap: (_ns, name) => Promise.resolve(configMaps[name]),
+    serviceAccountToken: (req) => {
+      tokenCalls.push(req);
+      return opts.tokenFails
+        ? Promise.reject(new Error("forbidden"))
+        : Promise.resolve("jwt-token");
+    },
+  };
+}
+
+function pod(spec: Partial<NonNullable<V1Pod["spec"]>>): V1Pod {
+  return {
+    metadata: {
+      name: "web",
+      namespace: "ns",
+      uid: "uid-1",
+      labels: { app: "web", tier: "edge" },
+      annotations: { note: "hi" },
+    },
+    spec: { nodeName: "dev1", serviceAccountName: "default", containers: [], ...spec },
+  };
+}
+
+Deno.test("env: plain with $(VAR) expansion, secret, configMap, field and resource refs, envFrom", async () => {
+  const cmd = await resolvePod(
+    pod({
+      restartPolicy: "OnFailure",
+      containers: [{
+        name: "app",
+        image: "registry.local:5000/app:1",
+        imagePullPolicy: "Always",
+        command: ["sh", "-c", "echo $(GREETING) $$(NOT)"],
+        resources: { limits: { memory: "64Mi", cpu: "250m" } },
+        envFrom: [{ configMapRef: { name: "app" }, prefix: "CM_" }, {
+          secretRef: { name: "creds" },
+        }],
+        env: [
+          { name: "NAME", value: "world" },
+          { name: "GREETING", value: "hello $(NAME)" },
+          { name: "PW", valueFrom: { secretKeyRef: { name: "creds", key: "password" } } },
+          { name: "MODE", valueFrom: { configMapKeyRef: { name: "app", key: "MODE" } } },
+          { name: "POD", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+          { name: "NS", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
+          { name: "TIER", valueFrom: { fieldRef: { fieldPath: "metadata.labels['tier']" } } },
+          { name: "HOST", valueFrom: { fieldRef: { fieldPath: "status.hostIP" } } },
+          {
+            name: "MEM",
+            valueFrom: { resourceFieldRef: { resource: "limits.memory", divisor: "1Mi" } },
+          },
+          { name: "CPU", valueFrom: { resourceFieldRef: { resource: "limits.cpu" } } },
+          {
+            name: "OPT",
+            valueFrom: { secretKeyRef: { name: "nope", key: "x", optional: true } },
+          },
+        ],
+      }],
+    }),
+    { sources: sources(), hostIP: "10.0.0.7" },
+  );
+  const c = cmd.containers[0]!;
+  assert.equal(cmd.restartPolicy, RestartPolicy.ON_FAILURE);
+  assert.equal(c.pullPolicy, PullPolicy.ALWAYS);
+  assert.deepEqual(c.command, ["sh", "-c", "echo hello world $(NOT)"]);
+  assert.equal(c.env.GREETING, "hello world");
+  assert.equal(c.env.PW, "s3cret");
+  assert.equal(c.env.user, "bob");
+  assert.equal(c.env.CM_MODE, "edge");
+  assert.equal(c.env["CM_bad key"], undefined);
+  assert.equal(c.env.MODE, "edge");
+  assert.equal(c.env.POD, "web");
+  assert.equal(c.env.NS, "ns");
+  assert.equal(c.env.TIER, "edge");
+  assert.equal(c.env.HOST, "10.0.0.7");
+  assert.equal(c.env.MEM, "64");
+  assert.equal(c.env.CPU, "1");
+  assert.ok(!("OPT" in c.env));
+  assert.equal(c.memoryLimitBytes, 64n * 1024n * 1024n);
+  assert.equal(c.cpuLimitMillis, 250n);
+});
+
+Deno.test("env: resourceFieldRef without a limit falls back to node allocatable", async () => {
+  const cmd = await resolvePod(
+    pod({
+      containers: [{
+        name: "a",
+        image: "busybox",
+        env: [{
+          name: "M",
+          valueFrom: { resourceFieldRef: { resource: "limits.memory", divisor: "1Mi" } },
+        }],
+      }],
+    }),
+    { sources: sources(), hostIP: "h", allocatable: { memory: "2Gi" } },
+  );
+  assert.equal(cmd.containers[0]!.env.M, "2048");
+});
+
+Deno.test("missing references fail with the field named; optional ones are skipped", async () => {
+  const cases: [NonNullable<V1Pod["spec"]>["containers"][0], RegExp][] = [
+    [
+      { name: "a", env: [{ name: "X", valueFrom: { secretKeyRef: { name: "nope", key: "k" } } }] },
+      /spec\.containers\[0\]\.env\[0\]\.valueFrom\.secretKeyRef: Secret "ns\/nope" not found/,
+    ],
+    [
+      { name: "a", env: [{ name: "X", valueFrom: { secretKeyRef: { name: "creds", key: "k" } } }] },
+      /key "k" not found in Secret "ns\/creds"/,
+    ],
+    [
+      {
+        name: "a",
+        env: [{ name: "X", valueFrom: { configMapKeyRef: { name: "app", key: "k" } } }],
+      },
+      /configMapKeyRef: key "k" not found in ConfigMap "ns\/app"/,
+    ],
+    [
+      { name: "a", envFrom: [{ secretRef: { name: "gone" } }] },
+      /spec\.containers\[0\]\.envFrom\[0\]\.secretRef: Secret "ns\/gone" not found/,
+    ],
+    [
+      { name: "a", env: [{ name: "X", valueFrom: { fieldRef: { fieldPath: "spec.bogus" } } }] },
+      /fieldRef\.fieldPath: "spec\.bogus" is not supported/,
+    ],
+    [
+      { name: "a", resources: { limits: { memory: "lots" } } },
+      /spec\.containers\[0\]\.resources\.limits\.memory: "lots" is not a resource quantity/,
+    ],
+  ];
+  for (const [container, re] of cases) {
+    await assert.rejects(
+      resolvePod(pod({ containers: [{ image: "i", ...container }] }), {
+        sources: sources(),
+        hostIP: "h",
+      }),
+      (err: unknown) => err instanceof PodConfigError && re.test(err.message),
+    );
+  }
+  await assert.rejects(
+    resolvePod(
+      pod({
+        containers: [{ name: "a", image: "i" }],
+        volumes: [{ name: "data", persistentVolumeClaim: { claimName: "pvc" } }],
+      }),
+      { sources: sources(), hostIP: "h" },
+    ),
+    /spec\.volumes\[0\]: volume type "persistentVolumeClaim" is not supported on edge devices/,
+  );
+  await assert.rejects(
+    resolvePod(
+      pod({
+        containers: [{ name: "a", image: "i" }],
+        volumes: [{ name: "cfg", configMap: { name: "nope" } }],
+      }),
+      { sources: sources(), hostIP: "h" },
+    ),
+    /spec\.volumes\[0\]\.configMap: ConfigMap "ns\/nope" not found/,
+  );
+});
+
+Deno.test("volumes: secret, configMap items, downwardAPI, emptyDir, hostPath, kube-api-access", async () => {
+  const src = sources();
+  const cmd = await resolvePod(
+    pod({
+      containers: [{
+        name: "a",
+        image: "i",
+        volumeMounts: [{ name: "cfg", mountPath: "/etc/app", readOnly: true }],
+      }],
+      volumes: [
+        { name: "sec", secret: { secretName: "creds", defaultMode: 0o400 } },
+        {
+          name: "cfg",
+          configMap: { name: "app", items: [{ key: "app.conf", path: "conf/app.conf" }] },
+        },
+        {
+          name: "info",
+          downwardAPI: { items: [{ path: "labels", fieldRef: { fieldPath: "metadata.labels" } }] },
+        },
+        { name: "scratch", emptyDir: {} },
+        { name: "dev", hostPath: { path: "/dev/ttyUSB0" } },
+        { name: "missing-ok", secret: { secretName: "nope", optional: true } },
+        {
+          name: "kube-api-access-abcde",
+          projected: {
+            defaultMode: 0o644,
+            sources: [
+              { serviceAccountToken: { expirationSeconds: 3607, path: "token" } },
+              {
+                configMap: { name: "kube-root-ca.crt", items: [{ key: "ca.crt", path: "ca.crt" }] },
+              },
+              {
+                downwardAPI: {
+                  items: [{ path: "namespace", fieldRef: { fieldPath: "metadata.namespace" } }],
+                },
+              },
+            ],
+          },
+        },
+      ],
+    }),
+    { sources: src, hostIP: "h" },
+  );
+  const files = (name: string) => {
+    const v = cmd.volumes.find((x) => x.name === name)!;
+    assert.equal(v.source.case, "data");
+    return Object.fromEntries(
+      (v.source.value as { files: { path: string; data: Uint8Array; mode: number }[] }).files.map(
+        (f) => [f.path, { text: dec.decode(f.data), mode: f.mode }],
+      ),
+    );
+  };
+  assert.deepEqual(files("sec"), {
+    password: { text: "s3cret", mode: 0o400 },
+    user: { text: "bob", mode: 0o400 },
+  });
+  assert.deepEqual(files("cfg"), { "conf/app.conf": { text: "a=1\n", mode: 0o644 } });
+  assert.deepEqual(files("info"), { labels: { text: 'app="web"\ntier="edge"', mode: 0o644 } });
+  assert.deepEqual(files("missing-ok"), {});
+  assert.deepEqual(files("kube-api-access-abcde"), {
+    token: { text: "jwt-token", mode: 0o644 },
+    "ca.crt": { text: "PEM", mode: 0o644 },
+    namespace: { text: "ns", mode: 0o644 },
+  });
+  assert.deepEqual(src.tokenCalls, [{
+    namespace: "ns",
+    serviceAccount: "default",
+    audiences: [],
+    expirationSeconds: 3607,
+    pod: { name: "web", uid: "uid-1" },
+  }]);
+  assert.equal(cmd.volumes.find((v) => v.name === "scratch")!.source.case, "emptyDir");
+  assert.deepEqual(cmd.volumes.find((v) => v.name === "dev")!.source, {
+    case: "hostPath",
+    value: "/dev/ttyUSB0",
+  });
+  assert.deepEqual(cmd.containers[0]!.mounts.map((m) => [m.volume, m.mountPath, m.readOnly]), [[
+    "cfg",
+    "/etc/app",
+    true,
+  ]]);
+});
+
+Deno.test("a failed TokenRequest leaves the token out and warns, never failing the pod", async () => {
+  const warnings: string[] = [];
+  const cmd = await resolvePod(
+    pod({
+      containers: [{ name: "a", image: "i" }],
+      volumes: [{
+        name: "kube-api-access-x",
+        projected: { sources: [{ serviceAccountToken: { path: "token" } }] },
+      }],
+    }),
+    { sources: sources({ tokenFails: true }), hostIP: "h", warn: (m) => warnings.push(m) },
+  );
+  assert.equal(cmd.volumes.length, 1);
+  assert.match(
+    warnings.join("\n"),
+    /serviceAccountToken: token request failed, "token" left out: forbidden/,
+  );
+});
+
+Deno.test("imagePullSecrets become credentials for the images of their registry", async () => {
+  const warnings: string[] = [];
+  const cmd = await resolvePod(
+    pod({
+      imagePullSecrets: [{ name: "pull" }, { name: "absent" }],
+      containers: [
+        { name: "a", image: "registry.local:5000/team/app:1" },
+        { name: "b", image: "busybox:1.36" },
+        { name: "c", image: "quay.io/x/y" },
+      ],
+    }),
+    { sources: sources(), hostIP: "h", warn: (m) => warnings.push(m) },
+  );
+  const auth = (image: string) =>
+    cmd.imagePull[image]!.auth.map((a) => [a.server, a.username, a.password]);
+  assert.deepEqual(auth("registry.local:5000/team/app:1"), [[
+    "registry.local:5000",
+    "puller",
+    "pw:with:colons",
+  ]]);
+  assert.deepEqual(auth("busybox:1.36"), [["docker.io", "hub", "hubpw"]]);
+  assert.deepEqual(auth("quay.io/x/y"), []);
+  assert.match(warnings.join("\n"), /imagePullSecrets: Secret "ns\/absent" not found/);
+});
+
+Deno.test("spec hash: stable for the same spec, changed by an image update", async () => {
+  const p = pod({ containers: [{ name: "a", image: "i:1" }] });
+  const h1 = await podSpecHash(p);
+  assert.equal(await podSpecHash(structuredClone(p)), h1);
+  const q = structuredClone(p);
+  q.spec!.containers[0]!.image = "i:2";
+  assert.notEqual(await podSpecHash(q), h1);
+  const r = structuredClone(p);
+  r.metadata!.labels = { other: "label" };
+  assert.equal(await podSpecHash(r), h1, "metadata changes do not restart containers");
+});
+
+Deno.test("expand and registryHost follow kubelet/docker rules", () => {
+  assert.equal(expand("$(A)-$(B)-$$(A)-$(", { A: "1" }), "1-$(B)-$(A)-$(");
+  assert.equal(registryHost("localhost/x:1"), "localhost");
+  assert.equal(registryHost("library/busybox"), "docker.io");
+  assert.equal(registryHost("127.0.0.1:5000/x"), "127.0.0.1:5000");
+});

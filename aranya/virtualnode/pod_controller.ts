@@ -1,0 +1,497 @@
+/**
+ * Pods to devices, and their status back: the kubelet's pod work for every
+ * edge node at once.
+ *
+ * ONE pod watch (per watched namespace, or one for all) with the field
+ * selector `spec.nodeName!=` feeds a keyed work queue; the watch count does
+ * not grow with devices. Connected devices `attach` their session. For each
+ * pod key the reconciler re-reads the cached pod and converges:
+ *
+ * - a pod bound to a connected device is resolved (resolve.ts) and sent as
+ *   CMD_POD_ENSURE unless the device already runs that spec (same spec hash,
+ *   learned from its pod list or an earlier ensure): a changed spec is a new
+ *   hash, which the device turns into delete + create;
+ * - the device's pod status (replies and unsolicited MSG_POD_STATUS) becomes
+ *   the pod's status (pod_status.ts), written only when it changed;
+ * - a pod being deleted (deletionTimestamp) is stopped on the device with its
+ *   grace period, then the object is removed with grace 0 (kubelet
+ *   semantics); a pod that vanished from the API is deleted on the device;
+ * - when a device attaches, its pod list is compared with the pods bound to
+ *   its node: pods Kubernetes no longer has are removed on the device, pods
+ *   already running with the same spec are left alone (no restarts after a
+ *   reconnect), everything else is enqueued.
+ *
+ * A pod whose references cannot be resolved keeps a waiting status with
+ * reason CreateContainerConfigError naming the field, and is retried with
+ * back-off. The virtual pod (label arhat.dev/role=VirtualPod) is left to the
+ * device session.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  type CoreV1Api,
+  type KubeConfig,
+  ListWatch,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Pod,
+  type V1PodList,
+  Watch,
+} from "@kubernetes/client-node";
+import { CmdKind, MsgKind } from "../../common/envelope.ts";
+import { errorMessage, isKind } from "../../common/errors.ts";
+import { readySignal } from "../../common/lifecycle.ts";
+import { type Logger, nullLogger } from "../../common/log.ts";
+import type { Reply, SessionClient } from "../../common/session/session_client.ts";
+import {
+  PodDeleteCmdSchema,
+  PodEnsureCmdSchema,
+  PodListCmdSchema,
+  PodStatusListMsgSchema,
+  type PodStatusMsg,
+  PodStatusMsg_Phase,
+  PodStatusMsgSchema,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import { LABEL_ROLE } from "../edgedevice/types.ts";
+import { fromApiError, isNotFound } from "../kube/errors.ts";
+import { WorkQueue } from "../kube/work_queue.ts";
+import { podStatusFrom, type PodStatusJson, statusChanged } from "../pods/pod_status.ts";
+import { PodConfigError, type PodSources, podSpecHash, resolvePod } from "../pods/resolve.ts";
+
+/** Options for {@link PodController}. */
+export interface PodControllerOptions {
+  kubeconfig: KubeConfig;
+  core: CoreV1Api;
+  /** Namespaces whose pods are watched; empty or absent: all. */
+  namespaces?: string[];
+  /** Address advertised for every edge node (pods' hostIP). */
+  kubeletAddress: string;
+  workers?: number;
+  /** Longest wait for a device's reply to ensure/list, ms (default 60 s). */
+  requestTimeoutMs?: number;
+  /** Called after each pod sync, for metrics. */
+  onSync?: (result: "ok" | "error") => void;
+  /** Records a Kubernetes Event for a pod (optional). */
+  recordEvent?: (pod: V1Pod, type: "Normal" | "Warning", reason: string, message: string) => void;
+  log?: Logger;
+}
+
+/** A connected device, as the pod controller needs it. */
+export interface AttachedDevice {
+  /** Node name (= device name). */
+  node: string;
+  client: SessionClient;
+  /** Settles when the link closed. */
+  closed: Promise<unknown>;
+}
+
+interface DeviceState {
+  device: AttachedDevice;
+  /** Latest status per pod uid as the device reported it. */
+  statuses: Map<string, PodStatusMsg>;
+  /** Spec hash the device runs per uid (sent, or learned from its list). */
+  running: Map<string, string>;
+  /** Resolves once the device's pod list was compared (orphans removed). */
+  synced: Promise<void>;
+  runtime?: string;
+  allocatable?: Record<string, string>;
+}
+
+/** Syncs pods bound to edge nodes with their devices. */
+export class PodController {
+  readonly #o: PodControllerOptions;
+  readonly #log: Logger;
+  readonly #ready = readySignal();
+  readonly queue: WorkQueue;
+  readonly #devices = new Map<string, DeviceState>();
+  /** Pod key -> uid and node, for pods seen bound to a node. */
+  readonly #known = new Map<string, { uid: string; node: string }>();
+  /** Node -> pod keys. */
+  readonly #byNode = new Map<string, Set<string>>();
+  readonly #caches: ListWatch<V1Pod>[] = [];
+
+  constructor(opts: PodControllerOptions) {
+    this.#o = opts;
+    this.#log = (opts.log ?? nullLogger).with({ controller: "pods" });
+    this.queue = new WorkQueue({ workers: opts.workers ?? 4, log: this.#log });
+  }
+
+  /** Resolves once every pod watch listed and runs. */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /** Number of pod watches (independent of the number of devices). */
+  get watches(): number {
+    return this.#caches.length;
+  }
+
+  /**
+   * Takes over pod work for a connected device until `device.closed`
+   * settles. Its pod list is compared first (orphans removed on the device);
+   * then every pod bound to its node is enqueued. Never throws; a later
+   * attach of the same node replaces this one.
+   */
+  attach(device: AttachedDevice): void {
+    const state: DeviceState = {
+      device,
+      statuses: new Map(),
+      running: new Map(),
+      synced: Promise.resolve(),
+    };
+    this.#devices.set(device.node, state);
+    device.client.onUnsolicited((reply) => this.#onDeviceMessage(state, reply));
+    state.synced = this.#syncDevice(state).catch((err) => {
+      this.#log.warn("comparing the device's pod list failed", {
+        node: device.node,
+        error: errorMessage(err),
+      });
+    });
+    device.closed.finally(() => {
+      if (this.#devices.get(device.node) === state) this.#devices.delete(device.node);
+    });
+  }
+
+  /** Runs the pod watches and the workers until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const namespaces = this.#o.namespaces?.length ? this.#o.namespaces : [undefined];
+    const watch = new Watch(this.#o.kubeconfig);
+    for (const ns of namespaces) {
+      const path = ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods";
+      const fieldSelector = "spec.nodeName!=";
+      const list = () =>
+        (ns
+          ? this.#o.core.listNamespacedPod({ namespace: ns, fieldSelector })
+          : this.#o.core.listPodForAllNamespaces({ fieldSelector })) as Promise<V1PodList>;
+      const cache = new ListWatch<V1Pod>(path, watch, list, false, undefined, fieldSelector);
+      const onChange = (pod: V1Pod) => this.#observe(pod);
+      cache.on("add", onChange);
+      cache.on("update", onChange);
+      cache.on("delete", onChange);
+      cache.on("error", (err: unknown) => {
+        this.#log.warn("pod watch failed; restarting", { error: errorMessage(err) });
+        setTimeout(() => {
+          if (!signal.aborted) cache.start().catch(() => {});
+        }, 1000);
+      });
+      this.#caches.push(cache);
+    }
+    await Promise.all(this.#caches.map((c) => c.start()));
+    this.#ready.resolve();
+    this.#log.info("pod controller running", { watches: this.#caches.length });
+    await this.queue.run(signal, (key) => this.#reconcile(key));
+    await Promise.all(this.#caches.map((c) => c.stop()));
+  }
+
+  #observe(pod: V1Pod): void {
+    const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+    const node = pod.spec?.nodeName;
+    if (!node) return;
+    const prev = this.#known.get(key);
+    if (!prev || prev.uid !== pod.metadata?.uid) {
+      // A new pod under this key; the old uid (if any) is handled by reconcile.
+      if (!prev) this.#known.set(key, { uid: pod.metadata?.uid ?? "", node });
+    }
+    let keys = this.#byNode.get(node);
+    if (!keys) this.#byNode.set(node, keys = new Set());
+    keys.add(key);
+    if (this.#devices.has(node) || (prev && this.#devices.has(prev.node))) this.queue.add(key);
+  }
+
+  #cached(key: string): V1Pod | undefined {
+    const [namespace, name] = key.split("/") as [string, string];
+    for (const c of this.#caches) {
+      const p = c.get(name, namespace);
+      if (p) return p;
+    }
+    return undefined;
+  }
+
+  async #reconcile(key: string): Promise<void> {
+    try {
+      await this.#reconcileKey(key);
+      this.#o.onSync?.("ok");
+    } catch (err) {
+      this.#o.onSync?.("error");
+      throw err;
+    }
+  }
+
+  async #reconcileKey(key: string): Promise<void> {
+    const pod = this.#cached(key);
+    const known = this.#known.get(key);
+    if (known && (!pod || pod.metadata?.uid !== known.uid)) {
+      // The pod we ran under this key is gone from the API: remove it on the device.
+      const dev = this.#devices.get(known.node);
+      if (dev) {
+        await dev.synced;
+        await this.#deleteOnDevice(dev, known.uid, 0);
+      }
+      if (dev || !pod) {
+        this.#known.delete(key);
+        this.#byNode.get(known.node)?.delete(key);
+      }
+      if (!pod) return;
+    }
+    if (!pod) return;
+    const uid = pod.metadata!.uid!;
+    const node = pod.spec!.nodeName!;
+    this.#known.set(key, { uid, node });
+    if (pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") return;
+    const dev = this.#devices.get(node);
+    if (!dev) return; // not an edge node, or its device is offline: nothing to do now
+    await dev.synced;
+    const log = this.#log.with({ pod: key, node });
+
+    if (pod.metadata?.deletionTimestamp) {
+      const grace = pod.metadata.deletionGracePeriodSeconds ?? 30;
+      await this.#deleteOnDevice(dev, uid, grace);
+      try {
+        await this.#o.core.deleteNamespacedPod({
+          name: pod.metadata.name!,
+          namespace: pod.metadata.namespace!,
+          // In the body: the API server reads delete options from the body when there is one.
+          body: { gracePeriodSeconds: 0, preconditions: { uid } },
+        });
+      } catch (err) {
+        if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
+          throw fromApiError(`Removing the deleted pod "${key}"`, err);
+        }
+      }
+      log.info("pod deleted on the device");
+      return;
+    }
+    const phase = pod.status?.phase;
+    if ((phase === "Succeeded" || phase === "Failed") && !dev.statuses.has(uid)) return;
+
+    const hash = await podSpecHash(pod);
+    if (dev.running.get(uid) !== hash) {
+      let cmd;
+      try {
+        cmd = await resolvePod(pod, {
+          sources: this.#sources,
+          hostIP: this.#o.kubeletAddress,
+          allocatable: await this.#allocatable(dev),
+          warn: (m) => {
+            log.warn("pod resolution", { problem: m });
+            this.#o.recordEvent?.(pod, "Warning", "FailedResolve", m);
+          },
+        });
+      } catch (err) {
+        if (err instanceof PodConfigError) {
+          await this.#writeConfigError(pod, dev, err.message);
+          this.#o.recordEvent?.(pod, "Warning", "Failed", `Error: ${err.message}`);
+        }
+        throw err;
+      }
+      const reply = await dev.device.client.request(
+        CmdKind.CMD_POD_ENSURE,
+        toBinary(PodEnsureCmdSchema, cmd),
+        { timeoutMs: this.#o.requestTimeoutMs ?? 60_000 },
+      );
+      const status = fromBinary(PodStatusMsgSchema, reply.payload);
+      dev.statuses.set(uid, status);
+      dev.running.set(uid, hash);
+      log.info("pod sent to the device", { specHash: hash });
+    }
+    const status = dev.statuses.get(uid);
+    if (status) await this.#writeStatus(pod, dev, podStatusFrom(status, pod, await this.#ctx(dev)));
+  }
+
+  /** Reads Secrets, ConfigMaps and tokens for pod resolution (reads only; no caching of secrets). */
+  readonly #sources: PodSources = {
+    secret: async (namespace, name) => {
+      try {
+        return await this.#o.core.readNamespacedSecret({ name, namespace });
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw fromApiError(`Reading Secret "${namespace}/${name}"`, err);
+      }
+    },
+    configMap: async (namespace, name) => {
+      try {
+        return await this.#o.core.readNamespacedConfigMap({ name, namespace });
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw fromApiError(`Reading ConfigMap "${namespace}/${name}"`, err);
+      }
+    },
+    serviceAccountToken: async (req) => {
+      try {
+        const r = await this.#o.core.createNamespacedServiceAccountToken({
+          name: req.serviceAccount,
+          namespace: req.namespace,
+          body: {
+            spec: {
+              audiences: req.audiences,
+              expirationSeconds: req.expirationSeconds,
+              boundObjectRef: {
+                apiVersion: "v1",
+                kind: "Pod",
+                name: req.pod.name,
+                uid: req.pod.uid,
+              },
+            },
+          },
+        });
+        return r.status?.token ?? "";
+      } catch (err) {
+        throw fromApiError(
+          `Requesting a token for ServiceAccount "${req.namespace}/${req.serviceAccount}"`,
+          err,
+        );
+      }
+    },
+  };
+
+  async #node(dev: DeviceState): Promise<void> {
+    if (dev.runtime) return;
+    try {
+      const node = await this.#o.core.readNode({ name: dev.device.node });
+      const rt = node.status?.nodeInfo?.containerRuntimeVersion ?? "";
+      if (rt) dev.runtime = rt.split("://")[0];
+      dev.allocatable = node.status?.allocatable;
+    } catch (err) {
+      this.#log.debug("reading the node failed", {
+        node: dev.device.node,
+        error: errorMessage(err),
+      });
+    }
+  }
+
+  async #allocatable(dev: DeviceState): Promise<Record<string, string> | undefined> {
+    await this.#node(dev);
+    return dev.allocatable;
+  }
+
+  async #ctx(dev: DeviceState): Promise<{ hostIP: string; runtime: string }> {
+    await this.#node(dev);
+    return { hostIP: this.#o.kubeletAddress, runtime: dev.runtime ?? "container" };
+  }
+
+  async #writeStatus(pod: V1Pod, dev: DeviceState, status: PodStatusJson): Promise<void> {
+    if (!statusChanged(pod, status)) return;
+    void dev;
+    try {
+      await this.#o.core.patchNamespacedPodStatus(
+        { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, body: { status } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw fromApiError(
+        `Updating the status of pod "${pod.metadata?.namespace}/${pod.metadata?.name}"`,
+        err,
+      );
+    }
+  }
+
+  /** Waiting containers with reason CreateContainerConfigError, as the kubelet reports it. */
+  async #writeConfigError(pod: V1Pod, dev: DeviceState, message: string): Promise<void> {
+    const msg = create(PodStatusMsgSchema, {
+      uid: pod.metadata?.uid,
+      phase: PodStatusMsg_Phase.PENDING,
+      containers: (pod.spec?.containers ?? []).map((c) => ({
+        name: c.name,
+        reason: "CreateContainerConfigError",
+        message,
+      })),
+    });
+    try {
+      await this.#writeStatus(pod, dev, podStatusFrom(msg, pod, await this.#ctx(dev)));
+    } catch (err) {
+      this.#log.warn("writing the pod's config error failed", { error: errorMessage(err) });
+    }
+  }
+
+  async #deleteOnDevice(dev: DeviceState, uid: string, graceSeconds: number): Promise<void> {
+    await dev.device.client.request(
+      CmdKind.CMD_POD_DELETE,
+      toBinary(
+        PodDeleteCmdSchema,
+        create(PodDeleteCmdSchema, { uid, graceSeconds: BigInt(graceSeconds) }),
+      ),
+      { timeoutMs: (graceSeconds + 30) * 1000 },
+    );
+    dev.statuses.delete(uid);
+    dev.running.delete(uid);
+  }
+
+  /** Compares the device's pods with Kubernetes': removes orphans, adopts matching specs. */
+  async #syncDevice(dev: DeviceState): Promise<void> {
+    const node = dev.device.node;
+    const reply = await dev.device.client.request(
+      CmdKind.CMD_POD_LIST,
+      toBinary(PodListCmdSchema, create(PodListCmdSchema, {})),
+      { timeoutMs: this.#o.requestTimeoutMs ?? 60_000 },
+    );
+    const list = fromBinary(PodStatusListMsgSchema, reply.payload);
+    const ours = new Map<string, V1Pod>();
+    for (const key of this.#byNode.get(node) ?? []) {
+      const p = this.#cached(key);
+      if (p?.spec?.nodeName === node && p.metadata?.uid) ours.set(p.metadata.uid, p);
+    }
+    for (const s of list.pods) {
+      const pod = ours.get(s.uid);
+      if (!pod) {
+        this.#log.info("removing a pod Kubernetes no longer has", {
+          node,
+          uid: s.uid,
+          pod: `${s.namespace}/${s.name}`,
+        });
+        try {
+          await this.#deleteOnDevice(dev, s.uid, 0);
+        } catch (err) {
+          this.#log.warn("removing an orphaned pod failed", {
+            uid: s.uid,
+            error: errorMessage(err),
+          });
+        }
+        continue;
+      }
+      dev.statuses.set(s.uid, s);
+      if (s.specHash && s.specHash === await podSpecHash(pod)) dev.running.set(s.uid, s.specHash);
+    }
+    for (const key of this.#byNode.get(node) ?? []) this.queue.add(key);
+  }
+
+  #onDeviceMessage(dev: DeviceState, reply: Reply): void {
+    if (reply.kind !== MsgKind.MSG_POD_STATUS) return;
+    let msg: PodStatusMsg;
+    try {
+      msg = fromBinary(PodStatusMsgSchema, reply.payload);
+    } catch (err) {
+      this.#log.warn("undecodable pod status from the device", {
+        node: dev.device.node,
+        error: errorMessage(err),
+      });
+      return;
+    }
+    const key = `${msg.namespace}/${msg.name}`;
+    const known = this.#known.get(key);
+    if (msg.phase === PodStatusMsg_Phase.DELETED) {
+      dev.statuses.delete(msg.uid);
+      dev.running.delete(msg.uid);
+      return;
+    }
+    if (!known || known.uid !== msg.uid) {
+      // Not a pod Kubernetes has on this node: wait for the list comparison, then remove it.
+      dev.synced.then(async () => {
+        const again = this.#known.get(key);
+        if (again?.uid === msg.uid) return;
+        try {
+          await this.#deleteOnDevice(dev, msg.uid, 0);
+        } catch (err) {
+          if (!isKind(err, "canceled")) {
+            this.#log.warn("removing an unknown pod failed", {
+              uid: msg.uid,
+              error: errorMessage(err),
+            });
+          }
+        }
+      });
+      return;
+    }
+    dev.statuses.set(msg.uid, msg);
+    this.queue.add(key);
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Volume files on the real filesystem: a volume's folder keeps its identity
+ * across updates (it is bind-mounted into running containers), changed files
+ * are replaced, unchanged ones are left alone, and files that left the volume
+ * are removed.
+ */
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { VolumeSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { writeVolumes } from "./volumes.ts";
+import { CACHE } from "../../e2e/paths.ts";
+
+async function cacheDir(): Promise<string> {
+  await Deno.mkdir(`${CACHE}/tmp`, { recursive: true });
+  return `${CACHE}/tmp`;
+}
+
+const enc = new TextEncoder();
+
+function dataVolume(files: Record<string, string>, mode = 0o644) {
+  return create(VolumeSchema, {
+    name: "cfg",
+    source: {
+      case: "data",
+      value: {
+        files: Object.entries(files).map(([path, text]) => ({
+          path,
+          data: enc.encode(text),
+          mode,
+        })),
+      },
+    },
+  });
+}
+
+Deno.test("data volumes are updated in place: same folder, changed files replaced, stale removed", async () => {
+  const state = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-volumes-" });
+  try {
+    const paths = await writeVolumes(state, "uid1", [
+      dataVolume({ "a.conf": "one", "sub/b.conf": "two", "keep": "same" }),
+    ]);
+    const dir = paths.get("cfg")!;
+    const ino = (await Deno.stat(dir)).ino;
+    const keptMtime = (await Deno.stat(`${dir}/keep`)).mtime?.getTime();
+    await new Promise((r) => setTimeout(r, 20));
+
+    await writeVolumes(state, "uid1", [dataVolume({ "a.conf": "ONE", keep: "same" })]);
+    assert.equal((await Deno.stat(dir)).ino, ino, "the mounted folder is the same folder");
+    assert.equal(await Deno.readTextFile(`${dir}/a.conf`), "ONE");
+    assert.equal(
+      (await Deno.stat(`${dir}/keep`)).mtime?.getTime(),
+      keptMtime,
+      "unchanged file untouched",
+    );
+    await assert.rejects(
+      Deno.stat(`${dir}/sub`),
+      Deno.errors.NotFound,
+      "stale file and folder removed",
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["a.conf", "keep"],
+      "no temporary files left",
+    );
+
+    await writeVolumes(state, "uid1", [dataVolume({ "a.conf": "ONE", keep: "same" }, 0o600)]);
+    assert.equal((await Deno.stat(`${dir}/a.conf`)).mode! & 0o777, 0o600, "a mode change applies");
+  } finally {
+    await Deno.remove(state, { recursive: true });
+  }
+});
+
+Deno.test("data volume file paths must stay inside the volume", async () => {
+  const state = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-volumes-" });
+  try {
+    await assert.rejects(
+      writeVolumes(state, "uid1", [dataVolume({ "../escape": "x" })]),
+      /File of volume "cfg" "..\/escape" must be a relative path without ".."/,
+    );
+  } finally {
+    await Deno.remove(state, { recursive: true });
+  }
+});

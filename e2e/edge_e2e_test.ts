@@ -1,0 +1,476 @@
+/**
+ * The whole system end to end: the real aranya process (aranya/main.ts) with
+ * the ServiceAccount and RBAC from deploy/aranya (not admin), the real control
+ * plane, and a real arhat on Podman.
+ *
+ * - websocket device: EdgeDevice -> Node Ready; the sample workload
+ *   (deploy/samples/workload.yaml) Running with env and files checked inside
+ *   the container; a deleted pod's containers gone; link cut -> Node NotReady
+ *   while the containers keep running; link back -> Ready with zero
+ *   restarts; `kubectl get ed` columns; /metrics and /healthz; EdgeDevice
+ *   deleted -> Node, Lease, virtual pod and Secret gone.
+ * - an MQTT device through the real mosquitto works the same way.
+ * - two replicas with leader election: the standby serves nothing; killing
+ *   the leader hands over, the device reconnects, its pod is not restarted.
+ */
+import assert from "node:assert/strict";
+import {
+  aranyaConfigYaml,
+  aranyaKubeconfig,
+  aranyaLogTail,
+  type AranyaProcess,
+  spawnAranya,
+  waitAranyaReady,
+} from "./aranya_harness.ts";
+import { type ArhatProc, kill, spawnArhat } from "./arhat_harness.ts";
+import {
+  applyCrds,
+  type ClusterHandle,
+  eventually,
+  type ServicesHandle,
+  uniqueName,
+  useCluster,
+  useServices,
+} from "./fixtures.ts";
+import { testTls } from "./link/test_tls.ts";
+import { CACHE } from "./paths.ts";
+import { freePort } from "./process.ts";
+import { EngineClient } from "./services/engine_client.ts";
+import { sampleWorkload } from "./samples.ts";
+
+const CREDENTIALS = (name: string) => `${name}-arhat-credentials`;
+
+/** One test's world: namespace, files, processes; `close` stops and removes everything. */
+class World {
+  readonly ns = uniqueName("e2e");
+  // Under .cache/aranya-e2e: the aranya permission set may read there (configs, TLS, kubeconfig).
+  readonly dir = `${CACHE}/aranya-e2e/edge-${crypto.randomUUID().slice(0, 8)}`;
+  /** arhat's files, where the arhat permission set may read and write. */
+  readonly arhatDir = `${CACHE}/arhat-e2e/edge-${crypto.randomUUID().slice(0, 8)}`;
+  readonly aranyas: AranyaProcess[] = [];
+  arhat?: ArhatProc;
+  engine: EngineClient;
+  tls!: Awaited<ReturnType<typeof testTls>>;
+  kubeconfig = "";
+
+  constructor(readonly cluster: ClusterHandle, readonly services: ServicesHandle) {
+    this.engine = new EngineClient(services.endpoints.podmanSocket);
+  }
+
+  async init(): Promise<void> {
+    await Deno.mkdir(this.dir, { recursive: true });
+    await Deno.mkdir(this.arhatDir, { recursive: true });
+    await applyCrds(this.cluster);
+    await this.cluster.kubectlOk(["create", "namespace", this.ns]);
+    this.tls = await testTls();
+    await Deno.writeTextFile(`${this.dir}/tls.crt`, this.tls.cert);
+    await Deno.writeTextFile(`${this.dir}/tls.key`, this.tls.key);
+    await Deno.writeTextFile(`${this.arhatDir}/ca.crt`, this.tls.ca);
+    this.kubeconfig = await aranyaKubeconfig(this.cluster, this.dir);
+  }
+
+  kubectl(args: string[], stdin?: string): Promise<string> {
+    return this.cluster.kubectlOk([...args, "-n", this.ns], stdin);
+  }
+
+  async json(args: string[]) {
+    return JSON.parse(await this.kubectl([...args, "-o", "json"]));
+  }
+
+  async startAranya(yaml: string, httpPort: number): Promise<AranyaProcess> {
+    const config = `${this.dir}/aranya-${this.aranyas.length}.yaml`;
+    await Deno.writeTextFile(config, yaml);
+    const p = await spawnAranya({
+      config,
+      logFile: `${this.dir}/aranya-${this.aranyas.length}.log`,
+    });
+    this.aranyas.push(p);
+    void httpPort;
+    return p;
+  }
+
+  async createDevice(name: string, spec: Record<string, unknown> = {}): Promise<string> {
+    await this.kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: "aranya.arhat.dev/v1alpha1",
+        kind: "EdgeDevice",
+        metadata: { name },
+        spec,
+      }),
+    );
+    const token = await eventually("the device's credentials Secret", async () => {
+      const r = await this.cluster.kubectl([
+        "get",
+        "secret",
+        CREDENTIALS(name),
+        "-n",
+        this.ns,
+        "-o",
+        "jsonpath={.data.token}",
+      ]);
+      return r.code === 0 && r.stdout ? atob(r.stdout) : undefined;
+    }, 60_000);
+    await Deno.writeTextFile(`${this.arhatDir}/${name}.token`, token);
+    return `${this.arhatDir}/${name}.token`;
+  }
+
+  async startArhat(name: string, methods: string): Promise<void> {
+    const config = `${this.arhatDir}/${name}-arhat.yaml`;
+    await Deno.writeTextFile(
+      config,
+      `device: { namespace: ${this.ns}, name: ${name} }
+stateDir: ${this.arhatDir}/${name}-state
+runtime: { endpoint: unix://${this.services.endpoints.podmanSocket}, infraImage: ${this.services.endpoints.testImage} }
+connectivity:
+  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
+  methods:
+${methods}`,
+    );
+    this.arhat = spawnArhat(config);
+  }
+
+  async nodeReady(name: string, want: "True" | "False", timeoutMs = 60_000): Promise<string> {
+    return await eventually(`Node "${name}" Ready=${want}`, async () => {
+      const r = await this.cluster.kubectl([
+        "get",
+        "node",
+        name,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}',
+      ]);
+      return r.code === 0 && r.stdout.startsWith(`${want}/`) ? r.stdout : undefined;
+    }, timeoutMs);
+  }
+
+  async runningPod(selector: string, timeoutMs = 90_000) {
+    return await eventually(`a Running pod "${selector}"`, async () => {
+      const list = await this.json(["get", "pods", "-l", selector]);
+      const p = list.items.find((x: { metadata: { deletionTimestamp?: string } }) =>
+        !x.metadata.deletionTimestamp
+      );
+      return p?.status?.phase === "Running" && p.status.containerStatuses?.[0]?.ready
+        ? p
+        : undefined;
+    }, timeoutMs);
+  }
+
+  appContainers(uid: string) {
+    return this.engine.containers({ "arhat.dev/pod-uid": uid, "arhat.dev/role": "app" });
+  }
+
+  async close(): Promise<void> {
+    await kill(this.arhat);
+    await Promise.allSettled(this.aranyas.map((a) => a.stop()));
+    for (
+      const c of await this.engine.containers({ "arhat.dev/pod-namespace": this.ns }).catch(
+        () => [],
+      )
+    ) {
+      await (await this.engine.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
+    }
+    this.engine.close();
+    await this.cluster.kubectl([
+      "delete",
+      "namespace",
+      this.ns,
+      "--ignore-not-found",
+      "--wait=false",
+    ]);
+  }
+
+  /** Logs for a failure message. */
+  async tails(): Promise<string> {
+    const parts = await Promise.all(this.aranyas.map((a) => aranyaLogTail(a, 30)));
+    return [...parts, this.arhat?.output().slice(-3000) ?? ""].join("\n----\n");
+  }
+}
+
+function websocketMethod(port: number, token: string, ca: string): string {
+  return `    - method: websocket
+      url: wss://localhost:${port}/v1/link
+      tokenFile: ${token}
+      tls: { caFile: ${ca} }
+`;
+}
+
+const TEST = { sanitizeOps: false, sanitizeResources: false };
+
+Deno.test({
+  name:
+    "e2e: an EdgeDevice becomes a Ready Node that runs the sample workload, survives a link cut, and is cleaned up",
+  ...TEST,
+  fn: async () => {
+    const cluster = await useCluster();
+    const services = await useServices();
+    const w = new World(cluster, services);
+    try {
+      await w.init();
+      const port = freePort();
+      const httpPort = freePort();
+      const aranya = await w.startAranya(
+        aranyaConfigYaml({
+          kubeconfig: w.kubeconfig,
+          namespaces: [w.ns],
+          httpPort,
+          websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
+          node: { heartbeat: "1s", leaseDuration: "10s" },
+        }),
+        httpPort,
+      );
+      await waitAranyaReady(aranya, httpPort);
+      const name = uniqueName("dev");
+      const token = await w.createDevice(name);
+      await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
+      await w.nodeReady(name, "True");
+
+      // `kubectl get ed` columns.
+      const table = await eventually("the EdgeDevice shown Connected", async () => {
+        const out = await w.kubectl(["get", "ed", name]);
+        return /\bConnected\b/.test(out) ? out : undefined;
+      });
+      assert.match(table.split("\n")[0]!, /^NAME\s+CONNECTIVITY\s+STATUS\s+NODE\s+AGE/);
+      assert.match(
+        table.split("\n")[1]!,
+        new RegExp(`^${name}\\s+websocket\\s+Connected\\s+${name}\\s+`),
+      );
+
+      // The sample workload: env from a Secret and a ConfigMap, a ConfigMap volume.
+      await w.kubectl(
+        ["apply", "-f", "-"],
+        await sampleWorkload(name, services.endpoints.testImage),
+      );
+      const pod = await w.runningPod("app=edge-demo");
+      assert.equal(pod.spec.nodeName, name);
+      const [ctr] = await w.appContainers(pod.metadata.uid);
+      assert.ok(ctr, "the app container runs on the device");
+      const env = await eventually(
+        "env.txt inside the container",
+        () => w.engine.readFile(ctr.Id, "/tmp/env.txt").catch(() => undefined),
+      );
+      assert.match(env, /^API_KEY=demo-api-key-123$/m);
+      assert.match(env, /^SITE=lab-1$/m);
+      assert.equal(
+        await w.engine.readFile(ctr.Id, "/etc/edge-demo/app.conf"),
+        "interval=5s\ntarget=sensor-0\n",
+      );
+
+      // Metrics and health.
+      const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      assert.match(metrics, /^aranya_devices_connected 1$/m);
+      assert.match(metrics, /^aranya_api_writes_total \d+$/m);
+      assert.equal(
+        (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).text()).trim(),
+        "ok",
+      );
+
+      // Pod deleted: its containers go; the Deployment makes a new pod.
+      await w.kubectl(["delete", "pod", pod.metadata.name, "--wait=true"]);
+      assert.deepEqual(
+        await w.appContainers(pod.metadata.uid),
+        [],
+        "the deleted pod's containers are gone",
+      );
+      const pod2 = await w.runningPod("app=edge-demo");
+      const [ctr2] = await w.appContainers(pod2.metadata.uid);
+
+      // Link cut: NotReady, containers keep running on the device.
+      const cutAt = Date.now();
+      await kill(w.arhat, "SIGKILL");
+      assert.equal(await w.nodeReady(name, "False", 40_000), "False/EdgeDeviceDisconnected");
+      assert.ok(Date.now() - cutAt < 10_000, "NotReady within the lease grace (10 s)");
+      assert.equal((await w.appContainers(pod2.metadata.uid))[0]?.State, "running");
+
+      // Link back: Ready, nothing restarted.
+      await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
+      await w.nodeReady(name, "True");
+      assert.deepEqual((await w.appContainers(pod2.metadata.uid)).map((c) => c.Id), [ctr2!.Id]);
+      const again = await w.json(["get", "pod", pod2.metadata.name]);
+      assert.equal(again.status.containerStatuses[0].restartCount, 0);
+
+      // EdgeDevice deleted: Node, Lease, virtual pod and Secret gone.
+      await w.kubectl(["delete", "ed", name, "--wait=true", "--timeout=60s"]);
+      for (
+        const [what, args] of [
+          ["Node", ["get", "node", name]],
+          ["Lease", ["get", "lease", name, "-n", "kube-node-lease"]],
+          ["virtual pod", ["get", "pod", name, "-n", w.ns]],
+          ["Secret", ["get", "secret", CREDENTIALS(name), "-n", w.ns]],
+        ] as const
+      ) {
+        await eventually(`the ${what} gone`, async () => {
+          const r = await cluster.kubectl([...args]);
+          return r.code !== 0 && /NotFound/.test(r.stderr) ? true : undefined;
+        }, 30_000);
+      }
+    } catch (err) {
+      console.error(await w.tails());
+      throw err;
+    } finally {
+      await w.close();
+      await services.release();
+      await cluster.release();
+    }
+  },
+});
+
+Deno.test({
+  name: "e2e: an MQTT device through the real mosquitto works like the websocket one",
+  ...TEST,
+  fn: async () => {
+    const cluster = await useCluster();
+    const services = await useServices();
+    const w = new World(cluster, services);
+    try {
+      await w.init();
+      const httpPort = freePort();
+      const broker = `mqtt://${services.endpoints.mqtt}`;
+      const yaml = aranyaConfigYaml({ kubeconfig: w.kubeconfig, namespaces: [w.ns], httpPort }) +
+        `  mqtt: { broker: "${broker}" }\n`;
+      const aranya = await w.startAranya(yaml, httpPort);
+      await waitAranyaReady(aranya, httpPort);
+      const name = uniqueName("mq");
+      const topicNs = `aranya-e2e/${w.ns}/${name}`;
+      const token = await w.createDevice(name, {
+        connectivity: {
+          method: "mqtt",
+          mqttConfig: { messageNamespace: topicNs, broker: services.endpoints.mqtt },
+        },
+      });
+      await w.startArhat(
+        name,
+        `    - method: mqtt
+      broker: ${broker}
+      tokenFile: ${token}
+      mqtt: { messageNamespace: ${topicNs}, keepaliveSeconds: 10 }
+`,
+      );
+      await w.nodeReady(name, "True");
+      await w.kubectl(
+        ["apply", "-f", "-"],
+        JSON.stringify({
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { name: "mqtt-pod", labels: { app: "mqtt-pod" } },
+          spec: {
+            nodeSelector: { "arhat.dev/name": name },
+            tolerations: [{ key: "arhat.dev/namespace", operator: "Exists", effect: "NoSchedule" }],
+            terminationGracePeriodSeconds: 2,
+            containers: [{
+              name: "c",
+              image: services.endpoints.testImage,
+              command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+            }],
+          },
+        }),
+      );
+      const pod = await w.runningPod("app=mqtt-pod");
+      assert.equal((await w.appContainers(pod.metadata.uid))[0]?.State, "running");
+      await w.kubectl(["delete", "pod", "mqtt-pod", "--wait=true"]);
+      assert.deepEqual(await w.appContainers(pod.metadata.uid), []);
+      await kill(w.arhat, "SIGKILL");
+      // The broker publishes the will (OFFLINE) after the keepalive runs out.
+      await w.nodeReady(name, "False", 60_000);
+    } catch (err) {
+      console.error(await w.tails());
+      throw err;
+    } finally {
+      await w.close();
+      await services.release();
+      await cluster.release();
+    }
+  },
+});
+
+Deno.test({
+  name: "e2e: two replicas; killing the leader hands over, the device reconnects, no pod restarts",
+  ...TEST,
+  fn: async () => {
+    const cluster = await useCluster();
+    const services = await useServices();
+    const w = new World(cluster, services);
+    try {
+      await w.init();
+      const lease = uniqueName("aranya-leader");
+      const ports = [freePort(), freePort()];
+      const httpPorts = [freePort(), freePort()];
+      const replicas: AranyaProcess[] = [];
+      for (const i of [0, 1]) {
+        const yaml = aranyaConfigYaml({
+          kubeconfig: w.kubeconfig,
+          namespaces: [w.ns],
+          httpPort: httpPorts[i]!,
+          websocket: { port: ports[i]!, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
+          node: { heartbeat: "1s", leaseDuration: "10s" },
+        }).replace(
+          "leaderElection: { enabled: false }",
+          `leaderElection: { enabled: true, namespace: aranya-system, name: ${lease}, identity: replica-${i}, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 1s }`,
+        );
+        replicas.push(await w.startAranya(yaml, httpPorts[i]!));
+        if (i === 0) await waitAranyaReady(replicas[0]!, httpPorts[0]!);
+      }
+      // The standby: alive, not ready, no device listener.
+      await eventually("the standby to answer /healthz", async () => {
+        const r = await fetch(`http://127.0.0.1:${httpPorts[1]}/healthz`).catch(() => undefined);
+        await r?.body?.cancel();
+        return r?.ok ? true : undefined;
+      });
+      const ready1 = await fetch(`http://127.0.0.1:${httpPorts[1]}/readyz`);
+      assert.equal(ready1.status, 503);
+      assert.match(await ready1.text(), /standing by; the leader is "replica-0"/);
+      await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: ports[1]! }));
+
+      const name = uniqueName("ha");
+      const token = await w.createDevice(name);
+      await w.startArhat(
+        name,
+        websocketMethod(ports[0]!, token, `${w.arhatDir}/ca.crt`) +
+          websocketMethod(ports[1]!, token, `${w.arhatDir}/ca.crt`),
+      );
+      await w.nodeReady(name, "True");
+      await w.kubectl(
+        ["apply", "-f", "-"],
+        await sampleWorkload(name, services.endpoints.testImage),
+      );
+      const pod = await w.runningPod("app=edge-demo");
+      const [ctr] = await w.appContainers(pod.metadata.uid);
+
+      await replicas[0]!.kill("SIGKILL");
+      await waitAranyaReady(replicas[1]!, httpPorts[1]!, 30_000);
+      const holder = await cluster.kubectlOk([
+        "get",
+        "lease",
+        lease,
+        "-n",
+        "aranya-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+      ]);
+      assert.equal(holder, "replica-1");
+      // The device dials the new leader; the Node is Ready through it.
+      await eventually("the device served by replica-1", async () => {
+        const m = await (await fetch(`http://127.0.0.1:${httpPorts[1]}/metrics`)).text();
+        return /^aranya_devices_connected 1$/m.test(m) ? true : undefined;
+      }, 60_000);
+      await w.nodeReady(name, "True");
+      assert.deepEqual((await w.appContainers(pod.metadata.uid)).map((c) => c.Id), [ctr!.Id]);
+      const again = await w.json(["get", "pod", pod.metadata.name]);
+      assert.equal(again.status.containerStatuses[0].restartCount, 0);
+      await cluster.kubectl([
+        "delete",
+        "lease",
+        lease,
+        "-n",
+        "aranya-system",
+        "--ignore-not-found",
+      ]);
+    } catch (err) {
+      console.error(await w.tails());
+      throw err;
+    } finally {
+      await w.close();
+      await services.release();
+      await cluster.release();
+    }
+  },
+});
