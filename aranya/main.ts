@@ -179,6 +179,7 @@ async function lead_(
     events,
     onDevice,
     onDeviceRemoved,
+    onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
   const pods = new PodController({
@@ -186,7 +187,13 @@ async function lead_(
     core,
     namespaces: config.namespaces,
     kubeletAddress: config.kubelet.address,
-    onSync: (result) => metrics.podSyncsTotal.inc({ result }),
+    onSync: (result) => {
+      metrics.podSyncsTotal.inc({ result });
+      metrics.reconcileTotal.inc({
+        controller: "pod",
+        result: result === "ok" ? "success" : result,
+      });
+    },
     recordEvent: (pod, type, reason, message) => {
       events.record(refOf(pod), type, reason, message);
     },

@@ -1,59 +1,215 @@
 /**
- * `deno task demo`: brings up the local control plane (it keeps running),
- * applies the EdgeDevice CRD and the sample EdgeDevices, and prints what to
- * try. Later work extends it with aranya and a local arhat so the sample
- * device turns into a Ready node.
+ * `deno task demo`: the whole system on this machine, left running.
+ *
+ * 1. the local control plane and the services (Podman among them);
+ * 2. the EdgeDevice CRD and aranya's namespace + RBAC from deploy/;
+ * 3. aranya (aranya/main.ts) with a token of its own ServiceAccount (not
+ *    admin), a websocket device listener on 127.0.0.1 with a local CA;
+ * 4. EdgeDevice `edge/demo-device`, and arhat on Podman as that device, with
+ *    the token from the device's credentials Secret;
+ * 5. once the Node is Ready, the sample workload (deploy/samples/workload.yaml)
+ *    runs on it.
+ *
+ * Everything runs detached; `deno task demo:down` stops it all.
  */
 import { binPath, ensureBuilt } from "./cluster/build.ts";
-import { startControlPlane } from "./cluster/control_plane.ts";
-import { ROOT } from "./paths.ts";
-import { run } from "./process.ts";
+import {
+  DEFAULT_CLUSTER_DIR,
+  startControlPlane,
+  stopControlPlane,
+} from "./cluster/control_plane.ts";
+import { aranyaConfigYaml, aranyaKubeconfig } from "./aranya_harness.ts";
+import { applyCrds, clusterHandle, eventually } from "./fixtures.ts";
+import { testTls } from "./link/test_tls.ts";
+import { CACHE, ROOT } from "./paths.ts";
+import { freePort, startService, stopFromPidFile, tailLog, waitReady } from "./process.ts";
+import { sampleWorkload } from "./samples.ts";
+import { startServices, stopLeftoverServices } from "./services/mod.ts";
 
 const say = (line: string) => console.error(`[demo] ${line}`);
+const NS = "edge";
+const DEVICE = "demo-device";
+/** aranya's files (its permission set reads .cache/aranya-e2e). */
+const ARANYA_DIR = `${CACHE}/aranya-e2e/demo`;
+/** arhat's files (its permission set reads and writes .cache/arhat-e2e). */
+const ARHAT_DIR = `${CACHE}/arhat-e2e/demo`;
 
-async function main(): Promise<void> {
+async function up(): Promise<void> {
+  await down(false);
   await ensureBuilt(say);
   const cp = await startControlPlane({ detached: true, log: say });
-  const kubectl = (...args: string[]) =>
-    run(binPath("kubectl"), [`--kubeconfig=${cp.kubeconfig}`, ...args]);
-  say("applying the EdgeDevice CRD");
-  await kubectl("apply", "--server-side", "-f", `${ROOT}/deploy/crds/`);
-  await kubectl(
-    "wait",
-    "--for=condition=Established",
-    "--timeout=60s",
-    "crd/edgedevices.aranya.arhat.dev",
+  const cluster = clusterHandle(cp.kubeconfig, () => Promise.resolve());
+  const services = await startServices({ detached: true, log: say });
+  say("applying the EdgeDevice CRD and aranya's RBAC (deploy/)");
+  await applyCrds(cluster);
+  await Deno.mkdir(ARANYA_DIR, { recursive: true });
+  await Deno.mkdir(ARHAT_DIR, { recursive: true });
+  const kubeconfig = await aranyaKubeconfig(cluster, ARANYA_DIR);
+  const tls = await testTls();
+  await Deno.writeTextFile(`${ARANYA_DIR}/tls.crt`, tls.cert);
+  await Deno.writeTextFile(`${ARANYA_DIR}/tls.key`, tls.key);
+  await Deno.writeTextFile(`${ARHAT_DIR}/ca.crt`, tls.ca);
+  const port = freePort();
+  const httpPort = freePort();
+  await Deno.writeTextFile(
+    `${ARANYA_DIR}/config.yaml`,
+    aranyaConfigYaml({
+      kubeconfig,
+      namespaces: [],
+      httpPort,
+      websocket: { port, certFile: `${ARANYA_DIR}/tls.crt`, keyFile: `${ARANYA_DIR}/tls.key` },
+    }),
   );
-  say("applying the sample EdgeDevices (namespace edge)");
-  // Discovery of the new kind can trail the Established condition briefly.
-  for (let i = 0;; i++) {
-    try {
-      await kubectl("apply", "-f", `${ROOT}/deploy/samples/edgedevices.yaml`);
-      break;
-    } catch (err) {
-      if (i >= 20) throw err;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+  say(
+    `starting aranya (device link wss://127.0.0.1:${port}/v1/link, ops http://127.0.0.1:${httpPort})`,
+  );
+  const aranya = await startService({
+    name: "aranya",
+    cmd: "deno",
+    args: [
+      "run",
+      `--config=${ROOT}/deno.json`,
+      "-P=aranya",
+      "--no-prompt",
+      `${ROOT}/aranya/main.ts`,
+      "--config",
+      `${ARANYA_DIR}/config.yaml`,
+    ],
+    logFile: `${ARANYA_DIR}/aranya.log`,
+    pidFile: `${ARANYA_DIR}/aranya.pid`,
+    detached: true,
+  });
+  await waitReady(aranya, async () => {
+    const r = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => undefined);
+    await r?.body?.cancel();
+    return r?.status === 200;
+  }, 60_000);
+
+  say(`creating EdgeDevice "${NS}/${DEVICE}"`);
+  await cluster.kubectl(["create", "namespace", NS]);
+  await cluster.kubectlOk(
+    ["apply", "-n", NS, "-f", "-"],
+    JSON.stringify({
+      apiVersion: "aranya.arhat.dev/v1alpha1",
+      kind: "EdgeDevice",
+      metadata: { name: DEVICE },
+      spec: {
+        connectivity: { method: "websocket" },
+        node: { labels: { "example.com/site": "demo" } },
+      },
+    }),
+  );
+  const token = await eventually("the device's credentials Secret", async () => {
+    const r = await cluster.kubectl([
+      "get",
+      "secret",
+      `${DEVICE}-arhat-credentials`,
+      "-n",
+      NS,
+      "-o",
+      "jsonpath={.data.token}",
+    ]);
+    return r.code === 0 && r.stdout ? atob(r.stdout) : undefined;
+  }, 60_000);
+  await Deno.writeTextFile(`${ARHAT_DIR}/token`, token);
+  await Deno.writeTextFile(
+    `${ARHAT_DIR}/config.yaml`,
+    `device: { namespace: ${NS}, name: ${DEVICE} }
+stateDir: ${ARHAT_DIR}/state
+runtime: { endpoint: unix://${services.endpoints.podmanSocket}, infraImage: ${services.endpoints.testImage} }
+host: { allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true }
+connectivity:
+  methods:
+    - method: websocket
+      url: wss://localhost:${port}/v1/link
+      tokenFile: ${ARHAT_DIR}/token
+      tls: { caFile: ${ARHAT_DIR}/ca.crt }
+`,
+  );
+  say("starting arhat on Podman as the device");
+  await startService({
+    name: "arhat",
+    cmd: "deno",
+    args: [
+      "run",
+      `--config=${ROOT}/deno.json`,
+      "-P=arhat",
+      "--no-prompt",
+      `${ROOT}/arhat/main.ts`,
+      "-c",
+      `${ARHAT_DIR}/config.yaml`,
+    ],
+    logFile: `${ARHAT_DIR}/arhat.log`,
+    pidFile: `${ARHAT_DIR}/arhat.pid`,
+    detached: true,
+  });
+  try {
+    await eventually(`Node "${DEVICE}" Ready`, async () => {
+      const r = await cluster.kubectl([
+        "get",
+        "node",
+        DEVICE,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+      ]);
+      return r.stdout === "True" ? true : undefined;
+    }, 90_000);
+    say("the edge node is Ready; applying the sample workload");
+    await cluster.kubectlOk(
+      ["apply", "-n", NS, "-f", "-"],
+      await sampleWorkload(DEVICE, services.endpoints.testImage),
+    );
+    await cluster.kubectlOk([
+      "wait",
+      "-n",
+      NS,
+      "--for=condition=Ready",
+      "pod",
+      "-l",
+      "app=edge-demo",
+      "--timeout=120s",
+    ]);
+  } catch (err) {
+    say(`aranya log:\n${await tailLog(`${ARANYA_DIR}/aranya.log`, 20)}`);
+    say(`arhat log:\n${await tailLog(`${ARHAT_DIR}/arhat.log`, 20)}`);
+    throw err;
   }
-  const table = await kubectl("get", "edgedevices", "-n", "edge");
   const k = `${binPath("kubectl")} --kubeconfig=${cp.kubeconfig}`;
+  const nodes = await cluster.kubectlOk(["get", "nodes", "-o", "wide"]);
+  const eds = await cluster.kubectlOk(["get", "ed", "-n", NS]);
+  const pods = await cluster.kubectlOk(["get", "pods", "-n", NS, "-o", "wide"]);
   console.log(`
-Kubernetes ${cp.version} control plane is running at ${cp.server}
-kubeconfig: ${cp.kubeconfig}
+Kubernetes ${cp.version} control plane at ${cp.server}; aranya and arhat (on Podman) are running.
 
-${table}
+${nodes}
+${eds}
+${pods}
 Try:
-  ${k} get ed -A -o wide
-  ${k} explain edgedevice.spec.connectivity
-  ${k} apply -f ${ROOT}/e2e/testdata/invalid/mqtt-without-config.yaml   # refused, names the field
+  ${k} get ed -n ${NS} -o wide
+  ${k} describe node ${DEVICE}
+  ${k} get events -n ${NS}
+  curl -s http://127.0.0.1:${httpPort}/metrics | grep ^aranya_
+  ${k} delete pod -n ${NS} -l app=edge-demo        # the Deployment's new pod runs on the device
 
-Stop it with: deno task cluster:down
+Logs: ${ARANYA_DIR}/aranya.log, ${ARHAT_DIR}/arhat.log
+Stop everything with: deno task demo:down
 `);
+}
+
+/** Stops the demo's aranya and arhat, the services and the control plane. */
+async function down(all = true): Promise<void> {
+  await stopFromPidFile(`${ARHAT_DIR}/arhat.pid`, "arhat/main.ts");
+  await stopFromPidFile(`${ARANYA_DIR}/aranya.pid`, "aranya/main.ts");
+  if (!all) return;
+  await stopLeftoverServices();
+  await stopControlPlane(DEFAULT_CLUSTER_DIR);
+  say("stopped aranya, arhat, the services and the control plane");
 }
 
 if (import.meta.main) {
   try {
-    await main();
+    if (Deno.args[0] === "down") await down();
+    else await up();
   } catch (err) {
     say(err instanceof Error ? err.message : String(err));
     Deno.exit(1);

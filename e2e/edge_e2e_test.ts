@@ -259,6 +259,12 @@ Deno.test({
       const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
       assert.match(metrics, /^aranya_devices_connected 1$/m);
       assert.match(metrics, /^aranya_api_writes_total \d+$/m);
+      assert.match(
+        metrics,
+        /^aranya_reconcile_total\{controller="edgedevice",result="success"\} [1-9]/m,
+      );
+      assert.match(metrics, /^aranya_pod_syncs_total\{result="ok"\} [1-9]/m);
+      assert.match(metrics, /^aranya_edgedevices 1$/m);
       assert.equal(
         (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).text()).trim(),
         "ok",

@@ -48,7 +48,8 @@ async function kubectl(kubeconfig: string, args: string[], stdin?: string): Prom
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-function handle(kubeconfig: string, release: () => Promise<void>): ClusterHandle {
+/** A handle on the cluster of `kubeconfig`; `release` is what releasing it does. */
+export function clusterHandle(kubeconfig: string, release: () => Promise<void>): ClusterHandle {
   return {
     kubeconfig,
     kubectl: (args, stdin) => kubectl(kubeconfig, args, stdin),
@@ -67,9 +68,9 @@ function handle(kubeconfig: string, release: () => Promise<void>): ClusterHandle
 export async function useCluster(): Promise<ClusterHandle> {
   const existing = Deno.env.get("ARANYA_TEST_KUBECONFIG");
   await ensureBuilt(); // the built kubectl is used even against an existing cluster
-  if (existing) return handle(existing, () => Promise.resolve());
+  if (existing) return clusterHandle(existing, () => Promise.resolve());
   const cp = await startControlPlane({ dir: `${CACHE}/cluster-standalone` });
-  return handle(cp.kubeconfig, () => cp.stop());
+  return clusterHandle(cp.kubeconfig, () => cp.stop());
 }
 
 /** Access to the services, and how to release them. */

@@ -41,6 +41,8 @@ export interface EdgeDeviceControllerOptions {
   /** Called after a device's cleanup, or when it is found gone (idempotent). */
   onDeviceRemoved?: DeviceRemovedHook;
   workers?: number;
+  /** Told the result of every reconcile (for metrics). */
+  onReconcile?: (result: "success" | "error") => void;
   log?: Logger;
 }
 
@@ -54,7 +56,11 @@ export class EdgeDeviceController {
   constructor(opts: EdgeDeviceControllerOptions) {
     this.#o = opts;
     this.#log = opts.log ?? nullLogger;
-    this.queue = new WorkQueue({ workers: opts.workers ?? 4, log: this.#log });
+    this.queue = new WorkQueue({
+      workers: opts.workers ?? 4,
+      onResult: opts.onReconcile,
+      log: this.#log,
+    });
   }
 
   /** Resolves once the first list completed and the watch runs. */

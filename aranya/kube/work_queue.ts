@@ -15,6 +15,8 @@ export interface WorkQueueOptions {
   workers?: number;
   /** Retry back-off per key (default 100 ms doubling to 60 s). */
   backoff?: BackoffOptions;
+  /** Told the result of every reconcile (for metrics). */
+  onResult?: (result: "success" | "error") => void;
   log?: Logger;
 }
 
@@ -33,7 +35,8 @@ export class WorkQueue {
   >();
   readonly #opts: WorkQueueOptions;
   readonly #log: Logger;
-  #wake: (() => void) | undefined;
+  /** Idle workers, each woken by one added key. */
+  readonly #idle: (() => void)[] = [];
   #processed = 0;
 
   constructor(opts: WorkQueueOptions = {}) {
@@ -50,7 +53,7 @@ export class WorkQueue {
     if (this.#queued.has(key)) return;
     this.#queued.add(key);
     this.#queue.push(key);
-    this.#wake?.();
+    this.#idle.shift()?.();
   }
 
   /** Adds `key` after `ms`. */
@@ -85,23 +88,29 @@ export class WorkQueue {
       while (!signal.aborted) {
         const key = this.#queue.shift();
         if (key === undefined) {
+          // The abort listener is removed after each wait: workers wait often, for the whole
+          // life of the process.
+          let onAbort = () => {};
           await new Promise<void>((resolve) => {
-            this.#wake = resolve;
-            signal.addEventListener("abort", () => resolve(), { once: true });
+            this.#idle.push(resolve);
+            onAbort = () => resolve();
+            signal.addEventListener("abort", onAbort, { once: true });
           });
-          this.#wake = undefined;
+          signal.removeEventListener("abort", onAbort);
           continue;
         }
         this.#queued.delete(key);
         this.#processing.add(key);
         try {
           await reconcile(key, signal);
+          this.#opts.onResult?.("success");
           const r = this.#retries.get(key);
           if (r) {
             clearTimeout(r.timer);
             this.#retries.delete(key);
           }
         } catch (err) {
+          this.#opts.onResult?.("error");
           if (!signal.aborted) {
             let r = this.#retries.get(key);
             if (!r) {
@@ -124,7 +133,7 @@ export class WorkQueue {
         }
         // Let other workers (and I/O) run between keys.
         await new Promise((r) => setTimeout(r, 0));
-        if (this.#queue.length > 0) this.#wake?.();
+        if (this.#queue.length > 0) this.#idle.shift()?.();
       }
     };
     await Promise.all(Array.from({ length: this.#opts.workers ?? 4 }, worker));

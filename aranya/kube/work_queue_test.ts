@@ -48,3 +48,25 @@ Deno.test("work queue retries failures with back-off", async () => {
   ac.abort();
   assert.equal(attempts, 3);
 });
+
+Deno.test("work queue wakes every idle worker: keys added at once run in parallel", async () => {
+  const results: string[] = [];
+  const q = new WorkQueue({ workers: 4, onResult: (r) => results.push(r) });
+  const ac = new AbortController();
+  let now = 0;
+  let peak = 0;
+  const p = q.run(ac.signal, async (key) => {
+    peak = Math.max(peak, ++now);
+    await new Promise((r) => setTimeout(r, 30));
+    now--;
+    if (key === "k7") throw new Error("fails once");
+  });
+  await new Promise((r) => setTimeout(r, 10)); // all workers idle
+  for (let i = 0; i < 8; i++) q.add(`k${i}`);
+  await new Promise((r) => setTimeout(r, 200));
+  ac.abort();
+  await p;
+  assert.equal(peak, 4, "four workers busy at once");
+  assert.ok(results.filter((r) => r === "success").length >= 7);
+  assert.ok(results.includes("error"));
+});

@@ -1,0 +1,184 @@
+/**
+ * The simulated fleet against aranya's real parts in this process (EdgeDevice
+ * controller, websocket listener with Secret authentication, one
+ * DeviceSession per link) on the real control plane: three devices connect
+ * with their Secrets' tokens, their Nodes turn Ready with the simulated node
+ * info, they answer CMD_POD_LIST with no pods, and a device whose link is cut
+ * dials again.
+ */
+import assert from "node:assert/strict";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  type V1Node,
+} from "@kubernetes/client-node";
+import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
+import { SecretAuthenticator } from "../../aranya/connectivity/secret_authenticator.ts";
+import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
+import { EdgeDeviceController } from "../../aranya/edgedevice/controller.ts";
+import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
+import { DeviceSession } from "../../aranya/virtualnode/device_session.ts";
+import { CmdKind } from "../../common/envelope.ts";
+import type { Link } from "../../common/link.ts";
+import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { testTls } from "../../e2e/link/test_tls.ts";
+import { freePort } from "../../e2e/process.ts";
+import {
+  PodDeleteCmdSchema,
+  PodListCmdSchema,
+  PodStatusListMsgSchema,
+  PodStatusMsg_Phase,
+  PodStatusMsgSchema,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import { SimFleet } from "./sim_fleet.ts";
+
+const ready = (n: V1Node) =>
+  n.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
+
+Deno.test({
+  name: "simulated devices connect with their tokens and their Nodes turn Ready",
+  // The informer watch, the listener and the fleet's sockets outlive steps; all stopped in finally.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const cluster = await useCluster();
+    const ns = uniqueName("simfleet");
+    const names = [0, 1, 2].map((i) => `${ns}-d${i}`);
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const tls = await testTls();
+    const port = freePort();
+    const ac = new AbortController();
+    const fleetAc = new AbortController();
+    const sessions = new Map<string, DeviceSession>();
+    const links = new Map<string, Link>();
+    const runs: Promise<void>[] = [];
+    const controller = new EdgeDeviceController({
+      kubeconfig: kc,
+      core,
+      custom,
+      kubeletAddress: "127.0.0.1",
+      kubeletPort: 10250,
+    });
+    const server = new WebSocketLinkServer({
+      hostname: "127.0.0.1",
+      port,
+      tls: { cert: tls.cert, key: tls.key },
+      authenticator: new SecretAuthenticator({ core, cacheMs: 0 }),
+      registry: new MemoryLinkRegistry(),
+    });
+    const fleet = new SimFleet({
+      url: `wss://localhost:${port}/v1/link`,
+      ca: tls.ca,
+      backoff: { initialMs: 100, maxMs: 1000 },
+    });
+    try {
+      await applyCrds(cluster);
+      await cluster.kubectlOk(["create", "namespace", ns]);
+      runs.push(controller.run(ac.signal));
+      runs.push(server.run(ac.signal, (link) => {
+        const s = new DeviceSession({ link, core, coordination, custom, heartbeatMs: 1000 });
+        sessions.set(link.device, s);
+        links.set(link.device, link);
+        runs.push(s.run());
+      }));
+      await Promise.all([controller.ready, server.ready]);
+      await cluster.kubectlOk(
+        ["apply", "-n", ns, "-f", "-"],
+        JSON.stringify({
+          apiVersion: "v1",
+          kind: "List",
+          items: names.map((name) => ({
+            apiVersion: "aranya.arhat.dev/v1alpha1",
+            kind: "EdgeDevice",
+            metadata: { name },
+          })),
+        }),
+      );
+      const fleetRun = fleet.run(fleetAc.signal);
+      runs.push(fleetRun);
+      await fleet.ready;
+      for (const name of names) {
+        const b64 = await eventually(`the credentials Secret of "${name}"`, async () => {
+          const r = await cluster.kubectl([
+            "get",
+            "secret",
+            "-n",
+            ns,
+            credentialsSecretName(name),
+            "-o",
+            "jsonpath={.data.token}",
+          ]);
+          return r.code === 0 && r.stdout ? r.stdout : undefined;
+        });
+        fleet.add({ namespace: ns, name, token: atob(b64) });
+      }
+
+      const nodes = await eventually("all three Nodes Ready", async () => {
+        const list = await core.listNode({ labelSelector: `arhat.dev/namespace=${ns}` });
+        return list.items.length === 3 && list.items.every(ready) ? list.items : undefined;
+      }, 60_000);
+      for (const n of nodes) {
+        const info = n.status!.nodeInfo!;
+        assert.equal(info.operatingSystem, "linux");
+        assert.equal(info.kubeletVersion, "arhat/0.1.0-sim");
+        assert.equal(info.containerRuntimeVersion, "sim://0.1.0");
+        assert.equal(n.status!.capacity!.pods, "110");
+        assert.equal(n.status!.capacity!.cpu, "4"); // 4000m, canonicalized by the API server
+      }
+      const stats = fleet.stats();
+      assert.equal(stats.devices, 3);
+      assert.equal(stats.connected, 3);
+      assert.ok((stats.commands.CMD_NODE_INFO_GET ?? 0) >= 3, JSON.stringify(stats));
+
+      // CMD_POD_LIST: an empty list.
+      const first = sessions.get(`${ns}/${names[0]}`)!;
+      const reply = await first.client.request(
+        CmdKind.CMD_POD_LIST,
+        toBinary(PodListCmdSchema, create(PodListCmdSchema, {})),
+      );
+      assert.equal(fromBinary(PodStatusListMsgSchema, reply.payload).pods.length, 0);
+
+      // CMD_POD_DELETE of a pod it does not run: DELETED, as arhat answers.
+      const uid = crypto.randomUUID();
+      const deleted = fromBinary(
+        PodStatusMsgSchema,
+        (await first.client.request(
+          CmdKind.CMD_POD_DELETE,
+          toBinary(PodDeleteCmdSchema, create(PodDeleteCmdSchema, { uid })),
+        )).payload,
+      );
+      assert.equal(deleted.uid, uid);
+      assert.equal(deleted.phase, PodStatusMsg_Phase.DELETED);
+
+      // Anything else: not supported, and counted.
+      await assert.rejects(
+        first.client.request(CmdKind.CMD_POD_ENSURE, new Uint8Array()),
+        /not supported/,
+      );
+      assert.equal(fleet.stats().unsupported.CMD_POD_ENSURE, 1);
+
+      // A cut link: the device dials again and is connected once more.
+      const connects = stats.connects;
+      links.get(`${ns}/${names[0]}`)!.close("cut by the test");
+      await eventually("the cut device to dial again", () => {
+        const s = fleet.stats();
+        return Promise.resolve(s.connects > connects && s.connected === 3 ? s : undefined);
+      }, 30_000);
+    } finally {
+      fleetAc.abort();
+      // Delete while the controller still runs, so its finalizer comes off.
+      await cluster.kubectl(["delete", "ed", "--all", "-n", ns, "--timeout=60s"]);
+      ac.abort();
+      await Promise.allSettled(runs);
+      await cluster.kubectl(["delete", "namespace", ns, "--ignore-not-found", "--wait=false"]);
+      await cluster.release();
+    }
+  },
+});

@@ -1,0 +1,211 @@
+/**
+ * deploy/aranya/: the ServiceAccount aranya-system/aranya gets exactly what
+ * aranya needs (`kubectl auth can-i --as` yes for every rule, no for a set of
+ * things it never does), the manifests pass a server-side dry run without
+ * Pod Security warnings, and the Deployment's shape and embedded config are
+ * what the docs promise (parsed with aranya's own config parser).
+ */
+import assert from "node:assert/strict";
+import { parseAllDocuments } from "yaml";
+import { parseAranyaConfig, parseAranyaFlags } from "../aranya/config.ts";
+import { applyAranyaRbac, ARANYA_USER, DEPLOY_DIR } from "./aranya_harness.ts";
+import { applyCrds, useCluster } from "./fixtures.ts";
+
+/** One `kubectl auth can-i` question: verb, resource[.group], optional subresource and namespace. */
+type Ask = [verb: string, resource: string, opts?: { sub?: string; ns?: string }];
+
+const ED = "edgedevices.aranya.arhat.dev";
+const LEASES = "leases.coordination.k8s.io";
+/** Namespaced rules of the ClusterRole hold in every namespace: asked with -A. */
+const ALL = { ns: "*" };
+
+const ALLOWED: Ask[] = [
+  ...["get", "list", "watch", "update", "patch"].map((v): Ask => [v, ED, ALL]),
+  ...["get", "update", "patch"].map((v): Ask => [v, ED, { ...ALL, sub: "status" }]),
+  ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v): Ask => [v, "nodes"]),
+  ...["get", "update", "patch"].map((v): Ask => [v, "nodes", { sub: "status" }]),
+  ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v): Ask => [
+    v,
+    "pods",
+    ALL,
+  ]),
+  ...["get", "update", "patch"].map((v): Ask => [v, "pods", { ...ALL, sub: "status" }]),
+  ...["get", "list", "watch", "create", "delete"].map((v): Ask => [v, "secrets", ALL]),
+  ...["get", "list", "watch"].map((v): Ask => [v, "configmaps", ALL]),
+  ["create", "serviceaccounts", { ...ALL, sub: "token" }],
+  ...["create", "patch", "update"].map((v): Ask => [v, "events", ALL]),
+  ...["create", "patch", "update"].map((v): Ask => [v, "events.events.k8s.io", ALL]),
+  ...["get", "create", "update", "delete"].map((v): Ask => [v, LEASES, { ns: "kube-node-lease" }]),
+  ...["get", "create", "update"].map((v): Ask => [v, LEASES, { ns: "aranya-system" }]),
+];
+
+const REFUSED: Ask[] = [
+  ["delete", "namespaces"],
+  ["create", "namespaces"],
+  ["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+  ["create", "clusterroles.rbac.authorization.k8s.io"],
+  ["escalate", "clusterroles.rbac.authorization.k8s.io"],
+  ["create", "rolebindings.rbac.authorization.k8s.io", { ns: "aranya-system" }],
+  ["create", "deployments.apps", ALL],
+  ["delete", "customresourcedefinitions.apiextensions.k8s.io"],
+  ["create", "customresourcedefinitions.apiextensions.k8s.io"],
+  ["create", ED, ALL],
+  ["delete", ED, ALL],
+  ["update", "secrets", ALL],
+  ["patch", "secrets", ALL],
+  ["update", "configmaps", ALL],
+  ["get", "serviceaccounts", ALL],
+  ["create", "pods", { ...ALL, sub: "exec" }],
+  ["get", "nodes", { sub: "proxy" }],
+  ["impersonate", "users"],
+  ["update", LEASES, { ns: "default" }],
+  ["create", LEASES, { ns: "kube-system" }],
+  ["list", LEASES, { ns: "kube-node-lease" }],
+  ["delete", LEASES, { ns: "aranya-system" }],
+  ["*", "*", ALL],
+];
+
+function canIArgs([verb, resource, o]: Ask): string[] {
+  const args = ["auth", "can-i", verb, resource, `--as=${ARANYA_USER}`];
+  if (o?.sub) args.push(`--subresource=${o.sub}`);
+  if (o?.ns === "*") args.push("--all-namespaces");
+  else if (o?.ns) args.push("-n", o.ns);
+  return args;
+}
+
+const show = ([verb, resource, o]: Ask) =>
+  `${verb} ${resource}${o?.sub ? `/${o.sub}` : ""}${
+    o?.ns === "*" ? " (all namespaces)" : o?.ns ? ` -n ${o.ns}` : ""
+  }`;
+
+/** The files of deploy/aranya/ that are Kubernetes manifests (config.sample.yaml is not). */
+const MANIFESTS = ["namespace.yaml", "rbac.yaml", "deployment.yaml", "service.yaml"].map((f) =>
+  `${DEPLOY_DIR}/${f}`
+);
+
+Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (t) => {
+  const cluster = await useCluster();
+  try {
+    await applyCrds(cluster); // so that can-i resolves edgedevices
+    await applyAranyaRbac(cluster);
+    const ask = async (a: Ask) => {
+      const r = await cluster.kubectl(canIArgs(a));
+      return { ask: show(a), answer: r.stdout.trim(), code: r.code, stderr: r.stderr.trim() };
+    };
+    await t.step("every needed rule is granted", async () => {
+      const answers = await Promise.all(ALLOWED.map(ask));
+      const missing = answers.filter((a) => a.answer !== "yes");
+      assert.deepEqual(missing, [], `refused but needed: ${missing.map((m) => m.ask).join("; ")}`);
+    });
+    await t.step("nothing beyond it", async () => {
+      const answers = await Promise.all(REFUSED.map(ask));
+      const extra = answers.filter((a) => a.answer !== "no");
+      assert.deepEqual(extra, [], `granted but not needed: ${extra.map((m) => m.ask).join("; ")}`);
+    });
+    await t.step("no wildcards in the rules", async () => {
+      const docs = parseAllDocuments(await Deno.readTextFile(`${DEPLOY_DIR}/rbac.yaml`)).map((
+        d,
+      ) => d.toJS());
+      for (const d of docs.filter((d) => d.kind === "ClusterRole" || d.kind === "Role")) {
+        for (const rule of d.rules) {
+          for (const field of ["apiGroups", "resources", "verbs"]) {
+            assert.ok(!rule[field].includes("*"), `${d.kind} ${d.metadata.name}: "*" in ${field}`);
+          }
+        }
+      }
+    });
+    await t.step("the manifests pass a server-side dry run without warnings", async () => {
+      const r = await cluster.kubectl([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=aranya-e2e",
+        "--dry-run=server",
+        ...MANIFESTS.flatMap((f) => ["-f", f]),
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      for (
+        const o of [
+          "namespace/aranya-system",
+          "clusterrole.rbac.authorization.k8s.io/aranya",
+          "configmap/aranya-config",
+          "deployment.apps/aranya",
+          "service/aranya",
+        ]
+      ) assert.match(r.stdout, new RegExp(`${o} .*\\(server dry run\\)`));
+      // e.g. `Warning: would violate PodSecurity "restricted:latest": ...`
+      assert.doesNotMatch(r.stderr, /Warning/i, r.stderr);
+    });
+  } finally {
+    await cluster.release();
+  }
+});
+
+Deno.test("aranya's Deployment: two replicas, probes, hardened, config from a ConfigMap", async () => {
+  const docs = parseAllDocuments(await Deno.readTextFile(`${DEPLOY_DIR}/deployment.yaml`)).map((
+    d,
+  ) => d.toJS());
+  const deployment = docs.find((d) => d.kind === "Deployment");
+  const configMap = docs.find((d) => d.kind === "ConfigMap");
+  assert.ok(deployment && configMap);
+  const spec = deployment.spec.template.spec;
+  assert.equal(deployment.spec.replicas, 2);
+  assert.equal(spec.serviceAccountName, "aranya");
+  assert.equal(spec.securityContext.runAsNonRoot, true);
+  assert.equal(spec.securityContext.seccompProfile.type, "RuntimeDefault");
+  const c = spec.containers[0];
+  assert.equal(c.image, "ghcr.io/arhat-dev/aranya:0.1.0");
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"]);
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+  assert.deepEqual(c.livenessProbe.httpGet, { path: "/healthz", port: "http" });
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "http" });
+  const ports = Object.fromEntries(
+    c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]),
+  );
+
+  // The args as the kubelet passes them ($(POD_NAME) expanded), through aranya's own parsers.
+  const flags = parseAranyaFlags(
+    c.args.map((a: string) => a.replace("$(POD_NAME)", "aranya-5d9c7-x2x7q")),
+  );
+  const mount = (name: string) =>
+    c.volumeMounts.find((m: { name: string }) => m.name === name).mountPath;
+  assert.equal(flags.config, mount("config"));
+  const vol = (name: string) => spec.volumes.find((v: { name: string }) => v.name === name);
+  assert.equal(vol("config").configMap.name, configMap.metadata.name);
+  assert.equal(vol("tls").secret.secretName, "aranya-tls");
+  const config = parseAranyaConfig(configMap.data["config.yaml"], {
+    env: { POD_IP: "10.0.0.7", POD_NAMESPACE: "aranya-system" },
+    flags,
+  });
+  assert.equal(config.leaderElection.enabled, true);
+  assert.equal(config.leaderElection.namespace, "aranya-system");
+  assert.equal(config.leaderElection.identity, "aranya-5d9c7-x2x7q");
+  assert.equal(config.kubelet.address, "10.0.0.7");
+  assert.equal(config.kubeconfig, undefined, "in-cluster: the service account's token");
+  assert.equal(config.http.listen.port, ports.http);
+  assert.equal(config.links.websocket?.listen.port, ports.websocket);
+  assert.equal(config.links.grpc?.listen.port, ports.grpc);
+  assert.equal(config.kubelet.port, ports.kubelet);
+  for (const tls of [config.links.websocket?.tls, config.links.grpc?.tls]) {
+    assert.ok(tls?.certFile.startsWith(`${mount("tls")}/`));
+    assert.ok(tls?.keyFile.startsWith(`${mount("tls")}/`));
+  }
+
+  // The Service reaches the named container ports.
+  const service = parseAllDocuments(await Deno.readTextFile(`${DEPLOY_DIR}/service.yaml`))
+    .map((d) => d.toJS()).find((d) => d.kind === "Service");
+  const svcPorts = Object.fromEntries(
+    service.spec.ports.map((p: { name: string; port: number; targetPort: string }) => [
+      p.name,
+      [p.port, p.targetPort],
+    ]),
+  );
+  assert.deepEqual(svcPorts, {
+    websocket: [8443, "websocket"],
+    grpc: [8444, "grpc"],
+    kubelet: [10250, "kubelet"],
+  });
+  assert.deepEqual(service.spec.selector, deployment.spec.selector.matchLabels);
+});
