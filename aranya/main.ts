@@ -166,13 +166,16 @@ async function lead_(
     known.delete(key);
     metrics.edgeDevices.set(known.size);
     mqtt?.removeDevice(key);
-    // Tell the device: its link closes; it cannot dial back (its credentials are gone).
+    // Tell the device: its link closes; it cannot dial back (its credentials are gone, and
+    // forgotten here rather than served from the token cache).
+    authenticator.forget(key);
     registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
   };
   const edgeDevices = new EdgeDeviceController({
     kubeconfig: kc,
     core,
     custom,
+    objects: clients.objects,
     kubeletAddress: config.kubelet.address,
     kubeletPort: config.kubelet.port,
     namespaces: config.namespaces,

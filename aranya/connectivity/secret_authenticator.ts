@@ -48,8 +48,18 @@ export class SecretAuthenticator implements DeviceAuthenticator {
         });
       }
     }
-    this.#cache.set(device, { token, until: Date.now() + (this.#o.cacheMs ?? 30_000) });
+    // "No such device" is kept briefly only: its Secret may be about to appear.
+    const ttl = this.#o.cacheMs ?? 30_000;
+    this.#cache.set(device, {
+      token,
+      until: Date.now() + (token === undefined ? Math.min(ttl, 2_000) : ttl),
+    });
     return token;
+  }
+
+  /** Drops what is cached for `device` (call when the device was removed). */
+  forget(device: string): void {
+    this.#cache.delete(device);
   }
 
   async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
@@ -58,6 +68,9 @@ export class SecretAuthenticator implements DeviceAuthenticator {
     for (const fresh of [false, true]) {
       if (fresh) this.#cache.delete(device);
       const want = await this.#token(device);
+      // No Secret (a deleted or unknown device, cached as such): no second read, so a device
+      // that keeps dialing does not cost an API request each time.
+      if (want === undefined && !fresh) break;
       if (want !== undefined && given !== undefined && constantTimeEqual(given, want)) return;
     }
     throw new UnauthenticatedError(`Device "${device}" presented no valid credentials`);

@@ -27,6 +27,8 @@ export interface EdgeDeviceControllerOptions {
   kubeconfig: KubeConfig;
   core: CoreV1Api;
   custom: CustomObjectsApi;
+  /** Generic object client (default: one made from `kubeconfig`, outside any rate limit). */
+  objects?: KubernetesObjectApi;
   kubeletAddress: string;
   kubeletPort: number;
   /** Namespaces to watch; empty or absent: all namespaces. */
@@ -57,7 +59,7 @@ export class EdgeDeviceController {
     this.#o = opts;
     this.#log = opts.log ?? nullLogger;
     this.queue = new WorkQueue({
-      workers: opts.workers ?? 4,
+      workers: opts.workers ?? 16,
       onResult: opts.onReconcile,
       log: this.#log,
     });
@@ -71,7 +73,7 @@ export class EdgeDeviceController {
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const reconciler = new EdgeDeviceReconciler({
-      objects: KubernetesObjectApi.makeApiClient(this.#o.kubeconfig),
+      objects: this.#o.objects ?? KubernetesObjectApi.makeApiClient(this.#o.kubeconfig),
       core: this.#o.core,
       custom: this.#o.custom,
       kubeletAddress: this.#o.kubeletAddress,

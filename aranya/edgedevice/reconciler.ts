@@ -129,8 +129,11 @@ export class EdgeDeviceReconciler {
       throw fromApiError(`Reading EdgeDevice "${key}"`, err);
     }
     ref.uid = ed.metadata?.uid;
-    const event = (type: EventType, reason: string, message: string) =>
-      this.#events.record(ref, type, reason, message);
+    // Events are written beside the reconcile, not waited for: they never fail it, and waiting
+    // would add an API round trip per Event to every device's setup.
+    const event = (type: EventType, reason: string, message: string): void => {
+      void this.#events.record(ref, type, reason, message);
+    };
     if (ed.metadata?.deletionTimestamp) {
       if (ed.metadata.finalizers?.includes(FINALIZER)) {
         await this.#cleanup(namespace, name);
@@ -155,7 +158,7 @@ export class EdgeDeviceReconciler {
       ed,
       namespace,
       name,
-      () => event("Normal", "NodeCreated", `Created Node "${name}"`),
+      () => Promise.resolve(event("Normal", "NodeCreated", `Created Node "${name}"`)),
     );
     if (await this.#ensureVirtualPod(namespace, name)) {
       await event("Normal", "VirtualPodCreated", `Created the virtual pod "${namespace}/${name}"`);

@@ -4,7 +4,13 @@
  * file, KUBECONFIG or the in-cluster service account.
  */
 import assert from "node:assert/strict";
-import { AuthenticationV1Api, KubeConfig } from "@kubernetes/client-node";
+import https from "node:https";
+import {
+  AuthenticationV1Api,
+  HttpMethod,
+  KubeConfig,
+  RequestContext,
+} from "@kubernetes/client-node";
 import { CanceledError, InvalidInputError, NotFoundError } from "../../common/errors.ts";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { ROOT } from "../../e2e/paths.ts";
@@ -14,6 +20,7 @@ import {
   loadKubeConfig,
   makeKubeClients,
   SERVICE_ACCOUNT_DIR,
+  SharedAgentAuth,
   withSignal,
 } from "./client.ts";
 import { TokenBucket } from "./rate_limiter.ts";
@@ -237,6 +244,31 @@ Deno.test("loadKubeConfig() in a cluster uses the service account token and CA",
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await cluster.kubectl(["delete", "namespace", ns, "--wait=false"]);
+    await cluster.release();
+  }
+});
+
+Deno.test("every request of the clients shares one keep-alive agent with the kubeconfig's TLS", async () => {
+  const cluster = await useCluster();
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    const auth = new SharedAgentAuth(kc);
+    const server = kc.getCurrentCluster()!.server;
+    const a = new RequestContext(`${server}/api`, HttpMethod.GET);
+    const b = new RequestContext(`${server}/apis`, HttpMethod.GET);
+    await auth.applySecurityAuthentication(a);
+    await auth.applySecurityAuthentication(b);
+    const agent = a.getAgent() as https.Agent & { options: https.AgentOptions };
+    assert.ok(agent, "an agent is set");
+    assert.equal(b.getAgent(), agent, "the same agent for every request");
+    assert.equal(agent.options.keepAlive, true);
+    assert.ok(agent.options.ca, "the cluster CA is kept");
+    assert.ok(agent.options.cert && agent.options.key, "the client certificate is kept");
+    // And requests through it work (many in a row, over the pooled connection).
+    const clients = makeKubeClients(kc, { limiter: new TokenBucket({ qps: 1000, burst: 1000 }) });
+    for (let i = 0; i < 20; i++) await clients.core.readNamespace({ name: "default" });
+  } finally {
     await cluster.release();
   }
 });

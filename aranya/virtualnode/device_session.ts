@@ -242,6 +242,11 @@ export class DeviceSession {
     } catch (err) {
       if ((err as AranyaError).kind !== "not-found") {
         this.#log.warn("marking the node disconnected failed", { error: errorMessage(err) });
+      } else {
+        // The Node is gone: the EdgeDevice was deleted (that closed the link). Its status, virtual
+        // pod and Events went with it.
+        this.#log.info("edge device removed; link closed", { node: this.node });
+        return;
       }
     }
     const then = this.#now();

@@ -112,7 +112,8 @@ export class PodController {
   constructor(opts: PodControllerOptions) {
     this.#o = opts;
     this.#log = (opts.log ?? nullLogger).with({ controller: "pods" });
-    this.queue = new WorkQueue({ workers: opts.workers ?? 4, log: this.#log });
+    // Workers mostly wait on the API server and devices: many at once hide that latency.
+    this.queue = new WorkQueue({ workers: opts.workers ?? 16, log: this.#log });
   }
 
   /** Resolves once every pod watch listed and runs. */
@@ -185,7 +186,8 @@ export class PodController {
   #observe(pod: V1Pod): void {
     const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
     const node = pod.spec?.nodeName;
-    if (!node) return;
+    // The virtual pod stands for the device itself; the device session owns it.
+    if (!node || pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") return;
     const prev = this.#known.get(key);
     if (!prev || prev.uid !== pod.metadata?.uid) {
       // A new pod under this key; the old uid (if any) is handled by reconcile.

@@ -96,6 +96,7 @@ function report(n: number, runs: ScaleResult[]) {
     deletePerSec: m((r) => r.deletePerSec),
     deleteSeconds: m((r) => r.deleteSeconds),
     peakRssMB: m((r) => r.peakRssMB),
+    peakHeapMB: m((r) => r.peakHeapMB),
     cpuSeconds: m((r) => r.cpuSeconds),
     createCpuSeconds: m((r) => r.createCpuSeconds),
     deleteCpuSeconds: m((r) => r.deleteCpuSeconds),
@@ -123,7 +124,7 @@ function report(n: number, runs: ScaleResult[]) {
   say(
     `RSS N=${n}: peak ${
       show(r.peakRssMB, " MB")
-    } (${last.rssSource}; 2019 aranya ~${ANCHORS.aranya2019RssMBAt1000} MB for 1000 devices; goal <= ${ANCHORS.goalRssMBAt1000} MB for 1000)`,
+    }, V8 heap in use peak ${show(r.peakHeapMB, " MB")} (${last.rssSource}; 2019 aranya ~${ANCHORS.aranya2019RssMBAt1000} MB for 1000 devices; goal <= ${ANCHORS.goalRssMBAt1000} MB for 1000)`,
   );
   say(
     `CPU N=${n}: ${show(r.cpuSeconds, " s")} over aranya's life (create phase ${

@@ -45,6 +45,8 @@ export class MetricsSampler {
   readonly #o: MetricsSamplerOptions;
   /** Highest RSS seen, bytes. */
   peakRssBytes = 0;
+  /** Highest V8 heap in use seen (process_heap_used_bytes), bytes. */
+  peakHeapBytes = 0;
   /** Where the RSS figures came from ("metrics" unless aranya lacks the metric). */
   rssSource: "metrics" | "ps" = "metrics";
   /** The latest parsed /metrics. */
@@ -76,6 +78,8 @@ export class MetricsSampler {
     this.samples++;
     const p = await this.process(this.last);
     if (p.rssBytes !== undefined) this.peakRssBytes = Math.max(this.peakRssBytes, p.rssBytes);
+    const heap = sumOf(this.last, "process_heap_used_bytes");
+    if (heap !== undefined) this.peakHeapBytes = Math.max(this.peakHeapBytes, heap);
     if (p.source === "ps") this.rssSource = "ps";
     return this.last;
   }

@@ -111,6 +111,8 @@ export interface ScaleResult {
   deleteSeconds: number;
   /** Highest RSS of aranya during the run, MB (and where it was read). */
   peakRssMB: number | null;
+  /** Peak V8 heap in use (of the RSS), MB. */
+  peakHeapMB: number | null;
   rssSource: "metrics" | "ps";
   /** aranya's CPU time at the end of the delete phase (its whole life), s. */
   cpuSeconds: number | null;
@@ -365,6 +367,7 @@ export async function runScale(o: ScaleRunOptions): Promise<ScaleResult> {
       deletePerSec: round(n / ((tGone - t2) / 1000)),
       deleteSeconds: round((tGone - t2) / 1000, 2),
       peakRssMB: sampler.peakRssBytes ? round(sampler.peakRssBytes / MB) : null,
+      peakHeapMB: sampler.peakHeapBytes ? round(sampler.peakHeapBytes / MB) : null,
       rssSource: sampler.rssSource,
       cpuSeconds: nullRound(p2.cpuSeconds ?? null, 2),
       createCpuSeconds: nullRound(delta(p1.cpuSeconds, p0.cpuSeconds), 2),
