@@ -154,21 +154,22 @@ Deno.test({
           assert.equal(vpod.metadata.labels["arhat.dev/role"], "VirtualPod");
           assert.equal(vpod.status.phase, "Pending");
 
-          const list = await events(ns, name);
-          const reasons = list.map((e) => e.reason).sort();
-          assert.deepEqual(
-            reasons,
-            ["CredentialsCreated", "NodeCreated", "VirtualPodCreated"],
-            JSON.stringify(list.map((e) => e.message)),
-          );
+          // Events are written beside the reconcile: wait for them.
+          const list = await eventually("the Provisioned Event", async () => {
+            const l = await events(ns, name);
+            return l.some((e) => e.reason === "Provisioned") ? l : undefined;
+          });
+          assert.deepEqual(list.map((e) => e.reason), ["Provisioned"], JSON.stringify(list));
           for (const e of list) {
             assert.equal(e.type, "Normal");
             assert.equal(e.involvedObject.uid, ed.metadata.uid);
             assert.equal(e.source.component, "aranya");
           }
           assert.equal(
-            list.find((e) => e.reason === "NodeCreated")!.message,
-            `Created Node "${name}"`,
+            list[0]!.message,
+            `Created Node "${name}", the virtual pod "${ns}/${name}", Secret "${
+              credentialsSecretName(name)
+            }" with the device's token`,
           );
           const hooked = live.find((e) => e.metadata?.name === name);
           assert.ok(hooked, "onDevice was called");
@@ -269,9 +270,12 @@ Deno.test({
           ]);
           return r.code === 0 ? true : undefined;
         }, 90_000);
-        const list = await events(nsFail, failing);
-        const reasons = list.map((e) => e.reason);
-        assert.ok(reasons.includes("CredentialsCreated"), reasons.join(","));
+        const list = await eventually("the Event for the Secret", async () => {
+          const l = await events(nsFail, failing);
+          return l.some((e) => e.reason === "Provisioned" && /Secret/.test(e.message))
+            ? l
+            : undefined;
+        });
         // Each retry failed alike: one Event, counted, rather than one per retry.
         assert.equal(list.filter((e) => e.message === warning.message).length, 1);
       });
