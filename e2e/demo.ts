@@ -24,6 +24,8 @@ import { testTls } from "./link/test_tls.ts";
 import { CACHE, ROOT } from "./paths.ts";
 import { freePort, startService, stopFromPidFile, tailLog, waitReady } from "./process.ts";
 import { sampleWorkload } from "./samples.ts";
+import { EngineClient } from "./services/engine_client.ts";
+import { PODMAN_SOCKET } from "./services/podman.ts";
 import { startServices, stopLeftoverServices } from "./services/mod.ts";
 
 const say = (line: string) => console.error(`[demo] ${line}`);
@@ -201,6 +203,15 @@ async function down(all = true): Promise<void> {
   await stopFromPidFile(`${ARHAT_DIR}/arhat.pid`, "arhat/main.ts");
   await stopFromPidFile(`${ARANYA_DIR}/aranya.pid`, "aranya/main.ts");
   if (!all) return;
+  // arhat leaves its pods running when it stops (offline autonomy): remove the demo's containers
+  // while the Podman service still answers.
+  const podman = new EngineClient(PODMAN_SOCKET);
+  try {
+    for (const c of await podman.containers({ "arhat.dev/managed": "true" })) {
+      await (await podman.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
+    }
+  } catch { /* Podman is not running: nothing to remove */ }
+  podman.close();
   await stopLeftoverServices();
   await stopControlPlane(DEFAULT_CLUSTER_DIR);
   say("stopped aranya, arhat, the services and the control plane");
