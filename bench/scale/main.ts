@@ -122,9 +122,9 @@ function report(n: number, runs: ScaleResult[]) {
     }`,
   );
   say(
-    `RSS N=${n}: peak ${
-      show(r.peakRssMB, " MB")
-    }, V8 heap in use peak ${show(r.peakHeapMB, " MB")} (${last.rssSource}; 2019 aranya ~${ANCHORS.aranya2019RssMBAt1000} MB for 1000 devices; goal <= ${ANCHORS.goalRssMBAt1000} MB for 1000)`,
+    `RSS N=${n}: peak ${show(r.peakRssMB, " MB")}, V8 heap in use peak ${
+      show(r.peakHeapMB, " MB")
+    } (${last.rssSource}; 2019 aranya ~${ANCHORS.aranya2019RssMBAt1000} MB for 1000 devices; goal <= ${ANCHORS.goalRssMBAt1000} MB for 1000)`,
   );
   say(
     `CPU N=${n}: ${show(r.cpuSeconds, " s")} over aranya's life (create phase ${
