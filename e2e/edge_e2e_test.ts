@@ -37,6 +37,7 @@ import { CACHE } from "./paths.ts";
 import { freePort } from "./process.ts";
 import { EngineClient } from "./services/engine_client.ts";
 import { sampleWorkload } from "./samples.ts";
+import { registryImage, TEST_IMAGE_TAG } from "./services/mod.ts";
 
 const CREDENTIALS = (name: string) => `${name}-arhat-credentials`;
 
@@ -321,7 +322,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "e2e: an MQTT device through the real mosquitto works like the websocket one",
+  name:
+    "e2e: an MQTT device through the real mosquitto works like the websocket one (and pulls with an imagePullSecret)",
   ...TEST,
   fn: async () => {
     const cluster = await useCluster();
@@ -352,6 +354,17 @@ Deno.test({
 `,
       );
       await w.nodeReady(name, "True");
+      // The image comes from the local registry, which wants credentials: an imagePullSecret.
+      const { registry, registryUser, registryPassword } = services.endpoints;
+      await w.kubectl([
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        `--docker-server=${registry}`,
+        `--docker-username=${registryUser}`,
+        `--docker-password=${registryPassword}`,
+      ]);
       await w.kubectl(
         ["apply", "-f", "-"],
         JSON.stringify({
@@ -359,18 +372,21 @@ Deno.test({
           kind: "Pod",
           metadata: { name: "mqtt-pod", labels: { app: "mqtt-pod" } },
           spec: {
+            imagePullSecrets: [{ name: "regcred" }],
             nodeSelector: { "arhat.dev/name": name },
             tolerations: [{ key: "arhat.dev/namespace", operator: "Exists", effect: "NoSchedule" }],
             terminationGracePeriodSeconds: 2,
             containers: [{
               name: "c",
-              image: services.endpoints.testImage,
+              image: `${registryImage(registry)}:${TEST_IMAGE_TAG}`,
+              imagePullPolicy: "Always",
               command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
             }],
           },
         }),
       );
       const pod = await w.runningPod("app=mqtt-pod");
+      assert.ok(pod.status.containerStatuses[0].imageID, "pulled with the pod's credentials");
       assert.equal((await w.appContainers(pod.metadata.uid))[0]?.State, "running");
       await w.kubectl(["delete", "pod", "mqtt-pod", "--wait=true"]);
       assert.deepEqual(await w.appContainers(pod.metadata.uid), []);
