@@ -21,6 +21,14 @@
  */
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
+import {
+  checkAbsolute,
+  checkLabel,
+  checkSubdomain,
+  type ClientTlsFiles,
+  DNS_SUBDOMAIN,
+  readClientTls,
+} from "../common/config_checks.ts";
 import { ConfigError, ConfigProblems, ConfigReader } from "../common/config_reader.ts";
 import { envLookup, type EnvSource, processEnv } from "../common/env_expand.ts";
 import { errorMessage, NotFoundError } from "../common/errors.ts";
@@ -76,15 +84,7 @@ export interface ServerTlsFiles {
 }
 
 /** TLS files of a client connection (PEM). */
-export interface ClientTlsFiles {
-  /** CA bundle that verifies the server; default: system roots. */
-  caFile?: string;
-  /** Client certificate; set together with `keyFile`. */
-  certFile?: string;
-  keyFile?: string;
-  /** Name to verify in the server certificate when it differs from the host dialed. */
-  serverName?: string;
-}
+export type { ClientTlsFiles };
 
 /** The WebSocket device listener. */
 export interface WebSocketLinkConfig {
@@ -327,19 +327,8 @@ async function podNamespace(env: EnvSource): Promise<string | undefined> {
   }
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
-const checkLabel = (v: string) =>
-  DNS_LABEL.test(v) && v.length <= 63
-    ? undefined
-    : 'must be a DNS label (lowercase letters, digits and "-", at most 63 characters)';
-const checkSubdomain = (v: string) =>
-  DNS_SUBDOMAIN.test(v) && v.length <= 253
-    ? undefined
-    : 'must be a DNS subdomain (lowercase letters, digits, "-" and ".", at most 253 characters)';
-const checkAbsolute = (v: string) => (v.startsWith("/") ? undefined : "must be an absolute path");
 const checkLogLevel = (v: string) =>
   (LOG_LEVELS as readonly string[]).includes(v)
     ? undefined
@@ -577,28 +566,6 @@ function readServerTls(r: ConfigReader): ServerTlsFiles {
   };
   const ca = r.string("clientCaFile", { check: checkAbsolute });
   if (ca !== undefined) tls.clientCaFile = ca;
-  r.finish();
-  return tls;
-}
-
-function readClientTls(r: ConfigReader): ClientTlsFiles {
-  const tls: ClientTlsFiles = {};
-  const caFile = r.string("caFile", { check: checkAbsolute });
-  const certFile = r.string("certFile", { check: checkAbsolute });
-  const keyFile = r.string("keyFile", { check: checkAbsolute });
-  const serverName = r.string("serverName", {
-    check: (v) => (DNS_SUBDOMAIN.test(v.toLowerCase()) ? undefined : "must be a DNS name"),
-  });
-  if (r.has("certFile") !== r.has("keyFile")) {
-    const [missing, present] = r.has("certFile")
-      ? ["keyFile", "certFile"]
-      : ["certFile", "keyFile"];
-    r.problems.add(r.pathOf(missing), `is required when ${present} is set`);
-  }
-  if (caFile !== undefined) tls.caFile = caFile;
-  if (certFile !== undefined) tls.certFile = certFile;
-  if (keyFile !== undefined) tls.keyFile = keyFile;
-  if (serverName !== undefined) tls.serverName = serverName;
   r.finish();
   return tls;
 }

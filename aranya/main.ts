@@ -21,7 +21,7 @@ import { errorMessage } from "../common/errors.ts";
 import { createLogger, type Logger } from "../common/log.ts";
 import type { Link, LinkServer } from "../common/link.ts";
 import { processEnv } from "../common/env_expand.ts";
-import { type AranyaConfig, loadAranyaConfig, USAGE } from "./config.ts";
+import { type AranyaConfig, loadAranyaConfig, type ServerTlsFiles, USAGE } from "./config.ts";
 import { MemoryLinkRegistry } from "./connectivity/registry.ts";
 import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "./connectivity/websocket/ws_link_server.ts";
@@ -224,7 +224,6 @@ async function lead_(
     pods.attach({ node: session.node, client: session.client, closed: link.closed });
   };
   const servers: LinkServer[] = [];
-  const pem = (f: string) => Deno.readTextFile(f);
   if (links.websocket) {
     const w = links.websocket;
     servers.push(
@@ -232,14 +231,7 @@ async function lead_(
         hostname: w.listen.hostname,
         port: w.listen.port,
         path: w.path,
-        tls: w.tls
-          ? {
-            cert: await pem(w.tls.certFile),
-            key: await pem(w.tls.keyFile),
-            ca: w.tls.clientCaFile ? await pem(w.tls.clientCaFile) : undefined,
-            requestCert: !!w.tls.clientCaFile,
-          }
-          : undefined,
+        tls: await serverTls(w.tls),
         authenticator,
         registry,
         log,
@@ -252,14 +244,7 @@ async function lead_(
       new GrpcLinkServer({
         hostname: g.listen.hostname,
         port: g.listen.port,
-        tls: g.tls
-          ? {
-            cert: await pem(g.tls.certFile),
-            key: await pem(g.tls.keyFile),
-            ca: g.tls.clientCaFile ? await pem(g.tls.clientCaFile) : undefined,
-            requestCert: !!g.tls.clientCaFile,
-          }
-          : undefined,
+        tls: await serverTls(g.tls),
         authenticator,
         registry,
         log,
@@ -281,6 +266,18 @@ async function lead_(
   }
   await Promise.all([...controllers, ...listeners]);
   await Promise.allSettled([...sessions]);
+}
+
+/** A listener's PEM material from its files (client certificates asked for when a CA is set). */
+async function serverTls(files: ServerTlsFiles | undefined) {
+  if (!files) return undefined;
+  const pem = (f: string) => Deno.readTextFile(f);
+  return {
+    cert: await pem(files.certFile),
+    key: await pem(files.keyFile),
+    ca: files.clientCaFile ? await pem(files.clientCaFile) : undefined,
+    requestCert: files.clientCaFile !== undefined,
+  };
 }
 
 if (import.meta.main) {

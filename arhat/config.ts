@@ -14,6 +14,13 @@
  * @module
  */
 import { parseDocument } from "yaml";
+import {
+  checkAbsolute,
+  checkLabel,
+  checkSubdomain,
+  type ClientTlsFiles,
+  readClientTls,
+} from "../common/config_checks.ts";
 import { ConfigProblems, ConfigReader } from "../common/config_reader.ts";
 import { parseDuration } from "../common/duration.ts";
 import { type EnvSource, processEnv } from "../common/env_expand.ts";
@@ -48,16 +55,8 @@ export const CONNECTIVITY_METHODS = ["websocket", "mqtt", "grpc"] as const;
 /** One of {@link CONNECTIVITY_METHODS}. */
 export type ConnectivityMethodName = typeof CONNECTIVITY_METHODS[number];
 
-/** TLS files of a transport (PEM). */
-export interface TlsFiles {
-  /** CA bundle that verifies aranya's (or the broker's) certificate; default: system roots. */
-  caFile?: string;
-  /** Client certificate; set together with `keyFile`. */
-  certFile?: string;
-  keyFile?: string;
-  /** Name to verify in the server certificate when it differs from the host dialed. */
-  serverName?: string;
-}
+/** TLS files of a transport (PEM): the CA that verifies aranya (or the broker), client certificate. */
+export type TlsFiles = ClientTlsFiles;
 
 /** Reconnect back-off, shaped like `common/backoff.ts` `BackoffOptions`. */
 export interface BackoffConfig {
@@ -189,18 +188,6 @@ export function parseConfig(
   return config;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
-const checkLabel = (v: string) =>
-  DNS_LABEL.test(v) && v.length <= 63
-    ? undefined
-    : 'must be a DNS label (lowercase letters, digits and "-", at most 63 characters)';
-const checkSubdomain = (v: string) =>
-  DNS_SUBDOMAIN.test(v) && v.length <= 253
-    ? undefined
-    : 'must be a DNS subdomain (lowercase letters, digits, "-" and ".", at most 253 characters)';
-const checkAbsolute = (v: string) => (v.startsWith("/") ? undefined : "must be an absolute path");
 const checkImage = (v: string) =>
   v !== "" && !/\s/.test(v) ? undefined : "must be an image reference without spaces";
 
@@ -350,7 +337,7 @@ function readMethod(
   };
   let tls: TlsFiles | undefined;
   if (r.has("tls")) {
-    tls = readTls(r.object("tls"));
+    tls = readClientTls(r.object("tls"));
     common.tls = tls;
   } else {
     r.ignore("tls");
@@ -433,28 +420,6 @@ function urlCheck(protocols: string[]): (v: string) => string | undefined {
     if (!protocols.includes(url.protocol) || url.hostname === "") return `must be a ${want} URL`;
     return undefined;
   };
-}
-
-function readTls(r: ConfigReader): TlsFiles {
-  const tls: TlsFiles = {};
-  const caFile = r.string("caFile", { check: checkAbsolute });
-  const certFile = r.string("certFile", { check: checkAbsolute });
-  const keyFile = r.string("keyFile", { check: checkAbsolute });
-  const serverName = r.string("serverName", {
-    check: (v) => (DNS_SUBDOMAIN.test(v.toLowerCase()) ? undefined : "must be a DNS name"),
-  });
-  if (r.has("certFile") !== r.has("keyFile")) {
-    const [missing, present] = r.has("certFile")
-      ? ["keyFile", "certFile"]
-      : ["certFile", "keyFile"];
-    r.problems.add(r.pathOf(missing), `is required when ${present} is set`);
-  }
-  if (caFile !== undefined) tls.caFile = caFile;
-  if (certFile !== undefined) tls.certFile = certFile;
-  if (keyFile !== undefined) tls.keyFile = keyFile;
-  if (serverName !== undefined) tls.serverName = serverName;
-  r.finish();
-  return tls;
 }
 
 function readMqtt(r: ConfigReader): MqttMethodConfig["mqtt"] | undefined {

@@ -19,11 +19,12 @@ import {
   stopControlPlane,
 } from "./cluster/control_plane.ts";
 import { aranyaConfigYaml, aranyaKubeconfig } from "./aranya_harness.ts";
-import { applyCrds, clusterHandle, eventually } from "./fixtures.ts";
+import { applyCrds, clusterHandle } from "./fixtures.ts";
 import { testTls } from "./link/test_tls.ts";
 import { CACHE, ROOT } from "./paths.ts";
 import { freePort, startService, stopFromPidFile, tailLog, waitReady } from "./process.ts";
 import { sampleWorkload } from "./samples.ts";
+import { waitDeviceToken, waitNodeReady } from "./edge_fixtures.ts";
 import { EngineClient } from "./services/engine_client.ts";
 import { PODMAN_SOCKET } from "./services/podman.ts";
 import { startServices, stopLeftoverServices } from "./services/mod.ts";
@@ -101,18 +102,7 @@ async function up(): Promise<void> {
       },
     }),
   );
-  const token = await eventually("the device's credentials Secret", async () => {
-    const r = await cluster.kubectl([
-      "get",
-      "secret",
-      `${DEVICE}-arhat-credentials`,
-      "-n",
-      NS,
-      "-o",
-      "jsonpath={.data.token}",
-    ]);
-    return r.code === 0 && r.stdout ? atob(r.stdout) : undefined;
-  }, 60_000);
+  const token = await waitDeviceToken(cluster, NS, DEVICE);
   await Deno.writeTextFile(`${ARHAT_DIR}/token`, token);
   await Deno.writeTextFile(
     `${ARHAT_DIR}/config.yaml`,
@@ -146,16 +136,7 @@ connectivity:
     detached: true,
   });
   try {
-    await eventually(`Node "${DEVICE}" Ready`, async () => {
-      const r = await cluster.kubectl([
-        "get",
-        "node",
-        DEVICE,
-        "-o",
-        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-      ]);
-      return r.stdout === "True" ? true : undefined;
-    }, 90_000);
+    await waitNodeReady(cluster, DEVICE, "True", 90_000);
     say("the edge node is Ready; applying the sample workload");
     await cluster.kubectlOk(
       ["apply", "-n", NS, "-f", "-"],

@@ -36,10 +36,10 @@ import { testTls } from "./link/test_tls.ts";
 import { CACHE } from "./paths.ts";
 import { freePort } from "./process.ts";
 import { EngineClient } from "./services/engine_client.ts";
+import { waitDeviceToken, waitNodeReady } from "./edge_fixtures.ts";
+import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
 import { sampleWorkload } from "./samples.ts";
 import { registryImage, TEST_IMAGE_TAG } from "./services/mod.ts";
-
-const CREDENTIALS = (name: string) => `${name}-arhat-credentials`;
 
 /** One test's world: namespace, files, processes; `close` stops and removes everything. */
 class World {
@@ -100,18 +100,7 @@ class World {
         spec,
       }),
     );
-    const token = await eventually("the device's credentials Secret", async () => {
-      const r = await this.cluster.kubectl([
-        "get",
-        "secret",
-        CREDENTIALS(name),
-        "-n",
-        this.ns,
-        "-o",
-        "jsonpath={.data.token}",
-      ]);
-      return r.code === 0 && r.stdout ? atob(r.stdout) : undefined;
-    }, 60_000);
+    const token = await waitDeviceToken(this.cluster, this.ns, name);
     await Deno.writeTextFile(`${this.arhatDir}/${name}.token`, token);
     return `${this.arhatDir}/${name}.token`;
   }
@@ -131,17 +120,8 @@ ${methods}`,
     this.arhat = spawnArhat(config);
   }
 
-  async nodeReady(name: string, want: "True" | "False", timeoutMs = 60_000): Promise<string> {
-    return await eventually(`Node "${name}" Ready=${want}`, async () => {
-      const r = await this.cluster.kubectl([
-        "get",
-        "node",
-        name,
-        "-o",
-        'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}',
-      ]);
-      return r.code === 0 && r.stdout.startsWith(`${want}/`) ? r.stdout : undefined;
-    }, timeoutMs);
+  nodeReady(name: string, want: "True" | "False", timeoutMs = 60_000): Promise<string> {
+    return waitNodeReady(this.cluster, name, want, timeoutMs);
   }
 
   async runningPod(selector: string, timeoutMs = 90_000) {
@@ -302,7 +282,7 @@ Deno.test({
           ["Node", ["get", "node", name]],
           ["Lease", ["get", "lease", name, "-n", "kube-node-lease"]],
           ["virtual pod", ["get", "pod", name, "-n", w.ns]],
-          ["Secret", ["get", "secret", CREDENTIALS(name), "-n", w.ns]],
+          ["Secret", ["get", "secret", credentialsSecretName(name), "-n", w.ns]],
         ] as const
       ) {
         await eventually(`the ${what} gone`, async () => {

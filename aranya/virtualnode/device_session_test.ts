@@ -24,8 +24,9 @@ import { MemoryLinkRegistry } from "../connectivity/registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
-import { credentialsSecretName, type EdgeDevice, VIRTUAL_IMAGE } from "../edgedevice/types.ts";
+import { type EdgeDevice, VIRTUAL_IMAGE } from "../edgedevice/types.ts";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
+import { waitDeviceToken } from "../../e2e/edge_fixtures.ts";
 import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { ROOT } from "../../e2e/paths.ts";
@@ -142,20 +143,7 @@ Deno.test({
           spec: { node: { labels: { "example.com/site": "lab" } } },
         }),
       );
-      const token = atob(
-        await eventually("the credentials Secret", async () => {
-          const r = await cluster.kubectl([
-            "get",
-            "secret",
-            "-n",
-            ns,
-            credentialsSecretName(name),
-            "-o",
-            "jsonpath={.data.token}",
-          ]);
-          return r.code === 0 && r.stdout ? r.stdout : undefined;
-        }),
-      );
+      const token = await waitDeviceToken(cluster, ns, name);
       await eventually("the Pending status", async () => (await getEd()).status?.node);
       assert.equal(await statusColumn(), "Pending");
       assert.equal((await getPod()).status.phase, "Pending");

@@ -21,7 +21,7 @@ import { MemoryLinkRegistry } from "../connectivity/registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
-import { credentialsSecretName } from "../edgedevice/types.ts";
+import { waitDeviceToken, waitNodeReady } from "../../e2e/edge_fixtures.ts";
 import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { ROOT } from "../../e2e/paths.ts";
@@ -102,20 +102,7 @@ Deno.test({
           metadata: { name },
         }),
       );
-      const token = atob(
-        await eventually("the credentials Secret", async () => {
-          const r = await cluster.kubectl([
-            "get",
-            "secret",
-            "-n",
-            ns,
-            credentialsSecretName(name),
-            "-o",
-            "jsonpath={.data.token}",
-          ]);
-          return r.code === 0 && r.stdout ? r.stdout : undefined;
-        }),
-      );
+      const token = await waitDeviceToken(cluster, ns, name);
       await Deno.mkdir(base, { recursive: true });
       await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
       await Deno.writeTextFile(`${base}/token`, token);
@@ -134,16 +121,7 @@ connectivity:
 `,
       );
       arhat = spawnArhat(`${base}/config.yaml`);
-      await eventually("the Node to be Ready", async () => {
-        const out = await cluster.kubectlOk([
-          "get",
-          "node",
-          name,
-          "-o",
-          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-        ]);
-        return out === "True" ? true : undefined;
-      }, 60_000);
+      await waitNodeReady(cluster, name, "True", 60_000);
 
       // The sample workload, scheduled by the real scheduler onto the edge node.
       await cluster.kubectlOk(
@@ -257,16 +235,7 @@ connectivity:
         const left = await engine.containers({ "arhat.dev/pod-uid": solo.metadata.uid });
         return left.length === 0 ? true : undefined;
       }, 60_000);
-      await eventually("the Node Ready again", async () => {
-        const out = await cluster.kubectlOk([
-          "get",
-          "node",
-          name,
-          "-o",
-          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-        ]);
-        return out === "True" ? true : undefined;
-      }, 60_000);
+      await waitNodeReady(cluster, name, "True", 60_000);
       const after = await appContainers(pod.metadata.uid);
       assert.deepEqual(after.map((c) => c.Id), [ctr.Id], "same container, not recreated");
       const again = await kubectlJson(["get", "pod", pod.metadata.name]);
