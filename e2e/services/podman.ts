@@ -53,8 +53,30 @@ graphroot = "${dir}/storage"
   );
 }
 
-/** Stops a Podman service left over from an earlier run. */
+/**
+ * Force-removes every container in the project's Podman storage. All of them
+ * belong to tests or the demo (the storage is project-local), and a container
+ * outlives the API service (its conmon keeps it running), so this runs before
+ * the service stops and after it starts. No-op when the service does not answer.
+ */
+export async function removeAllPodmanContainers(): Promise<void> {
+  const client = new EngineClient(PODMAN_SOCKET);
+  try {
+    const all = await client.call("GET", "/containers/json?all=1") as { Id: string }[];
+    await Promise.all(all.map(async (c) => {
+      const r = await client.request("DELETE", `/containers/${c.Id}?force=true&v=true`);
+      await r.body?.cancel();
+    }));
+  } catch {
+    /* the service is not running */
+  } finally {
+    client.close();
+  }
+}
+
+/** Stops a Podman service left over from an earlier run (removing its containers first). */
 export async function stopPodman(): Promise<void> {
+  await removeAllPodmanContainers();
   await stopFromPidFile(`${stateDir("podman")}/service.pid`, "podman", 20_000);
 }
 
@@ -85,5 +107,13 @@ export async function startPodman(
   } finally {
     client.close();
   }
-  return svc;
+  // Containers of an earlier run that was killed are still in the storage: start clean.
+  await removeAllPodmanContainers();
+  return {
+    ...svc,
+    stop: async (graceMs?: number) => {
+      await removeAllPodmanContainers();
+      await svc.stop(graceMs);
+    },
+  };
 }
