@@ -74,10 +74,24 @@ export async function removeAllPodmanContainers(): Promise<void> {
   }
 }
 
+/**
+ * Kills conmon processes of the project's storage that outlived their
+ * containers: exec sessions whose client went away keep their conmon waiting
+ * on its stdio after the container is gone.
+ */
+async function killStrayConmon(): Promise<void> {
+  await new Deno.Command("pkill", {
+    args: ["-KILL", "-f", `conmon .*${stateDir("podman")}/`],
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => {});
+}
+
 /** Stops a Podman service left over from an earlier run (removing its containers first). */
 export async function stopPodman(): Promise<void> {
   await removeAllPodmanContainers();
   await stopFromPidFile(`${stateDir("podman")}/service.pid`, "podman", 20_000);
+  await killStrayConmon();
 }
 
 /** Starts `podman system service` and waits until /_ping answers. */
@@ -114,6 +128,7 @@ export async function startPodman(
     stop: async (graceMs?: number) => {
       await removeAllPodmanContainers();
       await svc.stop(graceMs);
+      await killStrayConmon();
     },
   };
 }
