@@ -91,7 +91,7 @@ export async function runAranya(
   });
   elector.onLeading(async (lead) => {
     try {
-      await lead_(config, clients, metrics, lead, log, () => serving = true);
+      await serveWhileLeading(config, clients, metrics, lead, log, () => serving = true);
     } finally {
       serving = false;
     }
@@ -107,7 +107,7 @@ export async function runAranya(
 }
 
 /** Everything the leader runs; resolves when `signal` aborts and all stopped. */
-async function lead_(
+async function serveWhileLeading(
   config: AranyaConfig,
   clients: ReturnType<typeof makeKubeClients>,
   metrics: ReturnType<typeof createMetrics>,

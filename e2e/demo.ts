@@ -24,7 +24,12 @@ import { testTls } from "./link/test_tls.ts";
 import { CACHE, ROOT } from "./paths.ts";
 import { freePort, startService, stopFromPidFile, tailLog, waitReady } from "./process.ts";
 import { sampleWorkload } from "./samples.ts";
-import { waitDeviceToken, waitNodeReady } from "./edge_fixtures.ts";
+import {
+  arhatDeviceYaml,
+  waitDeviceToken,
+  waitNodeReady,
+  websocketMethod,
+} from "./edge_fixtures.ts";
 import { EngineClient } from "./services/engine_client.ts";
 import { PODMAN_SOCKET } from "./services/podman.ts";
 import { startServices, stopLeftoverServices } from "./services/mod.ts";
@@ -106,17 +111,15 @@ async function up(): Promise<void> {
   await Deno.writeTextFile(`${ARHAT_DIR}/token`, token);
   await Deno.writeTextFile(
     `${ARHAT_DIR}/config.yaml`,
-    `device: { namespace: ${NS}, name: ${DEVICE} }
-stateDir: ${ARHAT_DIR}/state
-runtime: { endpoint: unix://${services.endpoints.podmanSocket}, infraImage: ${services.endpoints.testImage} }
-host: { allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true }
-connectivity:
-  methods:
-    - method: websocket
-      url: wss://localhost:${port}/v1/link
-      tokenFile: ${ARHAT_DIR}/token
-      tls: { caFile: ${ARHAT_DIR}/ca.crt }
-`,
+    arhatDeviceYaml({
+      namespace: NS,
+      name: DEVICE,
+      stateDir: `${ARHAT_DIR}/state`,
+      podmanSocket: services.endpoints.podmanSocket,
+      image: services.endpoints.testImage,
+      methods: websocketMethod(port, `${ARHAT_DIR}/token`, `${ARHAT_DIR}/ca.crt`),
+      allowHost: true,
+    }),
   );
   say("starting arhat on Podman as the device");
   await startService({

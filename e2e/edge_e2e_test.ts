@@ -36,7 +36,12 @@ import { testTls } from "./link/test_tls.ts";
 import { CACHE } from "./paths.ts";
 import { freePort } from "./process.ts";
 import { EngineClient } from "./services/engine_client.ts";
-import { waitDeviceToken, waitNodeReady } from "./edge_fixtures.ts";
+import {
+  arhatDeviceYaml,
+  waitDeviceToken,
+  waitNodeReady,
+  websocketMethod,
+} from "./edge_fixtures.ts";
 import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
 import { sampleWorkload } from "./samples.ts";
 import { registryImage, TEST_IMAGE_TAG } from "./services/mod.ts";
@@ -78,7 +83,7 @@ class World {
     return JSON.parse(await this.kubectl([...args, "-o", "json"]));
   }
 
-  async startAranya(yaml: string, httpPort: number): Promise<AranyaProcess> {
+  async startAranya(yaml: string): Promise<AranyaProcess> {
     const config = `${this.dir}/aranya-${this.aranyas.length}.yaml`;
     await Deno.writeTextFile(config, yaml);
     const p = await spawnAranya({
@@ -86,7 +91,6 @@ class World {
       logFile: `${this.dir}/aranya-${this.aranyas.length}.log`,
     });
     this.aranyas.push(p);
-    void httpPort;
     return p;
   }
 
@@ -109,13 +113,14 @@ class World {
     const config = `${this.arhatDir}/${name}-arhat.yaml`;
     await Deno.writeTextFile(
       config,
-      `device: { namespace: ${this.ns}, name: ${name} }
-stateDir: ${this.arhatDir}/${name}-state
-runtime: { endpoint: unix://${this.services.endpoints.podmanSocket}, infraImage: ${this.services.endpoints.testImage} }
-connectivity:
-  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
-  methods:
-${methods}`,
+      arhatDeviceYaml({
+        namespace: this.ns,
+        name,
+        stateDir: `${this.arhatDir}/${name}-state`,
+        podmanSocket: this.services.endpoints.podmanSocket,
+        image: this.services.endpoints.testImage,
+        methods,
+      }),
     );
     this.arhat = spawnArhat(config);
   }
@@ -167,26 +172,37 @@ ${methods}`,
   }
 }
 
-function websocketMethod(port: number, token: string, ca: string): string {
-  return `    - method: websocket
-      url: wss://localhost:${port}/v1/link
-      tokenFile: ${token}
-      tls: { caFile: ${ca} }
-`;
-}
-
 const TEST = { sanitizeOps: false, sanitizeResources: false };
+
+/**
+ * Runs `body` in a fresh World on the shared cluster and services; prints the
+ * processes' logs when it fails; always stops everything it started.
+ */
+async function inWorld(
+  body: (w: World, cluster: ClusterHandle, services: ServicesHandle) => Promise<void>,
+): Promise<void> {
+  const cluster = await useCluster();
+  const services = await useServices();
+  const w = new World(cluster, services);
+  try {
+    await w.init();
+    await body(w, cluster, services);
+  } catch (err) {
+    console.error(await w.tails());
+    throw err;
+  } finally {
+    await w.close();
+    await services.release();
+    await cluster.release();
+  }
+}
 
 Deno.test({
   name:
     "e2e: an EdgeDevice becomes a Ready Node that runs the sample workload, survives a link cut, and is cleaned up",
   ...TEST,
-  fn: async () => {
-    const cluster = await useCluster();
-    const services = await useServices();
-    const w = new World(cluster, services);
-    try {
-      await w.init();
+  fn: () =>
+    inWorld(async (w, cluster, services) => {
       const port = freePort();
       const httpPort = freePort();
       const aranya = await w.startAranya(
@@ -197,7 +213,6 @@ Deno.test({
           websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
           node: { heartbeat: "1s", leaseDuration: "10s" },
         }),
-        httpPort,
       );
       await waitAranyaReady(aranya, httpPort);
       const name = uniqueName("dev");
@@ -290,32 +305,20 @@ Deno.test({
           return r.code !== 0 && /NotFound/.test(r.stderr) ? true : undefined;
         }, 30_000);
       }
-    } catch (err) {
-      console.error(await w.tails());
-      throw err;
-    } finally {
-      await w.close();
-      await services.release();
-      await cluster.release();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "e2e: an MQTT device through the real mosquitto works like the websocket one (and pulls with an imagePullSecret)",
   ...TEST,
-  fn: async () => {
-    const cluster = await useCluster();
-    const services = await useServices();
-    const w = new World(cluster, services);
-    try {
-      await w.init();
+  fn: () =>
+    inWorld(async (w, _cluster, services) => {
       const httpPort = freePort();
       const broker = `mqtt://${services.endpoints.mqtt}`;
       const yaml = aranyaConfigYaml({ kubeconfig: w.kubeconfig, namespaces: [w.ns], httpPort }) +
         `  mqtt: { broker: "${broker}" }\n`;
-      const aranya = await w.startAranya(yaml, httpPort);
+      const aranya = await w.startAranya(yaml);
       await waitAranyaReady(aranya, httpPort);
       const name = uniqueName("mq");
       const topicNs = `aranya-e2e/${w.ns}/${name}`;
@@ -373,26 +376,14 @@ Deno.test({
       await kill(w.arhat, "SIGKILL");
       // The broker publishes the will (OFFLINE) after the keepalive runs out.
       await w.nodeReady(name, "False", 60_000);
-    } catch (err) {
-      console.error(await w.tails());
-      throw err;
-    } finally {
-      await w.close();
-      await services.release();
-      await cluster.release();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "e2e: two replicas; killing the leader hands over, the device reconnects, no pod restarts",
   ...TEST,
-  fn: async () => {
-    const cluster = await useCluster();
-    const services = await useServices();
-    const w = new World(cluster, services);
-    try {
-      await w.init();
+  fn: () =>
+    inWorld(async (w, cluster, services) => {
       const lease = uniqueName("aranya-leader");
       const ports = [freePort(), freePort()];
       const httpPorts = [freePort(), freePort()];
@@ -408,7 +399,7 @@ Deno.test({
           "leaderElection: { enabled: false }",
           `leaderElection: { enabled: true, namespace: aranya-system, name: ${lease}, identity: replica-${i}, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 1s }`,
         );
-        replicas.push(await w.startAranya(yaml, httpPorts[i]!));
+        replicas.push(await w.startAranya(yaml));
         if (i === 0) await waitAranyaReady(replicas[0]!, httpPorts[0]!);
       }
       // The standby: alive, not ready, no device listener.
@@ -466,13 +457,5 @@ Deno.test({
         "aranya-system",
         "--ignore-not-found",
       ]);
-    } catch (err) {
-      console.error(await w.tails());
-      throw err;
-    } finally {
-      await w.close();
-      await services.release();
-      await cluster.release();
-    }
-  },
+    }),
 });

@@ -42,3 +42,37 @@ export async function waitNodeReady(
     return r.code === 0 && r.stdout.startsWith(`${want}/`) ? r.stdout : undefined;
   }, timeoutMs);
 }
+
+/** arhat's config for a device on the test Podman (fast reconnects); see {@link websocketMethod}. */
+export function arhatDeviceYaml(o: {
+  namespace: string;
+  name: string;
+  stateDir: string;
+  podmanSocket: string;
+  /** The infra container's image (the local test image). */
+  image: string;
+  /** `connectivity.methods` items, YAML. */
+  methods: string;
+  /** Turns on every host management switch. */
+  allowHost?: boolean;
+}): string {
+  const host = o.allowHost
+    ? "host: { allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true }\n"
+    : "";
+  return `device: { namespace: ${o.namespace}, name: ${o.name} }
+stateDir: ${o.stateDir}
+runtime: { endpoint: unix://${o.podmanSocket}, infraImage: ${o.image} }
+${host}connectivity:
+  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
+  methods:
+${o.methods}`;
+}
+
+/** One websocket method item for {@link arhatDeviceYaml}: aranya on localhost:`port`. */
+export function websocketMethod(port: number, tokenFile: string, caFile: string): string {
+  return `    - method: websocket
+      url: wss://localhost:${port}/v1/link
+      tokenFile: ${tokenFile}
+      tls: { caFile: ${caFile} }
+`;
+}

@@ -77,10 +77,13 @@ const PHASE: Record<number, string> = {
   [PodStatusMsg_Phase.FAILED]: "Failed",
 };
 
-/** RFC 3339 without fractions (metav1.Time); "" stays undefined. */
-function seconds(t: string): string | undefined {
+/**
+ * RFC 3339 without fractions (metav1.Time) from a device's string or an API
+ * object's time (a string from a watch, a Date from a read); "" stays undefined.
+ */
+function seconds(t: unknown): string | undefined {
   if (!t) return undefined;
-  const d = new Date(t);
+  const d = t instanceof Date ? t : new Date(String(t));
   return Number.isNaN(d.getTime()) ? undefined : d.toISOString().replace(/\.\d+Z$/, "Z");
 }
 
@@ -127,15 +130,7 @@ export function podStatusFrom(
   ): PodConditionJson => {
     const prev = previous.get(type);
     const status = ok ? "True" : "False";
-    const since = prev?.status === status && prev.lastTransitionTime
-      ? seconds(
-        String(
-          prev.lastTransitionTime instanceof Date
-            ? prev.lastTransitionTime.toISOString()
-            : prev.lastTransitionTime,
-        ),
-      ) ?? now
-      : now;
+    const since = prev?.status === status ? seconds(prev.lastTransitionTime) ?? now : now;
     return {
       type,
       status,
@@ -169,15 +164,9 @@ export function podStatusFrom(
     status.podIP = podIP;
     status.podIPs = [{ ip: podIP }];
   }
-  const start = seconds(msg.startedAt) ?? existingStart(pod);
+  const start = seconds(msg.startedAt) ?? seconds(pod.status?.startTime);
   if (start) status.startTime = start;
   return status;
-}
-
-function existingStart(pod: V1Pod): string | undefined {
-  const t = pod.status?.startTime as unknown;
-  if (!t) return undefined;
-  return seconds(t instanceof Date ? t.toISOString() : String(t));
 }
 
 function containerJson(

@@ -26,7 +26,7 @@ import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
 import { type EdgeDevice, VIRTUAL_IMAGE } from "../edgedevice/types.ts";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
-import { waitDeviceToken } from "../../e2e/edge_fixtures.ts";
+import { arhatDeviceYaml, waitDeviceToken, websocketMethod } from "../../e2e/edge_fixtures.ts";
 import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { ROOT } from "../../e2e/paths.ts";
@@ -154,17 +154,14 @@ Deno.test({
       await Deno.writeTextFile(`${base}/token`, token);
       await Deno.writeTextFile(
         `${base}/config.yaml`,
-        `device: { namespace: ${ns}, name: ${name} }
-stateDir: ${base}/state
-runtime: { endpoint: unix://${services.endpoints.podmanSocket}, infraImage: ${services.endpoints.testImage} }
-connectivity:
-  backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
-  methods:
-    - method: websocket
-      url: wss://localhost:${port}/v1/link
-      tokenFile: ${base}/token
-      tls: { caFile: ${base}/ca.crt }
-`,
+        arhatDeviceYaml({
+          namespace: ns,
+          name,
+          stateDir: `${base}/state`,
+          podmanSocket: services.endpoints.podmanSocket,
+          image: services.endpoints.testImage,
+          methods: websocketMethod(port, `${base}/token`, `${base}/ca.crt`),
+        }),
       );
       arhat = spawnArhat(`${base}/config.yaml`);
       const session = await eventually(

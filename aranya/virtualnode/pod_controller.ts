@@ -189,10 +189,9 @@ export class PodController {
     // The virtual pod stands for the device itself; the device session owns it.
     if (!node || pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") return;
     const prev = this.#known.get(key);
-    if (!prev || prev.uid !== pod.metadata?.uid) {
-      // A new pod under this key; the old uid (if any) is handled by reconcile.
-      if (!prev) this.#known.set(key, { uid: pod.metadata?.uid ?? "", node });
-    }
+    // A pod replacing another under the same key keeps the old uid recorded until reconcile
+    // has removed the old one from its device.
+    if (!prev) this.#known.set(key, { uid: pod.metadata?.uid ?? "", node });
     let keys = this.#byNode.get(node);
     if (!keys) this.#byNode.set(node, keys = new Set());
     keys.add(key);
@@ -296,7 +295,7 @@ export class PodController {
       log.info("pod sent to the device", { specHash: hash });
     }
     const status = dev.statuses.get(uid);
-    if (status) await this.#writeStatus(pod, dev, podStatusFrom(status, pod, await this.#ctx(dev)));
+    if (status) await this.#writeStatus(pod, podStatusFrom(status, pod, await this.#ctx(dev)));
   }
 
   /** Reads Secrets, ConfigMaps and tokens for pod resolution (reads only; no caching of secrets). */
@@ -370,9 +369,8 @@ export class PodController {
     return { hostIP: this.#o.kubeletAddress, runtime: dev.runtime ?? "container" };
   }
 
-  async #writeStatus(pod: V1Pod, dev: DeviceState, status: PodStatusJson): Promise<void> {
+  async #writeStatus(pod: V1Pod, status: PodStatusJson): Promise<void> {
     if (!statusChanged(pod, status)) return;
-    void dev;
     try {
       await this.#o.core.patchNamespacedPodStatus(
         { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, body: { status } },
@@ -399,7 +397,7 @@ export class PodController {
       })),
     });
     try {
-      await this.#writeStatus(pod, dev, podStatusFrom(msg, pod, await this.#ctx(dev)));
+      await this.#writeStatus(pod, podStatusFrom(msg, pod, await this.#ctx(dev)));
     } catch (err) {
       this.#log.warn("writing the pod's config error failed", { error: errorMessage(err) });
     }
