@@ -19,6 +19,7 @@
  *
  * @module
  */
+import type { ServingCertSource } from "./kubelet/serving_cert.ts";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import {
@@ -56,6 +57,10 @@ export const CONFIG_DEFAULTS = Object.freeze({
   retryPeriod: "2s",
   kubeletAddress: "127.0.0.1",
   kubeletPort: 10250,
+  kubeletPortCount: 1000,
+  kubeletListen: "0.0.0.0",
+  kubeletStreamCreationTimeout: "30s",
+  kubeletStreamIdleTimeout: "4h",
   nodeHeartbeat: "10s",
   nodeLeaseDuration: "40s",
   nodeStatusSync: "5m",
@@ -63,6 +68,24 @@ export const CONFIG_DEFAULTS = Object.freeze({
   websocketPath: "/v1/link",
   grpcListen: "0.0.0.0:8444",
 });
+
+/** Config `kubelet`. */
+export interface KubeletConfig {
+  /** Advertised in each Node's status as its InternalIP (an IP the API server reaches). */
+  address: string;
+  /** Bind address of the node ports (default all IPv4 addresses). */
+  listen: string;
+  /** First port of the node port range (each node is served on its own port). */
+  port: number;
+  /** Ports in the range: the most nodes one aranya serves. */
+  portCount: number;
+  /** PEM file of the client CA; absent: ConfigMap kube-system/extension-apiserver-authentication. */
+  clientCaFile?: string;
+  streamCreationTimeoutMs: number;
+  streamIdleTimeoutMs: number;
+  /** The serving certificate (default: a CSR to kubernetes.io/kubelet-serving). */
+  tls: ServingCertSource;
+}
 
 /** The log levels, lowest first. */
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
@@ -135,8 +158,8 @@ export interface AranyaConfig {
     renewDeadlineMs: number;
     retryPeriodMs: number;
   };
-  /** Advertised in each Node's status: InternalIP and kubelet port. */
-  kubelet: { address: string; port: number };
+  /** The kubelet API aranya serves for every virtual Node (see aranya/kubelet/). */
+  kubelet: KubeletConfig;
   /** Timers of the virtual Nodes. */
   node: { heartbeatMs: number; leaseDurationMs: number; statusSyncMs: number };
   /** Device links; at least one is set. */
@@ -491,17 +514,78 @@ function readLeaderElection(r: ConfigReader, defaults: Defaults): AranyaConfig["
 }
 
 function readKubelet(r: ConfigReader): AranyaConfig["kubelet"] {
-  const kubelet = {
-    address: r.string("address", { default: CONFIG_DEFAULTS.kubeletAddress, check: checkIp }),
-    port: r.number("port", {
-      default: CONFIG_DEFAULTS.kubeletPort,
+  const address = r.string("address", { default: CONFIG_DEFAULTS.kubeletAddress, check: checkIp });
+  const port = r.number("port", {
+    default: CONFIG_DEFAULTS.kubeletPort,
+    integer: true,
+    min: 1,
+    max: 65535,
+  });
+  const kubelet: KubeletConfig = {
+    address,
+    listen: r.string("listen", { default: CONFIG_DEFAULTS.kubeletListen, check: checkIp }),
+    port,
+    portCount: r.number("portCount", {
+      default: Math.min(CONFIG_DEFAULTS.kubeletPortCount, 65536 - port),
       integer: true,
       min: 1,
-      max: 65535,
+      max: 65536 - port,
     }),
+    streamCreationTimeoutMs: r.duration("streamCreationTimeout", {
+      default: CONFIG_DEFAULTS.kubeletStreamCreationTimeout,
+      min: 1000,
+    }),
+    streamIdleTimeoutMs: r.duration("streamIdleTimeout", {
+      default: CONFIG_DEFAULTS.kubeletStreamIdleTimeout,
+      min: 1000,
+    }),
+    tls: { kind: "csr" },
   };
+  const ca = r.string("clientCaFile", { check: checkAbsolute });
+  if (ca !== undefined) kubelet.clientCaFile = ca;
+  if (r.has("tls")) kubelet.tls = readKubeletTls(r.object("tls"));
   r.finish();
   return kubelet;
+}
+
+/** `kubelet.tls`: exactly one of `csr`, `secret`, or `certFile` + `keyFile`. */
+function readKubeletTls(r: ConfigReader): ServingCertSource {
+  const kinds = ["csr", "secret", "certFile"].filter((k) => r.has(k));
+  let tls: ServingCertSource = { kind: "csr" };
+  if (kinds.length > 1) {
+    r.problems.add(r.pathOf(kinds[1]!), `only one of "csr", "secret" and "certFile" may be set`);
+    for (const k of kinds) r.ignore(k);
+  }
+  if (r.has("secret")) {
+    const s = r.object("secret");
+    tls = {
+      kind: "secret",
+      namespace: s.string("namespace", { required: true }) ?? "",
+      name: s.string("name", { required: true }) ?? "",
+    };
+    s.finish();
+  } else if (r.has("certFile") || r.has("keyFile")) {
+    tls = {
+      kind: "files",
+      certFile: r.string("certFile", { required: true, check: checkAbsolute }) ?? "",
+      keyFile: r.string("keyFile", { required: true, check: checkAbsolute }) ?? "",
+    };
+  } else if (r.has("csr")) {
+    const c = r.object("csr");
+    const csr: ServingCertSource & { kind: "csr" } = { kind: "csr" };
+    const nodeName = c.string("nodeName");
+    if (nodeName) csr.nodeName = nodeName;
+    const dns = c.strings("dnsNames");
+    if (dns) csr.dnsNames = dns;
+    const ips = c.strings("extraIpAddresses");
+    if (ips) csr.extraIpAddresses = ips;
+    const exp = c.number("expirationSeconds", { integer: true, min: 600 });
+    if (exp !== undefined) csr.expirationSeconds = exp;
+    c.finish();
+    tls = csr;
+  }
+  r.finish();
+  return tls;
 }
 
 function readNode(r: ConfigReader): AranyaConfig["node"] {

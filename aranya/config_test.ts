@@ -45,7 +45,15 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
       renewDeadlineMs: 10_000,
       retryPeriodMs: 2_000,
     },
-    kubelet: { address: "127.0.0.1", port: 10250 },
+    kubelet: {
+      address: "127.0.0.1",
+      listen: "0.0.0.0",
+      port: 10250,
+      portCount: 1000,
+      streamCreationTimeoutMs: 30_000,
+      streamIdleTimeoutMs: 4 * 3600_000,
+      tls: { kind: "csr" },
+    },
     node: { heartbeatMs: 10_000, leaseDurationMs: 40_000, statusSyncMs: 300_000 },
     links: { websocket: { listen: { hostname: "0.0.0.0", port: 8443 }, path: "/v1/link" } },
   };
@@ -80,7 +88,7 @@ leaderElection:
   leaseDuration: 30s
   renewDeadline: 20s
   retryPeriod: 500ms
-kubelet: {address: "fd00::10", port: 11250}
+kubelet: {address: "fd00::10", listen: "::", port: 11250, portCount: 50, clientCaFile: /tls/client-ca.crt, streamIdleTimeout: 30m, tls: {secret: {namespace: ops, name: kubelet-tls}}}
 node: {heartbeat: 1s, leaseDuration: 5s, statusSync: 1m}
 links:
   websocket:
@@ -113,7 +121,16 @@ links:
       renewDeadlineMs: 20_000,
       retryPeriodMs: 500,
     },
-    kubelet: { address: "fd00::10", port: 11250 },
+    kubelet: {
+      address: "fd00::10",
+      listen: "::",
+      port: 11250,
+      portCount: 50,
+      clientCaFile: "/tls/client-ca.crt",
+      streamCreationTimeoutMs: 30_000,
+      streamIdleTimeoutMs: 1_800_000,
+      tls: { kind: "secret", namespace: "ops", name: "kubelet-tls" },
+    },
     node: { heartbeatMs: 1000, leaseDurationMs: 5000, statusSyncMs: 60_000 },
     links: {
       websocket: {
@@ -241,7 +258,7 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
     [
       "types and ranges",
       MINIMAL +
-      "kubeconfig: rel/kc\nnamespaces: [Bad_NS]\nlogLevel: loud\napi: {qps: 0, burst: 1.5}\nkubelet: {address: example.com, port: 0}\n",
+      "kubeconfig: rel/kc\nnamespaces: [Bad_NS]\nlogLevel: loud\napi: {qps: 0, burst: 1.5}\nkubelet: {address: example.com, port: 0, tls: {csr: {}, secret: {namespace: a, name: b}}}\n",
       {},
       [
         'kubeconfig: must be an absolute path; got "rel/kc"',
@@ -251,6 +268,7 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
         "api.burst: must be an integer; got 1.5",
         'kubelet.address: must be an IPv4 or IPv6 address; got "example.com"',
         "kubelet.port: must be between 1 and 65535; got 0",
+        'kubelet.tls.secret: only one of "csr", "secret" and "certFile" may be set',
       ],
     ],
     [

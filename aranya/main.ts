@@ -10,7 +10,9 @@
  * 2. then the device listeners open (websocket, grpc, and the one MQTT broker
  *    connection), so no device is served before the caches are warm;
  * 3. each accepted link gets a DeviceSession (node status, Lease, EdgeDevice
- *    status, virtual pod) and is attached to the pod controller.
+ *    status, virtual pod) and is attached to the pod controller;
+ * 4. the kubelet API (aranya/kubelet/) serves every virtual Node, each on its
+ *    own port, once the serving certificate is there.
  *
  * When leadership is lost everything above stops and the listeners close, so
  * devices dial again and reach the new leader; their pods keep running on
@@ -37,6 +39,12 @@ import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
 import { createMetrics } from "./metrics/registry.ts";
 import { DeviceSession } from "./virtualnode/device_session.ts";
 import { PodController } from "./virtualnode/pod_controller.ts";
+import { AuthenticationV1Api, AuthorizationV1Api } from "@kubernetes/client-node";
+import { KubeAuthenticator, loadClientCa } from "./kubelet/authenticator.ts";
+import { SubjectAccessReviewAuthorizer } from "./kubelet/authorizer.ts";
+import { KubeletServer } from "./kubelet/kubelet_server.ts";
+import { deviceStatsSource } from "./kubelet/device_stats.ts";
+import { createServingCertificate } from "./kubelet/serving_cert.ts";
 
 /** aranya's version. */
 export const ARANYA_VERSION = "0.1.0";
@@ -137,6 +145,15 @@ async function serveWhileLeading(
       log,
     })
     : undefined;
+  const certificate = createServingCertificate(config.kubelet.tls, {
+    clients,
+    kubeletAddress: config.kubelet.address,
+    nodeName: "aranya",
+    log,
+  });
+  const certRun = certificate.run(signal).catch((err) =>
+    log.error("kubelet serving certificate failed", { error: errorMessage(err) })
+  );
   const known = new Set<string>();
   const onDevice = (ed: EdgeDevice) => {
     const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
@@ -170,6 +187,7 @@ async function serveWhileLeading(
     // forgotten here rather than served from the token cache).
     authenticator.forget(key);
     registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
+    kubelet.release(name);
   };
   const edgeDevices = new EdgeDeviceController({
     kubeconfig: kc,
@@ -178,6 +196,7 @@ async function serveWhileLeading(
     objects: clients.objects,
     kubeletAddress: config.kubelet.address,
     kubeletPort: config.kubelet.port,
+    kubeletPortFor: (node, current) => kubelet.portFor(node, current),
     namespaces: config.namespaces,
     events,
     onDevice,
@@ -202,6 +221,35 @@ async function serveWhileLeading(
     },
     log,
   });
+  const kubelet = new KubeletServer({
+    hostname: config.kubelet.listen,
+    firstPort: config.kubelet.port,
+    portCount: config.kubelet.portCount,
+    certificate,
+    clientCa: config.kubelet.clientCaFile
+      ? await Deno.readTextFile(config.kubelet.clientCaFile)
+      : await loadClientCa(core),
+    authenticator: new KubeAuthenticator({ authentication: clients.make(AuthenticationV1Api) }),
+    authorizer: new SubjectAccessReviewAuthorizer({
+      authorization: clients.make(AuthorizationV1Api),
+    }),
+    backend: pods,
+    stats: deviceStatsSource,
+    timeouts: {
+      creationMs: config.kubelet.streamCreationTimeoutMs,
+      idleMs: config.kubelet.streamIdleTimeoutMs,
+    },
+    onRequest: (route, code) => metrics.kubeletRequestsTotal.inc({ route, code: String(code) }),
+    log,
+  });
+  // The kubelet API waits for its certificate; devices and pods are served meanwhile.
+  const kubeletRun = certificate.ready.then(
+    () => kubelet.run(signal),
+    (err) =>
+      log.error("the kubelet API is not served: no serving certificate", {
+        error: errorMessage(err),
+      }),
+  );
   const sessions = new Set<Promise<void>>();
   const onLink = (link: Link) => {
     const session = new DeviceSession({
@@ -265,7 +313,7 @@ async function serveWhileLeading(
     });
   }
   await Promise.all([...controllers, ...listeners]);
-  await Promise.allSettled([...sessions]);
+  await Promise.allSettled([...sessions, kubeletRun, certRun]);
 }
 
 /** A listener's PEM material from its files (client certificates asked for when a CA is set). */

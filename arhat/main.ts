@@ -20,6 +20,7 @@ import { hostManagement } from "./agent/handle_host.ts";
 import { imageHandlers } from "./agent/handle_image.ts";
 import { nodeHandlers } from "./agent/handle_node.ts";
 import { encodePodStatus, podHandlers } from "./agent/handle_pod.ts";
+import { createStatsSource, statsHandlers } from "./agent/handle_stats.ts";
 import { streamHandlers } from "./agent/handle_stream.ts";
 import { type ArhatConfig, DEFAULT_CONFIG_PATH, loadConfig } from "./config.ts";
 import { Connector } from "./connectivity/connector.ts";
@@ -99,6 +100,7 @@ export async function runArhat(
     .register(nodeHandlers(nodeStatus))
     .register(podHandlers(pods))
     .register(imageHandlers(runtime))
+    .register(statsHandlers(createStatsSource({ runtime, pods, stateDir: config.stateDir, log })))
     .register(streamHandlers({
       runtime,
       pods,

@@ -124,8 +124,8 @@ export interface AranyaTestConfig {
   httpPort: number;
   /** The websocket device listener on 127.0.0.1:port with these PEM files. */
   websocket?: { port: number; certFile: string; keyFile: string };
-  /** Advertised kubelet endpoint (default 127.0.0.1:10250). */
-  kubelet?: { address?: string; port?: number };
+  /** Kubelet API: advertised address (default 127.0.0.1), first node port (default 10250), ports. */
+  kubelet?: { address?: string; port?: number; portCount?: number };
   /** Client-side API rate limit (default 50/100). */
   api?: { qps: number; burst: number };
   /** Node timers, e.g. "1s" (defaults: aranya's). */
@@ -145,7 +145,7 @@ export function aranyaConfigYaml(o: AranyaTestConfig): string {
     `leaderElection: { enabled: false }`,
     `kubelet: { address: ${JSON.stringify(o.kubelet?.address ?? "127.0.0.1")}, port: ${
       o.kubelet?.port ?? 10250
-    } }`,
+    }, portCount: ${o.kubelet?.portCount ?? 8} }`,
     ...(node.length ? [`node: { ${node.join(", ")} }`] : []),
     `links:`,
   ];

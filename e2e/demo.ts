@@ -115,7 +115,7 @@ async function up(): Promise<void> {
       namespace: NS,
       name: DEVICE,
       stateDir: `${ARHAT_DIR}/state`,
-      podmanSocket: services.endpoints.podmanSocket,
+      runtimeSocket: services.endpoints.podmanSocket,
       image: services.endpoints.testImage,
       methods: websocketMethod(port, `${ARHAT_DIR}/token`, `${ARHAT_DIR}/ca.crt`),
       allowHost: true,

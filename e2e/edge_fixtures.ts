@@ -43,12 +43,13 @@ export async function waitNodeReady(
   }, timeoutMs);
 }
 
-/** arhat's config for a device on the test Podman (fast reconnects); see {@link websocketMethod}. */
+/** arhat's config for a device on a test engine (fast reconnects); see {@link websocketMethod}. */
 export function arhatDeviceYaml(o: {
   namespace: string;
   name: string;
   stateDir: string;
-  podmanSocket: string;
+  /** The container engine's socket (Podman or Docker). */
+  runtimeSocket: string;
   /** The infra container's image (the local test image). */
   image: string;
   /** `connectivity.methods` items, YAML. */
@@ -61,7 +62,7 @@ export function arhatDeviceYaml(o: {
     : "";
   return `device: { namespace: ${o.namespace}, name: ${o.name} }
 stateDir: ${o.stateDir}
-runtime: { endpoint: unix://${o.podmanSocket}, infraImage: ${o.image} }
+runtime: { endpoint: unix://${o.runtimeSocket}, infraImage: ${o.image} }
 ${host}connectivity:
   backoff: { initialDelay: 200ms, maxDelay: 1s, factor: 1.5 }
   methods:

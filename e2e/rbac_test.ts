@@ -11,11 +11,16 @@ import { parseAranyaConfig, parseAranyaFlags } from "../aranya/config.ts";
 import { applyAranyaRbac, ARANYA_USER, DEPLOY_DIR } from "./aranya_harness.ts";
 import { applyCrds, useCluster } from "./fixtures.ts";
 
-/** One `kubectl auth can-i` question: verb, resource[.group], optional subresource and namespace. */
-type Ask = [verb: string, resource: string, opts?: { sub?: string; ns?: string }];
+/**
+ * One `kubectl auth can-i` question: verb, resource[.group], optional subresource, namespace and
+ * object name.
+ */
+type Ask = [verb: string, resource: string, opts?: { sub?: string; ns?: string; name?: string }];
 
 const ED = "edgedevices.aranya.arhat.dev";
 const LEASES = "leases.coordination.k8s.io";
+const CSRS = "certificatesigningrequests.certificates.k8s.io";
+const SIGNERS = "signers.certificates.k8s.io";
 /** Namespaced rules of the ClusterRole hold in every namespace: asked with -A. */
 const ALL = { ns: "*" };
 
@@ -37,6 +42,17 @@ const ALLOWED: Ask[] = [
   ...["create", "patch", "update"].map((v): Ask => [v, "events.events.k8s.io", ALL]),
   ...["get", "create", "update", "delete"].map((v): Ask => [v, LEASES, { ns: "kube-node-lease" }]),
   ...["get", "create", "update"].map((v): Ask => [v, LEASES, { ns: "aranya-system" }]),
+  // The kubelet API server: caller authentication and authorization, its serving certificate
+  // (a CSR it approves itself, for the kubelet serving signer only) and the client CA.
+  ["create", "tokenreviews.authentication.k8s.io"],
+  ["create", "subjectaccessreviews.authorization.k8s.io"],
+  ...["create", "get", "delete"].map((v): Ask => [v, CSRS]),
+  ["update", CSRS, { sub: "approval" }],
+  ["approve", SIGNERS, { name: "kubernetes.io/kubelet-serving" }],
+  ...["get", "list", "watch"].map((v): Ask => [v, "configmaps", {
+    ns: "kube-system",
+    name: "extension-apiserver-authentication",
+  }]),
 ];
 
 const REFUSED: Ask[] = [
@@ -63,18 +79,59 @@ const REFUSED: Ask[] = [
   ["list", LEASES, { ns: "kube-node-lease" }],
   ["delete", LEASES, { ns: "aranya-system" }],
   ["*", "*", ALL],
+  // Certificates: approve for no other signer, never sign, never touch other CSRs' specs.
+  ["approve", SIGNERS, { name: "kubernetes.io/kube-apiserver-client" }],
+  ["approve", SIGNERS, { name: "kubernetes.io/kube-apiserver-client-kubelet" }],
+  ["approve", SIGNERS, { name: "kubernetes.io/legacy-unknown" }],
+  ["approve", SIGNERS, { name: "example.com/other" }],
+  ["sign", SIGNERS, { name: "kubernetes.io/kubelet-serving" }],
+  ["update", CSRS, { sub: "status" }],
+  ["update", CSRS],
+  ["patch", CSRS, { sub: "approval" }],
+  ["deletecollection", CSRS],
+  ["create", "localsubjectaccessreviews.authorization.k8s.io", { ns: "default" }],
+  ["update", "configmaps", { ns: "kube-system", name: "extension-apiserver-authentication" }],
 ];
 
 function canIArgs([verb, resource, o]: Ask): string[] {
-  const args = ["auth", "can-i", verb, resource, `--as=${ARANYA_USER}`];
+  const target = o?.name ? `${resource}/${o.name}` : resource;
+  const args = ["auth", "can-i", verb, target, `--as=${ARANYA_USER}`];
   if (o?.sub) args.push(`--subresource=${o.sub}`);
   if (o?.ns === "*") args.push("--all-namespaces");
   else if (o?.ns) args.push("-n", o.ns);
   return args;
 }
 
+/**
+ * A SubjectAccessReview asking `a` for aranya's ServiceAccount (with the groups the API server
+ * gives its tokens), as JSON for `kubectl create -f -`.
+ */
+function sarFor([verb, resource, o]: Ask): string {
+  const [plural, ...group] = resource.split(".");
+  return JSON.stringify({
+    apiVersion: "authorization.k8s.io/v1",
+    kind: "SubjectAccessReview",
+    spec: {
+      user: ARANYA_USER,
+      groups: [
+        "system:serviceaccounts",
+        "system:serviceaccounts:aranya-system",
+        "system:authenticated",
+      ],
+      resourceAttributes: {
+        verb,
+        group: group.join("."),
+        resource: plural,
+        ...(o?.name ? { name: o.name } : {}),
+        ...(o?.sub ? { subresource: o.sub } : {}),
+        ...(o?.ns && o.ns !== "*" ? { namespace: o.ns } : {}),
+      },
+    },
+  });
+}
+
 const show = ([verb, resource, o]: Ask) =>
-  `${verb} ${resource}${o?.sub ? `/${o.sub}` : ""}${
+  `${verb} ${resource}${o?.name ? ` "${o.name}"` : ""}${o?.sub ? `/${o.sub}` : ""}${
     o?.ns === "*" ? " (all namespaces)" : o?.ns ? ` -n ${o.ns}` : ""
   }`;
 
@@ -89,6 +146,12 @@ Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (
     await applyCrds(cluster); // so that can-i resolves edgedevices
     await applyAranyaRbac(cluster);
     const ask = async (a: Ask) => {
+      if (a[1] === SIGNERS) {
+        // Signers are not in discovery, so `can-i` cannot name them: ask with a SubjectAccessReview.
+        const r = await cluster.kubectl(["create", "-o", "json", "-f", "-"], sarFor(a));
+        const answer = r.code === 0 ? (JSON.parse(r.stdout).status?.allowed ? "yes" : "no") : "";
+        return { ask: show(a), answer, code: r.code, stderr: r.stderr.trim() };
+      }
       const r = await cluster.kubectl(canIArgs(a));
       return { ask: show(a), answer: r.stdout.trim(), code: r.code, stderr: r.stderr.trim() };
     };

@@ -30,7 +30,13 @@ export interface EdgeDeviceControllerOptions {
   /** Generic object client (default: one made from `kubeconfig`, outside any rate limit). */
   objects?: KubernetesObjectApi;
   kubeletAddress: string;
+  /** The kubelet port of every Node, unless `kubeletPortFor` is set. */
   kubeletPort: number;
+  /**
+   * The kubelet port of Node `node` (each node on its own port, see
+   * aranya/kubelet/kubelet_server.ts); `current` is the port it advertises now.
+   */
+  kubeletPortFor?: (node: string, current: number | undefined) => number;
   /** Namespaces to watch; empty or absent: all namespaces. */
   namespaces?: string[];
   /** Where Events go (default: nowhere). */
@@ -78,6 +84,7 @@ export class EdgeDeviceController {
       custom: this.#o.custom,
       kubeletAddress: this.#o.kubeletAddress,
       kubeletPort: this.#o.kubeletPort,
+      kubeletPortFor: this.#o.kubeletPortFor,
       events: this.#o.events,
       onDevice: this.#o.onDevice,
       onDeviceRemoved: this.#o.onDeviceRemoved,

@@ -73,7 +73,10 @@ export interface EdgeDeviceReconcilerOptions {
   custom: CustomObjectsApi;
   /** Address where aranya serves the kubelet API for every node (an IP). */
   kubeletAddress: string;
+  /** The kubelet port of every Node, unless `kubeletPortFor` is set. */
   kubeletPort: number;
+  /** The kubelet port of Node `node` (`current`: the port it advertises now). */
+  kubeletPortFor?: (node: string, current: number | undefined) => number;
   /** Where Events go (default: nowhere). */
   events?: EventRecorder;
   onDevice?: DeviceHook;
@@ -364,11 +367,12 @@ export class EdgeDeviceReconciler {
     for (let attempt = 1;; attempt++) {
       const addr = node.status?.addresses?.[0];
       const port = node.status?.daemonEndpoints?.kubeletEndpoint?.Port;
-      if (addr?.address === this.#o.kubeletAddress && port === this.#o.kubeletPort) return;
+      const want = this.#o.kubeletPortFor?.(name, port) ?? this.#o.kubeletPort;
+      if (addr?.address === this.#o.kubeletAddress && port === want) return;
       node.status = {
         ...node.status,
         addresses: [{ type: "InternalIP", address: this.#o.kubeletAddress }],
-        daemonEndpoints: { kubeletEndpoint: { Port: this.#o.kubeletPort } },
+        daemonEndpoints: { kubeletEndpoint: { Port: want } },
       };
       try {
         await this.#o.core.replaceNodeStatus({ name, body: node });

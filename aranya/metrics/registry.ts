@@ -34,6 +34,8 @@ export interface AranyaMetrics {
   readonly apiWritesTotal: Counter;
   /** Time API requests spent waiting for the client-side rate limit. */
   readonly apiRateLimitWaitSecondsTotal: Counter;
+  /** Kubelet API requests by route and HTTP status (101 for streams that started). */
+  readonly kubeletRequestsTotal: Counter<"route" | "code">;
   /** The Prometheus text exposition of every metric. */
   text(): Promise<string>;
   /** The Content-Type of {@link text}. */
@@ -94,6 +96,12 @@ export function createMetrics(opts: CreateMetricsOptions = {}): AranyaMetrics {
     apiRateLimitWaitSecondsTotal: new Counter({
       name: "aranya_api_rate_limit_wait_seconds_total",
       help: "Seconds Kubernetes API requests waited for the client-side rate limit.",
+      registers,
+    }),
+    kubeletRequestsTotal: new Counter({
+      name: "aranya_kubelet_requests_total",
+      help: "Kubelet API requests by route and HTTP status (101: a stream started).",
+      labelNames: ["route", "code"] as const,
       registers,
     }),
     text: () => registry.metrics(),

@@ -158,7 +158,7 @@ Deno.test({
           namespace: ns,
           name,
           stateDir: `${base}/state`,
-          podmanSocket: services.endpoints.podmanSocket,
+          runtimeSocket: services.endpoints.podmanSocket,
           image: services.endpoints.testImage,
           methods: websocketMethod(port, `${base}/token`, `${base}/ca.crt`),
         }),

@@ -198,6 +198,24 @@ export class PodController {
     if (this.#devices.has(node) || (prev && this.#devices.has(prev.node))) this.queue.add(key);
   }
 
+  /** The cached pod `namespace/name` bound to a node (virtual pods included), if any. */
+  pod(namespace: string, name: string): V1Pod | undefined {
+    return this.#cached(`${namespace}/${name}`);
+  }
+
+  /** The cached pods bound to `node`. */
+  podsOn(node: string): V1Pod[] {
+    const keys = this.#byNode.get(node) ?? new Set<string>();
+    return [...keys].map((k) => this.#cached(k)).filter((p): p is V1Pod =>
+      p?.spec?.nodeName === node
+    );
+  }
+
+  /** The session of the device serving `node`, while it is attached. */
+  device(node: string): SessionClient | undefined {
+    return this.#devices.get(node)?.device.client;
+  }
+
   #cached(key: string): V1Pod | undefined {
     const [namespace, name] = key.split("/") as [string, string];
     for (const c of this.#caches) {

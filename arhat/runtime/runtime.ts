@@ -153,6 +153,31 @@ export interface StreamHandle {
   close(): void;
 }
 
+/**
+ * One reading of a running container's resource usage (cgroup counters as the
+ * engine reports them). Numbers are JavaScript numbers: exact up to 2^53, so a
+ * cumulative CPU time loses nanosecond precision only after about 104
+ * core-days, which no consumer of these figures can notice.
+ */
+export interface ContainerStats {
+  /** When the engine read the counters, unix milliseconds. */
+  timeMs: number;
+  /** Cumulative CPU time over all cores since the container started, nanoseconds. */
+  cpuUsageCoreNanoseconds: number;
+  /** Memory charged to the container, bytes (dockerd: page cache included; see below). */
+  memoryUsageBytes: number;
+  /**
+   * Usage minus inactive file pages, bytes: the kubelet's and cadvisor's
+   * "working set", never more than `memoryUsageBytes`. Podman's compatible
+   * API gives no breakdown, so there both are the same number: on cgroup v2
+   * Podman already leaves inactive file pages out of its usage, on cgroup v1
+   * (Podman 4) it does not, and the working set then includes page cache.
+   */
+  memoryWorkingSetBytes: number;
+  /** Anonymous memory (cgroup v1 `total_rss`, v2 `anon`), bytes; undefined when not reported. */
+  memoryRssBytes?: number;
+}
+
 /** What arhat needs from a container engine. */
 export interface ContainerRuntime {
   /** Engine name and version, e.g. { name: "docker", version: "20.10.24" }. */
@@ -192,4 +217,11 @@ export interface ContainerRuntime {
   ): Promise<StreamHandle>;
   /** Resizes a container's tty. */
   resizeContainer(id: string, cols: number, rows: number): Promise<void>;
+  /**
+   * One reading of a running container's CPU and memory use, without waiting
+   * for a second sample (rates are the caller's business). Rejects with
+   * NotFoundError when the container does not exist and InvalidInputError
+   * when it is not running (a stopped container has no counters).
+   */
+  stats(id: string): Promise<ContainerStats>;
 }

@@ -25,8 +25,20 @@
  *   call was reset with CANCEL. A server now treats a NO_ERROR GOAWAY as "the
  *   client opens no more streams": open calls finish, then the socket closes.
  *
- * `applySpdyPatches()` is idempotent; the server layer calls it before it
- * creates a connection.
+ * SPDY/3.1 mode (the kubelet API's exec, attach and port-forward, whose peer
+ * is the API server's Go spdystream, see aranya/kubelet/):
+ *
+ * - P5 SYN_STREAM without `:method`/`:path`: the parser refused such streams
+ *   ("Missing `:method` and/or `:path` header"), but Kubernetes' streams carry
+ *   only `streamtype`, `port` and `requestid`. A server now fills in POST and
+ *   "/" when they are missing.
+ * - P6 send window: Go's spdystream never sends WINDOW_UPDATE (nor SETTINGS),
+ *   so output stalled after exactly 65536 bytes. {@link openSpdySendWindow}
+ *   raises this side's send windows (connection and per stream) to 2^30 for a
+ *   peer that does no flow control.
+ *
+ * `applySpdyPatches()` is idempotent; the server layers call it before they
+ * create a connection.
  */
 import type { Buffer } from "node:buffer";
 import type { Duplex } from "node:stream";
@@ -62,13 +74,14 @@ export interface SpdyConnection {
   on(event: "stream", fn: (stream: SpdyStream) => void): this;
   on(event: "error", fn: (err: Error) => void): this;
   on(event: "close", fn: () => void): this;
+  once(event: "close", fn: () => void): this;
   /** Sends a PING; `cb` runs when the peer acknowledges it. */
   ping(cb: (err: Error | null) => void): void;
 }
 
 /** Options of `transport.connection.create` that we use. */
 export interface SpdyConnectionOptions {
-  protocol: "http2";
+  protocol: "http2" | "spdy";
   isServer: boolean;
   /** Receive window, connection and per stream. */
   windowSize?: number;
@@ -94,7 +107,7 @@ interface PendingTrailers {
   response?: { status: number; headers: Record<string, string> };
 }
 
-/** Applies P1-P4 (see the module doc). Safe to call any number of times. */
+/** Applies P1-P5 (see the module doc). Safe to call any number of times. */
 export function applySpdyPatches(): void {
   if (StreamProto[PATCHED]) return;
 
@@ -154,7 +167,37 @@ export function applySpdyPatches(): void {
     return handleGoaway.call(this, frame);
   };
 
+  // P5: SPDY streams without :method/:path (a server's parser only).
+  const ParserProto: Untyped = Object.getPrototypeOf(
+    lib.protocol.spdy.parser.create({ isServer: true, window: null }),
+  );
+  const parseKVs = ParserProto.parseKVs;
+  ParserProto.parseKVs = function (
+    this: Untyped,
+    buf: Buffer,
+    cb: (err: Error | null, headers?: Record<string, string>) => void,
+  ) {
+    return parseKVs.call(this, buf, (err: Error | null, headers?: Record<string, string>) => {
+      if (!err && headers && this.isServer) {
+        headers[":method"] ??= "POST";
+        headers[":path"] ??= "/";
+      }
+      cb(err, headers);
+    });
+  };
+
   StreamProto[PATCHED] = true;
+}
+
+/**
+ * P6: for a peer that never sends WINDOW_UPDATE (Go's spdystream), lets this
+ * side send up to 2^30 bytes on the connection and on each stream opened
+ * afterwards without waiting. Call right after creating the connection.
+ */
+export function openSpdySendWindow(connection: SpdyConnection): void {
+  const state = (connection as Untyped)._spdyState;
+  state.window.send.updateMax(2 ** 30);
+  state.streamWindow.send.setMax(2 ** 30);
 }
 
 /** True once {@link applySpdyPatches} ran. */
@@ -201,11 +244,17 @@ export function spdyStreamCount(connection: SpdyConnection): number {
   return (connection as Untyped)._spdyState.stream.count;
 }
 
-/** Creates a spdy-transport HTTP/2 connection on `socket` (a node:net or node:tls socket) (after applying the patches). */
+/**
+ * Creates a spdy-transport connection on `socket` (a node:net or node:tls
+ * socket) after applying the patches: HTTP/2, or SPDY/3.1 started at once
+ * (a kubelet-side upgrade has no protocol negotiation).
+ */
 export function createSpdyConnection(
   socket: Duplex,
   options: SpdyConnectionOptions,
 ): SpdyConnection {
   applySpdyPatches();
-  return lib.connection.create(socket, options) as SpdyConnection;
+  const conn = lib.connection.create(socket, options);
+  if (options.protocol === "spdy") conn.start(3.1);
+  return conn as SpdyConnection;
 }

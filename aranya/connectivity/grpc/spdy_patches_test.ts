@@ -5,12 +5,14 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
+import { constants as zlibConstants, deflateSync } from "node:zlib";
 import transport from "spdy-transport";
 import { Flag, FrameType, H2Error, RawH2Client } from "../../../e2e/link/h2_raw_client.ts";
 import {
   applySpdyPatches,
   createSpdyConnection,
   endWithTrailers,
+  openSpdySendWindow,
   type SpdyConnection,
   spdyPatchesApplied,
   type SpdyStream,
@@ -234,5 +236,91 @@ Deno.test("P4: an open call finishes after the client's GOAWAY, then the socket 
   } finally {
     client.destroy();
     await server.close();
+  }
+});
+
+/** One SPDY/3.1 SYN_STREAM (stream 1) whose header block holds only `headers`, like Go's spdystream. */
+function rawSynStream(headers: Record<string, string>): Uint8Array {
+  const enc = new TextEncoder();
+  const kv: number[] = [];
+  const u32 = (n: number) => kv.push(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
+  u32(Object.keys(headers).length);
+  for (const [k, v] of Object.entries(headers)) {
+    for (const s of [k, v]) {
+      const b = enc.encode(s);
+      u32(b.length);
+      kv.push(...b);
+    }
+  }
+  // Compressed without the SPDY dictionary (no FDICT bit), as Go's reader accepts too.
+  const block = deflateSync(new Uint8Array(kv), { flush: zlibConstants.Z_SYNC_FLUSH });
+  const body = new Uint8Array(10 + block.length);
+  body.set([0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+  body.set(block, 10);
+  const frame = new Uint8Array(8 + body.length);
+  frame.set([0x80, 0x03, 0x00, 0x01, 0x00]); // control, version 3, SYN_STREAM, flags 0
+  frame[5] = (body.length >>> 16) & 255;
+  frame[6] = (body.length >>> 8) & 255;
+  frame[7] = body.length & 255;
+  frame.set(body, 8);
+  return frame;
+}
+
+Deno.test("P5 and P6: a SPDY/3.1 stream with only Kubernetes headers, and output past 64 KiB to a peer that sends no WINDOW_UPDATE", async () => {
+  const total = 300_000;
+  let seen: Record<string, unknown> | undefined;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    const conn = createSpdyConnection(socket, { protocol: "spdy", isServer: true });
+    openSpdySendWindow(conn);
+    conn.on("error", () => {});
+    conn.on("stream", (st) => {
+      seen = { ...st.headers };
+      st.respond(200, {});
+      st.write(new Uint8Array(total).fill(7));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await client.write(rawSynStream({ streamtype: "stdout" }));
+    // Read frames; count DATA bytes of stream 1. Never send WINDOW_UPDATE.
+    let buf = new Uint8Array(0);
+    let data = 0;
+    let reply = false;
+    const deadline = Date.now() + 10_000;
+    const chunk = new Uint8Array(65536);
+    while (data < total && Date.now() < deadline) {
+      const n = await Promise.race([
+        client.read(chunk),
+        new Promise<null>((r) => setTimeout(() => r(null), 2000)),
+      ]);
+      if (n === null) break;
+      const next = new Uint8Array(buf.length + n);
+      next.set(buf);
+      next.set(chunk.subarray(0, n), buf.length);
+      buf = next;
+      while (buf.length >= 8) {
+        const len = (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!;
+        if (buf.length < 8 + len) break;
+        if (buf[0]! & 0x80) {
+          if (buf[3] === 2) reply = true; // SYN_REPLY
+        } else if ((((buf[0]! & 0x7f) << 24) | (buf[1]! << 16) | (buf[2]! << 8) | buf[3]!) === 1) {
+          data += len;
+        }
+        buf = buf.subarray(8 + len);
+      }
+    }
+    assert.equal(seen?.["streamtype"], "stdout", "P5: the stream was accepted");
+    assert.equal(seen?.[":method"], "POST");
+    assert.ok(reply, "the server answered with SYN_REPLY");
+    assert.equal(data, total, "P6: all output arrived without WINDOW_UPDATE");
+  } finally {
+    client.close();
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
   }
 });

@@ -37,6 +37,7 @@ import type {
   ContainerInfo,
   ContainerRuntime,
   ContainerSpec,
+  ContainerStats,
   ExecOptions,
   ImageInfo,
   LogOptions,
@@ -82,6 +83,13 @@ interface RawContainer {
     IPAddress?: string;
     Networks?: Record<string, { IPAddress?: string }> | null;
   };
+}
+
+/** The parts of `GET /containers/{id}/stats` that {@link DockerRuntime.stats} reads. */
+interface RawStats {
+  read?: string;
+  cpu_stats?: { cpu_usage?: { total_usage?: number } };
+  memory_stats?: { usage?: number; stats?: Record<string, number> | null };
 }
 
 interface RawImage {
@@ -363,6 +371,30 @@ export class DockerRuntime implements ContainerRuntime {
 
   async resizeContainer(id: string, cols: number, rows: number): Promise<void> {
     await this.#resize(`/containers/${enc(id)}/resize`, cols, rows, `Resizing container "${id}"`);
+  }
+
+  /**
+   * `GET /containers/{id}/stats?stream=false&one-shot=true`: one reading,
+   * without dockerd's wait for a second sample (both engines accept
+   * `one-shot`). The working set is usage minus inactive file pages, as the
+   * kubelet and cadvisor compute it: `inactive_file` on cgroup v2,
+   * `total_inactive_file` on v1. Podman reports no breakdown (its usage
+   * excludes them on cgroup v2, not on v1), so there the working set is its
+   * usage. A stopped container gets an empty body from
+   * Podman and a zero read time from dockerd: both are InvalidInputError.
+   */
+  async stats(id: string): Promise<ContainerStats> {
+    const what = `Reading the stats of container "${id}"`;
+    const raw = await this.#call(
+      "GET",
+      `/containers/${enc(id)}/stats?stream=false&one-shot=true`,
+      what,
+    ) as RawStats | undefined;
+    const timeMs = raw?.read && time(raw.read) ? Date.parse(raw.read) : NaN;
+    if (!raw || Number.isNaN(timeMs)) {
+      throw new InvalidInputError(`${what} failed: it is not running`);
+    }
+    return toStats(raw, timeMs);
   }
 
   // --- streams -------------------------------------------------------------
@@ -665,6 +697,22 @@ function toContainer(raw: RawContainer): ContainerInfo {
     restartCount: raw.RestartCount ?? 0,
     ipAddress: raw.NetworkSettings?.IPAddress ||
       networks.map((n) => n.IPAddress ?? "").find((ip) => ip !== "") || "",
+  };
+}
+
+function toStats(raw: RawStats, timeMs: number): ContainerStats {
+  const m = raw.memory_stats ?? {};
+  const usage = m.usage ?? 0;
+  const detail = m.stats ?? {};
+  // cgroup v1 names the hierarchical counters total_*; v2 has only the plain ones.
+  const inactiveFile = detail.total_inactive_file ?? detail.inactive_file ?? 0;
+  const rss = detail.total_rss ?? detail.anon ?? detail.rss;
+  return {
+    timeMs,
+    cpuUsageCoreNanoseconds: raw.cpu_stats?.cpu_usage?.total_usage ?? 0,
+    memoryUsageBytes: usage,
+    memoryWorkingSetBytes: inactiveFile < usage ? usage - inactiveFile : 0,
+    memoryRssBytes: rss,
   };
 }
 

@@ -1,0 +1,82 @@
+/**
+ * `GET /containerLogs/...`: a logs stream session to the device, copied to
+ * the HTTP response as it arrives (chunked, so `kubectl logs -f` follows).
+ * Until the device started the session, failures are proper HTTP errors
+ * (container not found, device offline, timeout); after that the response
+ * simply ends.
+ */
+import type { ServerResponse } from "node:http";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { CmdKind } from "../../common/envelope.ts";
+import type { SessionClient } from "../../common/session/session_client.ts";
+import { LogsCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import type { LogsQuery } from "./routes.ts";
+
+/** Where the logs come from. */
+export interface LogsTarget {
+  client: SessionClient;
+  /** Empty for the virtual pod's host container. */
+  podUid: string;
+  container: string;
+  /** Host log file (virtual pod only), relative to the device's host log folder. */
+  path?: string;
+  creationTimeoutMs?: number;
+}
+
+/**
+ * Streams the logs into `res`. Rejects (with nothing written) when the device
+ * refused or never started the session; resolves when the logs ended or the
+ * client went away.
+ */
+export async function streamContainerLogs(
+  target: LogsTarget,
+  query: LogsQuery,
+  res: ServerResponse,
+): Promise<void> {
+  const abort = new AbortController();
+  res.once("close", () => abort.abort());
+  const pending: Uint8Array[] = [];
+  let started = false;
+  const write = (d: Uint8Array) => {
+    if (started) res.write(d);
+    else pending.push(d);
+  };
+  const session = target.client.stream(
+    CmdKind.CMD_LOGS,
+    toBinary(
+      LogsCmdSchema,
+      create(LogsCmdSchema, {
+        podUid: target.podUid,
+        container: target.container,
+        follow: query.follow,
+        timestamps: query.timestamps,
+        previous: query.previous,
+        since: query.since ?? "",
+        tailLines: query.tailLines === undefined ? -1n : BigInt(query.tailLines),
+        limitBytes: BigInt(query.limitBytes ?? 0),
+        path: target.path ?? "",
+      }),
+    ),
+    {
+      onStdout: write,
+      onStderr: write,
+      creationTimeoutMs: target.creationTimeoutMs,
+      signal: abort.signal,
+    },
+  );
+  await session.ready;
+  started = true;
+  res.writeHead(200, {
+    "content-type": "text/plain; charset=utf-8",
+    "cache-control": "no-cache, private",
+    "x-content-type-options": "nosniff",
+  });
+  res.flushHeaders();
+  for (const d of pending.splice(0)) res.write(d);
+  try {
+    await session.done;
+  } catch {
+    // Started: the stream just ends (the client sees the output it got).
+  }
+  res.end();
+}

@@ -1,0 +1,60 @@
+/** Small pieces shared by the streaming transports (SPDY and WebSocket). */
+import type { TerminalSize } from "./remote_command.ts";
+
+/** Calls `onIdle` once no `touch()` happened for `ms` (checked at a tenth of `ms`, at least 1 s). */
+export class IdleTimer {
+  #last = Date.now();
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  constructor(readonly ms: number, onIdle: () => void) {
+    this.#timer = setInterval(() => {
+      if (Date.now() - this.#last >= ms) {
+        this.stop();
+        onIdle();
+      }
+    }, Math.max(1_000, Math.floor(ms / 10)));
+    // Deno's timers are numbers at run time (node's typings say otherwise).
+    Deno.unrefTimer(Number(this.#timer));
+  }
+
+  /** Records traffic. */
+  touch(): void {
+    this.#last = Date.now();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+/** A terminal size message (`{"Width":80,"Height":24}`), or undefined when malformed. */
+export function terminalSize(text: string): TerminalSize | undefined {
+  try {
+    const v = JSON.parse(text);
+    const cols = Number(v?.Width), rows = Number(v?.Height);
+    if (Number.isInteger(cols) && Number.isInteger(rows) && cols > 0 && rows > 0) {
+      return { cols, rows };
+    }
+  } catch { /* malformed: ignored */ }
+  return undefined;
+}
+
+/**
+ * Terminal sizes from a byte stream of JSON objects (Go's json.Encoder writes
+ * one per line); malformed objects are skipped.
+ */
+export async function* jsonLines(input: ReadableStream<Uint8Array>): AsyncGenerator<TerminalSize> {
+  const dec = new TextDecoder();
+  let buf = "";
+  for await (const chunk of input) {
+    buf += dec.decode(chunk, { stream: true });
+    let nl;
+    while ((nl = buf.indexOf("}")) >= 0) {
+      const one = buf.slice(0, nl + 1).trim();
+      buf = buf.slice(nl + 1);
+      const size = terminalSize(one);
+      if (size) yield size;
+    }
+    if (buf.length > 4096) buf = "";
+  }
+}
