@@ -1,0 +1,82 @@
+/**
+ * Bearer tokens through the real API server's TokenReview, decisions through
+ * its SubjectAccessReview, and the cluster's client CA from
+ * kube-system/extension-apiserver-authentication.
+ */
+import assert from "node:assert/strict";
+import type { TLSSocket } from "node:tls";
+import {
+  AuthenticationV1Api,
+  AuthorizationV1Api,
+  CoreV1Api,
+  KubeConfig,
+} from "@kubernetes/client-node";
+import { ForbiddenError, UnauthenticatedError } from "../../common/errors.ts";
+import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { KubeAuthenticator, loadClientCa } from "./authenticator.ts";
+import { SubjectAccessReviewAuthorizer } from "./authorizer.ts";
+
+/** A socket without a client certificate. */
+const noCert = {
+  authorized: false,
+  getPeerCertificate: () => ({}),
+} as unknown as TLSSocket;
+
+Deno.test({
+  name: "kubelet auth: TokenReview, SubjectAccessReview on nodes/<subresource>, the client CA",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const cluster = await useCluster();
+    const ns = uniqueName("kauth");
+    try {
+      const kc = new KubeConfig();
+      kc.loadFromFile(cluster.kubeconfig);
+      await cluster.kubectlOk(["create", "namespace", ns]);
+      await cluster.kubectlOk(["-n", ns, "create", "serviceaccount", "viewer"]);
+      await cluster.kubectlOk([
+        "create",
+        "clusterrolebinding",
+        `${ns}-stats`,
+        "--clusterrole=system:kubelet-api-admin",
+        `--serviceaccount=${ns}:viewer`,
+      ]);
+      await cluster.kubectlOk(["-n", ns, "create", "serviceaccount", "nobody"]);
+      const token = (name: string) => cluster.kubectlOk(["-n", ns, "create", "token", name]);
+
+      const authn = new KubeAuthenticator({
+        authentication: kc.makeApiClient(AuthenticationV1Api),
+      });
+      const viewer = await authn.authenticate(noCert, `Bearer ${(await token("viewer")).trim()}`);
+      assert.equal(viewer.name, `system:serviceaccount:${ns}:viewer`);
+      assert.ok(viewer.groups.includes("system:serviceaccounts"));
+      await assert.rejects(
+        authn.authenticate(noCert, "Bearer not-a-token"),
+        (e) => e instanceof UnauthenticatedError && /bearer token was not accepted/.test(e.message),
+      );
+      await assert.rejects(authn.authenticate(noCert, undefined), UnauthenticatedError);
+
+      const authz = new SubjectAccessReviewAuthorizer({
+        authorization: kc.makeApiClient(AuthorizationV1Api),
+      });
+      await authz.authorize(viewer, "some-node", { verb: "create", subresource: "proxy" });
+      await authz.authorize(viewer, "some-node", { verb: "get", subresource: "stats" });
+      const nobody = await authn.authenticate(noCert, `Bearer ${(await token("nobody")).trim()}`);
+      await assert.rejects(
+        authz.authorize(nobody, "some-node", { verb: "get", subresource: "stats" }),
+        (e) =>
+          e instanceof ForbiddenError &&
+          e.message.includes(
+            `"system:serviceaccount:${ns}:nobody" may not get resource "nodes/stats" of node "some-node"`,
+          ),
+      );
+
+      const ca = await loadClientCa(kc.makeApiClient(CoreV1Api));
+      assert.match(ca, /-----BEGIN CERTIFICATE-----/);
+    } finally {
+      await cluster.kubectl(["delete", "clusterrolebinding", `${ns}-stats`, "--ignore-not-found"]);
+      await cluster.kubectl(["delete", "namespace", ns, "--wait=false"]);
+      await cluster.release();
+    }
+  },
+});
