@@ -56,9 +56,12 @@ export function arhatDeviceYaml(o: {
   methods: string;
   /** Turns on every host management switch. */
   allowHost?: boolean;
+  /** The host log folder host management may read (default arhat's, /var/log). */
+  hostLogDir?: string;
 }): string {
+  const logDir = o.hostLogDir ? `, logDir: ${o.hostLogDir}` : "";
   const host = o.allowHost
-    ? "host: { allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true }\n"
+    ? `host: { allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true${logDir} }\n`
     : "";
   return `device: { namespace: ${o.namespace}, name: ${o.name} }
 stateDir: ${o.stateDir}

@@ -101,7 +101,7 @@ export class World {
   async startArhat(
     name: string,
     methods: string,
-    opts: { allowHost?: boolean } = {},
+    opts: { allowHost?: boolean; hostLogDir?: string } = {},
   ): Promise<void> {
     const config = `${this.arhatDir}/${name}-arhat.yaml`;
     await Deno.writeTextFile(
@@ -114,6 +114,7 @@ export class World {
         image: this.services.endpoints.testImage,
         methods,
         allowHost: opts.allowHost,
+        hostLogDir: opts.hostLogDir,
       }),
     );
     this.arhat = spawnArhat(config);

@@ -381,7 +381,12 @@ function kubeletWorld(
     await waitAranyaReady(aranya, httpPort);
     const name = uniqueName("dev");
     const token = await w.createDevice(name);
-    await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`), { allowHost });
+    await Deno.mkdir(`${w.arhatDir}/host-logs`, { recursive: true });
+    await Deno.writeTextFile(`${w.arhatDir}/host-logs/device.log`, "booted\nsensor ok\n");
+    await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`), {
+      allowHost,
+      hostLogDir: `${w.arhatDir}/host-logs`,
+    });
     await w.nodeReady(name, "True");
     assert.equal(
       await w.kubectl([
@@ -556,5 +561,18 @@ Deno.test({
       ]);
       assert.equal(host.stdout, "host-ok\n", host.stderr);
       assert.equal(host.code, 5);
+      // A host log file through the node's /logs/ route (nodes/log), via the API server's proxy.
+      if (advertisedAddress() === "127.0.0.1") {
+        console.warn("skipped: node proxy check (no non-loopback IPv4 address on this machine)");
+      } else {
+        assert.equal(
+          await w.cluster.kubectlOk([
+            "get",
+            "--raw",
+            `/api/v1/nodes/${node}/proxy/logs/device.log`,
+          ]),
+          "booted\nsensor ok\n",
+        );
+      }
     }),
 });

@@ -57,9 +57,6 @@ import {
   WS_REMOTE_COMMAND_PROTOCOLS,
 } from "./websocket_channels.ts";
 
-/** The virtual pod's container that stands for the device host. */
-export const HOST_CONTAINER = "host";
-
 /** What the kubelet API needs to know about pods and devices. */
 export interface KubeletBackend {
   /** The pod `namespace/name` bound to some node, from a cache (no I/O). */
@@ -382,6 +379,21 @@ export class KubeletServer {
         case "logs": {
           const t = this.#target(node, route.pod, route.container);
           await streamContainerLogs({ ...t, container: route.container }, route.query, res);
+          break;
+        }
+        case "node-logs": {
+          // The device's host log files, through host management (arhat's host.allowLogs).
+          await streamContainerLogs(
+            {
+              client: this.#device(node),
+              podUid: "",
+              container: "host",
+              path: route.path,
+              creationTimeoutMs: this.#timeouts.creationMs,
+            },
+            { follow: false, timestamps: false, previous: false },
+            res,
+          );
           break;
         }
         case "run": {

@@ -6,7 +6,7 @@
  * Paths as the kubelet serves them (pkg/kubelet/server):
  * `/healthz`, `/pods`, `/runningpods/`, `/stats/summary`, `/metrics/resource`,
  * `/containerLogs/{ns}/{pod}/{container}`, `/exec|attach|run/{ns}/{pod}[/{uid}]/{container}`,
- * `/portForward/{ns}/{pod}[/{uid}]`.
+ * `/portForward/{ns}/{pod}[/{uid}]`, `/logs/{path}` (a host log file).
  */
 import { InvalidInputError, NotFoundError } from "../../common/errors.ts";
 
@@ -48,7 +48,9 @@ export type Route =
   | { kind: "metrics-resource" }
   | { kind: "logs"; pod: PodRef; container: string; query: LogsQuery }
   | { kind: "exec" | "attach" | "run"; pod: PodRef; container: string; query: StreamQuery }
-  | { kind: "port-forward"; pod: PodRef; ports: number[] };
+  | { kind: "port-forward"; pod: PodRef; ports: number[] }
+  /** A host log file of the device (`/logs/{path}`, under arhat's host log folder). */
+  | { kind: "node-logs"; path: string };
 
 /** What a request asks of the node, as a SubjectAccessReview states it. */
 export interface NodeAttributes {
@@ -166,6 +168,11 @@ export function parseRoute(method: string, url: URL, now = new Date()): Route {
       break;
     case "metrics":
       if (get && rest.length === 1 && rest[0] === "resource") return { kind: "metrics-resource" };
+      break;
+    case "logs":
+      if (get && rest.length >= 1 && !rest.includes("..")) {
+        return { kind: "node-logs", path: rest.join("/") };
+      }
       break;
     case "containerLogs":
       if (get && rest.length === 3) {

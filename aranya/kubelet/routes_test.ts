@@ -76,6 +76,11 @@ Deno.test("parseRoute: port-forward ports, node routes, unknown paths", () => {
   assert.equal(parseRoute("GET", u("/metrics/resource")).kind, "metrics-resource");
   assert.equal(parseRoute("GET", u("/pods")).kind, "pods");
   assert.equal(parseRoute("GET", u("/healthz")).kind, "healthz");
+  assert.deepEqual(parseRoute("GET", u("/logs/apt/history.log")), {
+    kind: "node-logs",
+    path: "apt/history.log",
+  });
+  assert.throws(() => parseRoute("GET", u("/logs/../etc/shadow")), NotFoundError);
   assert.throws(() => parseRoute("GET", u("/configz")), NotFoundError);
   assert.throws(() => parseRoute("DELETE", u("/pods")), NotFoundError);
   assert.throws(() => parseRoute("GET", u("/run/ns/p/c?cmd=ls")), NotFoundError);

@@ -51,7 +51,7 @@ export class EchoTimer {
   async roundTrip(line: string, timeoutMs = 10_000): Promise<number> {
     if (this.#ended) throw new Error("The session's output ended");
     const text = `${line}\n`;
-    let timer: number | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const back = new Promise<void>((resolve, reject) => {
       this.#waiter = { text, resolve, reject };
       timer = setTimeout(

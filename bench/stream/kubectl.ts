@@ -19,7 +19,7 @@ function spawn(w: World, args: string[], env: Record<string, string>): Deno.Chil
 
 /** Ends a child: closes its stdin, waits up to `graceMs`, then SIGKILL. */
 async function stop(child: Deno.ChildProcess, graceMs: number): Promise<void> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const gone = await Promise.race([
     child.status.then(() => true),
     new Promise<boolean>((r) => timer = setTimeout(() => r(false), graceMs)),

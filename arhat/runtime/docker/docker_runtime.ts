@@ -290,7 +290,9 @@ export class DockerRuntime implements ContainerRuntime {
    * `output` ended, so read `output` to its end or cancel it (canceling
    * discards the rest but still yields the exit code); `close()` or the
    * signal stops everything and rejects a pending `exitCode` with
-   * CanceledError.
+   * CanceledError, and a process still running then is killed (closing the
+   * connection alone leaves it running: the engines do not end an exec whose
+   * client went away).
    */
   async exec(id: string, opts: ExecOptions): Promise<StreamHandle> {
     const what = `Executing "${abbreviate(opts.cmd.join(" "))}" in container "${id}"`;
@@ -328,6 +330,7 @@ export class DockerRuntime implements ContainerRuntime {
       exitCode: () => this.#execExitCode(execId, what),
       resize: (cols, rows) =>
         this.#resize(`/exec/${enc(execId)}/resize`, cols, rows, `Resizing exec "${execId}"`),
+      onClosedEarly: () => void this.#killExec(execId, what),
     });
   }
 
@@ -413,10 +416,13 @@ export class DockerRuntime implements ContainerRuntime {
     signal?: AbortSignal;
     exitCode: () => Promise<number>;
     resize: (cols: number, rows: number) => Promise<void>;
+    /** Called when the caller closed the handle before the output ended. */
+    onClosedEarly?: () => void;
   }): StreamHandle {
     const exit = deferred<number>();
     exit.promise.catch(() => {}); // callers need not await it; they still see the rejection
     let closedByCaller = false;
+    let outputEnded = false;
     let stdinReader: ReadableStreamDefaultReader<Uint8Array> | undefined;
     const stopStdin = () => {
       stdinReader?.cancel().catch(() => {});
@@ -429,12 +435,14 @@ export class DockerRuntime implements ContainerRuntime {
       stopStdin();
       conn.close();
       exit.reject(new CanceledError(`${o.what} was closed before the process ended`));
+      if (!outputEnded) o.onClosedEarly?.();
     };
     o.signal?.addEventListener("abort", close, { once: true });
 
     const demuxed = demuxStream(conn.output, {
       tty: o.tty,
       onEnd: (reason, error) => {
+        outputEnded = true;
         stopStdin();
         o.signal?.removeEventListener("abort", close);
         conn.close();
@@ -512,6 +520,37 @@ export class DockerRuntime implements ContainerRuntime {
       }
       await new Promise((res) => setTimeout(res, delay));
       delay = Math.min(delay * 2, 250);
+    }
+  }
+
+  /**
+   * Ends an exec'd process whose client went away: the engine reports its
+   * host PID, which gets SIGKILL through `/bin/sh -c kill` (the one program
+   * arhat's permission set may start; Deno.kill would need an unrestricted
+   * --allow-run). Best effort: failures are logged.
+   */
+  async #killExec(execId: string, what: string): Promise<void> {
+    try {
+      const r = await this.#call("GET", `/exec/${enc(execId)}/json`, what) as {
+        Running?: boolean;
+        Pid?: number;
+      };
+      if (!r.Running || !r.Pid || r.Pid <= 1) return;
+      const out = await new Deno.Command("/bin/sh", {
+        args: ["-c", `kill -KILL ${Math.floor(r.Pid)}`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      if (out.code !== 0) {
+        this.#log.warn("ending an abandoned exec failed", {
+          exec: execId,
+          pid: r.Pid,
+          error: new TextDecoder().decode(out.stderr).trim(),
+        });
+      } else this.#log.debug("abandoned exec killed", { exec: execId, pid: r.Pid });
+    } catch (err) {
+      this.#log.warn("ending an abandoned exec failed", { exec: execId, error: String(err) });
     }
   }
 
