@@ -142,6 +142,20 @@ export class World {
   }
 
   async close(): Promise<void> {
+    // While aranya still runs: pods go without waiting for a kubelet, and the EdgeDevices are
+    // deleted so that aranya removes their finalizer, Node and Lease (stopped first, they would
+    // stay behind and hold the namespace in Terminating).
+    await this.cluster.kubectl([
+      "delete",
+      "pods",
+      "--all",
+      "-n",
+      this.ns,
+      "--force",
+      "--grace-period=0",
+      "--timeout=20s",
+    ]);
+    await this.cluster.kubectl(["delete", "edgedevices", "--all", "-n", this.ns, "--timeout=30s"]);
     await kill(this.arhat);
     await Promise.allSettled(this.aranyas.map((a) => a.stop()));
     for (

@@ -99,3 +99,31 @@ export async function engineHttpGet(
     await s.close();
   }
 }
+
+/**
+ * Downloads `path` from 127.0.0.1:`port` inside the container over the pod's
+ * own loopback (`wget | wc -c`, nothing leaves the pod), timed inside by
+ * /proc/uptime (10 ms resolution): the server's ceiling, for scale.
+ */
+export async function inPodHttpGet(
+  engine: EngineClient,
+  containerId: string,
+  port: number,
+  path: string,
+): Promise<{ bytes: number; ms: number; status: number }> {
+  const script = "read s _ < /proc/uptime; " +
+    `n=$(wget -q -O - http://127.0.0.1:${port}${path} | wc -c); ` +
+    'read e _ < /proc/uptime; echo "$n $s $e"';
+  const session = await engineExec(engine, containerId, ["sh", "-c", script]);
+  let text = "";
+  const dec = new TextDecoder();
+  try {
+    for await (const c of session.stdout) text += dec.decode(c, { stream: true });
+  } finally {
+    await session.close();
+  }
+  const m = /^(\d+) ([\d.]+) ([\d.]+)$/m.exec(text);
+  if (!m) throw new Error(`In-pod download printed ${JSON.stringify(text.slice(0, 200))}`);
+  const ms = Math.max(10, (Number(m[3]) - Number(m[2])) * 1000);
+  return { bytes: Number(m[1]), ms, status: 200 };
+}

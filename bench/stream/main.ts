@@ -36,7 +36,7 @@ import { World } from "../../e2e/edge_world.ts";
 import { eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { freePort } from "../../e2e/process.ts";
 import { EchoTimer } from "./echo.ts";
-import { engineExec, engineHttpGet } from "./engine.ts";
+import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
 import { kubectlCat, kubectlPortForward } from "./kubectl.ts";
 import { type Latency, latency, mbPerSec, median, ratio, round, show, showRatio } from "./stats.ts";
 
@@ -106,6 +106,24 @@ function toolsPod(node: string, image: string, bytes: number): string {
   });
 }
 
+/** The device of this run, once its EdgeDevice exists. */
+let device: string | undefined;
+
+/**
+ * Deletes pod "tools" and the EdgeDevice while aranya and arhat still run, so
+ * they remove the containers, the Node, its Lease and the finalizers, and
+ * the namespace can go (World.close stops the processes first). Best effort.
+ */
+async function deleteWorkload(w: World): Promise<void> {
+  if (!device) return;
+  const del = async (args: string[]) => {
+    const r = await w.cluster.kubectl(["-n", w.ns, "delete", ...args, "--timeout=60s"]);
+    if (r.code !== 0) say(`kubectl delete ${args.join(" ")}: ${r.stderr.trim()}`);
+  };
+  await del(["pod", "tools", "--ignore-not-found"]);
+  await del(["edgedevice", device, "--ignore-not-found"]);
+}
+
 /** Sets up aranya, one device on Podman and pod "tools"; returns what the measurements need. */
 async function setUp(w: World, blobBytes: number) {
   const port = freePort();
@@ -124,10 +142,11 @@ async function setUp(w: World, blobBytes: number) {
   );
   await waitAranyaReady(aranya, httpPort);
   const name = uniqueName("dev");
+  device = name;
   const token = await w.createDevice(name);
   await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
   await w.nodeReady(name, "True");
-  say(`device ${name} Ready; creating pod tools with a ${blobBytes}-byte blob`);
+  say(`device ${w.ns}/${name} Ready; creating pod tools with a ${blobBytes}-byte blob`);
   await w.kubectl(["apply", "-f", "-"], toolsPod(name, w.services.endpoints.testImage, blobBytes));
   // deno-lint-ignore no-explicit-any
   const pod: any = await eventually("pod tools Running", async () => {
@@ -138,8 +157,18 @@ async function setUp(w: World, blobBytes: number) {
     return running.length === 2 ? p : undefined;
   }, 120_000);
   const size = await eventually("the blob written", async () => {
-    const s = (await w.kubectl(["exec", "tools", "-c", "web", "--", "cat", "/www/blob.size"]))
-      .trim();
+    // -n before "--" (World.kubectl appends it, which would pass it to the command).
+    const s = (await w.cluster.kubectlOk([
+      "-n",
+      w.ns,
+      "exec",
+      "tools",
+      "-c",
+      "web",
+      "--",
+      "cat",
+      "/www/blob.size",
+    ])).trim();
     return s ? Number(s) : undefined;
   }, 120_000);
   if (size !== blobBytes) throw new Error(`The blob has ${size} bytes, not ${blobBytes}`);
@@ -249,6 +278,14 @@ async function measure(w: World, f: ReturnType<typeof flags>, errors: Record<str
       "direct",
     ));
   if (pfDirect) pfOut.direct = pfDirect;
+  const inPod = await attempt("portForward/inPod", () =>
+    throughput(
+      () => inPodHttpGet(w.engine, mainId, 8080, "/blob"),
+      blobBytes,
+      f.runs,
+      "in-pod",
+    ));
+  if (inPod) pfOut.inPod = inPod;
   for (const [mode, ws] of [["websocket", "true"], ["spdy", "false"]] as const) {
     const r = await attempt(`portForward/${mode}`, async () => {
       const pf = await kubectlPortForward(w, "pod/tools", freePort(), 8080, {
@@ -301,6 +338,12 @@ function report(out: Awaited<ReturnType<typeof measure>>, f: ReturnType<typeof f
       show(pd?.mbPerSec ?? null, " MB/s")
     }`,
   );
+  const ip = out.portForward.inPod as { mbPerSec: number | null } | undefined;
+  lines.push(
+    `port-forward download, in-pod ceiling (wget over the pod's loopback, timed inside at 10 ms resolution; no host path): ${
+      show(ip?.mbPerSec ?? null, " MB/s")
+    }`,
+  );
   for (const mode of ["websocket", "spdy"]) {
     const p = out.portForward[mode] as
       | { mbPerSec: number | null; ratio: number | null }
@@ -335,6 +378,7 @@ if (import.meta.main) {
   let cleaning: Promise<void> | undefined;
   const cleanUp = () =>
     cleaning ??= (async () => {
+      if (world) await deleteWorkload(world).catch((e) => say(`deleting: ${errorMessage(e)}`));
       await world?.close().catch((e) => say(`closing the world: ${errorMessage(e)}`));
       await services?.release().catch((e) => say(`stopping services: ${errorMessage(e)}`));
       await cluster.release().catch((e) => say(`stopping the control plane: ${errorMessage(e)}`));
