@@ -64,7 +64,7 @@ export class World {
   }
 
   kubectl(args: string[], stdin?: string): Promise<string> {
-    return this.cluster.kubectlOk([...args, "-n", this.ns], stdin);
+    return this.cluster.kubectlOk(["-n", this.ns, ...args], stdin);
   }
 
   // deno-lint-ignore no-explicit-any
@@ -142,20 +142,17 @@ export class World {
   }
 
   async close(): Promise<void> {
-    // While aranya still runs: pods go without waiting for a kubelet, and the EdgeDevices are
-    // deleted so that aranya removes their finalizer, Node and Lease (stopped first, they would
-    // stay behind and hold the namespace in Terminating).
+    // The namespace goes while aranya and arhat still run: they stop the pods on the device and
+    // remove the EdgeDevices' finalizers, Nodes and Leases (stopped first, they would leave the
+    // namespace Terminating). Bounded: a test may have taken the device offline.
     await this.cluster.kubectl([
       "delete",
-      "pods",
-      "--all",
-      "-n",
+      "namespace",
       this.ns,
-      "--force",
-      "--grace-period=0",
-      "--timeout=20s",
+      "--ignore-not-found",
+      "--wait=false",
     ]);
-    await this.cluster.kubectl(["delete", "edgedevices", "--all", "-n", this.ns, "--timeout=30s"]);
+    await this.cluster.kubectl(["wait", "--for=delete", `namespace/${this.ns}`, "--timeout=20s"]);
     await kill(this.arhat);
     await Promise.allSettled(this.aranyas.map((a) => a.stop()));
     for (
@@ -166,13 +163,6 @@ export class World {
       await (await this.engine.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
     }
     this.engine.close();
-    await this.cluster.kubectl([
-      "delete",
-      "namespace",
-      this.ns,
-      "--ignore-not-found",
-      "--wait=false",
-    ]);
   }
 
   /** Logs for a failure message. */

@@ -24,12 +24,11 @@ import { Buffer } from "node:buffer";
 import https from "node:https";
 import tls, { type PeerCertificate } from "node:tls";
 import WebSocket from "ws";
-import { aranyaConfigYaml, waitAranyaReady } from "./aranya_harness.ts";
 import { kill } from "./arhat_harness.ts";
 import { binPath } from "./cluster/build.ts";
-import { eventually, uniqueName } from "./fixtures.ts";
+import { eventually } from "./fixtures.ts";
 import { freePort } from "./process.ts";
-import { websocketMethod } from "./edge_fixtures.ts";
+import { advertisedAddress, type KubeletDevice, startKubeletDevice } from "./kubelet_fixtures.ts";
 import { inWorld, TEST, type World } from "./edge_world.ts";
 
 const BLOB_BYTES = 12 << 20;
@@ -313,16 +312,6 @@ async function checkStreams(w: World): Promise<void> {
   assert.deepEqual(await Deno.readFile(`${dir}/down.bin`), payload);
 }
 
-/**
- * The address aranya advertises for its nodes: a non-loopback IPv4 address of
- * this machine, because the API server refuses to proxy node requests
- * (`nodes/<n>/proxy`) to loopback addresses; 127.0.0.1 when there is none.
- */
-function advertisedAddress(): string {
-  return Deno.networkInterfaces().find((i) => i.family === "IPv4" && !i.address.startsWith("127."))
-    ?.address ?? "127.0.0.1";
-}
-
 /** TLS options for talking to the kubelet port on 127.0.0.1 while verifying the advertised IP. */
 function kubeletTls(ca: string, client?: { cert: string; key: string }) {
   return {
@@ -362,43 +351,26 @@ function kubeletGet(
 function kubeletWorld(
   runtime: "podman" | "docker",
   allowHost: boolean,
-  body: (w: World, node: string, kubeletPort: number) => Promise<void>,
+  body: (w: World, device: KubeletDevice) => Promise<void>,
 ): Promise<void> {
   return inWorld(async (w, _cluster, services) => {
-    const port = freePort();
-    const httpPort = freePort();
-    const kubeletPort = freePort();
-    const aranya = await w.startAranya(
-      aranyaConfigYaml({
-        kubeconfig: w.kubeconfig,
-        namespaces: [w.ns],
-        httpPort,
-        websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-        kubelet: { address: advertisedAddress(), port: kubeletPort, portCount: 1 },
-        node: { heartbeat: "1s", leaseDuration: "10s" },
-      }),
-    );
-    await waitAranyaReady(aranya, httpPort);
-    const name = uniqueName("dev");
-    const token = await w.createDevice(name);
     await Deno.mkdir(`${w.arhatDir}/host-logs`, { recursive: true });
     await Deno.writeTextFile(`${w.arhatDir}/host-logs/device.log`, "booted\nsensor ok\n");
-    await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`), {
+    const device = await startKubeletDevice(w, {
       allowHost,
       hostLogDir: `${w.arhatDir}/host-logs`,
     });
-    await w.nodeReady(name, "True");
     assert.equal(
       await w.kubectl([
         "get",
         "node",
-        name,
+        device.node,
         "-o",
         "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
       ]),
-      String(kubeletPort),
+      String(device.kubeletPort),
     );
-    await w.kubectl(["apply", "-f", "-"], toolsPod(name, services.endpoints.testImage));
+    await w.kubectl(["apply", "-f", "-"], toolsPod(device.node, services.endpoints.testImage));
     await eventually("pod tools Running", async () => {
       const p = await w.json(["get", "pod", "tools"]);
       const ready = (p.status?.containerStatuses ?? []).filter((
@@ -406,7 +378,7 @@ function kubeletWorld(
       ) => c.name !== "crasher" && c.state?.running);
       return ready.length === 3 || undefined;
     }, 90_000);
-    await body(w, name, kubeletPort);
+    await body(w, device);
   }, runtime);
 }
 
@@ -415,7 +387,7 @@ Deno.test({
     "e2e kubelet API (Podman): logs, exec, tty, attach, port-forward, cp through the API server; host exec refused; 401/403; WebSocket; stats; offline device",
   ...TEST,
   fn: () =>
-    kubeletWorld("podman", false, async (w, node, kubeletPort) => {
+    kubeletWorld("podman", false, async (w, { node, kubeletPort, restartArhat }) => {
       await checkStreams(w);
 
       // The virtual pod: host exec is off on this device.
@@ -539,6 +511,14 @@ Deno.test({
       }, 20_000);
       assert.match(offline.stderr, new RegExp(`Node "${node}" is offline`));
       assert.ok(Date.now() - started < 20_000);
+      // Back online: exec works again.
+      await restartArhat();
+      await w.nodeReady(node, "True");
+      const back = await eventually("exec after the device came back", async () => {
+        const r = await kubectl(w, ["exec", "tools", "-c", "main", "--", "echo", "back"]);
+        return r.code === 0 ? r : undefined;
+      }, 30_000);
+      assert.equal(back.stdout, "back\n");
     }),
 });
 
@@ -547,7 +527,7 @@ Deno.test({
     "e2e kubelet API (Docker): logs, exec, tty, attach, port-forward, cp through the API server; host exec allowed",
   ...TEST,
   fn: () =>
-    kubeletWorld("docker", true, async (w, node) => {
+    kubeletWorld("docker", true, async (w, { node }) => {
       await checkStreams(w);
       const host = await kubectl(w, [
         "exec",
@@ -561,6 +541,22 @@ Deno.test({
       ]);
       assert.equal(host.stdout, "host-ok\n", host.stderr);
       assert.equal(host.code, 5);
+      // Deleting the virtual pod completes at once (nothing runs for it; no kubelet would finish
+      // it, and a namespace deletion waits for its pods).
+      const vuid = (await w.json(["get", "pod", node])).metadata.uid;
+      await w.kubectl(["delete", "pod", node, "--wait=false"]);
+      await eventually("the virtual pod removed", async () => {
+        const r = await w.cluster.kubectl([
+          "-n",
+          w.ns,
+          "get",
+          "pod",
+          node,
+          "-o",
+          "jsonpath={.metadata.uid}",
+        ]);
+        return r.code !== 0 || r.stdout !== vuid || undefined;
+      }, 15_000);
       // A host log file through the node's /logs/ route (nodes/log), via the API server's proxy.
       if (advertisedAddress() === "127.0.0.1") {
         console.warn("skipped: node proxy check (no non-loopback IPv4 address on this machine)");

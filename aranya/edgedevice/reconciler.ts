@@ -426,7 +426,8 @@ export class EdgeDeviceReconciler {
       }));
     await gone(
       `Pod "${namespace}/${name}"`,
-      () => this.#o.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }),
+      // In the body: the API server reads delete options from the body when there is one.
+      () => this.#o.core.deleteNamespacedPod({ name, namespace, body: { gracePeriodSeconds: 0 } }),
     );
     await gone(
       `Secret "${namespace}/${credentialsSecretName(name)}"`,

@@ -9,6 +9,7 @@ import { CmdKind } from "../../common/envelope.ts";
 import { errorMessage } from "../../common/errors.ts";
 import type { SessionClient } from "../../common/session/session_client.ts";
 import { PortForwardCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import { pumpInput } from "./stream_util.ts";
 
 /** Where forwarded connections go. */
 export interface ForwardTarget {
@@ -53,20 +54,7 @@ export async function forwardConnection(
     creationTimeoutMs: target.creationTimeoutMs,
     signal: channel.signal,
   });
-  const upload = (async () => {
-    await session.ready;
-    const reader = channel.input.getReader();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        if (value.byteLength) await session.write(value);
-      }
-      await session.closeWrite();
-    } finally {
-      reader.releaseLock();
-    }
-  })();
+  const upload = pumpInput(channel.input, session);
   upload.catch(() => {});
   const prefix = `Forwarding port ${port} of pod "${target.podKey}" failed`;
   try {

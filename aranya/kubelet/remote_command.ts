@@ -13,6 +13,7 @@ import { AranyaError, CanceledError, errorMessage, ExitCodeError } from "../../c
 import type { SessionClient } from "../../common/session/session_client.ts";
 import { ExecCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
 import type { StreamQuery } from "./routes.ts";
+import { pumpInput } from "./stream_util.ts";
 
 /** A terminal size from the client. */
 export interface TerminalSize {
@@ -138,23 +139,7 @@ export async function runRemoteCommand(
     signal: channels.signal,
   });
   const pumps: Promise<void>[] = [];
-  if (channels.stdin) {
-    const stdin = channels.stdin;
-    pumps.push((async () => {
-      await session.ready;
-      const reader = stdin.getReader();
-      try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          if (value.byteLength) await session.write(value);
-        }
-        await session.closeWrite();
-      } finally {
-        reader.releaseLock();
-      }
-    })());
-  }
+  if (channels.stdin) pumps.push(pumpInput(channels.stdin, session));
   if (sizes) {
     pumps.push((async () => {
       await session.ready;

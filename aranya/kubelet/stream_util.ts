@@ -1,4 +1,5 @@
 /** Small pieces shared by the streaming transports (SPDY and WebSocket). */
+import type { StreamSession } from "../../common/session/session_client.ts";
 import type { TerminalSize } from "./remote_command.ts";
 
 /** Calls `onIdle` once no `touch()` happened for `ms` (checked at a tenth of `ms`, at least 1 s). */
@@ -56,5 +57,27 @@ export async function* jsonLines(input: ReadableStream<Uint8Array>): AsyncGenera
       if (size) yield size;
     }
     if (buf.length > 4096) buf = "";
+  }
+}
+
+/**
+ * Copies the client's input into a device session once it is ready, then
+ * signals end of input. Rejects when the session ended first (its writes fail).
+ */
+export async function pumpInput(
+  input: ReadableStream<Uint8Array>,
+  session: StreamSession,
+): Promise<void> {
+  await session.ready;
+  const reader = input.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (value.byteLength) await session.write(value);
+    }
+    await session.closeWrite();
+  } finally {
+    reader.releaseLock();
   }
 }

@@ -186,8 +186,14 @@ export class PodController {
   #observe(pod: V1Pod): void {
     const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
     const node = pod.spec?.nodeName;
-    // The virtual pod stands for the device itself; the device session owns it.
-    if (!node || pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") return;
+    if (!node) return;
+    // The virtual pod stands for the device itself; the device session owns it. Nothing runs
+    // for it on the device, so a deletion (namespace deleted, or by hand) completes at once:
+    // no kubelet would ever finish it, and a namespace's other objects wait for its pods.
+    if (pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") {
+      if (pod.metadata.deletionTimestamp) void this.#removeVirtualPod(pod);
+      return;
+    }
     const prev = this.#known.get(key);
     // A pod replacing another under the same key keeps the old uid recorded until reconcile
     // has removed the old one from its device.
@@ -196,6 +202,25 @@ export class PodController {
     if (!keys) this.#byNode.set(node, keys = new Set());
     keys.add(key);
     if (this.#devices.has(node) || (prev && this.#devices.has(prev.node))) this.queue.add(key);
+  }
+
+  async #removeVirtualPod(pod: V1Pod): Promise<void> {
+    const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+    try {
+      await this.#o.core.deleteNamespacedPod({
+        name: pod.metadata!.name!,
+        namespace: pod.metadata!.namespace!,
+        body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata!.uid } },
+      });
+      this.#log.info("virtual pod removed", { pod: key });
+    } catch (err) {
+      if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
+        this.#log.warn("removing the deleted virtual pod failed", {
+          pod: key,
+          error: errorMessage(err),
+        });
+      }
+    }
   }
 
   /** The cached pod `namespace/name` bound to a node (virtual pods included), if any. */

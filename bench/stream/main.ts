@@ -30,10 +30,9 @@
  */
 import { parseArgs } from "node:util";
 import { errorMessage } from "../../common/errors.ts";
-import { aranyaConfigYaml, waitAranyaReady } from "../../e2e/aranya_harness.ts";
-import { websocketMethod } from "../../e2e/edge_fixtures.ts";
+import { startKubeletDevice } from "../../e2e/kubelet_fixtures.ts";
 import { World } from "../../e2e/edge_world.ts";
-import { eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
+import { eventually, useCluster, useServices } from "../../e2e/fixtures.ts";
 import { freePort } from "../../e2e/process.ts";
 import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
@@ -68,16 +67,6 @@ function flags() {
   };
 }
 
-/**
- * The address aranya advertises for its nodes: a non-loopback IPv4 address of
- * this machine (the API server refuses to proxy to loopback); as in
- * e2e/kubelet_e2e_test.ts.
- */
-function advertisedAddress(): string {
-  return Deno.networkInterfaces().find((i) => i.family === "IPv4" && !i.address.startsWith("127."))
-    ?.address ?? "127.0.0.1";
-}
-
 /** Pod "tools": `main` idles (exec target), `web` serves /www/blob of `bytes` random bytes. */
 function toolsPod(node: string, image: string, bytes: number): string {
   const c = (name: string, script: string) => ({
@@ -106,46 +95,9 @@ function toolsPod(node: string, image: string, bytes: number): string {
   });
 }
 
-/** The device of this run, once its EdgeDevice exists. */
-let device: string | undefined;
-
-/**
- * Deletes pod "tools" and the EdgeDevice while aranya and arhat still run, so
- * they remove the containers, the Node, its Lease and the finalizers, and
- * the namespace can go (World.close stops the processes first). Best effort.
- */
-async function deleteWorkload(w: World): Promise<void> {
-  if (!device) return;
-  const del = async (args: string[]) => {
-    const r = await w.cluster.kubectl(["-n", w.ns, "delete", ...args, "--timeout=60s"]);
-    if (r.code !== 0) say(`kubectl delete ${args.join(" ")}: ${r.stderr.trim()}`);
-  };
-  await del(["pod", "tools", "--ignore-not-found"]);
-  await del(["edgedevice", device, "--ignore-not-found"]);
-}
-
 /** Sets up aranya, one device on Podman and pod "tools"; returns what the measurements need. */
 async function setUp(w: World, blobBytes: number) {
-  const port = freePort();
-  const httpPort = freePort();
-  const kubeletPort = freePort();
-  const aranya = await w.startAranya(
-    aranyaConfigYaml({
-      kubeconfig: w.kubeconfig,
-      namespaces: [w.ns],
-      httpPort,
-      websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-      kubelet: { address: advertisedAddress(), port: kubeletPort, portCount: 1 },
-      node: { heartbeat: "1s", leaseDuration: "10s" },
-      logLevel: "warn",
-    }),
-  );
-  await waitAranyaReady(aranya, httpPort);
-  const name = uniqueName("dev");
-  device = name;
-  const token = await w.createDevice(name);
-  await w.startArhat(name, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
-  await w.nodeReady(name, "True");
+  const { node: name } = await startKubeletDevice(w, { logLevel: "warn" });
   say(`device ${w.ns}/${name} Ready; creating pod tools with a ${blobBytes}-byte blob`);
   await w.kubectl(["apply", "-f", "-"], toolsPod(name, w.services.endpoints.testImage, blobBytes));
   // deno-lint-ignore no-explicit-any
@@ -378,7 +330,6 @@ if (import.meta.main) {
   let cleaning: Promise<void> | undefined;
   const cleanUp = () =>
     cleaning ??= (async () => {
-      if (world) await deleteWorkload(world).catch((e) => say(`deleting: ${errorMessage(e)}`));
       await world?.close().catch((e) => say(`closing the world: ${errorMessage(e)}`));
       await services?.release().catch((e) => say(`stopping services: ${errorMessage(e)}`));
       await cluster.release().catch((e) => say(`stopping the control plane: ${errorMessage(e)}`));
