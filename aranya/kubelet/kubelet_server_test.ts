@@ -15,8 +15,19 @@ import { freePort } from "../../e2e/process.ts";
 import { KubeAuthenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { KubeletServer } from "./kubelet_server.ts";
+import { memoryLinkPair } from "../../common/memory_link.ts";
+import { SessionClient } from "../../common/session/session_client.ts";
+import { SessionServer } from "../../common/session/session_server.ts";
+import { echoDispatcher } from "../../common/session/testing/echo_dispatcher.ts";
+import { dataFrame, readFrames, type SpdyFrame, SynStreamWriter } from "./testing/raw_spdy.ts";
 
-function server(opts: { firstPort: number; portCount: number; clientCa?: string }) {
+function server(opts: {
+  firstPort: number;
+  portCount: number;
+  clientCa?: string;
+  device?: SessionClient;
+  timeouts?: { creationMs?: number; idleMs?: number };
+}) {
   const authorized: string[] = [];
   const authorizer: Authorizer = {
     authorize: (user, node, attrs) => {
@@ -42,8 +53,9 @@ function server(opts: { firstPort: number; portCount: number; clientCa?: string 
         backend: {
           pod: (ns, name) => ns === "ns" && name === "p" ? pod : undefined,
           podsOn: (node) => node === "node-a" ? [pod] : [],
-          device: () => undefined,
+          device: () => opts.device,
         },
+        timeouts: opts.timeouts,
       }),
   };
 }
@@ -109,5 +121,139 @@ Deno.test("KubeletServer: the port names the node; client certificates from the 
   } finally {
     ac.abort();
     await running;
+  }
+});
+
+/** A TLS connection to the kubelet port upgraded to SPDY/3.1, read frame by frame. */
+async function spdyExec(
+  port: number,
+  path: string,
+  tls: { ca: string; cert: string; key: string },
+) {
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [tls.ca],
+    cert: tls.cert,
+    key: tls.key,
+  });
+  await conn.write(new TextEncoder().encode(
+    `POST ${path} HTTP/1.1\r\nHost: kubelet\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n` +
+      "X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+  ));
+  let buf: Uint8Array = new Uint8Array(0);
+  const chunk = new Uint8Array(65536);
+  const more = async (): Promise<boolean> => {
+    const n = await conn.read(chunk).catch(() => null);
+    if (n === null) return false;
+    const next = new Uint8Array(buf.length + n);
+    next.set(buf);
+    next.set(chunk.subarray(0, n), buf.length);
+    buf = next;
+    return true;
+  };
+  for (;;) {
+    const text = new TextDecoder().decode(buf);
+    const end = text.indexOf("\r\n\r\n");
+    if (end >= 0) {
+      assert.match(text, /^HTTP\/1\.1 101 /, text);
+      buf = buf.subarray(end + 4);
+      break;
+    }
+    if (!(await more())) throw new Error("connection closed before the upgrade");
+  }
+  const writer = new SynStreamWriter();
+  const frames: SpdyFrame[] = [];
+  return {
+    open: async (id: number, type: string) =>
+      void await conn.write(await writer.frame(id, { streamtype: type })),
+    send: async (id: number, data: string, fin = false) =>
+      void await conn.write(dataFrame(id, new TextEncoder().encode(data), fin)),
+    /** Reads until `done(frames)` or the connection closes; resolves whether it closed. */
+    async until(done: (frames: SpdyFrame[]) => boolean): Promise<boolean> {
+      for (;;) {
+        const r = readFrames(buf);
+        buf = r.rest;
+        frames.push(...r.frames);
+        if (done(frames)) return false;
+        if (!(await more())) return true;
+      }
+    },
+    dataOf(stream: number): string {
+      return frames.filter((f) => !f.control && f.stream === stream)
+        .map((f) => new TextDecoder().decode((f as { data: Uint8Array }).data)).join("");
+    },
+    close() {
+      writer.close();
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    },
+  };
+}
+
+Deno.test("KubeletServer SPDY exec: output and exit status, the creation timeout, the idle timeout", async () => {
+  const certs = await makeTestCerts(`${CACHE}/test-tls/${crypto.randomUUID()}`, ["alice"]);
+  const [cloud, deviceEnd] = memoryLinkPair("ns/node-a");
+  const client = new SessionClient(cloud);
+  const device = new SessionServer(deviceEnd, { dispatcher: echoDispatcher().dispatcher });
+  client.start();
+  device.start();
+  const first = freePort();
+  const kubelet = server({
+    firstPort: first,
+    portCount: 1,
+    clientCa: certs.ca,
+    device: client,
+    timeouts: { creationMs: 400, idleMs: 1500 },
+  }).kubelet(certs.server);
+  kubelet.portFor("node-a");
+  const ac = new AbortController();
+  const running = kubelet.run(ac.signal);
+  await kubelet.ready;
+  const tls = { ca: certs.ca, ...certs.clients["alice"]! };
+  try {
+    // The echo device copies stdin to stdout, writes "bye" to stderr at EOF and exits with
+    // the first byte of its payload (the ExecCmd's first protobuf tag: 10).
+    const ok = await spdyExec(first, "/exec/ns/p/c?command=cat&input=1&output=1&error=1", tls);
+    await ok.open(1, "error");
+    await ok.open(3, "stdin");
+    await ok.open(5, "stdout");
+    await ok.open(7, "stderr");
+    await ok.send(3, "hello spdy", true);
+    await ok.until(() => ok.dataOf(1).length > 0 && ok.dataOf(7) === "bye");
+    assert.equal(ok.dataOf(5), "hello spdy");
+    const status = JSON.parse(ok.dataOf(1));
+    assert.equal(status.reason, "NonZeroExitCode");
+    assert.deepEqual(status.details.causes, [{ reason: "ExitCode", message: "10" }]);
+    ok.close();
+
+    // Only the error stream of the two expected: a Failure status after the creation timeout.
+    const started = Date.now();
+    const partial = await spdyExec(first, "/exec/ns/p/c?command=cat&output=1", tls);
+    await partial.open(1, "error");
+    await partial.until(() => partial.dataOf(1).length > 0);
+    assert.ok(Date.now() - started >= 400);
+    assert.match(
+      JSON.parse(partial.dataOf(1)).message,
+      /Timed out waiting for the client's streams \(stdout\)/,
+    );
+    partial.close();
+
+    // A session without traffic is closed after the idle timeout.
+    const idle = await spdyExec(first, "/exec/ns/p/c?command=cat&input=1&output=1", tls);
+    await idle.open(1, "error");
+    await idle.open(3, "stdin");
+    await idle.open(5, "stdout");
+    const t0 = Date.now();
+    const closed = await idle.until(() => false);
+    assert.ok(closed, "the server closed the connection");
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 1400 && waited < 6000, `closed after ${waited} ms`);
+    idle.close();
+  } finally {
+    ac.abort();
+    await running;
+    cloud.close();
   }
 });

@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { constants as zlibConstants, deflateSync } from "node:zlib";
 import transport from "spdy-transport";
 import { Flag, FrameType, H2Error, RawH2Client } from "../../../e2e/link/h2_raw_client.ts";
 import {
@@ -17,6 +16,7 @@ import {
   spdyPatchesApplied,
   type SpdyStream,
 } from "./spdy_patches.ts";
+import { synStream } from "../../kubelet/testing/raw_spdy.ts";
 
 interface TestServer {
   port: number;
@@ -239,33 +239,6 @@ Deno.test("P4: an open call finishes after the client's GOAWAY, then the socket 
   }
 });
 
-/** One SPDY/3.1 SYN_STREAM (stream 1) whose header block holds only `headers`, like Go's spdystream. */
-function rawSynStream(headers: Record<string, string>): Uint8Array {
-  const enc = new TextEncoder();
-  const kv: number[] = [];
-  const u32 = (n: number) => kv.push(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
-  u32(Object.keys(headers).length);
-  for (const [k, v] of Object.entries(headers)) {
-    for (const s of [k, v]) {
-      const b = enc.encode(s);
-      u32(b.length);
-      kv.push(...b);
-    }
-  }
-  // Compressed without the SPDY dictionary (no FDICT bit), as Go's reader accepts too.
-  const block = deflateSync(new Uint8Array(kv), { flush: zlibConstants.Z_SYNC_FLUSH });
-  const body = new Uint8Array(10 + block.length);
-  body.set([0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-  body.set(block, 10);
-  const frame = new Uint8Array(8 + body.length);
-  frame.set([0x80, 0x03, 0x00, 0x01, 0x00]); // control, version 3, SYN_STREAM, flags 0
-  frame[5] = (body.length >>> 16) & 255;
-  frame[6] = (body.length >>> 8) & 255;
-  frame[7] = body.length & 255;
-  frame.set(body, 8);
-  return frame;
-}
-
 Deno.test("P5 and P6: a SPDY/3.1 stream with only Kubernetes headers, and output past 64 KiB to a peer that sends no WINDOW_UPDATE", async () => {
   const total = 300_000;
   let seen: Record<string, unknown> | undefined;
@@ -286,7 +259,7 @@ Deno.test("P5 and P6: a SPDY/3.1 stream with only Kubernetes headers, and output
   const port = (server.address() as net.AddressInfo).port;
   const client = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    await client.write(rawSynStream({ streamtype: "stdout" }));
+    await client.write(synStream(1, { streamtype: "stdout" }));
     // Read frames; count DATA bytes of stream 1. Never send WINDOW_UPDATE.
     let buf = new Uint8Array(0);
     let data = 0;
