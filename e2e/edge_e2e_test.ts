@@ -235,9 +235,14 @@ Deno.test({
         await r?.body?.cancel();
         return r?.ok ? true : undefined;
       });
-      const ready1 = await fetch(`http://127.0.0.1:${httpPorts[1]}/readyz`);
+      // (Until its first read of the Lease, the standby says the leader is "unknown".)
+      const ready1 = await eventually("the standby to name the leader", async () => {
+        const r = await fetch(`http://127.0.0.1:${httpPorts[1]}/readyz`);
+        const text = await r.text();
+        return /the leader is "replica-0"/.test(text) ? { status: r.status, text } : undefined;
+      }, 10_000);
       assert.equal(ready1.status, 503);
-      assert.match(await ready1.text(), /standing by; the leader is "replica-0"/);
+      assert.match(ready1.text, /standing by; the leader is "replica-0"/);
       await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: ports[1]! }));
 
       const name = uniqueName("ha");
