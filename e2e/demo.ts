@@ -174,6 +174,8 @@ Try:
   ${k} get ed -n ${NS} -o wide
   ${k} describe node ${DEVICE}
   ${k} get events -n ${NS}
+  ${k} logs -n ${NS} deploy/edge-demo
+  ${k} exec -n ${NS} deploy/edge-demo -- cat /etc/edge-demo/app.conf   # through aranya's kubelet API
   curl -s http://127.0.0.1:${httpPort}/metrics | grep ^aranya_
   ${k} delete pod -n ${NS} -l app=edge-demo        # the Deployment's new pod runs on the device
 
