@@ -26,6 +26,7 @@ import { CACHE, ensureDir } from "../e2e/paths.ts";
 import { freePort } from "../e2e/process.ts";
 import type { DeviceConfig } from "./link_device.ts";
 import { startCapture } from "./wire_capture.ts";
+import { machineInfo } from "./machine.ts";
 
 const IDLE_SECONDS = Number(Deno.env.get("ARANYA_BENCH_IDLE_SECONDS") ?? 600);
 const RTT_N = Number(Deno.env.get("ARANYA_BENCH_RTT_N") ?? 5000);
@@ -239,12 +240,7 @@ async function measureActive(r: Running) {
 }
 
 if (import.meta.main) {
-  const machine = {
-    cores: navigator.hardwareConcurrency,
-    memoryGiB: +(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1),
-    os: `${Deno.build.os} ${Deno.osRelease()}`,
-    deno: Deno.version.deno,
-  };
+  const machine = machineInfo();
   say(
     `machine: ${
       JSON.stringify(machine)

@@ -162,6 +162,20 @@ export function aranyaConfigYaml(o: AranyaTestConfig): string {
   return lines.join("\n") + "\n";
 }
 
+/** `deno` arguments that run aranya under its permission set with `config` (and extra flags). */
+export function aranyaArgs(config: string, extra: string[] = []): string[] {
+  return [
+    "run",
+    `--config=${ROOT}/deno.json`,
+    "-P=aranya",
+    "--no-prompt",
+    `${ROOT}/aranya/main.ts`,
+    "--config",
+    config,
+    ...extra,
+  ];
+}
+
 /** Options of {@link spawnAranya}. */
 export interface SpawnAranyaOptions {
   /** Path of the config file; it and the files it names must be under {@link ARANYA_E2E_DIR}. */
@@ -199,16 +213,7 @@ export async function spawnAranya(opts: SpawnAranyaOptions): Promise<AranyaProce
   const svc: ServiceProcess = await startService({
     name: "aranya",
     cmd: "deno",
-    args: [
-      "run",
-      `--config=${ROOT}/deno.json`,
-      "-P=aranya",
-      "--no-prompt",
-      `${ROOT}/aranya/main.ts`,
-      "--config",
-      opts.config,
-      ...(opts.args ?? []),
-    ],
+    args: aranyaArgs(opts.config, opts.args),
     env: opts.env,
     logFile,
     pidFile: `${dir}/aranya.pid`,

@@ -18,7 +18,7 @@ import {
   startControlPlane,
   stopControlPlane,
 } from "./cluster/control_plane.ts";
-import { aranyaConfigYaml, aranyaKubeconfig } from "./aranya_harness.ts";
+import { aranyaArgs, aranyaConfigYaml, aranyaKubeconfig } from "./aranya_harness.ts";
 import { applyCrds, clusterHandle } from "./fixtures.ts";
 import { testTls } from "./link/test_tls.ts";
 import { CACHE, ROOT } from "./paths.ts";
@@ -74,15 +74,7 @@ async function up(): Promise<void> {
   const aranya = await startService({
     name: "aranya",
     cmd: "deno",
-    args: [
-      "run",
-      `--config=${ROOT}/deno.json`,
-      "-P=aranya",
-      "--no-prompt",
-      `${ROOT}/aranya/main.ts`,
-      "--config",
-      `${ARANYA_DIR}/config.yaml`,
-    ],
+    args: aranyaArgs(`${ARANYA_DIR}/config.yaml`),
     logFile: `${ARANYA_DIR}/aranya.log`,
     pidFile: `${ARANYA_DIR}/aranya.pid`,
     detached: true,

@@ -46,8 +46,8 @@ import {
   serveSpdyRemoteCommand,
   SPDY_PORT_FORWARD_PROTOCOL,
   SPDY_REMOTE_COMMAND_PROTOCOLS,
-  type StreamTimeouts,
 } from "./spdy_upgrade.ts";
+import type { StreamTimeouts } from "./stream_util.ts";
 import {
   isWebSocketUpgrade,
   offeredSubprotocols,
@@ -143,6 +143,22 @@ function statusBody(code: number, message: string): string {
     reason: STATUS_REASONS[code] ?? "InternalError",
     code,
   });
+}
+
+/**
+ * The first of `supported` (preference order) that the client offered; "" in
+ * `supported` stands for "no protocol offered". Throws InvalidInputError
+ * naming both lists.
+ */
+function negotiate(offered: string[], supported: readonly string[], what: string): string {
+  const protocol = supported.find((p) => p ? offered.includes(p) : offered.length === 0);
+  if (protocol === undefined) {
+    throw new InvalidInputError(
+      `None of the offered ${what} protocols ${JSON.stringify(offered)} is supported; ` +
+        `this kubelet speaks ${JSON.stringify(supported)}`,
+    );
+  }
+  return protocol;
 }
 
 /** The kubelet API server for all virtual nodes. */
@@ -316,20 +332,15 @@ export class KubeletServer {
         throw new NotFoundError(`Container "${container}" is not in pod "${key}"`);
       }
     }
-    const client = this.#o.backend.device(node);
-    if (!client) {
-      throw new UnavailableError(
-        `Node "${node}" is offline: its device is not connected to aranya`,
-      );
-    }
     return {
-      client,
+      client: this.#device(node),
       podKey: key,
       podUid: isVirtual ? "" : pod.metadata?.uid ?? "",
       creationTimeoutMs: this.#timeouts.creationMs,
     };
   }
 
+  /** The session of `node`'s device; UnavailableError when it is offline. */
   #device(node: string): SessionClient {
     const client = this.#o.backend.device(node);
     if (!client) {
@@ -467,14 +478,11 @@ export class KubeletServer {
         const run = (channels: Parameters<typeof runRemoteCommand>[2]) =>
           runRemoteCommand(target, route.query, channels);
         if (spdy) {
-          const offered = offeredProtocols(req);
-          const protocol = SPDY_REMOTE_COMMAND_PROTOCOLS.find((p) => offered.includes(p));
-          if (!protocol) {
-            throw new InvalidInputError(
-              `None of the offered stream protocols ${JSON.stringify(offered)} is supported; ` +
-                `this kubelet speaks ${JSON.stringify(SPDY_REMOTE_COMMAND_PROTOCOLS)}`,
-            );
-          }
+          const protocol = negotiate(
+            offeredProtocols(req),
+            SPDY_REMOTE_COMMAND_PROTOCOLS,
+            "stream",
+          );
           serveSpdyRemoteCommand({
             socket,
             head,
@@ -485,14 +493,11 @@ export class KubeletServer {
             run,
           });
         } else {
-          const offered = offeredSubprotocols(req);
-          const protocol = WS_REMOTE_COMMAND_PROTOCOLS.find((p) => offered.includes(p));
-          if (!protocol) {
-            throw new InvalidInputError(
-              `None of the offered WebSocket protocols ${JSON.stringify(offered)} is supported; ` +
-                `this kubelet speaks ${JSON.stringify(WS_REMOTE_COMMAND_PROTOCOLS)}`,
-            );
-          }
+          const protocol = negotiate(
+            offeredSubprotocols(req),
+            WS_REMOTE_COMMAND_PROTOCOLS,
+            "WebSocket",
+          );
           await serveWebSocketRemoteCommand({
             req,
             socket,
@@ -509,25 +514,14 @@ export class KubeletServer {
         const forward = (port: number, channel: Parameters<typeof forwardConnection>[2]) =>
           forwardConnection(t, port, channel);
         if (spdy) {
-          if (!offeredProtocols(req).includes(SPDY_PORT_FORWARD_PROTOCOL)) {
-            throw new InvalidInputError(
-              `Port-forward needs stream protocol "${SPDY_PORT_FORWARD_PROTOCOL}"`,
-            );
-          }
+          negotiate(offeredProtocols(req), [SPDY_PORT_FORWARD_PROTOCOL], "stream");
           serveSpdyPortForward({ socket, head, timeouts: this.#timeouts, log, forward });
         } else {
-          const offered = offeredSubprotocols(req);
-          const protocol = WS_PORT_FORWARD_PROTOCOLS.find((p) =>
-            p ? offered.includes(p) : offered.length === 0
+          const protocol = negotiate(
+            offeredSubprotocols(req),
+            WS_PORT_FORWARD_PROTOCOLS,
+            "WebSocket",
           );
-          if (protocol === undefined) {
-            throw new InvalidInputError(
-              `None of the offered WebSocket protocols ${JSON.stringify(offered)} is supported ` +
-                `for port-forward; this kubelet speaks ${
-                  JSON.stringify(WS_PORT_FORWARD_PROTOCOLS)
-                }`,
-            );
-          }
           if (route.ports.length === 0) {
             throw new InvalidInputError(`Query parameter "ports" is required for port-forward`);
           }

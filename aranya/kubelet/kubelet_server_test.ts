@@ -15,6 +15,7 @@ import { freePort } from "../../e2e/process.ts";
 import { KubeAuthenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { KubeletServer } from "./kubelet_server.ts";
+import { concatBytes } from "../../common/bytes.ts";
 import { memoryLinkPair } from "../../common/memory_link.ts";
 import { SessionClient } from "../../common/session/session_client.ts";
 import { SessionServer } from "../../common/session/session_server.ts";
@@ -146,10 +147,7 @@ async function spdyExec(
   const more = async (): Promise<boolean> => {
     const n = await conn.read(chunk).catch(() => null);
     if (n === null) return false;
-    const next = new Uint8Array(buf.length + n);
-    next.set(buf);
-    next.set(chunk.subarray(0, n), buf.length);
-    buf = next;
+    buf = concatBytes([buf, chunk.subarray(0, n)]);
     return true;
   };
   for (;;) {

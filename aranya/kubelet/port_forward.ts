@@ -10,6 +10,7 @@ import { errorMessage } from "../../common/errors.ts";
 import type { SessionClient } from "../../common/session/session_client.ts";
 import { PortForwardCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
 import { pumpInput } from "./stream_util.ts";
+import { concatBytes } from "../../common/bytes.ts";
 
 /** Where forwarded connections go. */
 export interface ForwardTarget {
@@ -60,20 +61,10 @@ export async function forwardConnection(
   try {
     const { exitCode } = await session.done;
     if (exitCode === 0) return undefined;
-    const why = new TextDecoder().decode(concat(diagnostics)).trim();
+    const why = new TextDecoder().decode(concatBytes(diagnostics)).trim();
     return `${prefix}: ${why || `the device's forwarder exited with code ${exitCode}`}`;
   } catch (err) {
     if (channel.signal.aborted) return undefined;
     return `${prefix}: ${errorMessage(err)}`;
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }

@@ -318,16 +318,9 @@ export class CsrServingCertificate implements ServingCertificate {
   async run(signal: AbortSignal): Promise<void> {
     if (this.#started) throw new InternalError("CsrServingCertificate.run was called twice");
     this.#started = true;
-    try {
-      this.#current = await this.#issue(signal);
-    } catch (err) {
-      if (signal.aborted) {
-        this.#ready.reject(new CanceledError("Stopped before the kubelet serving certificate"));
-        return;
-      }
-      this.#ready.reject(err);
-      throw err;
-    }
+    const first = await firstCertificate(this.#ready, signal, () => this.#issue(signal));
+    if (!first) return;
+    this.#current = first;
     this.#ready.resolve();
     const backoff = new Backoff({
       initialMs: this.#o.retryInitialMs ?? SERVING_CERT_DEFAULTS.retryInitialMs,
@@ -551,6 +544,29 @@ export class CsrServingCertificate implements ServingCertificate {
 }
 
 /** Calls every listener with `kc`; a throwing listener is logged. */
+/**
+ * The first certificate of a source, shared by every `run`: on failure `ready`
+ * is rejected (with CanceledError when `signal` aborted first, and then
+ * undefined is returned) and the error rethrown. The caller keeps the result,
+ * then resolves `ready` (so `current()` works for whoever awaits it).
+ */
+async function firstCertificate<T>(
+  ready: ReturnType<typeof readySignal>,
+  signal: AbortSignal,
+  load: () => Promise<T>,
+): Promise<T | undefined> {
+  try {
+    return await load();
+  } catch (err) {
+    if (signal.aborted) {
+      ready.reject(new CanceledError("Stopped before the kubelet serving certificate"));
+      return undefined;
+    }
+    ready.reject(err);
+    throw err;
+  }
+}
+
 function emit(listeners: ((kc: KeyCert) => void)[], kc: KeyCert, log: Logger): void {
   for (const fn of listeners) {
     try {
@@ -665,16 +681,9 @@ export class ReloadingServingCertificate implements ServingCertificate {
   async run(signal: AbortSignal): Promise<void> {
     if (this.#started) throw new InternalError(`Serving certificate run was called twice`);
     this.#started = true;
-    try {
-      this.#current = await this.#read(signal);
-    } catch (err) {
-      if (signal.aborted) {
-        this.#ready.reject(new CanceledError("Stopped before the kubelet serving certificate"));
-        return;
-      }
-      this.#ready.reject(err);
-      throw err;
-    }
+    const first = await firstCertificate(this.#ready, signal, () => this.#read(signal));
+    if (!first) return;
+    this.#current = first;
     this.#ready.resolve();
     const refreshMs = this.#o.refreshMs ?? SERVING_CERT_DEFAULTS.refreshMs;
     for (;;) {

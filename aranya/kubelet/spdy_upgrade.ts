@@ -25,12 +25,11 @@ import {
   type SpdyConnection,
   type SpdyStream,
 } from "../connectivity/grpc/spdy_patches.ts";
-import type { Logger } from "../../common/log.ts";
 import { type CommandChannels, type CommandStatus, errorStatus } from "./remote_command.ts";
 import { TimeoutError } from "../../common/errors.ts";
 import type { StreamQuery } from "./routes.ts";
 import type { ForwardChannel } from "./port_forward.ts";
-import { IdleTimer, jsonLines } from "./stream_util.ts";
+import { IdleTimer, jsonLines, type StreamUpgrade } from "./stream_util.ts";
 
 /** SPDY remote command protocols served. */
 export const SPDY_REMOTE_COMMAND_PROTOCOLS = ["v4.channel.k8s.io"];
@@ -47,14 +46,6 @@ export function offeredProtocols(req: IncomingMessage): string[] {
   const raw = req.headersDistinct?.["x-stream-protocol-version"] ??
     [String(req.headers["x-stream-protocol-version"] ?? "")];
   return raw.flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
-}
-
-/** Timeouts of streaming connections. */
-export interface StreamTimeouts {
-  /** Longest wait for the client's streams and the device's session start, ms. */
-  creationMs: number;
-  /** A connection without traffic for this long is closed, ms. */
-  idleMs: number;
 }
 
 function accept(socket: Duplex, head: Buffer, protocol: string): SpdyConnection {
@@ -102,15 +93,13 @@ function closeSoon(socket: Duplex, conn: SpdyConnection): void {
  * Serves a remote command over SPDY: `run` is called once the expected
  * streams arrived. The socket is owned from here on.
  */
-export function serveSpdyRemoteCommand(opts: {
-  socket: Duplex;
-  head: Buffer;
-  protocol: string;
-  query: StreamQuery;
-  timeouts: StreamTimeouts;
-  log: Logger;
-  run: (channels: CommandChannels) => Promise<CommandStatus>;
-}): void {
+export function serveSpdyRemoteCommand(
+  opts: StreamUpgrade & {
+    protocol: string;
+    query: StreamQuery;
+    run: (channels: CommandChannels) => Promise<CommandStatus>;
+  },
+): void {
   const { socket, query } = opts;
   const conn = accept(socket, opts.head, opts.protocol);
   const abort = new AbortController();
@@ -196,13 +185,11 @@ interface StreamPair {
  * `requestid` is handed to `forward`, whose resolved message (if any) goes on
  * the error stream.
  */
-export function serveSpdyPortForward(opts: {
-  socket: Duplex;
-  head: Buffer;
-  timeouts: StreamTimeouts;
-  log: Logger;
-  forward: (port: number, channel: ForwardChannel) => Promise<string | undefined>;
-}): void {
+export function serveSpdyPortForward(
+  opts: StreamUpgrade & {
+    forward: (port: number, channel: ForwardChannel) => Promise<string | undefined>;
+  },
+): void {
   const { socket } = opts;
   const conn = accept(socket, opts.head, SPDY_PORT_FORWARD_PROTOCOL);
   const abort = new AbortController();

@@ -1,6 +1,26 @@
 /** Small pieces shared by the streaming transports (SPDY and WebSocket). */
+import type { Buffer } from "node:buffer";
+import type { Duplex } from "node:stream";
+import type { Logger } from "../../common/log.ts";
 import type { StreamSession } from "../../common/session/session_client.ts";
 import type { TerminalSize } from "./remote_command.ts";
+
+/** Timeouts of streaming connections. */
+export interface StreamTimeouts {
+  /** Longest wait for the client's streams and the device's session start, ms. */
+  creationMs: number;
+  /** A connection without traffic for this long is closed, ms. */
+  idleMs: number;
+}
+
+/** What every streaming upgrade gets: the raw socket (owned from then on) and its settings. */
+export interface StreamUpgrade {
+  socket: Duplex;
+  /** Bytes read past the upgrade request. */
+  head: Buffer;
+  timeouts: StreamTimeouts;
+  log: Logger;
+}
 
 /** Calls `onIdle` once no `touch()` happened for `ms` (checked at a tenth of `ms`, at least 1 s). */
 export class IdleTimer {

@@ -16,12 +16,11 @@ import type { Buffer } from "node:buffer";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
-import type { Logger } from "../../common/log.ts";
+import { concatBytes } from "../../common/bytes.ts";
 import type { CommandChannels, CommandStatus } from "./remote_command.ts";
 import type { ForwardChannel } from "./port_forward.ts";
 import type { StreamQuery } from "./routes.ts";
-import { IdleTimer, terminalSize } from "./stream_util.ts";
-import type { StreamTimeouts } from "./spdy_upgrade.ts";
+import { IdleTimer, type StreamUpgrade, terminalSize } from "./stream_util.ts";
 
 /** WebSocket remote command protocols, preferred first. */
 export const WS_REMOTE_COMMAND_PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -72,30 +71,19 @@ function frame(channel: number, data: Uint8Array): Uint8Array {
 }
 
 function asBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
-  if (Array.isArray(data)) {
-    const total = data.reduce((n, b) => n + b.byteLength, 0);
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const b of data) {
-      out.set(b, at);
-      at += b.byteLength;
-    }
-    return out;
-  }
+  if (Array.isArray(data)) return concatBytes(data);
   return data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data);
 }
 
 /** Serves a remote command over WebSocket with `protocol` (one of WS_REMOTE_COMMAND_PROTOCOLS). */
-export async function serveWebSocketRemoteCommand(opts: {
-  req: IncomingMessage;
-  socket: Duplex;
-  head: Buffer;
-  protocol: string;
-  query: StreamQuery;
-  timeouts: StreamTimeouts;
-  log: Logger;
-  run: (channels: CommandChannels) => Promise<CommandStatus>;
-}): Promise<void> {
+export async function serveWebSocketRemoteCommand(
+  opts: StreamUpgrade & {
+    req: IncomingMessage;
+    protocol: string;
+    query: StreamQuery;
+    run: (channels: CommandChannels) => Promise<CommandStatus>;
+  },
+): Promise<void> {
   const ws = await upgrade(opts.req, opts.socket, opts.head, opts.protocol);
   const v5 = opts.protocol === "v5.channel.k8s.io";
   const abort = new AbortController();
@@ -167,16 +155,14 @@ export async function serveWebSocketRemoteCommand(opts: {
 }
 
 /** Serves port-forward over WebSocket: one connection per port in `ports`. */
-export async function serveWebSocketPortForward(opts: {
-  req: IncomingMessage;
-  socket: Duplex;
-  head: Buffer;
-  protocol: string;
-  ports: number[];
-  timeouts: StreamTimeouts;
-  log: Logger;
-  forward: (port: number, channel: ForwardChannel) => Promise<string | undefined>;
-}): Promise<void> {
+export async function serveWebSocketPortForward(
+  opts: StreamUpgrade & {
+    req: IncomingMessage;
+    protocol: string;
+    ports: number[];
+    forward: (port: number, channel: ForwardChannel) => Promise<string | undefined>;
+  },
+): Promise<void> {
   const ws = await upgrade(opts.req, opts.socket, opts.head, opts.protocol);
   const abort = new AbortController();
   const idle = new IdleTimer(opts.timeouts.idleMs, () => ws.terminate());

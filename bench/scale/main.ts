@@ -32,6 +32,7 @@ import { ARANYA_E2E_DIR, aranyaKubeconfig } from "../../e2e/aranya_harness.ts";
 import { applyCrds, useCluster } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { runScale, type ScaleResult } from "./scale_run.ts";
+import { machineInfo } from "../machine.ts";
 
 const ANCHORS = {
   aranya2019CreatePerSec: 5,
@@ -160,12 +161,7 @@ function report(n: number, runs: ScaleResult[]) {
 
 if (import.meta.main) {
   const f = flags();
-  const machine = {
-    cores: navigator.hardwareConcurrency,
-    memoryGiB: +(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1),
-    os: `${Deno.build.os} ${Deno.osRelease()}`,
-    deno: Deno.version.deno,
-  };
+  const machine = machineInfo();
   say(
     `machine: ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, deno ${machine.deno}; ` +
       `aranya, the simulated fleet, the API server and etcd share it; ${f.runs} run(s) per N; ` +

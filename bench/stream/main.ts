@@ -38,6 +38,7 @@ import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
 import { kubectlCat, kubectlPortForward } from "./kubectl.ts";
 import { type Latency, latency, mbPerSec, median, ratio, round, show, showRatio } from "./stats.ts";
+import { machineInfo } from "../machine.ts";
 
 const say = (s: string) => console.error(`[bench:stream] ${s}`);
 
@@ -316,12 +317,7 @@ function report(out: Awaited<ReturnType<typeof measure>>, f: ReturnType<typeof f
 
 if (import.meta.main) {
   const f = flags();
-  const machine = {
-    cores: navigator.hardwareConcurrency,
-    memoryGiB: +(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1),
-    os: `${Deno.build.os} ${Deno.osRelease()}`,
-    deno: Deno.version.deno,
-  };
+  const machine = machineInfo();
   const errors: Record<string, string> = {};
   let out: Awaited<ReturnType<typeof measure>> | undefined;
   const cluster = await useCluster();

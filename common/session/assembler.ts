@@ -3,6 +3,7 @@
  * with `complete`), with a size limit.
  */
 import { ProtocolError } from "../errors.ts";
+import { concatBytes } from "../bytes.ts";
 
 /** Collects chunks until the message is complete. */
 export class MessageAssembler {
@@ -36,12 +37,7 @@ export class MessageAssembler {
     }
     this.#parts.push(chunk);
     if (!complete) return undefined;
-    const out = new Uint8Array(this.#size);
-    let off = 0;
-    for (const p of this.#parts) {
-      out.set(p, off);
-      off += p.byteLength;
-    }
+    const out = concatBytes(this.#parts);
     this.#parts = [];
     this.#size = 0;
     this.#kind = undefined;

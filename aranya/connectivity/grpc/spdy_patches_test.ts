@@ -16,7 +16,8 @@ import {
   spdyPatchesApplied,
   type SpdyStream,
 } from "./spdy_patches.ts";
-import { synStream } from "../../kubelet/testing/raw_spdy.ts";
+import { readFrames, synStream } from "../../kubelet/testing/raw_spdy.ts";
+import { concatBytes } from "../../../common/bytes.ts";
 
 interface TestServer {
   port: number;
@@ -261,7 +262,7 @@ Deno.test("P5 and P6: a SPDY/3.1 stream with only Kubernetes headers, and output
   try {
     await client.write(synStream(1, { streamtype: "stdout" }));
     // Read frames; count DATA bytes of stream 1. Never send WINDOW_UPDATE.
-    let buf = new Uint8Array(0);
+    let buf: Uint8Array = new Uint8Array(0);
     let data = 0;
     let reply = false;
     const deadline = Date.now() + 10_000;
@@ -272,19 +273,11 @@ Deno.test("P5 and P6: a SPDY/3.1 stream with only Kubernetes headers, and output
         new Promise<null>((r) => setTimeout(() => r(null), 2000)),
       ]);
       if (n === null) break;
-      const next = new Uint8Array(buf.length + n);
-      next.set(buf);
-      next.set(chunk.subarray(0, n), buf.length);
-      buf = next;
-      while (buf.length >= 8) {
-        const len = (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!;
-        if (buf.length < 8 + len) break;
-        if (buf[0]! & 0x80) {
-          if (buf[3] === 2) reply = true; // SYN_REPLY
-        } else if ((((buf[0]! & 0x7f) << 24) | (buf[1]! << 16) | (buf[2]! << 8) | buf[3]!) === 1) {
-          data += len;
-        }
-        buf = buf.subarray(8 + len);
+      const r = readFrames(concatBytes([buf, chunk.subarray(0, n)]));
+      buf = r.rest;
+      for (const f of r.frames) {
+        if (f.control) reply ||= f.type === 2; // SYN_REPLY
+        else if (f.stream === 1) data += f.data.byteLength;
       }
     }
     assert.equal(seen?.["streamtype"], "stdout", "P5: the stream was accepted");

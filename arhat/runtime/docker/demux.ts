@@ -11,6 +11,7 @@
  */
 import { InternalError, ProtocolError } from "../../../common/errors.ts";
 import type { OutputChunk } from "../runtime.ts";
+import { concatBytes } from "../../../common/bytes.ts";
 
 const HEADER_SIZE = 8;
 /** Stream byte of an engine-side error frame ("systemerr"). */
@@ -97,7 +98,7 @@ export class FrameDemuxer {
 
   #endSystemErr(): void {
     if (this.#stream !== SYSTEM_ERR) return;
-    const text = new TextDecoder().decode(concat(this.#systemErr)).trim();
+    const text = new TextDecoder().decode(concatBytes(this.#systemErr)).trim();
     this.#systemErr = [];
     this.#systemErrSize = 0;
     throw new InternalError(`Engine reported an error in the output stream: "${text}"`);
@@ -172,14 +173,4 @@ export function demuxStream(
       await reader.cancel(reason).catch(() => {});
     },
   }, { highWaterMark: 0 });
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }

@@ -2,19 +2,10 @@ import assert from "node:assert/strict";
 import { InternalError, ProtocolError } from "../../../common/errors.ts";
 import type { OutputChunk } from "../runtime.ts";
 import { demuxStream, encodeFrame, FrameDemuxer } from "./demux.ts";
+import { concatBytes } from "../../../common/bytes.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 /** Merges adjacent chunks of the same stream: the demuxer may split payloads anywhere. */
 function merge(chunks: OutputChunk[]): { stream: string; text: string }[] {
@@ -24,7 +15,7 @@ function merge(chunks: OutputChunk[]): { stream: string; text: string }[] {
     if (last && last.stream === c.stream) last.bytes.push(c.data);
     else out.push({ stream: c.stream, text: "", bytes: [c.data] });
   }
-  return out.map((o) => ({ stream: o.stream, text: dec.decode(concat(o.bytes)) }));
+  return out.map((o) => ({ stream: o.stream, text: dec.decode(concatBytes(o.bytes)) }));
 }
 
 function feed(pieces: Uint8Array[]): OutputChunk[] {
@@ -43,7 +34,7 @@ const frames = [
   encodeFrame(1, enc.encode(big)),
   encodeFrame(2, enc.encode("é")), // two bytes, split between chunks at one boundary
 ];
-const wire = concat(frames);
+const wire = concatBytes(frames);
 const expected = [
   { stream: "stdout", text: "hello\n" },
   { stream: "stderr", text: "oops\n" },
@@ -90,7 +81,7 @@ Deno.test("demux: a frame larger than any read arrives in pieces without being b
   assert.equal(first[0]!.data.length, 65_536 - 8, "payload is handed out as it arrives");
   const rest = d.push(frame.subarray(65_536));
   d.finish();
-  assert.deepEqual(concat([...first, ...rest].map((c) => c.data)), payload);
+  assert.deepEqual(concatBytes([...first, ...rest].map((c) => c.data)), payload);
 });
 
 Deno.test("demux: a stream fed one byte at a time", () => {

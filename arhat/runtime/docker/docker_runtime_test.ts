@@ -24,6 +24,7 @@ import {
 import type { ContainerSpec, OutputChunk } from "../runtime.ts";
 import { DockerRuntime } from "./docker_runtime.ts";
 import { hijack } from "./hijack.ts";
+import { concatBytes } from "../../../common/bytes.ts";
 
 const LABEL = "aranya.test";
 const LABEL_VALUE = "docker-runtime";
@@ -114,16 +115,6 @@ async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 /** Reads `s` to its end; stdout and stderr separately. */
 async function collect(
   s: ReadableStream<OutputChunk>,
@@ -131,8 +122,8 @@ async function collect(
   const out: Uint8Array[] = [];
   const err: Uint8Array[] = [];
   for await (const c of s) (c.stream === "stdout" ? out : err).push(c.data);
-  const stdoutBytes = concat(out);
-  return { stdout: dec.decode(stdoutBytes), stderr: dec.decode(concat(err)), stdoutBytes };
+  const stdoutBytes = concatBytes(out);
+  return { stdout: dec.decode(stdoutBytes), stderr: dec.decode(concatBytes(err)), stdoutBytes };
 }
 
 /** A stream of `chunks`, then its end. */

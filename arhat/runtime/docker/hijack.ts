@@ -10,6 +10,7 @@
 import { CanceledError, ProtocolError } from "../../../common/errors.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
 import { engineMessage, httpError, transportError } from "./engine_error.ts";
+import { concatBytes } from "../../../common/bytes.ts";
 
 /** Longest response head accepted. */
 const MAX_HEAD = 64 * 1024;
@@ -68,7 +69,7 @@ export function decodeChunked(buf: Uint8Array): Uint8Array | undefined {
     }
     const size = parseInt(sizeText, 16);
     pos = lineEnd + 2;
-    if (size === 0) return concat(parts);
+    if (size === 0) return concatBytes(parts);
     if (buf.length < pos + size + 2) return undefined;
     parts.push(buf.subarray(pos, pos + size));
     pos += size + 2;
@@ -149,7 +150,7 @@ export async function hijack(opts: HijackOptions): Promise<HijackedConnection> {
       "Upgrade: tcp\r\n" +
       (opts.body === undefined ? "" : "Content-Type: application/json\r\n") +
       `Content-Length: ${body.length}\r\n\r\n`;
-    await writeAll(conn, concat([encoder.encode(head), body]));
+    await writeAll(conn, concatBytes([encoder.encode(head), body]));
     let buf: Uint8Array = new Uint8Array();
     let parsed: ResponseHead | undefined;
     while (!(parsed = parseResponseHead(buf))) {
@@ -160,7 +161,7 @@ export async function hijack(opts: HijackOptions): Promise<HijackedConnection> {
       if (!chunk) {
         throw new ProtocolError(`${opts.what} failed: the engine closed the connection early`);
       }
-      buf = concat([buf, chunk]);
+      buf = concatBytes([buf, chunk]);
     }
     const leftover = buf.slice(parsed.length);
     if (parsed.status !== 101 && parsed.status !== 200) {
@@ -255,7 +256,7 @@ async function readErrorBody(
     if (buf.length > MAX_ERROR_BODY) return buf.subarray(0, MAX_ERROR_BODY);
     const chunk = await readChunk(conn);
     if (!chunk) return buf;
-    buf = concat([buf, chunk]);
+    buf = concatBytes([buf, chunk]);
   }
 }
 
@@ -271,14 +272,4 @@ function indexOfCrlf(buf: Uint8Array, from: number): number {
     if (buf[i] === 13 && buf[i + 1] === 10) return i;
   }
   return -1;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
