@@ -110,6 +110,11 @@ export class ConfigReader {
     return this.path === "" ? key : `${this.path}.${key}`;
   }
 
+  /** The keys present in this object, for mappings whose keys are data (labels, say). */
+  keys(): string[] {
+    return Object.keys(this.#obj);
+  }
+
   /** Marks `key` as known without reading it. */
   ignore(key: string): void {
     this.#used.add(key);

@@ -17,7 +17,7 @@ Deno.test("EdgeDevice CRD", async (t) => {
   const ns = uniqueName("crd");
   try {
     await t.step("applies and becomes Established", async () => {
-      await cluster.kubectlOk(["apply", "--server-side", "-f", CRD]);
+      await cluster.kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", CRD]);
       await cluster.kubectlOk([
         "wait",
         "--for=condition=Established",

@@ -117,7 +117,14 @@ export async function eventually<T>(
 
 /** Applies the EdgeDevice CRD from deploy/crds and waits until it is Established. */
 export async function applyCrds(cluster: ClusterHandle): Promise<void> {
-  await cluster.kubectlOk(["apply", "--server-side", "-f", `${ROOT}/deploy/crds/`]);
+  await cluster.kubectlOk([
+    "apply",
+    "--server-side",
+    // deno task deploy (e2e/deploy_e2e_test.ts) may own the CRD's fields by now.
+    "--force-conflicts",
+    "-f",
+    `${ROOT}/deploy/crds/`,
+  ]);
   await cluster.kubectlOk([
     "wait",
     "--for=condition=Established",

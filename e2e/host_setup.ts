@@ -24,6 +24,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "procps": "ps, to watch service processes",
   "tcpdump": "bench: idle bytes on the wire",
   "tar": "packing the test image's rootfs",
+  "openssh-server": "sshd, the SSH server deploy tests install arhat through",
 };
 
 async function missingPackages(names: string[]): Promise<string[]> {

@@ -1,0 +1,73 @@
+/**
+ * Which arhat program goes to a device of a given architecture: the compiled binary
+ * `<dir>/arhat-<target>` (from `deno task compile:arhat`) when it exists, else, when the inventory
+ * allows it and the device has this machine's architecture, the launcher (ops/build/launcher.ts).
+ * Built once per run and shared by every device.
+ *
+ * @module
+ */
+import { NotFoundError } from "../../common/errors.ts";
+import { type ArtifactFile, buildLauncher, hostArch } from "../build/launcher.ts";
+import { DEVICE_PATHS } from "./arhat_config.ts";
+import { type Arch, targetOf } from "./inventory.ts";
+
+/** The program for one architecture. */
+export interface Artifact {
+  kind: "binary" | "launcher";
+  /** Files to install, the program itself last. */
+  files: ArtifactFile[];
+}
+
+/** Options of {@link ArtifactStore}. */
+export interface ArtifactStoreOptions {
+  /** Folder with `arhat-<target>` binaries. */
+  dir: string;
+  /** Allow the launcher when no binary exists. */
+  launcher: boolean;
+  /** Where the launcher is built (default: the project's dist/arhat-launcher). */
+  launcherDir?: string;
+}
+
+/** Finds (and builds, once) the arhat artifact per architecture. */
+export class ArtifactStore {
+  readonly #o: ArtifactStoreOptions;
+  #launcher?: Promise<ArtifactFile[]>;
+
+  constructor(o: ArtifactStoreOptions) {
+    this.#o = o;
+  }
+
+  /**
+   * The artifact for `arch`.
+   * @throws NotFoundError naming the missing binary and what to do.
+   */
+  async forArch(arch: Arch): Promise<Artifact> {
+    const target = targetOf(arch);
+    const binary = `${this.#o.dir}/arhat-${target}`;
+    if (await isFile(binary)) {
+      return { kind: "binary", files: [{ local: binary, remote: DEVICE_PATHS.bin, mode: 0o755 }] };
+    }
+    if (this.#o.launcher && arch === hostArch()) {
+      this.#launcher ??= buildLauncher(
+        this.#o.launcherDir ? { outDir: this.#o.launcherDir } : {},
+      );
+      return { kind: "launcher", files: await this.#launcher };
+    }
+    const why = this.#o.launcher
+      ? ` (the launcher only fits devices of this machine's architecture, "${hostArch()}")`
+      : "";
+    throw new NotFoundError(
+      `No arhat program for "${arch}": "${binary}" does not exist${why}; build it with ` +
+        `"deno task compile:arhat --target ${target}"` +
+        (this.#o.launcher ? "" : ', or set "artifacts.launcher: true" in the inventory'),
+    );
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
