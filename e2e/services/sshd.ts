@@ -186,8 +186,8 @@ async function hasBanner(port: number): Promise<boolean> {
   }
 }
 
-/** Pids of the live direct children of `pid`, through procps `ps`. */
-function childPids(pid: number): number[] {
+/** Pids of the live direct children of `pid` (sshd forks one per connection), through procps `ps`. */
+export function childPids(pid: number): number[] {
   const out = new Deno.Command("ps", {
     args: ["-o", "pid=", "--ppid", String(pid)],
     stdout: "piped",

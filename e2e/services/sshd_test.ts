@@ -3,17 +3,7 @@ import assert from "node:assert/strict";
 import { connectSsh } from "../../ops/deploy/ssh_remote_host.ts";
 import { exists } from "../paths.ts";
 import { isAlive } from "../process.ts";
-import { startSshd } from "./sshd.ts";
-
-function childPids(pid: number): number[] {
-  const out = new Deno.Command("ps", {
-    args: ["-o", "pid=", "--ppid", String(pid)],
-    stdout: "piped",
-    stderr: "null",
-  }).outputSync();
-  return new TextDecoder().decode(out.stdout).split("\n").map((s) => Number(s.trim()))
-    .filter((p) => p > 1);
-}
+import { childPids, startSshd } from "./sshd.ts";
 
 Deno.test({
   name: "sshd lets the client key in as root and stop() leaves no sshd behind",

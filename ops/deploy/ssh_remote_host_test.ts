@@ -9,7 +9,7 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from "../../common/errors.ts";
-import { type SshServer, startSshd } from "../../e2e/services/sshd.ts";
+import { childPids, type SshServer, startSshd } from "../../e2e/services/sshd.ts";
 import { freePort } from "../../e2e/process.ts";
 import { connectSsh, type SshTarget } from "./ssh_remote_host.ts";
 import type { RemoteHost } from "./remote_host.ts";
@@ -42,17 +42,6 @@ async function randomFile(path: string, size: number): Promise<void> {
   } finally {
     f.close();
   }
-}
-
-/** Pids of the direct children of `pid` (sshd forks one per connection). */
-function childPids(pid: number): number[] {
-  const out = new Deno.Command("ps", {
-    args: ["-o", "pid=", "--ppid", String(pid)],
-    stdout: "piped",
-    stderr: "null",
-  }).outputSync();
-  return new TextDecoder().decode(out.stdout).split("\n").map((s) => Number(s.trim()))
-    .filter((p) => p > 1);
 }
 
 async function sha256File(path: string): Promise<string> {
