@@ -167,6 +167,7 @@ devices:
       });
 
       let pid = "";
+      let workload = { uid: "", container: "" };
       let edgeDeviceVersion = "";
       await step("deploy: the good device ends Ready, the bad hosts fail alone", async () => {
         const r = await deploy(["-i", inventory]);
@@ -209,7 +210,9 @@ devices:
         );
         const pod = await w.runningPod("app=edge-demo");
         assert.equal(pod.spec.nodeName, good);
-        assert.equal((await w.appContainers(pod.metadata.uid))[0]?.State, "running");
+        const [ctr] = await w.appContainers(pod.metadata.uid);
+        assert.equal(ctr?.State, "running");
+        workload = { uid: pod.metadata.uid, container: ctr!.Id };
       });
 
       await step("a re-run changes nothing", async () => {
@@ -238,6 +241,32 @@ devices:
             ? true
             : undefined;
         });
+      });
+
+      await step("a changed inventory copies only what changed and restarts arhat", async () => {
+        const text = await Deno.readTextFile(inventory);
+        await Deno.writeTextFile(
+          inventory,
+          text.replace(
+            `  - name: ${good}\n`,
+            `  - name: ${good}\n    host: { allowLogs: true }\n`,
+          ),
+        );
+        const r = await deploy(["-i", inventory, "--device", good]);
+        assert.equal(r.code, 0, r.out);
+        assert.match(r.out, at(good, String.raw`files: copied /etc/arhat/config\.yaml \(`));
+        assert.match(r.out, at(good, String.raw`arhat: restarted \(none\)`));
+        assert.match(r.out, at(good, String.raw`Node "${good}" Ready`));
+        assert.match(await Deno.readTextFile("/etc/arhat/config.yaml"), /allowLogs: true/);
+        const now = (await Deno.readTextFile("/var/lib/arhat/arhat.pid")).trim();
+        assert.notEqual(now, pid, "arhat was restarted");
+        assert.equal(await sh(`kill -0 ${pid} 2>/dev/null || echo gone`), "gone");
+        // The workload outlived arhat's restart: same container, still running, no restart.
+        const [ctr] = await w.appContainers(workload.uid);
+        assert.equal(ctr?.Id, workload.container);
+        assert.equal(ctr?.State, "running");
+        const pod = await w.runningPod("app=edge-demo");
+        assert.equal(pod.status.containerStatuses[0].restartCount, 0);
       });
     } catch (err) {
       console.error(await w.tails());
