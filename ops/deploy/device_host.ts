@@ -28,12 +28,14 @@ export interface Probe {
 }
 
 export async function probeHost(host: RemoteHost, d: DeviceEntry): Promise<Probe> {
+  // Always exits 0 on a working shell; each line answers one question.
   const r = await host.exec(
     "uname -m; id -u; if [ -d /run/systemd/system ]; then echo systemd; else echo none; fi; " +
-      "command -v sha256sum install >/dev/null && echo tools",
+      "if command -v sha256sum >/dev/null && command -v install >/dev/null; then echo tools; " +
+      "else echo no-tools; fi",
   );
   const [arch = "", uid = "", init = "", tools = ""] = r.stdout.trim().split("\n");
-  if (r.code !== 0 && tools !== "tools") {
+  if (r.code !== 0) {
     throw new UnavailableError(
       `Probing ${host.label} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`,
     );

@@ -81,8 +81,15 @@ Deno.test("probe: refuses a wrong arch, a user without sudo, and init systemd wi
     /init "systemd" for "edge\/pi" but .* does not run systemd/,
   );
   await assert.rejects(
-    probeHost(new ScriptedHost([[/^uname/, { stdout: "aarch64\n0\nnone\n" }]]), device()),
+    probeHost(new ScriptedHost([[/^uname/, { stdout: "aarch64\n0\nnone\nno-tools\n" }]]), device()),
     /lacks "sha256sum" or "install"/,
+  );
+  await assert.rejects(
+    probeHost(
+      new ScriptedHost([[/^uname/, { code: 127, stderr: "sh: uname: not found" }]]),
+      device(),
+    ),
+    /Probing pi@192\.0\.2\.10:22 failed \(exit 127\): sh: uname: not found/,
   );
 });
 
