@@ -15,14 +15,14 @@
  * afterwards.
  */
 import assert from "node:assert/strict";
-import { waitAranyaReady } from "./aranya_harness.ts";
+import { aranyaConfigYaml, waitAranyaReady } from "./aranya_harness.ts";
 import { World } from "./edge_world.ts";
 import { eventually, useCluster, useServices } from "./fixtures.ts";
 import { freePort } from "./process.ts";
 import { ROOT } from "./paths.ts";
 import { sampleWorkload } from "./samples.ts";
 import { startSshd } from "./services/sshd.ts";
-import { aranyaConfigYaml } from "./aranya_harness.ts";
+import { runDeployTask } from "../ops/deploy/testing/deploy_cli.ts";
 
 const MARKER = "/etc/arhat/.aranya-e2e";
 const DEVICE_FILES = [
@@ -51,20 +51,6 @@ function skipReason(): string | undefined {
 
 const reason = skipReason();
 if (reason) console.warn(`deploy e2e test skipped: ${reason}`);
-
-/** `deno task deploy ...args` from the project root; never throws on failure. */
-async function deploy(args: string[]): Promise<{ code: number; out: string }> {
-  const r = await new Deno.Command("deno", {
-    args: ["task", "--quiet", "deploy", ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: r.code, out: dec.decode(r.stdout) + dec.decode(r.stderr) };
-}
 
 async function sh(script: string): Promise<string> {
   const r = await new Deno.Command("sh", { args: ["-c", script], stdout: "piped", stderr: "piped" })
@@ -156,7 +142,7 @@ devices:
         cluster.kubectl(["get", "edgedevice", "-n", w.ns, name, "-o", "json"]);
 
       await step("a dry run shows the plan and changes nothing", async () => {
-        const r = await deploy(["-i", inventory, "--dry-run"]);
+        const r = await runDeployTask(["-i", inventory, "--dry-run"]);
         assert.equal(r.code, 1, r.out); // the two bad hosts fail in a dry run too
         assert.match(r.out, at(good, String.raw`EdgeDevice would be created`));
         assert.match(r.out, at(good, String.raw`files: would copy .*/usr/local/bin/arhat`));
@@ -170,7 +156,7 @@ devices:
       let workload = { uid: "", container: "" };
       let edgeDeviceVersion = "";
       await step("deploy: the good device ends Ready, the bad hosts fail alone", async () => {
-        const r = await deploy(["-i", inventory]);
+        const r = await runDeployTask(["-i", inventory]);
         assert.equal(r.code, 1, r.out);
         assert.match(r.out, /aranya: applying deploy\//);
         assert.match(r.out, /Deployment aranya-system\/aranya (created|configured|unchanged)/);
@@ -217,7 +203,7 @@ devices:
 
       await step("a re-run changes nothing", async () => {
         const mtime = (await Deno.stat("/usr/local/bin/arhat")).mtime?.getTime();
-        const r = await deploy(["-i", inventory, "--device", good]);
+        const r = await runDeployTask(["-i", inventory, "--device", good]);
         assert.equal(r.code, 0, r.out);
         for (const line of r.out.split("\n").filter((l) => /^ {2}\S+ \S+ /.test(l))) {
           assert.match(line, / unchanged$/, `aranya object changed on a re-run: ${line}`);
@@ -252,7 +238,7 @@ devices:
             `  - name: ${good}\n    host: { allowLogs: true }\n`,
           ),
         );
-        const r = await deploy(["-i", inventory, "--device", good]);
+        const r = await runDeployTask(["-i", inventory, "--device", good]);
         assert.equal(r.code, 0, r.out);
         assert.match(r.out, at(good, String.raw`files: copied /etc/arhat/config\.yaml \(`));
         assert.match(r.out, at(good, String.raw`arhat: restarted \(none\)`));

@@ -30,6 +30,7 @@ import { eventually } from "./fixtures.ts";
 import { freePort } from "./process.ts";
 import { advertisedAddress, type KubeletDevice, startKubeletDevice } from "./kubelet_fixtures.ts";
 import { inWorld, TEST, type World } from "./edge_world.ts";
+import { sha256Hex } from "../common/digest.ts";
 
 const BLOB_BYTES = 12 << 20;
 
@@ -137,11 +138,6 @@ function kubectlBackground(w: World, args: string[], env: Record<string, string>
   };
 }
 
-async function sha256(data: Uint8Array): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new Uint8Array(data));
-  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 const both = [{ KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "true" }, {
   KUBECTL_REMOTE_COMMAND_WEBSOCKETS: "false",
 }];
@@ -227,7 +223,7 @@ async function checkStreams(w: World): Promise<void> {
       stdin: big,
     });
     assert.equal(echoed.code, 0, `${mode}: ${echoed.stderr}`);
-    assert.equal(await sha256(echoed.bytes), await sha256(big), `${mode}: stdin echoed intact`);
+    assert.equal(sha256Hex(echoed.bytes), sha256Hex(big), `${mode}: stdin echoed intact`);
     // exec with a tty: kubectl is given a terminal by `script`.
     const cmd = `${binPath("kubectl")} --kubeconfig=${w.cluster.kubeconfig} -n ${w.ns} ` +
       `exec -it tools -c main -- sh -c 'tty; [ -t 0 ] && echo stdin-is-a-tty; exit 4'`;
@@ -278,7 +274,7 @@ async function checkStreams(w: World): Promise<void> {
           await (await fetch(`http://127.0.0.1:${local}/blob`)).arrayBuffer(),
         );
         assert.equal(body.byteLength, BLOB_BYTES, `websockets=${ws}: whole body`);
-        assert.equal(await sha256(body), sha, `websockets=${ws}: byte-identical`);
+        assert.equal(sha256Hex(body), sha, `websockets=${ws}: byte-identical`);
       }
     } finally {
       await pf.stop();
@@ -300,7 +296,7 @@ async function checkStreams(w: World): Promise<void> {
     "sha256sum",
     "/tmp/up.bin",
   ]);
-  assert.equal(inside.stdout.split(" ")[0], await sha256(payload));
+  assert.equal(inside.stdout.split(" ")[0], sha256Hex(payload));
   const down = await kubectl(w, [
     "cp",
     `${w.ns}/tools:/tmp/up.bin`,

@@ -30,7 +30,9 @@ import type {
   V1Secret,
   V1Volume,
 } from "@kubernetes/client-node";
+import { sha256Hex } from "../../common/digest.ts";
 import { InvalidInputError } from "../../common/errors.ts";
+import { stableJson } from "../../common/stable_json.ts";
 import {
   type ContainerSpec,
   ContainerSpecSchema,
@@ -85,7 +87,7 @@ const dec = new TextDecoder();
 const b64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
 /** A stable hash of the parts of the pod spec whose change means delete + create. */
-export async function podSpecHash(pod: V1Pod): Promise<string> {
+export function podSpecHash(pod: V1Pod): string {
   const s = pod.spec ?? { containers: [] };
   const relevant = {
     c: s.containers,
@@ -98,20 +100,7 @@ export async function podSpecHash(pod: V1Pod): Promise<string> {
     sc: s.securityContext ?? {},
     sa: s.serviceAccountName,
   };
-  const digest = await crypto.subtle.digest("SHA-256", enc.encode(stableJson(relevant)));
-  return [...new Uint8Array(digest).slice(0, 12)].map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
-}
-
-function stableJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
-  if (v && typeof v === "object") {
-    const entries = Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${stableJson(x)}`).join(",")}}`;
-  }
-  return JSON.stringify(v ?? null);
+  return sha256Hex(stableJson(relevant)).slice(0, 24);
 }
 
 /** Resolves `pod` into the command that runs it on the device. */
@@ -197,7 +186,7 @@ class Resolver {
       ),
       hosts,
       terminationGraceSeconds: BigInt(spec.terminationGracePeriodSeconds ?? 30),
-      specHash: await podSpecHash(pod),
+      specHash: podSpecHash(pod),
     });
   }
 

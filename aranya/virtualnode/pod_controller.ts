@@ -307,7 +307,7 @@ export class PodController {
     const phase = pod.status?.phase;
     if ((phase === "Succeeded" || phase === "Failed") && !dev.statuses.has(uid)) return;
 
-    const hash = await podSpecHash(pod);
+    const hash = podSpecHash(pod);
     if (dev.running.get(uid) !== hash) {
       let cmd;
       try {
@@ -492,7 +492,7 @@ export class PodController {
         continue;
       }
       dev.statuses.set(s.uid, s);
-      if (s.specHash && s.specHash === await podSpecHash(pod)) dev.running.set(s.uid, s.specHash);
+      if (s.specHash && s.specHash === podSpecHash(pod)) dev.running.set(s.uid, s.specHash);
     }
     for (const key of this.#byNode.get(node) ?? []) this.queue.add(key);
   }

@@ -10,6 +10,7 @@
  * sources, the version flags) changes.
  */
 import { CACHE, ensureDir, exists, ROOT } from "../paths.ts";
+import { sha256Hex } from "../../common/digest.ts";
 
 /** Folder of this Go module. */
 export const MODULE_DIR = `${ROOT}/e2e/cluster`;
@@ -62,8 +63,7 @@ async function stamp(version: string): Promise<string> {
   for (const f of ["go.mod", "go.sum", "cmd/etcd/main.go"]) {
     parts.push(await Deno.readTextFile(`${MODULE_DIR}/${f}`));
   }
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(parts.join("\0")));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return sha256Hex(parts.join("\0"));
 }
 
 /** Result of {@link ensureBuilt}. */

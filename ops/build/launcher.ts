@@ -76,8 +76,3 @@ export async function buildLauncher(opts: BuildLauncherOptions = {}): Promise<Ar
     { local: `${out}/arhat`, remote: "/usr/local/bin/arhat", mode: 0o755 },
   ];
 }
-
-/** This machine's architecture as `uname -m` says it ("x86_64", "aarch64"). */
-export function hostArch(): string {
-  return Deno.build.arch;
-}

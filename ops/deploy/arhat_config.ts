@@ -66,34 +66,13 @@ export interface ArhatConfigInput {
 export function arhatConfigYaml(i: ArhatConfigInput): string {
   const d = i.device;
   const tls = i.withCa ? { tls: { caFile: DEVICE_PATHS.ca } } : {};
-  let method: Record<string, unknown>;
-  switch (d.connectivity) {
-    case "websocket":
-      method = {
-        method: "websocket",
-        url: i.links.websocket?.url,
-        tokenFile: DEVICE_PATHS.token,
-        ...tls,
-      };
-      break;
-    case "grpc":
-      method = {
-        method: "grpc",
-        target: i.links.grpc?.target,
-        tokenFile: DEVICE_PATHS.token,
-        ...tls,
-      };
-      break;
-    case "mqtt":
-      method = {
-        method: "mqtt",
-        broker: i.links.mqtt?.broker,
-        tokenFile: DEVICE_PATHS.token,
-        ...tls,
-        mqtt: { messageNamespace: messageNamespace(d) },
-      };
-      break;
-  }
+  // What the method dials; the token and the CA are the same for every method.
+  const target = d.connectivity === "websocket"
+    ? { url: i.links.websocket?.url }
+    : d.connectivity === "grpc"
+    ? { target: i.links.grpc?.target }
+    : { broker: i.links.mqtt?.broker, mqtt: { messageNamespace: messageNamespace(d) } };
+  const method = { method: d.connectivity, ...target, tokenFile: DEVICE_PATHS.token, ...tls };
   const host = Object.values(d.hostManagement).some((v) => v) ? { host: d.hostManagement } : {};
   const config = {
     device: { namespace: d.namespace, name: d.name },

@@ -2,20 +2,26 @@
  * Which arhat program goes to a device of a given architecture: the compiled binary
  * `<dir>/arhat-<target>` (from `deno task compile:arhat`) when it exists, else, when the inventory
  * allows it and the device has this machine's architecture, the launcher (ops/build/launcher.ts).
- * Built once per run and shared by every device.
+ * Found (or built) and hashed once per architecture and run, and shared by every device.
  *
  * @module
  */
+import { fileSha256Hex } from "../../common/digest.ts";
 import { NotFoundError } from "../../common/errors.ts";
-import { type ArtifactFile, buildLauncher, hostArch } from "../build/launcher.ts";
+import { type ArtifactFile, buildLauncher } from "../build/launcher.ts";
 import { DEVICE_PATHS } from "./arhat_config.ts";
 import { type Arch, targetOf } from "./inventory.ts";
+
+/** One file of an artifact with its SHA-256 (hex). */
+export interface HashedFile extends ArtifactFile {
+  sha256: string;
+}
 
 /** The program for one architecture. */
 export interface Artifact {
   kind: "binary" | "launcher";
   /** Files to install, the program itself last. */
-  files: ArtifactFile[];
+  files: HashedFile[];
 }
 
 /** Options of {@link ArtifactStore}. */
@@ -31,30 +37,40 @@ export interface ArtifactStoreOptions {
 /** Finds (and builds, once) the arhat artifact per architecture. */
 export class ArtifactStore {
   readonly #o: ArtifactStoreOptions;
-  #launcher?: Promise<ArtifactFile[]>;
+  readonly #byArch = new Map<Arch, Promise<Artifact>>();
 
   constructor(o: ArtifactStoreOptions) {
     this.#o = o;
   }
 
   /**
-   * The artifact for `arch`.
+   * The artifact for `arch`, the same one for every device of a run.
    * @throws NotFoundError naming the missing binary and what to do.
    */
-  async forArch(arch: Arch): Promise<Artifact> {
+  forArch(arch: Arch): Promise<Artifact> {
+    let a = this.#byArch.get(arch);
+    if (!a) {
+      a = this.#find(arch);
+      this.#byArch.set(arch, a);
+    }
+    return a;
+  }
+
+  async #find(arch: Arch): Promise<Artifact> {
     const target = targetOf(arch);
     const binary = `${this.#o.dir}/arhat-${target}`;
     if (await isFile(binary)) {
-      return { kind: "binary", files: [{ local: binary, remote: DEVICE_PATHS.bin, mode: 0o755 }] };
+      return {
+        kind: "binary",
+        files: await hashed([{ local: binary, remote: DEVICE_PATHS.bin, mode: 0o755 }]),
+      };
     }
-    if (this.#o.launcher && arch === hostArch()) {
-      this.#launcher ??= buildLauncher(
-        this.#o.launcherDir ? { outDir: this.#o.launcherDir } : {},
-      );
-      return { kind: "launcher", files: await this.#launcher };
+    if (this.#o.launcher && arch === Deno.build.arch) {
+      const files = await buildLauncher(this.#o.launcherDir ? { outDir: this.#o.launcherDir } : {});
+      return { kind: "launcher", files: await hashed(files) };
     }
     const why = this.#o.launcher
-      ? ` (the launcher only fits devices of this machine's architecture, "${hostArch()}")`
+      ? ` (the launcher only fits devices of this machine's architecture, "${Deno.build.arch}")`
       : "";
     throw new NotFoundError(
       `No arhat program for "${arch}": "${binary}" does not exist${why}; build it with ` +
@@ -62,6 +78,10 @@ export class ArtifactStore {
         (this.#o.launcher ? "" : ', or set "artifacts.launcher: true" in the inventory'),
     );
   }
+}
+
+function hashed(files: ArtifactFile[]): Promise<HashedFile[]> {
+  return Promise.all(files.map(async (f) => ({ ...f, sha256: await fileSha256Hex(f.local) })));
 }
 
 async function isFile(path: string): Promise<boolean> {

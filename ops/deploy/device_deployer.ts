@@ -14,12 +14,13 @@
  * @module
  */
 import type { CoreV1Api, KubernetesObjectApi } from "@kubernetes/client-node";
+import { sleep } from "../../common/backoff.ts";
+import { sha256Hex } from "../../common/digest.ts";
 import { errorMessage, TimeoutError } from "../../common/errors.ts";
 import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
 import { fromApiError, isNotFound } from "../../aranya/kube/errors.ts";
-import type { ArtifactFile } from "../build/launcher.ts";
 import { arhatConfigYaml, DEVICE_PATHS, edgeDeviceObject } from "./arhat_config.ts";
-import type { ArtifactStore } from "./artifacts.ts";
+import type { ArtifactStore, HashedFile } from "./artifacts.ts";
 import type { DeviceEntry, Inventory } from "./inventory.ts";
 import { type ApplyAction, applyObject } from "./manifests.ts";
 import {
@@ -181,24 +182,21 @@ async function deviceToken(
 async function wantedFiles(
   ctx: DeployContext,
   d: DeviceEntry,
-  program: ArtifactFile[],
+  program: HashedFile[],
   token: string | undefined,
   init: Probe["init"],
 ): Promise<WantedFile[]> {
   const enc = new TextEncoder();
-  const out: WantedFile[] = [];
-  for (const f of program) {
-    out.push({ remote: f.remote, mode: f.mode, local: f.local, sha256: await fileSha256(f.local) });
-  }
-  const mem = async (remote: string, mode: number, data: Uint8Array) =>
-    out.push({ remote, mode, data, sha256: await sha256(data) });
+  const out: WantedFile[] = [...program];
+  const mem = (remote: string, mode: number, data: Uint8Array) =>
+    out.push({ remote, mode, data, sha256: sha256Hex(data) });
   const caFile = ctx.inventory.links[d.connectivity]?.caFile;
-  if (caFile) await mem(DEVICE_PATHS.ca, 0o644, await Deno.readFile(caFile));
+  if (caFile) mem(DEVICE_PATHS.ca, 0o644, await Deno.readFile(caFile));
   // Without a token yet (dry run only) the token file is left out of the plan.
-  if (token !== undefined) await mem(DEVICE_PATHS.token, 0o600, enc.encode(token));
+  if (token !== undefined) mem(DEVICE_PATHS.token, 0o600, enc.encode(token));
   const config = arhatConfigYaml({ device: d, links: ctx.inventory.links, withCa: !!caFile });
-  await mem(DEVICE_PATHS.config, 0o600, enc.encode(config));
-  if (init === "systemd") await mem(DEVICE_PATHS.unit, 0o644, enc.encode(await systemdUnit()));
+  mem(DEVICE_PATHS.config, 0o600, enc.encode(config));
+  if (init === "systemd") mem(DEVICE_PATHS.unit, 0o644, enc.encode(await systemdUnit()));
   return out;
 }
 
@@ -228,40 +226,4 @@ async function waitNodeReady(
     `Node "${d.name}" did not turn Ready within ${ctx.inventory.nodeReadyTimeoutMs / 1000} s ` +
       `(last: ${last}); arhat's log on the device ends with:\n${tail || "(empty)"}`,
   );
-}
-
-async function sha256(data: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
-  );
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-const fileHashes = new Map<string, Promise<string>>();
-
-/** SHA-256 of a local file, computed once per run (the files do not change during a run). */
-function fileSha256(path: string): Promise<string> {
-  // Files here are up to ~100 MB (the launcher's deno); WebCrypto has no streaming digest, and
-  // reading one such file once per run is cheap next to copying it.
-  let h = fileHashes.get(path);
-  if (!h) {
-    h = Deno.readFile(path).then(sha256);
-    fileHashes.set(path, h);
-  }
-  return h;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

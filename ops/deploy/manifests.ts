@@ -14,8 +14,10 @@ import {
   type KubernetesObjectApi,
   PatchStrategy,
 } from "@kubernetes/client-node";
+import { Buffer } from "node:buffer";
 import { parseAllDocuments } from "yaml";
 import { InvalidInputError, TimeoutError } from "../../common/errors.ts";
+import { stableJson } from "../../common/stable_json.ts";
 import { fromApiError, isNotFound } from "../../aranya/kube/errors.ts";
 import { PROJECT_ROOT } from "../build/bundle.ts";
 
@@ -82,8 +84,8 @@ export async function aranyaObjects(o: AranyaObjectsOptions = {}): Promise<Kuber
       type: "kubernetes.io/tls",
       metadata: { name: "aranya-tls", namespace: "aranya-system" },
       data: {
-        "tls.crt": b64(await Deno.readFile(o.tls.certFile)),
-        "tls.key": b64(await Deno.readFile(o.tls.keyFile)),
+        "tls.crt": Buffer.from(await Deno.readFile(o.tls.certFile)).toString("base64"),
+        "tls.key": Buffer.from(await Deno.readFile(o.tls.keyFile)).toString("base64"),
       },
     };
     // Before the Deployment, which mounts it.
@@ -91,14 +93,6 @@ export async function aranyaObjects(o: AranyaObjectsOptions = {}): Promise<Kuber
     objects.splice(at < 0 ? objects.length : at, 0, secret);
   }
   return objects;
-}
-
-function b64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
 }
 
 /** What applying one object did (or would do, in a dry run). */
@@ -161,19 +155,9 @@ function sameContent(a: KubernetesObject, b: KubernetesObject): boolean {
   const strip = (o: KubernetesObject) => {
     const { metadata, ...rest } = o as KubernetesObject & { status?: unknown };
     const { managedFields: _m, resourceVersion: _r, generation: _g, ...meta } = metadata ?? {};
-    return JSON.stringify(sortKeys({ ...rest, metadata: meta }));
+    return stableJson({ ...rest, metadata: meta });
   };
   return strip(a) === strip(b);
-}
-
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === "object") {
-    return Object.fromEntries(
-      Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]),
-    );
-  }
-  return v;
 }
 
 /**

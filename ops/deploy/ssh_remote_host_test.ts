@@ -1,6 +1,5 @@
 /** Ssh2RemoteHost against a real OpenSSH server (e2e/services/sshd.ts). */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import {
   CanceledError,
   InvalidInputError,
@@ -13,6 +12,7 @@ import { childPids, type SshServer, startSshd } from "../../e2e/services/sshd.ts
 import { freePort } from "../../e2e/process.ts";
 import { connectSsh, type SshTarget } from "./ssh_remote_host.ts";
 import type { RemoteHost } from "./remote_host.ts";
+import { fileSha256Hex } from "../../common/digest.ts";
 
 const MB = 1024 * 1024;
 
@@ -42,13 +42,6 @@ async function randomFile(path: string, size: number): Promise<void> {
   } finally {
     f.close();
   }
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  using f = await Deno.open(path);
-  for await (const chunk of f.readable) h.update(chunk);
-  return h.digest("hex");
 }
 
 async function rejectsWith(
@@ -145,7 +138,7 @@ Deno.test({
         const r = await h.exec(`sha256sum ${remote} && stat -c %a ${remote}`);
         assert.equal(r.code, 0, r.stderr);
         const [sum, mode] = r.stdout.trim().split("\n");
-        assert.equal(sum?.split(" ")[0], await sha256File(local));
+        assert.equal(sum?.split(" ")[0], await fileSha256Hex(local));
         assert.equal(mode, "755");
         // Again over an existing file: truncated and its mode set again.
         await Deno.writeTextFile(local, "short\n");
