@@ -47,6 +47,8 @@ export const CONFIG_DEFAULTS = Object.freeze({
   logLevel: "info" as LogLevel,
   apiQps: 50,
   apiBurst: 100,
+  authQps: 20,
+  authBurst: 40,
   httpListen: "0.0.0.0:8080",
   leaderElectionEnabled: true,
   /** Used when aranya does not run in a pod (no POD_NAMESPACE, no service account). */
@@ -143,7 +145,13 @@ export interface AranyaConfig {
   namespaces: string[];
   logLevel: LogLevel;
   /** Client-side rate limit (token bucket) shared by all API requests. */
-  api: { qps: number; burst: number };
+  /**
+   * Client-side rate limits: `qps`/`burst` for aranya's own work (Leases,
+   * Nodes, pods), `auth` for reads caused by callers (device credentials,
+   * TokenReview/SubjectAccessReview of kubelet API callers): a flood of bad
+   * credentials spends only the `auth` budget and never delays a Lease renewal.
+   */
+  api: { qps: number; burst: number; auth: { qps: number; burst: number } };
   /** Where /healthz, /readyz and /metrics are served. */
   http: { listen: ListenAddress };
   leaderElection: {
@@ -448,9 +456,24 @@ function readApi(r: ConfigReader): AranyaConfig["api"] {
       min: 1,
       max: 100_000,
     }),
+    auth: readAuthApi(r.object("auth")),
   };
   r.finish();
   return api;
+}
+
+function readAuthApi(r: ConfigReader): AranyaConfig["api"]["auth"] {
+  const auth = {
+    qps: r.number("qps", { default: CONFIG_DEFAULTS.authQps, min: 0.01, max: 100_000 }),
+    burst: r.number("burst", {
+      default: CONFIG_DEFAULTS.authBurst,
+      integer: true,
+      min: 1,
+      max: 100_000,
+    }),
+  };
+  r.finish();
+  return auth;
 }
 
 function readHttp(r: ConfigReader): AranyaConfig["http"] {

@@ -125,9 +125,27 @@ async function serveWhileLeading(
 ): Promise<void> {
   const { core, custom, coordination } = clients;
   const kc = clients.kubeconfig;
+  // Reads that callers cause (device credentials, kubelet API callers' TokenReview and
+  // SubjectAccessReview) spend a budget of their own: a flood of bad credentials never delays
+  // aranya's own requests, the Lease renewals first of all.
+  const authClients = makeKubeClients(kc, {
+    limiter: new TokenBucket({ qps: config.api.auth.qps, burst: config.api.auth.burst }),
+    metrics,
+  });
   const events = new ApiEventRecorder({ core, host: config.leaderElection.identity, log });
   const registry = new MemoryLinkRegistry();
-  const authenticator = new SecretAuthenticator({ core });
+  // A device is known only while its EdgeDevice exists AND owns the Node of its name: a device
+  // whose name is taken by another namespace's Node (or a real node) cannot dial in at all.
+  const ownedDevice = (key: string): EdgeDevice | undefined => {
+    const ed = edgeDevices.device(key);
+    const owner = edgeDevices.ownerOf(key.slice(key.indexOf("/") + 1));
+    return ed && owner?.metadata?.uid === ed.metadata?.uid ? ed : undefined;
+  };
+  const authenticator = new SecretAuthenticator({
+    core: authClients.core,
+    devices: ownedDevice,
+    log,
+  });
   const links = config.links;
   const mqtt = links.mqtt
     ? new MqttLinkServer({
@@ -189,24 +207,28 @@ async function serveWhileLeading(
     registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
     kubelet.release(name);
   };
-  const edgeDevices = new EdgeDeviceController({
+  const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
     kubeconfig: kc,
     core,
     custom,
+    coordination,
     objects: clients.objects,
     kubeletAddress: config.kubelet.address,
     kubeletPort: config.kubelet.port,
-    kubeletPortFor: (node, current) => kubelet.portFor(node, current),
+    kubeletPortFor: (node, current): number => kubelet.portFor(node, current),
     namespaces: config.namespaces,
     events,
     onDevice,
     onDeviceRemoved,
+    // A Node recreated under a connected device gets the device's full node info again.
+    onNodeCreated: (namespace, name) => sessions.get(`${namespace}/${name}`)?.resync(),
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
-  const pods = new PodController({
+  const pods: PodController = new PodController({
     kubeconfig: kc,
     core,
+    directory: edgeDevices,
     namespaces: config.namespaces,
     kubeletAddress: config.kubelet.address,
     onSync: (result) => {
@@ -221,7 +243,7 @@ async function serveWhileLeading(
     },
     log,
   });
-  const kubelet = new KubeletServer({
+  const kubelet: KubeletServer = new KubeletServer({
     hostname: config.kubelet.listen,
     firstPort: config.kubelet.port,
     portCount: config.kubelet.portCount,
@@ -229,9 +251,11 @@ async function serveWhileLeading(
     clientCa: config.kubelet.clientCaFile
       ? await Deno.readTextFile(config.kubelet.clientCaFile)
       : await loadClientCa(core),
-    authenticator: new KubeAuthenticator({ authentication: clients.make(AuthenticationV1Api) }),
+    authenticator: new KubeAuthenticator({
+      authentication: authClients.make(AuthenticationV1Api),
+    }),
     authorizer: new SubjectAccessReviewAuthorizer({
-      authorization: clients.make(AuthorizationV1Api),
+      authorization: authClients.make(AuthorizationV1Api),
     }),
     backend: pods,
     stats: deviceStatsSource,
@@ -250,8 +274,32 @@ async function serveWhileLeading(
         error: errorMessage(err),
       }),
   );
-  const sessions = new Set<Promise<void>>();
-  const onLink = (link: Link) => {
+  const sessions = new Map<string, DeviceSession>();
+  const running = new Set<Promise<void>>();
+  const onLink = async (link: Link) => {
+    // The link's device is "<namespace>/<name>"; it may act for Node "<name>" only when aranya
+    // created that Node for this very EdgeDevice (its uid on the Node). A device whose name is
+    // taken by another namespace's Node, or by a real node, is refused here.
+    const ed = edgeDevices.device(link.device);
+    const name = link.device.slice(link.device.indexOf("/") + 1);
+    const owns = () => {
+      const owner = edgeDevices.ownerOf(name);
+      return owner !== undefined && owner.metadata?.uid === ed?.metadata?.uid;
+    };
+    // The Node cache may trail the credentials by a moment: wait a little for it.
+    for (let i = 0; i < 50 && ed && !owns() && !signal.aborted; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!ed || !owns()) {
+      log.warn("device link refused: its Node is not this EdgeDevice's", {
+        device: link.device,
+        node: name,
+      });
+      link.close(
+        `Node "${name}" was not created by aranya for EdgeDevice "${link.device}"; see its NodeOwned condition`,
+      );
+      return;
+    }
     const session = new DeviceSession({
       link,
       core,
@@ -264,12 +312,19 @@ async function serveWhileLeading(
       log,
     });
     metrics.devicesConnected.inc();
+    sessions.set(link.device, session);
     const run = session.run().finally(() => {
       metrics.devicesConnected.dec();
-      sessions.delete(run);
+      running.delete(run);
+      if (sessions.get(link.device) === session) sessions.delete(link.device);
     });
-    sessions.add(run);
-    pods.attach({ node: session.node, client: session.client, closed: link.closed });
+    running.add(run);
+    pods.attach({
+      device: link.device,
+      node: session.node,
+      client: session.client,
+      closed: link.closed,
+    });
   };
   const servers: LinkServer[] = [];
   if (links.websocket) {
@@ -303,17 +358,17 @@ async function serveWhileLeading(
 
   const controllers = [edgeDevices.run(signal), pods.run(signal)];
   await Promise.race([Promise.all([edgeDevices.ready, pods.ready]), Promise.all(controllers)]);
-  const listeners = servers.map((s) => s.run(signal, onLink));
+  const listeners = servers.map((s) => s.run(signal, (link) => void onLink(link)));
   await Promise.race([Promise.all(servers.map((s) => s.ready)), Promise.all(listeners)]);
   if (!signal.aborted) {
     onServing();
     log.info("serving devices", {
       websocket: links.websocket ? (servers[0] as WebSocketLinkServer).port : undefined,
-      watches: 1 + pods.watches,
+      watches: edgeDevices.watches + pods.watches,
     });
   }
   await Promise.all([...controllers, ...listeners]);
-  await Promise.allSettled([...sessions, kubeletRun, certRun]);
+  await Promise.allSettled([...running, kubeletRun, certRun]);
 }
 
 /** A listener's PEM material from its files (client certificates asked for when a CA is set). */

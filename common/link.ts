@@ -58,7 +58,10 @@ export interface DeviceAuthenticator {
 export interface DeviceCredentials {
   /** Bearer token from the device's credentials Secret. */
   token?: string;
-  /** Subject CN of a verified client certificate ("system:node:<name>" or "<namespace>/<name>"). */
+  /**
+   * Subject CN of a client certificate the listener verified against the device
+   * CA; it proves the device only when it is exactly "<namespace>/<name>".
+   */
   certificateCN?: string;
 }
 

@@ -34,7 +34,7 @@ export const ARANYA_SERVICE_ACCOUNT = "aranya";
 export const ARANYA_USER = `system:serviceaccount:${ARANYA_NAMESPACE}:${ARANYA_SERVICE_ACCOUNT}`;
 
 /**
- * Applies deploy/aranya/namespace.yaml and rbac.yaml (server-side apply, so it
+ * Applies deploy/aranya/namespace.yaml, rbac.yaml and admission.yaml (server-side apply, so it
  * is idempotent and safe when several tests do it at once).
  */
 export async function applyAranyaRbac(cluster: ClusterHandle): Promise<void> {
@@ -47,6 +47,8 @@ export async function applyAranyaRbac(cluster: ClusterHandle): Promise<void> {
     `${DEPLOY_DIR}/namespace.yaml`,
     "-f",
     `${DEPLOY_DIR}/rbac.yaml`,
+    "-f",
+    `${DEPLOY_DIR}/admission.yaml`,
   ]);
 }
 
@@ -123,7 +125,7 @@ export interface AranyaTestConfig {
   /** /healthz, /readyz, /metrics on 127.0.0.1:httpPort. */
   httpPort: number;
   /** The websocket device listener on 127.0.0.1:port with these PEM files. */
-  websocket?: { port: number; certFile: string; keyFile: string };
+  websocket?: { port: number; certFile: string; keyFile: string; clientCaFile?: string };
   /** Kubelet API: advertised address (default 127.0.0.1), first node port (default 10250), ports. */
   kubelet?: { address?: string; port?: number; portCount?: number };
   /** Client-side API rate limit (default 50/100). */
@@ -156,6 +158,10 @@ export function aranyaConfigYaml(o: AranyaTestConfig): string {
       `    path: /v1/link`,
       `    tls: { certFile: ${JSON.stringify(o.websocket.certFile)}, keyFile: ${
         JSON.stringify(o.websocket.keyFile)
+      }${
+        o.websocket.clientCaFile
+          ? `, clientCaFile: ${JSON.stringify(o.websocket.clientCaFile)}`
+          : ""
       } }`,
     );
   }

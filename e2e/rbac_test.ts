@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { parseAranyaConfig, parseAranyaFlags } from "../aranya/config.ts";
 import { applyAranyaRbac, ARANYA_USER, DEPLOY_DIR } from "./aranya_harness.ts";
-import { applyCrds, useCluster } from "./fixtures.ts";
+import { applyCrds, uniqueName, useCluster } from "./fixtures.ts";
 
 /**
  * One `kubectl auth can-i` question: verb, resource[.group], optional subresource, namespace and
@@ -29,14 +29,10 @@ const ALLOWED: Ask[] = [
   ...["get", "update", "patch"].map((v): Ask => [v, ED, { ...ALL, sub: "status" }]),
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v): Ask => [v, "nodes"]),
   ...["get", "update", "patch"].map((v): Ask => [v, "nodes", { sub: "status" }]),
-  ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v): Ask => [
-    v,
-    "pods",
-    ALL,
-  ]),
+  ...["get", "list", "watch", "create", "delete"].map((v): Ask => [v, "pods", ALL]),
   ...["get", "update", "patch"].map((v): Ask => [v, "pods", { ...ALL, sub: "status" }]),
-  ...["get", "list", "watch", "create", "delete"].map((v): Ask => [v, "secrets", ALL]),
-  ...["get", "list", "watch"].map((v): Ask => [v, "configmaps", ALL]),
+  ...["get", "create", "delete"].map((v): Ask => [v, "secrets", ALL]),
+  ["get", "configmaps", ALL],
   ["create", "serviceaccounts", { ...ALL, sub: "token" }],
   ...["create", "patch", "update"].map((v): Ask => [v, "events", ALL]),
   ...["create", "patch", "update"].map((v): Ask => [v, "events.events.k8s.io", ALL]),
@@ -67,6 +63,14 @@ const REFUSED: Ask[] = [
   ["create", "customresourcedefinitions.apiextensions.k8s.io"],
   ["create", ED, ALL],
   ["delete", ED, ALL],
+  // Secrets and ConfigMaps are read by name only: no list or watch anywhere.
+  ["list", "secrets", ALL],
+  ["watch", "secrets", ALL],
+  ["list", "secrets", { ns: "kube-system" }],
+  ["list", "configmaps", ALL],
+  ["watch", "configmaps", ALL],
+  ["update", "pods", ALL],
+  ["patch", "pods", ALL],
   ["update", "secrets", ALL],
   ["patch", "secrets", ALL],
   ["update", "configmaps", ALL],
@@ -135,10 +139,22 @@ const show = ([verb, resource, o]: Ask) =>
     o?.ns === "*" ? " (all namespaces)" : o?.ns ? ` -n ${o.ns}` : ""
   }`;
 
+/** Runs kubectl as aranya's ServiceAccount (impersonated by the admin). */
+const AS_ARANYA = [
+  `--as=${ARANYA_USER}`,
+  "--as-group=system:serviceaccounts",
+  "--as-group=system:serviceaccounts:aranya-system",
+  "--as-group=system:authenticated",
+];
+
 /** The files of deploy/aranya/ that are Kubernetes manifests (config.sample.yaml is not). */
-const MANIFESTS = ["namespace.yaml", "rbac.yaml", "deployment.yaml", "service.yaml"].map((f) =>
-  `${DEPLOY_DIR}/${f}`
-);
+const MANIFESTS = [
+  "namespace.yaml",
+  "rbac.yaml",
+  "admission.yaml",
+  "deployment.yaml",
+  "service.yaml",
+].map((f) => `${DEPLOY_DIR}/${f}`);
 
 Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (t) => {
   const cluster = await useCluster();
@@ -165,6 +181,131 @@ Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (
       const extra = answers.filter((a) => a.answer !== "no");
       assert.deepEqual(extra, [], `granted but not needed: ${extra.map((m) => m.ask).join("; ")}`);
     });
+    await t.step("dangerous requests sent as aranya are refused; its own work passes", async () => {
+      const ns = uniqueName("rbac");
+      const id = crypto.randomUUID().slice(0, 8);
+      const real = `real-node-${id}`;
+      const edge = `edge-node-${id}`;
+      const asAranya = (args: string[], stdin?: string) =>
+        cluster.kubectl([...AS_ARANYA, ...args], stdin);
+      const refused = async (what: string, args: string[], stdin?: string, want?: RegExp) => {
+        const r = await asAranya(args, stdin);
+        assert.notEqual(r.code, 0, `${what}: allowed, but must be refused`);
+        assert.match(r.stderr, want ?? /forbidden|denied/i, `${what}: ${r.stderr}`);
+      };
+      const node = (name: string, edgeNode: boolean) =>
+        JSON.stringify({
+          apiVersion: "v1",
+          kind: "Node",
+          metadata: {
+            name,
+            ...(edgeNode
+              ? {
+                labels: { "arhat.dev/role": "EdgeDevice", "arhat.dev/namespace": ns },
+                annotations: { "aranya.arhat.dev/edge-device-uid": crypto.randomUUID() },
+              }
+              : {}),
+          },
+        });
+      try {
+        await cluster.kubectlOk(["create", "namespace", ns]);
+        await cluster.kubectlOk(["apply", "-f", "-"], node(real, false));
+        // RBAC: Secrets are never listed, by aranya or anyone holding its token.
+        await refused("list secrets cluster-wide", ["get", "secrets", "-A"]);
+        await refused("list kube-system's secrets", ["get", "secrets", "-n", "kube-system"]);
+        // Admission (aranya-edge-nodes): a real node is out of reach.
+        await refused(
+          "create a non-edge Node",
+          ["create", "-f", "-"],
+          node(`x-${real}`, false),
+          /aranya may create only edge Nodes/,
+        );
+        await refused(
+          "label a non-edge Node",
+          ["label", "node", real, "arhat.dev/role=EdgeDevice"],
+          undefined,
+          /aranya may change only edge Nodes/,
+        );
+        await refused(
+          "delete a non-edge Node",
+          ["delete", "node", real],
+          undefined,
+          /aranya may delete only edge Nodes/,
+        );
+        // ... while edge Nodes are its own to create, change and delete.
+        const created = await asAranya(["create", "-f", "-"], node(edge, true));
+        assert.equal(created.code, 0, created.stderr);
+        await refused(
+          "change whose an edge Node is",
+          ["annotate", "node", edge, "--overwrite", "aranya.arhat.dev/edge-device-uid=other"],
+          undefined,
+          /never whose they are/,
+        );
+        const deleted = await asAranya(["delete", "node", edge]);
+        assert.equal(deleted.code, 0, deleted.stderr);
+        // Admission (aranya-pod-tokens): no token that is not bound to a pod, none in kube-system.
+        await refused(
+          "a token for kube-system's default ServiceAccount",
+          ["create", "token", "default", "-n", "kube-system"],
+          undefined,
+          /aranya may request only tokens bound to a pod/,
+        );
+        await refused(
+          "a pod-bound token in kube-system",
+          [
+            "create",
+            "token",
+            "default",
+            "-n",
+            "kube-system",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=x",
+            "--bound-object-uid=00000000-0000-0000-0000-000000000000",
+          ],
+          undefined,
+          /aranya may not request tokens for ServiceAccounts of namespace "kube-system"/,
+        );
+        // Admission (aranya-pods): no pod but a virtual pod; no deletion it did not finish.
+        await refused(
+          "create a privileged pod",
+          ["create", "-n", ns, "-f", "-"],
+          JSON.stringify({
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "root" },
+            spec: {
+              hostPID: true,
+              automountServiceAccountToken: false,
+              containers: [{
+                name: "c",
+                image: "busybox",
+                securityContext: { privileged: true },
+              }],
+            },
+          }),
+          /aranya may create only virtual pods/,
+        );
+        await cluster.kubectlOk(
+          ["apply", "-n", ns, "-f", "-"],
+          JSON.stringify({
+            apiVersion: "v1",
+            kind: "Pod",
+            metadata: { name: "running" },
+            spec: { containers: [{ name: "c", image: "busybox" }] },
+          }),
+        );
+        await refused(
+          "delete a pod nobody asked to delete",
+          ["delete", "pod", "running", "-n", ns, "--wait=false"],
+          undefined,
+          /aranya may delete only virtual pods and pods whose deletion was already requested/,
+        );
+      } finally {
+        await cluster.kubectl(["delete", "node", real, edge, `x-${real}`, "--ignore-not-found"]);
+        await cluster.kubectl(["delete", "namespace", ns, "--wait=false"]);
+      }
+    });
+
     await t.step("no wildcards in the rules", async () => {
       const docs = parseAllDocuments(await Deno.readTextFile(`${DEPLOY_DIR}/rbac.yaml`)).map((
         d,
@@ -191,6 +332,8 @@ Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (
         const o of [
           "namespace/aranya-system",
           "clusterrole.rbac.authorization.k8s.io/aranya",
+          "validatingadmissionpolicy.admissionregistration.k8s.io/aranya-edge-nodes",
+          "validatingadmissionpolicybinding.admissionregistration.k8s.io/aranya-pods",
           "configmap/aranya-config",
           "deployment.apps/aranya",
           "service/aranya",

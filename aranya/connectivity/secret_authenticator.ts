@@ -1,46 +1,142 @@
 /**
- * A DeviceAuthenticator backed by the credentials Secrets the EdgeDevice
- * controller creates: a device "<namespace>/<name>" proves itself with the
- * token in Secret "<namespace>/<name>-arhat-credentials". Tokens are cached
- * briefly so a reconnect storm does not become an API storm.
+ * The {@link DeviceAuthenticator} aranya runs: a device "<namespace>/<name>"
+ * is accepted only while EdgeDevice "<namespace>/<name>" exists (asked of the
+ * EdgeDevice cache: an unknown name costs no API request), and only with
+ * credentials that EdgeDevice owns:
+ *
+ * - a token equal to the one in Secret "<name>-arhat-credentials" of its
+ *   namespace, and only when that Secret is controlled by the EdgeDevice (an
+ *   owner reference with its uid): a Secret that merely has the right name is
+ *   not enough;
+ * - or a client certificate that the listener verified against the device CA
+ *   configured in aranya, whose subject CN is exactly "<namespace>/<name>".
+ *
+ * Bounded against floods: tokens are cached per device (digests only, up to
+ * `maxEntries`), a wrong token is remembered by its digest for `negativeMs`,
+ * one Secret read serves concurrent dials of a device, and a device's Secret
+ * is re-read (a rotated token) at most once per `refreshMs`. Reads go through
+ * the client the caller passes: aranya gives it its own rate limit, so a flood
+ * never delays Lease renewals.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Buffer } from "node:buffer";
 import type { CoreV1Api } from "@kubernetes/client-node";
 import { UnauthenticatedError, UnavailableError } from "../../common/errors.ts";
 import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
+import { type Logger, nullLogger } from "../../common/log.ts";
 import { isNotFound } from "../kube/errors.ts";
-import { credentialsSecretName } from "../edgedevice/types.ts";
-import { constantTimeEqual } from "./static_authenticator.ts";
+import { ownedBy } from "../edgedevice/reconciler.ts";
+import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
 
 /** Options for {@link SecretAuthenticator}. */
 export interface SecretAuthenticatorOptions {
+  /** Reads the credentials Secrets (give it a rate limit of its own). */
   core: CoreV1Api;
+  /** The EdgeDevice "<namespace>/<name>" if it exists, from a cache (no I/O). */
+  devices: (key: string) => EdgeDevice | undefined;
   /** How long a token read from the API is reused, ms (default 30 s). */
   cacheMs?: number;
+  /** How long a wrong token is refused without a read, ms (default 30 s). */
+  negativeMs?: number;
+  /** Shortest time between two reads of one device's Secret, ms (default 5 s). */
+  refreshMs?: number;
+  /** Most devices and wrong tokens remembered, each (default 10 000; oldest dropped). */
+  maxEntries?: number;
+  log?: Logger;
 }
 
-/** Authenticates devices against their credentials Secrets. */
+interface Entry {
+  /** The EdgeDevice uid the Secret was checked against. */
+  uid: string;
+  /** SHA-256 of the token; absent: no usable Secret. */
+  digest?: Buffer;
+  readAt: number;
+}
+
+/** Authenticates devices against their EdgeDevice and its credentials. */
 export class SecretAuthenticator implements DeviceAuthenticator {
   readonly #o: SecretAuthenticatorOptions;
-  readonly #cache = new Map<string, { token: string | undefined; until: number }>();
+  readonly #log: Logger;
+  readonly #tokens = new Map<string, Entry>();
+  readonly #wrong = new Map<string, number>();
+  readonly #reading = new Map<string, Promise<Entry>>();
 
   constructor(opts: SecretAuthenticatorOptions) {
     this.#o = opts;
+    this.#log = opts.log ?? nullLogger;
   }
 
-  async #token(device: string): Promise<string | undefined> {
-    const hit = this.#cache.get(device);
-    if (hit && hit.until > Date.now()) return hit.token;
-    const [namespace, name] = device.split("/") as [string, string];
-    let token: string | undefined;
+  /** Drops what is cached for `device` (call when the device was removed). */
+  forget(device: string): void {
+    this.#tokens.delete(device);
+  }
+
+  /** Number of remembered entries (devices and wrong tokens), for tests and metrics. */
+  get cached(): number {
+    return this.#tokens.size + this.#wrong.size;
+  }
+
+  async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
+    const refuse = () =>
+      new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
+    const ed = this.#o.devices(device);
+    const uid = ed?.metadata?.uid;
+    if (!uid || ed.metadata?.deletionTimestamp) throw refuse();
+    // A certificate the listener verified against the device CA names the device exactly.
+    if (credentials.certificateCN !== undefined && credentials.certificateCN === device) return;
+    const token = credentials.token;
+    if (!token) throw refuse();
+    const now = Date.now();
+    const digest = sha256(token);
+    const wrongKey = `${device}\u0000${digest.toString("hex")}`;
+    if ((this.#wrong.get(wrongKey) ?? 0) > now) throw refuse();
+
+    let entry = this.#tokens.get(device);
+    const ttl = this.#o.cacheMs ?? 30_000;
+    if (!entry || entry.uid !== uid || now - entry.readAt > ttl) {
+      entry = await this.#read(device, uid);
+    }
+    if (entry.digest && timingSafeEqual(entry.digest, digest)) return;
+    // A wrong token may be a rotated one: read again, at most once per refresh interval.
+    if (now - entry.readAt >= (this.#o.refreshMs ?? 5_000)) {
+      entry = await this.#read(device, uid);
+      if (entry.digest && timingSafeEqual(entry.digest, digest)) return;
+    }
+    remember(this.#wrong, wrongKey, now + (this.#o.negativeMs ?? 30_000), this.#max);
+    throw refuse();
+  }
+
+  get #max(): number {
+    return this.#o.maxEntries ?? 10_000;
+  }
+
+  /** One read of the device's Secret at a time; concurrent dials share it. */
+  #read(device: string, uid: string): Promise<Entry> {
+    const running = this.#reading.get(device);
+    if (running) return running;
+    const p = this.#readSecret(device, uid).finally(() => this.#reading.delete(device));
+    this.#reading.set(device, p);
+    return p;
+  }
+
+  async #readSecret(device: string, uid: string): Promise<Entry> {
+    const slash = device.indexOf("/");
+    const namespace = device.slice(0, slash);
+    const name = device.slice(slash + 1);
+    const entry: Entry = { uid, readAt: Date.now() };
     try {
       const s = await this.#o.core.readNamespacedSecret({
         name: credentialsSecretName(name),
         namespace,
       });
-      const b64 = s.data?.token;
-      token = b64
-        ? new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)))
-        : undefined;
+      if (!ownedBy(s.metadata, uid)) {
+        this.#log.warn("credentials Secret is not owned by the EdgeDevice; refusing its token", {
+          device,
+          secret: `${namespace}/${credentialsSecretName(name)}`,
+        });
+      } else if (s.data?.token) {
+        entry.digest = sha256(Buffer.from(s.data.token, "base64").toString());
+      }
     } catch (err) {
       if (!isNotFound(err)) {
         throw new UnavailableError(`Cannot read the credentials of device "${device}" now`, {
@@ -48,31 +144,18 @@ export class SecretAuthenticator implements DeviceAuthenticator {
         });
       }
     }
-    // "No such device" is kept briefly only: its Secret may be about to appear.
-    const ttl = this.#o.cacheMs ?? 30_000;
-    this.#cache.set(device, {
-      token,
-      until: Date.now() + (token === undefined ? Math.min(ttl, 2_000) : ttl),
-    });
-    return token;
+    remember(this.#tokens, device, entry, this.#max);
+    return entry;
   }
+}
 
-  /** Drops what is cached for `device` (call when the device was removed). */
-  forget(device: string): void {
-    this.#cache.delete(device);
-  }
+function sha256(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
 
-  async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
-    const given = credentials.token;
-    // A wrong token may be a rotated one: the second round reads the Secret again.
-    for (const fresh of [false, true]) {
-      if (fresh) this.#cache.delete(device);
-      const want = await this.#token(device);
-      // No Secret (a deleted or unknown device, cached as such): no second read, so a device
-      // that keeps dialing does not cost an API request each time.
-      if (want === undefined && !fresh) break;
-      if (want !== undefined && given !== undefined && constantTimeEqual(given, want)) return;
-    }
-    throw new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
-  }
+/** Sets `key` as the newest entry of `map`, dropping the oldest beyond `max`. */
+function remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > max) map.delete(map.keys().next().value!);
 }

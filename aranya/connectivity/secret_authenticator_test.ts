@@ -1,16 +1,20 @@
 /**
- * The Secret-backed device authenticator against the real API server: the
- * right token passes, a wrong one fails, a rotated one passes after a fresh
- * read, a device without a Secret costs one read per dial burst (not two per
- * dial), and `forget` drops a removed device's cached token at once.
+ * The device authenticator against the real API server: a device is accepted
+ * only while its EdgeDevice exists and only with credentials that EdgeDevice
+ * owns. An unknown device costs no read; a Secret that merely has the right
+ * name (no owner reference, or one to an older EdgeDevice of the same name) is
+ * refused; tokens are cached, a rotated one passes after a fresh read, wrong
+ * ones are remembered by digest so a flood of them costs a bounded number of
+ * reads and memory; a client certificate passes only when its CN is exactly
+ * "<namespace>/<name>".
  */
 import assert from "node:assert/strict";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
-import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { credentialsSecretName } from "../edgedevice/types.ts";
+import { applyCrds, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
 import { SecretAuthenticator } from "./secret_authenticator.ts";
 
-Deno.test("secret authenticator: tokens, rotation, unknown devices, forget", async () => {
+Deno.test("secret authenticator: EdgeDevice and owner checks, tokens, rotation, floods, certificates", async () => {
   const cluster = await useCluster();
   const ns = uniqueName("auth");
   const kc = new KubeConfig();
@@ -29,40 +33,123 @@ Deno.test("secret authenticator: tokens, rotation, unknown devices, forget", asy
       return Reflect.get(target, prop, receiver);
     },
   });
-  const auth = new SecretAuthenticator({ core, cacheMs: 60_000 });
-  const secret = (token: string) =>
+  const devices = new Map<string, EdgeDevice>();
+  const auth = new SecretAuthenticator({
+    core,
+    devices: (key) => devices.get(key),
+    cacheMs: 60_000,
+    refreshMs: 0,
+    maxEntries: 100,
+  });
+  const edgeDevice = async (name: string): Promise<EdgeDevice> => {
+    await cluster.kubectlOk(
+      ["apply", "-n", ns, "-f", "-"],
+      JSON.stringify({
+        apiVersion: "aranya.arhat.dev/v1alpha1",
+        kind: "EdgeDevice",
+        metadata: { name },
+      }),
+    );
+    const ed = JSON.parse(await cluster.kubectlOk(["get", "ed", name, "-n", ns, "-o", "json"]));
+    devices.set(`${ns}/${name}`, ed);
+    return ed;
+  };
+  const secret = (name: string, token: string, ownerUid?: string) =>
     JSON.stringify({
       apiVersion: "v1",
       kind: "Secret",
-      metadata: { name: credentialsSecretName("d1"), namespace: ns },
+      metadata: {
+        name: credentialsSecretName(name),
+        namespace: ns,
+        ownerReferences: ownerUid
+          ? [{
+            apiVersion: "aranya.arhat.dev/v1alpha1",
+            kind: "EdgeDevice",
+            name,
+            uid: ownerUid,
+            controller: true,
+          }]
+          : [],
+      },
       stringData: { token },
     });
+  const refused = /presented no valid credentials/;
   try {
+    await applyCrds(cluster);
     await cluster.kubectlOk(["create", "namespace", ns]);
-    await cluster.kubectlOk(["apply", "-f", "-"], secret("first"));
-    await auth.authenticate(`${ns}/d1`, { token: "first" });
-    await auth.authenticate(`${ns}/d1`, { token: "first" });
-    assert.equal(reads, 1, "the token is cached");
-    await assert.rejects(
-      auth.authenticate(`${ns}/d1`, { token: "nope" }),
-      new RegExp(`Device "${ns}/d1" presented no valid credentials`),
-    );
-    await cluster.kubectlOk(["apply", "-f", "-"], secret("second"));
-    await auth.authenticate(`${ns}/d1`, { token: "second" }); // rotated: read again
-    reads = 0;
-    for (let i = 0; i < 5; i++) {
-      await assert.rejects(
-        auth.authenticate(`${ns}/ghost`, { token: "x" }),
-        /no valid credentials/,
-      );
+
+    // No EdgeDevice: refused without reading anything, even with a Secret of the right name.
+    await cluster.kubectlOk(["apply", "-f", "-"], secret("ghost", "t"));
+    for (let i = 0; i < 20; i++) {
+      await assert.rejects(auth.authenticate(`${ns}/ghost`, { token: "t" }), refused);
     }
-    assert.equal(reads, 1, "an unknown device is read once, then cached briefly");
-    await cluster.kubectlOk(["delete", "secret", credentialsSecretName("d1"), "-n", ns]);
-    auth.forget(`${ns}/d1`);
     await assert.rejects(
-      auth.authenticate(`${ns}/d1`, { token: "second" }),
-      /no valid credentials/,
+      auth.authenticate(`${ns}/ghost`, { certificateCN: `${ns}/ghost` }),
+      refused,
+      "a certificate does not stand in for a missing EdgeDevice",
     );
+    assert.equal(reads, 0, "an unknown device costs no API request");
+
+    // An EdgeDevice, and a Secret that merely has the right name: refused.
+    const d1 = await edgeDevice("d1");
+    await cluster.kubectlOk(["apply", "-f", "-"], secret("d1", "first"));
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "first" }), refused);
+    // Owned by another uid (an older EdgeDevice of that name): refused too.
+    await cluster.kubectlOk(["apply", "-f", "-"], secret("d1", "first", crypto.randomUUID()));
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "first" }), refused);
+
+    // Owned by the EdgeDevice: accepted, then served from the cache. (A token refused before
+    // stays refused for `negativeMs`, so the owned Secret gets a new one.)
+    await cluster.kubectlOk(["apply", "-f", "-"], secret("d1", "owned", d1.metadata!.uid));
+    reads = 0;
+    await auth.authenticate(`${ns}/d1`, { token: "owned" });
+    await auth.authenticate(`${ns}/d1`, { token: "owned" });
+    assert.equal(reads, 1, "the token is cached");
+
+    // A wrong token: refused, and remembered (no further reads for it).
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "nope" }), refused);
+    const afterWrong = reads;
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "nope" }), refused);
+    assert.equal(reads, afterWrong, "a wrong token is refused from the negative cache");
+
+    // Rotated: the new token passes after one fresh read.
+    await cluster.kubectlOk(["apply", "-f", "-"], secret("d1", "second", d1.metadata!.uid));
+    await auth.authenticate(`${ns}/d1`, { token: "second" });
+
+    // A flood of random tokens against a known device with a refresh interval: bounded reads
+    // and bounded memory.
+    const flood = new SecretAuthenticator({
+      core,
+      devices: (key) => devices.get(key),
+      maxEntries: 50,
+    });
+    await flood.authenticate(`${ns}/d1`, { token: "second" });
+    reads = 0;
+    await Promise.all(
+      Array.from(
+        { length: 1000 },
+        () =>
+          assert.rejects(
+            flood.authenticate(`${ns}/d1`, { token: crypto.randomUUID() }),
+            refused,
+          ),
+      ),
+    );
+    assert.equal(reads, 0, "wrong tokens within the refresh interval cost no read");
+    assert.ok(flood.cached <= 51, `bounded caches: ${flood.cached} entries`);
+
+    // Client certificates (verified by the listener against the device CA): the CN must be
+    // exactly "<namespace>/<name>".
+    await auth.authenticate(`${ns}/d1`, { certificateCN: `${ns}/d1` });
+    for (const cn of ["d1", `system:node:d1`, `other/d1`, `${ns}/d10`]) {
+      await assert.rejects(auth.authenticate(`${ns}/d1`, { certificateCN: cn }), refused, cn);
+    }
+
+    // The EdgeDevice gone (deleted, or recreated with a new uid): the old credentials stop.
+    devices.delete(`${ns}/d1`);
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "second" }), refused);
+    devices.set(`${ns}/d1`, { ...d1, metadata: { ...d1.metadata, uid: crypto.randomUUID() } });
+    await assert.rejects(auth.authenticate(`${ns}/d1`, { token: "second" }), refused);
   } finally {
     await cluster.kubectl(["delete", "namespace", ns, "--ignore-not-found", "--wait=false"]);
     await cluster.release();

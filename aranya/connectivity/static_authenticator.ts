@@ -1,7 +1,7 @@
 /**
- * A {@link DeviceAuthenticator} over a fixed map of device -> token (and
- * optionally accepted certificate CNs). aranya uses it with the tokens it
- * keeps in each device's credentials Secret; tests use it directly.
+ * A {@link DeviceAuthenticator} over a fixed map of device -> token, for
+ * tests of the transports (aranya itself runs secret_authenticator.ts). A
+ * verified client certificate whose CN is exactly the device also passes.
  */
 import { UnauthenticatedError } from "../../common/errors.ts";
 import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
@@ -34,17 +34,12 @@ export class StaticAuthenticator implements DeviceAuthenticator {
 
   authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
     const want = this.#tokens.get(device);
-    const name = device.slice(device.indexOf("/") + 1);
     if (want !== undefined) {
       if (credentials.token !== undefined && constantTimeEqual(credentials.token, want)) {
         return Promise.resolve();
       }
       // A verified client certificate issued for this device also proves it.
-      if (
-        credentials.certificateCN !== undefined &&
-        (credentials.certificateCN === device ||
-          credentials.certificateCN === `system:node:${name}`)
-      ) {
+      if (credentials.certificateCN !== undefined && credentials.certificateCN === device) {
         return Promise.resolve();
       }
     }

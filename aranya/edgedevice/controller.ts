@@ -1,18 +1,31 @@
 /**
  * Runs the EdgeDevice reconciler: ONE watch on EdgeDevices in all namespaces,
  * or one per watched namespace when `namespaces` lists some (client-node's
- * informer: list, then watch, relist after 410 Gone), feeds a keyed work queue;
- * the reconciler re-reads state for each key. The number of watches does not
+ * informer: list, then watch, relist after 410 Gone), and ONE watch on the
+ * edge Nodes (label selector arhat.dev/role=EdgeDevice), feed a keyed work
+ * queue; the reconciler re-reads state for each key. A Node that is deleted
+ * or changed enqueues the EdgeDevices of its name, so a Node deleted while its
+ * EdgeDevice exists is recreated within seconds, and a device waiting for a
+ * taken name gets it once the name is free. The number of watches does not
  * grow with the number of devices.
+ *
+ * The two caches also answer, without I/O, who a device and a Node are
+ * ({@link EdgeDirectory}): the rest of aranya asks them instead of trusting
+ * names or labels.
  */
 import {
+  type CoordinationV1Api,
   type CoreV1Api,
   type CustomObjectsApi,
   type Informer,
   type KubeConfig,
   type KubernetesListObject,
+  type KubernetesObject,
   KubernetesObjectApi,
   makeInformer,
+  type ObjectCache,
+  type V1Node,
+  type V1NodeList,
 } from "@kubernetes/client-node";
 import { errorMessage } from "../../common/errors.ts";
 import { readySignal } from "../../common/lifecycle.ts";
@@ -20,13 +33,37 @@ import { type Logger, nullLogger } from "../../common/log.ts";
 import type { EventRecorder } from "../kube/event_recorder.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
 import { type DeviceHook, type DeviceRemovedHook, EdgeDeviceReconciler } from "./reconciler.ts";
-import { type EdgeDevice, GROUP, PLURAL, VERSION } from "./types.ts";
+import {
+  ANNOTATION_OWNER_UID,
+  type EdgeDevice,
+  GROUP,
+  LABEL_NAMESPACE,
+  LABEL_ROLE,
+  PLURAL,
+  VERSION,
+} from "./types.ts";
+
+/** An informer with its cache. */
+type Cached<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+
+/** Who devices and Nodes are, from the controller's caches (no I/O). */
+export interface EdgeDirectory {
+  /** The EdgeDevice `namespace/name` as last seen, if it exists. */
+  device(key: string): EdgeDevice | undefined;
+  /**
+   * The EdgeDevice that Node `node` was created for: the Node carries that
+   * EdgeDevice's uid, and the EdgeDevice still exists with that uid. Absent
+   * for a Node that is not an edge Node of this aranya, or not known yet.
+   */
+  ownerOf(node: string): EdgeDevice | undefined;
+}
 
 /** Options for {@link EdgeDeviceController}. */
 export interface EdgeDeviceControllerOptions {
   kubeconfig: KubeConfig;
   core: CoreV1Api;
   custom: CustomObjectsApi;
+  coordination: CoordinationV1Api;
   /** Generic object client (default: one made from `kubeconfig`, outside any rate limit). */
   objects?: KubernetesObjectApi;
   kubeletAddress: string;
@@ -48,18 +85,22 @@ export interface EdgeDeviceControllerOptions {
   onDevice?: DeviceHook;
   /** Called after a device's cleanup, or when it is found gone (idempotent). */
   onDeviceRemoved?: DeviceRemovedHook;
+  /** Called right after a device's Node was (re)created. */
+  onNodeCreated?: DeviceRemovedHook;
   workers?: number;
   /** Told the result of every reconcile (for metrics). */
   onReconcile?: (result: "success" | "error") => void;
   log?: Logger;
 }
 
-/** Watches EdgeDevices and reconciles them. */
-export class EdgeDeviceController {
+/** Watches EdgeDevices (and their Nodes) and reconciles them. */
+export class EdgeDeviceController implements EdgeDirectory {
   readonly #o: EdgeDeviceControllerOptions;
   readonly #log: Logger;
   readonly #ready = readySignal();
   readonly queue: WorkQueue;
+  #devices: Cached<EdgeDevice>[] = [];
+  #nodes?: Cached<V1Node>;
 
   constructor(opts: EdgeDeviceControllerOptions) {
     this.#o = opts;
@@ -76,12 +117,39 @@ export class EdgeDeviceController {
     return this.#ready.promise;
   }
 
+  device(key: string): EdgeDevice | undefined {
+    const slash = key.indexOf("/");
+    const namespace = key.slice(0, slash);
+    const name = key.slice(slash + 1);
+    for (const i of this.#devices) {
+      const ed = i.get(name, namespace);
+      if (ed) return ed;
+    }
+    return undefined;
+  }
+
+  ownerOf(node: string): EdgeDevice | undefined {
+    const n = this.#nodes?.get(node);
+    const uid = n?.metadata?.annotations?.[ANNOTATION_OWNER_UID];
+    const namespace = n?.metadata?.labels?.[LABEL_NAMESPACE];
+    if (!uid || !namespace) return undefined;
+    const ed = this.device(`${namespace}/${node}`);
+    return ed?.metadata?.uid === uid ? ed : undefined;
+  }
+
+  /** Number of watches (EdgeDevices and Nodes; independent of the number of devices). */
+  get watches(): number {
+    return this.#devices.length + (this.#nodes ? 1 : 0);
+  }
+
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const reconciler = new EdgeDeviceReconciler({
       objects: this.#o.objects ?? KubernetesObjectApi.makeApiClient(this.#o.kubeconfig),
       core: this.#o.core,
       custom: this.#o.custom,
+      coordination: this.#o.coordination,
+      onNodeCreated: this.#o.onNodeCreated,
       kubeletAddress: this.#o.kubeletAddress,
       kubeletPort: this.#o.kubeletPort,
       kubeletPortFor: this.#o.kubeletPortFor,
@@ -94,15 +162,50 @@ export class EdgeDeviceController {
     const informers = namespaces.length
       ? namespaces.map((ns) => this.#informer(signal, ns))
       : [this.#informer(signal)];
-    await Promise.all(informers.map((i) => i.start()));
+    this.#devices = informers;
+    this.#nodes = this.#nodeInformer(signal);
+    await Promise.all([...informers, this.#nodes].map((i) => i.start()));
     this.#ready.resolve();
     this.#log.info("EdgeDevice controller running");
     await this.queue.run(signal, (key) => reconciler.reconcile(key));
-    await Promise.all(informers.map((i) => i.stop()));
+    await Promise.all([...informers, this.#nodes].map((i) => i.stop()));
+  }
+
+  /**
+   * ONE informer on the edge Nodes (label arhat.dev/role=EdgeDevice): a change
+   * or deletion enqueues every EdgeDevice of the Node's name (its owner, and
+   * devices of other namespaces waiting for the name).
+   */
+  #nodeInformer(signal: AbortSignal): Cached<V1Node> {
+    const labelSelector = `${LABEL_ROLE}=EdgeDevice`;
+    const informer = makeInformer<V1Node>(
+      this.#o.kubeconfig,
+      "/api/v1/nodes",
+      () => this.#o.core.listNode({ labelSelector }) as Promise<V1NodeList>,
+      labelSelector,
+    );
+    const enqueue = (node: V1Node) => {
+      const name = node.metadata?.name;
+      if (!name) return;
+      for (const i of this.#devices) {
+        for (const ed of i.list()) {
+          if (ed.metadata?.name === name) this.queue.add(`${ed.metadata.namespace}/${name}`);
+        }
+      }
+    };
+    informer.on("update", enqueue);
+    informer.on("delete", enqueue);
+    informer.on("error", (err: unknown) => {
+      this.#log.warn("Node watch failed; restarting", { error: errorMessage(err) });
+      setTimeout(() => {
+        if (!signal.aborted) informer.start().catch(() => {});
+      }, 1000);
+    });
+    return informer;
   }
 
   /** An informer on EdgeDevices in `namespace` (all namespaces when absent) feeding the queue. */
-  #informer(signal: AbortSignal, namespace?: string): Informer<EdgeDevice> {
+  #informer(signal: AbortSignal, namespace?: string): Cached<EdgeDevice> {
     const custom = this.#o.custom;
     const path = namespace
       ? `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`

@@ -8,7 +8,12 @@
  * removes Node, virtual pod and Secret, then the device.
  */
 import assert from "node:assert/strict";
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+} from "@kubernetes/client-node";
 import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { sleep } from "../../e2e/process.ts";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
@@ -41,6 +46,7 @@ Deno.test({
     kc.loadFromFile(cluster.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
     const custom = kc.makeApiClient(CustomObjectsApi);
+    const coordination = kc.makeApiClient(CoordinationV1Api);
     const ac = new AbortController();
     const live: EdgeDevice[] = [];
     const removed: string[] = [];
@@ -48,6 +54,7 @@ Deno.test({
       kubeconfig: kc,
       core,
       custom,
+      coordination,
       kubeletAddress: "127.0.0.1",
       kubeletPort: 10250,
       namespaces: [ns, nsFail],
@@ -82,6 +89,14 @@ Deno.test({
     try {
       await applyCrds(cluster);
       for (const n of [ns, nsFail, nsOther]) await cluster.kubectlOk(["create", "namespace", n]);
+      // The virtual pod needs the namespace's default ServiceAccount (the admission plugin looks
+      // it up); on a fresh control plane it may trail the namespace, and a retry would add a
+      // ReconcileFailed Event to the ones checked below.
+      await eventually(
+        "the default ServiceAccount",
+        async () =>
+          (await cluster.kubectl(["get", "sa", "default", "-n", ns])).code === 0 || undefined,
+      );
       running = controller.run(ac.signal);
       await controller.ready;
 
@@ -153,6 +168,28 @@ Deno.test({
           assert.deepEqual(vpod.spec.containers.map((c: { name: string }) => c.name), ["host"]);
           assert.equal(vpod.metadata.labels["arhat.dev/role"], "VirtualPod");
           assert.equal(vpod.status.phase, "Pending");
+          // Identity by uid: the Node carries the EdgeDevice's uid, the status records the
+          // virtual pod's, and the virtual pod and the Secret are controlled by the EdgeDevice.
+          assert.equal(
+            node.metadata.annotations["aranya.arhat.dev/edge-device-uid"],
+            ed.metadata.uid,
+          );
+          assert.equal(ed.status.virtualPod.uid, vpod.metadata.uid);
+          assert.equal(vpod.metadata.ownerReferences[0].uid, ed.metadata.uid);
+          const secretObj = JSON.parse(
+            await cluster.kubectlOk([
+              "get",
+              "secret",
+              credentialsSecretName(name),
+              "-n",
+              ns,
+              "-o",
+              "json",
+            ]),
+          );
+          assert.equal(secretObj.metadata.ownerReferences[0].uid, ed.metadata.uid);
+          assert.equal(secretObj.metadata.ownerReferences[0].controller, true);
+          assert.equal(cond.NodeOwned.status, "True");
 
           // Events are written beside the reconcile: wait for them.
           const list = await eventually("the Provisioned Event", async () => {
@@ -289,6 +326,113 @@ Deno.test({
         );
         assert.ok(live.some((e) => e.metadata?.namespace === nsFail), "the second namespace");
       });
+
+      await t.step(
+        "a same-named EdgeDevice in another namespace changes nothing of the Node and cannot delete it",
+        async () => {
+          const nodeJson = async () =>
+            JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          const before = await nodeJson();
+          await apply(nsFail, edgeDevice(name));
+          const ed = await eventually("NodeOwned=False on the impostor", async () => {
+            const e = await getEd(nsFail, name);
+            const c = e.status?.conditions?.find((x: { type: string }) => x.type === "NodeOwned");
+            return c?.status === "False" ? e : undefined;
+          });
+          const cond = ed.status.conditions.find((x: { type: string }) => x.type === "NodeOwned");
+          assert.equal(cond.reason, "NodeNameTaken");
+          assert.equal(
+            cond.message,
+            `Node "${name}" already exists and belongs to EdgeDevice "${ns}/${name}"; choose another name for this device`,
+          );
+          assert.equal(ed.status.node, undefined);
+          const warning = await eventually(
+            "the NodeNameTaken Event",
+            async () => (await events(nsFail, name)).find((e) => e.reason === "NodeNameTaken"),
+          );
+          assert.equal(warning.type, "Warning");
+          await sleep(2000);
+          const after = await nodeJson();
+          assert.deepEqual(after.metadata.labels, before.metadata.labels);
+          assert.deepEqual(after.spec.taints, before.spec.taints);
+          assert.deepEqual(after.metadata.annotations, before.metadata.annotations);
+          assert.deepEqual(after.status.addresses, before.status.addresses);
+          for (const what of [["secret", credentialsSecretName(name)], ["pod", name]]) {
+            const r = await cluster.kubectl(["get", ...what, "-n", nsFail]);
+            assert.match(r.stderr, /not found/, `no ${what[0]} for the impostor`);
+          }
+          // Deleting the impostor leaves the Node (and its owner's objects) alone.
+          await cluster.kubectlOk(["delete", "ed", name, "-n", nsFail, "--timeout=60s"]);
+          assert.equal((await nodeJson()).metadata.uid, before.metadata.uid);
+          await cluster.kubectlOk(["get", "pod", name, "-n", ns]);
+          await cluster.kubectlOk(["get", "secret", credentialsSecretName(name), "-n", ns]);
+        },
+      );
+
+      await t.step(
+        "a Node deleted while its EdgeDevice exists comes back within seconds",
+        async () => {
+          const before = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          await cluster.kubectlOk(["delete", "node", name]);
+          const started = Date.now();
+          const again = await eventually("the Node to be recreated", async () => {
+            const r = await cluster.kubectl(["get", "node", name, "-o", "json"]);
+            if (r.code !== 0) return undefined;
+            const n = JSON.parse(r.stdout);
+            return n.metadata.uid !== before.metadata.uid && n.status?.addresses?.length
+              ? n
+              : undefined;
+          }, 15_000);
+          assert.ok(Date.now() - started < 15_000);
+          assert.equal(
+            again.metadata.annotations["aranya.arhat.dev/edge-device-uid"],
+            before.metadata.annotations["aranya.arhat.dev/edge-device-uid"],
+          );
+          assert.equal(again.metadata.labels["arhat.dev/namespace"], ns);
+        },
+      );
+
+      await t.step(
+        "a Node aranya did not create is never adopted, even with edge labels",
+        async () => {
+          const fake = `${name}-real`;
+          await cluster.kubectlOk(
+            ["apply", "-f", "-"],
+            JSON.stringify({
+              apiVersion: "v1",
+              kind: "Node",
+              metadata: {
+                name: fake,
+                labels: {
+                  "arhat.dev/role": "EdgeDevice",
+                  "arhat.dev/name": fake,
+                  "arhat.dev/namespace": ns,
+                },
+              },
+            }),
+          );
+          try {
+            await apply(ns, edgeDevice(fake));
+            await eventually("NodeOwned=False", async () => {
+              const e = await getEd(ns, fake);
+              const c = e.status?.conditions?.find((x: { type: string }) => x.type === "NodeOwned");
+              return c?.status === "False" && /was not created by aranya/.test(c.message)
+                ? true
+                : undefined;
+            });
+            const n = JSON.parse(await cluster.kubectlOk(["get", "node", fake, "-o", "json"]));
+            assert.ok(
+              !(n.spec.taints ?? []).some((x: { key: string }) => x.key === "arhat.dev/namespace"),
+              "not tainted by aranya",
+            );
+            assert.equal(n.metadata.annotations?.["aranya.arhat.dev/edge-device-uid"], undefined);
+            await cluster.kubectlOk(["delete", "ed", fake, "-n", ns, "--timeout=60s"]);
+            await cluster.kubectlOk(["get", "node", fake]);
+          } finally {
+            await cluster.kubectl(["delete", "node", fake, "--ignore-not-found"]);
+          }
+        },
+      );
 
       await t.step("deleting the EdgeDevice removes its Node, virtual pod and Secret", async () => {
         await cluster.kubectlOk(["delete", "ed", name, "-n", ns, "--wait=true", "--timeout=60s"]);

@@ -8,15 +8,20 @@
  *   device reports it); a condition's lastTransitionTime changes only when its
  *   status does;
  * - `lastSeen`: set on connect, on disconnect and on each periodic sync;
- * - `agent`: what the device said about itself when it connected.
+ * - `agent`: what the device said about itself when it connected;
+ * - condition `NodeOwned`: False (reason NodeNameTaken) while the Node name is
+ *   taken by a Node aranya did not create for this EdgeDevice;
+ * - `virtualPod`: the uid of the virtual pod aranya created.
  */
 import {
   type AgentInfo,
   CONDITION_CONNECTED,
+  CONDITION_NODE_OWNED,
   CONDITION_NODE_READY,
   type EdgeDeviceCondition,
   type EdgeDeviceStatus,
   REASON_DISCONNECTED,
+  REASON_NODE_NAME_TAKEN,
 } from "./types.ts";
 
 /** Reason of Connected/NodeReady before the device's first connection. */
@@ -46,13 +51,26 @@ export function setCondition(
   return prev ? list.map((c) => c === prev ? cond : c) : [...list, cond];
 }
 
-/** The status a new device starts with (fields already set are kept). */
+/** Reason of NodeOwned=True. */
+export const REASON_NODE_OWNED = "NodeCreatedForDevice";
+
+/**
+ * The status a new device starts with (fields already set are kept), once its
+ * Node is owned; `virtualPod` records the virtual pod aranya created (absent:
+ * the recorded one is kept).
+ */
 export function pendingStatus(
   current: EdgeDeviceStatus | undefined,
   node: string,
   now: Date,
+  virtualPod?: { name: string; uid: string },
 ): EdgeDeviceStatus {
-  let conditions = current?.conditions ?? [];
+  let conditions = setCondition(current?.conditions, {
+    type: CONDITION_NODE_OWNED,
+    status: "True",
+    reason: REASON_NODE_OWNED,
+    message: `Node "${node}" was created for this EdgeDevice`,
+  }, now);
   if (!conditions.some((c) => c.type === CONDITION_CONNECTED)) {
     conditions = setCondition(conditions, {
       type: CONDITION_CONNECTED,
@@ -69,7 +87,35 @@ export function pendingStatus(
       message: "The device has not reported its state yet",
     }, now);
   }
-  return { ...current, phase: current?.phase ?? "Pending", node, conditions };
+  return {
+    ...current,
+    phase: current?.phase ?? "Pending",
+    node,
+    conditions,
+    virtualPod: virtualPod ?? current?.virtualPod,
+  };
+}
+
+/**
+ * The status while the device's Node name is taken by a Node that is not this
+ * EdgeDevice's (`why` says whose): nothing is provisioned, `node` is cleared.
+ */
+export function nodeTakenStatus(
+  current: EdgeDeviceStatus | undefined,
+  why: string,
+  now: Date,
+): EdgeDeviceStatus {
+  const { node: _node, ...rest } = current ?? {};
+  return {
+    ...rest,
+    phase: current?.phase ?? "Pending",
+    conditions: setCondition(current?.conditions, {
+      type: CONDITION_NODE_OWNED,
+      status: "False",
+      reason: REASON_NODE_NAME_TAKEN,
+      message: why,
+    }, now),
+  };
 }
 
 /** The Node's Ready condition, as far as the EdgeDevice repeats it. */

@@ -3,33 +3,46 @@
  * key and converges):
  *
  * - adds the cleanup finalizer;
- * - ensures the Node named after the device: labels arhat.dev/role=EdgeDevice,
- *   arhat.dev/name, arhat.dev/namespace (plus the spec's labels and
- *   annotations), the taint arhat.dev/namespace=<ns>:NoSchedule (plus the
- *   spec's taints); its status addresses (an InternalIP where aranya serves the
- *   kubelet API) and daemonEndpoints;
- * - ensures the virtual pod (see virtual_pod.ts), created with phase Pending;
+ * - ensures the Node named after the device, marked with the EdgeDevice's uid
+ *   (annotation aranya.arhat.dev/edge-device-uid): labels
+ *   arhat.dev/role=EdgeDevice, arhat.dev/name, arhat.dev/namespace (plus the
+ *   spec's labels and annotations), the taint arhat.dev/namespace=<ns>:NoSchedule
+ *   (plus the spec's taints); its status addresses (an InternalIP where aranya
+ *   serves the kubelet API) and daemonEndpoints. A Node of that name that
+ *   aranya did not create for this EdgeDevice (another namespace's device, a
+ *   real node) is never adopted, changed or deleted: the EdgeDevice gets
+ *   NodeOwned=False and a Warning NodeNameTaken Event, and nothing else is
+ *   provisioned;
+ * - ensures the virtual pod (see virtual_pod.ts), created with phase Pending
+ *   and recorded by uid in the EdgeDevice's status;
  * - records the node in the EdgeDevice status, with phase Pending and
  *   conditions Connected=False/NodeReady=Unknown until the device connects
  *   (the device session writes the status from then on);
- * - ensures the device's credentials Secret (a random token, kept once made),
- *   last: a device can connect only once it exists;
- * - on deletion removes the Node, the Lease, the virtual pod and the Secret,
+ * - ensures the device's credentials Secret (a random token, kept once made,
+ *   controlled by the EdgeDevice through an owner reference), last: a device
+ *   can connect only once it exists;
+ * - on deletion removes the Node, the Lease, the virtual pod and the Secret
+ *   (each only when it is this EdgeDevice's, with its uid as a precondition),
  *   then the finalizer.
  *
- * It records Events on the EdgeDevice: NodeCreated, CredentialsCreated,
- * VirtualPodCreated, CleanedUp, and a Warning ReconcileFailed naming what the
- * API refused (repeats aggregate into one Event). Connected and Disconnected
- * are recorded by the device session, which knows the link.
+ * It records Events on the EdgeDevice: Provisioned, CleanedUp, Warnings
+ * NodeNameTaken, VirtualPodNameTaken, CredentialsNotOwned, and ReconcileFailed
+ * naming what the API refused (repeats aggregate into one Event). Connected
+ * and Disconnected are recorded by the device session, which knows the link.
  *
  * Nodes are cluster-scoped and EdgeDevices namespaced, so owner references
- * cannot tie them together: the finalizer does.
+ * cannot tie them together: the finalizer and the uid annotation do.
  */
+import { Buffer } from "node:buffer";
 import {
+  type CoordinationV1Api,
   type CoreV1Api,
   type CustomObjectsApi,
   type KubernetesObjectApi,
   type V1Node,
+  type V1ObjectMeta,
+  type V1OwnerReference,
+  type V1Pod,
   type V1Secret,
 } from "@kubernetes/client-node";
 import { errorMessage } from "../../common/errors.ts";
@@ -41,9 +54,11 @@ import {
   nullEventRecorder,
   type ObjectRef,
 } from "../kube/event_recorder.ts";
-import { pendingStatus } from "./edge_device_status.ts";
+import { nodeTakenStatus, pendingStatus } from "./edge_device_status.ts";
 import {
+  ANNOTATION_OWNER_UID,
   API_VERSION,
+  CONDITION_NODE_OWNED,
   credentialsSecretName,
   type EdgeDevice,
   FINALIZER,
@@ -53,6 +68,7 @@ import {
   LABEL_NAMESPACE,
   LABEL_ROLE,
   PLURAL,
+  REASON_NODE_NAME_TAKEN,
   TAINT_NAMESPACE,
   VERSION,
 } from "./types.ts";
@@ -70,6 +86,8 @@ export type DeviceRemovedHook = (namespace: string, name: string) => void;
 export interface EdgeDeviceReconcilerOptions {
   objects: KubernetesObjectApi;
   core: CoreV1Api;
+  /** For the Node's Lease (removed with the Node). */
+  coordination: CoordinationV1Api;
   custom: CustomObjectsApi;
   /** Address where aranya serves the kubelet API for every node (an IP). */
   kubeletAddress: string;
@@ -81,6 +99,8 @@ export interface EdgeDeviceReconcilerOptions {
   events?: EventRecorder;
   onDevice?: DeviceHook;
   onDeviceRemoved?: DeviceRemovedHook;
+  /** Called right after the device's Node was (re)created. */
+  onNodeCreated?: DeviceRemovedHook;
   log?: Logger;
   /** Clock, injectable for tests. */
   now?: () => Date;
@@ -139,7 +159,7 @@ export class EdgeDeviceReconciler {
     };
     if (ed.metadata?.deletionTimestamp) {
       if (ed.metadata.finalizers?.includes(FINALIZER)) {
-        await this.#cleanup(namespace, name);
+        await this.#cleanup(ed, namespace, name);
         await event(
           "Normal",
           "CleanedUp",
@@ -155,25 +175,57 @@ export class EdgeDeviceReconciler {
       ed.metadata = { ...ed.metadata, finalizers: [...(ed.metadata?.finalizers ?? []), FINALIZER] };
       ed = await this.#replace(ed, `Adding the finalizer to EdgeDevice "${key}"`);
     }
+    const uid = ed.metadata!.uid!;
     // The Secret comes last: a device can only connect once it exists, and then
     // its Node, virtual pod and status are there for the device session to write.
     // What this pass created is told in ONE Event (written even when a later step fails), so
     // a new device costs one Event write, not three.
     const created: string[] = [];
     try {
-      await this.#ensureNode(ed, namespace, name, () => {
+      const node = await this.#ensureNode(ed, namespace, name, () => {
         created.push(`Node "${name}"`);
+        this.#hook(() => this.#o.onNodeCreated?.(namespace, name));
         return Promise.resolve();
       });
-      if (await this.#ensureVirtualPod(namespace, name)) {
-        created.push(`the virtual pod "${namespace}/${name}"`);
+      if (node.taken !== undefined) {
+        // Someone else's Node: nothing of it changes, and nothing is provisioned for this
+        // device (no virtual pod bound to that Node, no credentials to dial as it).
+        const cond = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
+        if (cond?.status !== "False" || cond.message !== node.taken) {
+          ed.status = nodeTakenStatus(ed.status, node.taken, this.#now());
+          await this.#replaceStatus(ed);
+          event("Warning", REASON_NODE_NAME_TAKEN, node.taken);
+        }
+        this.#log.warn("edge device's node name is taken", { device: key, why: node.taken });
+        return;
       }
-      if (ed.status?.node !== name) {
-        ed.status = pendingStatus(ed.status, name, this.#now());
+      const vp = await this.#ensureVirtualPod(ed, namespace, name);
+      if (vp.created) created.push(`the virtual pod "${namespace}/${name}"`);
+      if (vp.taken !== undefined) event("Warning", "VirtualPodNameTaken", vp.taken);
+      const owned = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
+      if (
+        ed.status?.node !== name || owned?.status !== "True" ||
+        (vp.uid !== undefined && ed.status?.virtualPod?.uid !== vp.uid)
+      ) {
+        ed.status = pendingStatus(
+          ed.status,
+          name,
+          this.#now(),
+          vp.uid !== undefined ? { name, uid: vp.uid } : undefined,
+        );
         await this.#replaceStatus(ed);
       }
-      if (await this.#ensureSecret(namespace, name)) {
+      const secret = await this.#ensureSecret(namespace, name, uid);
+      if (secret === "created") {
         created.push(`Secret "${credentialsSecretName(name)}" with the device's token`);
+      } else if (secret === "foreign") {
+        event(
+          "Warning",
+          "CredentialsNotOwned",
+          `Secret "${namespace}/${
+            credentialsSecretName(name)
+          }" exists but aranya did not create it for this EdgeDevice, so the device cannot authenticate with it; delete it and aranya creates the device's credentials`,
+        );
       }
     } finally {
       if (created.length) event("Normal", "Provisioned", `Created ${created.join(", ")}`);
@@ -216,17 +268,25 @@ export class EdgeDeviceReconciler {
     }
   }
 
-  /** Resolves true when it created the Secret. */
-  async #ensureSecret(namespace: string, name: string): Promise<boolean> {
+  /**
+   * Ensures the device's credentials Secret, owned by the EdgeDevice (its uid
+   * in a controller owner reference: the authenticator accepts no other).
+   * "foreign": a Secret of that name exists that this EdgeDevice does not own;
+   * it is left alone.
+   */
+  async #ensureSecret(
+    namespace: string,
+    name: string,
+    uid: string,
+  ): Promise<"created" | "exists" | "foreign"> {
     const secretName = credentialsSecretName(name);
     try {
-      await this.#o.core.readNamespacedSecret({ name: secretName, namespace });
-      return false;
+      const s = await this.#o.core.readNamespacedSecret({ name: secretName, namespace });
+      return ownedBy(s.metadata, uid) ? "exists" : "foreign";
     } catch (err) {
       if (!isNotFound(err)) throw fromApiError(`Reading Secret "${namespace}/${secretName}"`, err);
     }
-    const token = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))
-      .replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "");
+    const token = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
     const secret: V1Secret = {
       apiVersion: "v1",
       kind: "Secret",
@@ -234,6 +294,7 @@ export class EdgeDeviceReconciler {
         name: secretName,
         namespace,
         labels: { [LABEL_ROLE]: "EdgeDevice", [LABEL_NAME]: name },
+        ownerReferences: [ownerRef(name, uid)],
       },
       type: "Opaque",
       stringData: { token },
@@ -241,15 +302,16 @@ export class EdgeDeviceReconciler {
     try {
       await this.#o.core.createNamespacedSecret({ namespace, body: secret });
     } catch (err) {
-      // Made meanwhile by someone else: the token there stands.
-      if (apiStatus(err) === 409) return false;
+      // Made meanwhile: the next pass looks at whose it is.
+      if (apiStatus(err) === 409) return "exists";
       throw fromApiError(`Creating Secret "${namespace}/${secretName}"`, err);
     }
-    return true;
+    return "created";
   }
 
   #desiredNode(ed: EdgeDevice, namespace: string, name: string): V1Node {
     const spec = ed.spec?.node ?? {};
+    const uid = ed.metadata!.uid!;
     return {
       apiVersion: "v1",
       kind: "Node",
@@ -263,6 +325,7 @@ export class EdgeDeviceReconciler {
         },
         annotations: {
           ...spec.annotations,
+          [ANNOTATION_OWNER_UID]: uid,
           [ANNOTATION_SPEC_KEYS]: JSON.stringify({
             labels: Object.keys(spec.labels ?? {}).sort(),
             annotations: Object.keys(spec.annotations ?? {}).sort(),
@@ -282,14 +345,16 @@ export class EdgeDeviceReconciler {
    * Ensures the Node (calling `onCreated` right after creating it) and its
    * addresses. A changed spec.node updates the Node in place (metadata and
    * spec only: the device's link and the status the device session writes are
-   * untouched).
+   * untouched). A Node of that name that aranya did not create for this
+   * EdgeDevice (its uid in the owner annotation) is never changed: `taken`
+   * says whose it is.
    */
   async #ensureNode(
     ed: EdgeDevice,
     namespace: string,
     name: string,
     onCreated: () => Promise<unknown>,
-  ): Promise<void> {
+  ): Promise<{ taken?: string }> {
     const want = this.#desiredNode(ed, namespace, name);
     let created = false;
     let node: V1Node | undefined;
@@ -304,7 +369,7 @@ export class EdgeDeviceReconciler {
         created = true;
       } catch (err) {
         if (apiStatus(err) !== 409) throw fromApiError(`Creating Node "${name}"`, err);
-        // Made meanwhile by someone else: converge that one.
+        // Made meanwhile by someone else: whose it is decides below.
         try {
           node = await this.#o.core.readNode({ name });
         } catch (err) {
@@ -312,9 +377,13 @@ export class EdgeDeviceReconciler {
         }
       }
     }
+    if (node.metadata?.annotations?.[ANNOTATION_OWNER_UID] !== ed.metadata!.uid) {
+      return { taken: takenMessage(node, namespace) };
+    }
     if (created) await onCreated();
     else node = await this.#ensureNodeMetadata(node, want);
     await this.#ensureNodeAddress(node);
+    return {};
   }
 
   /**
@@ -390,49 +459,130 @@ export class EdgeDeviceReconciler {
     }
   }
 
-  /** Ensures the virtual pod (see virtual_pod.ts); resolves true when it created it. */
-  async #ensureVirtualPod(namespace: string, name: string): Promise<boolean> {
+  /**
+   * Ensures the virtual pod (see virtual_pod.ts). The pod of that name is the
+   * device's only when its uid is the one recorded in the EdgeDevice's status
+   * (or, before the first record, when this EdgeDevice controls it by owner
+   * reference); anything else is a look-alike (`taken`) and left alone.
+   */
+  async #ensureVirtualPod(
+    ed: EdgeDevice,
+    namespace: string,
+    name: string,
+  ): Promise<{ uid?: string; created?: boolean; taken?: string }> {
+    const recorded = ed.status?.virtualPod?.uid;
+    let pod: V1Pod | undefined;
     try {
-      await this.#o.core.readNamespacedPod({ name, namespace });
-      return false;
+      pod = await this.#o.core.readNamespacedPod({ name, namespace });
     } catch (err) {
       if (!isNotFound(err)) throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
     }
-    try {
-      await this.#o.core.createNamespacedPod({ namespace, body: virtualPod(namespace, name) });
-      return true;
-    } catch (err) {
-      if (apiStatus(err) !== 409) {
-        throw fromApiError(`Creating the virtual pod "${namespace}/${name}"`, err);
+    if (!pod) {
+      try {
+        pod = await this.#o.core.createNamespacedPod({
+          namespace,
+          body: virtualPod(namespace, name, ed.metadata!.uid!),
+        });
+        return { uid: pod.metadata?.uid, created: true };
+      } catch (err) {
+        if (apiStatus(err) !== 409) {
+          throw fromApiError(`Creating the virtual pod "${namespace}/${name}"`, err);
+        }
+        return {}; // made meanwhile: the next pass looks at whose it is
       }
-      return false;
     }
+    const uid = pod.metadata?.uid;
+    if (
+      uid !== undefined &&
+      (uid === recorded || (!recorded && ownedBy(pod.metadata, ed.metadata!.uid!)))
+    ) {
+      return { uid };
+    }
+    return {
+      taken:
+        `Pod "${namespace}/${name}" exists but is not the virtual pod aranya created for this EdgeDevice; host access through it is refused. Delete it and aranya creates the virtual pod`,
+    };
   }
 
-  async #cleanup(namespace: string, name: string): Promise<void> {
+  /**
+   * Removes what aranya created for this EdgeDevice, and only that: the Node
+   * whose owner annotation is its uid, that Node's Lease, the virtual pod with
+   * the recorded uid and the Secret it controls. Each delete carries the uid as
+   * a precondition, so an object replaced meanwhile survives.
+   */
+  async #cleanup(ed: EdgeDevice, namespace: string, name: string): Promise<void> {
+    const uid = ed.metadata!.uid!;
     const gone = async (what: string, f: () => Promise<unknown>) => {
       try {
         await f();
       } catch (err) {
-        if (!isNotFound(err)) throw fromApiError(`Deleting ${what}`, err);
+        if (!isNotFound(err) && apiStatus(err) !== 409) throw fromApiError(`Deleting ${what}`, err);
       }
     };
-    await gone(`Node "${name}"`, () => this.#o.core.deleteNode({ name }));
-    await gone(`Lease "kube-node-lease/${name}"`, () =>
-      this.#o.objects.delete({
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: { name, namespace: "kube-node-lease" },
-      }));
-    await gone(
+    const read = async <T>(what: string, f: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await f();
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw fromApiError(`Reading ${what}`, err);
+      }
+    };
+    const node = await read(`Node "${name}"`, () => this.#o.core.readNode({ name }));
+    if (node?.metadata?.annotations?.[ANNOTATION_OWNER_UID] === uid) {
+      const nodeUid = node.metadata.uid!;
+      await gone(
+        `Node "${name}"`,
+        () => this.#o.core.deleteNode({ name, body: { preconditions: { uid: nodeUid } } }),
+      );
+      const lease = await read(
+        `Lease "kube-node-lease/${name}"`,
+        () => this.#o.coordination.readNamespacedLease({ name, namespace: "kube-node-lease" }),
+      );
+      if (lease && lease.metadata?.ownerReferences?.some((r) => r.uid === nodeUid)) {
+        await gone(
+          `Lease "kube-node-lease/${name}"`,
+          () =>
+            this.#o.coordination.deleteNamespacedLease({
+              name,
+              namespace: "kube-node-lease",
+              body: { preconditions: { uid: lease.metadata!.uid } },
+            }),
+        );
+      }
+    }
+    const pod = await read(
       `Pod "${namespace}/${name}"`,
-      // In the body: the API server reads delete options from the body when there is one.
-      () => this.#o.core.deleteNamespacedPod({ name, namespace, body: { gracePeriodSeconds: 0 } }),
+      () => this.#o.core.readNamespacedPod({ name, namespace }),
     );
-    await gone(
-      `Secret "${namespace}/${credentialsSecretName(name)}"`,
-      () => this.#o.core.deleteNamespacedSecret({ name: credentialsSecretName(name), namespace }),
+    const podUid = pod?.metadata?.uid;
+    if (podUid && (podUid === ed.status?.virtualPod?.uid || ownedBy(pod.metadata, uid))) {
+      await gone(
+        `Pod "${namespace}/${name}"`,
+        // In the body: the API server reads delete options from the body when there is one.
+        () =>
+          this.#o.core.deleteNamespacedPod({
+            name,
+            namespace,
+            body: { gracePeriodSeconds: 0, preconditions: { uid: podUid } },
+          }),
+      );
+    }
+    const secretName = credentialsSecretName(name);
+    const secret = await read(
+      `Secret "${namespace}/${secretName}"`,
+      () => this.#o.core.readNamespacedSecret({ name: secretName, namespace }),
     );
+    if (secret && ownedBy(secret.metadata, uid)) {
+      await gone(
+        `Secret "${namespace}/${secretName}"`,
+        () =>
+          this.#o.core.deleteNamespacedSecret({
+            name: secretName,
+            namespace,
+            body: { preconditions: { uid: secret.metadata!.uid } },
+          }),
+      );
+    }
   }
 
   async #removeFinalizer(ed: EdgeDevice): Promise<void> {
@@ -450,6 +600,32 @@ export class EdgeDeviceReconciler {
       }
     }
   }
+}
+
+/** A controller owner reference to EdgeDevice `name` with `uid`. */
+export function ownerRef(name: string, uid: string): V1OwnerReference {
+  return { apiVersion: API_VERSION, kind: KIND, name, uid, controller: true };
+}
+
+/** True when `meta` has a controller owner reference to the EdgeDevice with `uid`. */
+export function ownedBy(meta: V1ObjectMeta | undefined, uid: string): boolean {
+  return (meta?.ownerReferences ?? []).some((r) =>
+    r.controller === true && r.kind === KIND && r.apiVersion === API_VERSION && r.uid === uid
+  );
+}
+
+/** Says whose Node `node` is, for the NodeOwned=False condition. */
+function takenMessage(node: V1Node, namespace: string): string {
+  const name = node.metadata?.name;
+  const labels = node.metadata?.labels ?? {};
+  const owner = node.metadata?.annotations?.[ANNOTATION_OWNER_UID];
+  if (owner && labels[LABEL_ROLE] === "EdgeDevice" && labels[LABEL_NAMESPACE]) {
+    const other = labels[LABEL_NAMESPACE] === namespace
+      ? "an earlier EdgeDevice"
+      : `EdgeDevice "${labels[LABEL_NAMESPACE]}/${labels[LABEL_NAME] ?? name}"`;
+    return `Node "${name}" already exists and belongs to ${other}; choose another name for this device`;
+  }
+  return `Node "${name}" already exists and was not created by aranya for this EdgeDevice; choose another name for this device`;
 }
 
 /**

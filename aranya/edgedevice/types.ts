@@ -13,6 +13,14 @@ export const LABEL_ROLE = "arhat.dev/role";
 export const LABEL_NAME = "arhat.dev/name";
 export const LABEL_NAMESPACE = "arhat.dev/namespace";
 export const TAINT_NAMESPACE = "arhat.dev/namespace";
+/**
+ * Annotation on every Node aranya creates: the uid of the EdgeDevice it was
+ * created for. A Node without it, or with another uid, is not that device's
+ * Node and is never changed or deleted for it (labels can be set by anyone who
+ * can write Nodes; the uid of an object aranya created cannot be guessed
+ * before the object exists).
+ */
+export const ANNOTATION_OWNER_UID = "aranya.arhat.dev/edge-device-uid";
 
 /** The part of an EdgeDevice aranya uses. */
 export interface EdgeDevice extends KubernetesObject {
@@ -39,7 +47,14 @@ export interface EdgeDevice extends KubernetesObject {
       annotations?: Record<string, string>;
       taints?: { key: string; value?: string; effect: string }[];
     };
-    pod?: { allocatable?: number };
+    pod?: {
+      allocatable?: number;
+      /**
+       * Namespaces besides the EdgeDevice's own whose pods the device may run
+       * (empty by default; a cluster admin's opt-in, guarded by admission).
+       */
+      allowedNamespaces?: string[];
+    };
   };
   status?: EdgeDeviceStatus;
 }
@@ -57,6 +72,8 @@ export interface EdgeDeviceStatus {
   /** The agent, as the device reported it when it connected. */
   agent?: AgentInfo;
   conditions?: EdgeDeviceCondition[];
+  /** The virtual pod aranya created for the device (matched by uid, never by a label). */
+  virtualPod?: { name?: string; uid?: string };
 }
 
 /** The device's agent. */
@@ -71,6 +88,14 @@ export interface AgentInfo {
 /** Condition types of an EdgeDevice. */
 export const CONDITION_CONNECTED = "Connected";
 export const CONDITION_NODE_READY = "NodeReady";
+/**
+ * False while the device's Node name is taken by a Node aranya did not create
+ * for this EdgeDevice (another namespace's device, a real node): nothing is
+ * provisioned then.
+ */
+export const CONDITION_NODE_OWNED = "NodeOwned";
+/** Reason of NodeOwned=False. */
+export const REASON_NODE_NAME_TAKEN = "NodeNameTaken";
 
 /** One condition of an EdgeDevice. */
 export interface EdgeDeviceCondition {

@@ -16,6 +16,8 @@ import type {
   V1PodStatus,
 } from "@kubernetes/client-node";
 import {
+  API_VERSION,
+  KIND,
   LABEL_NAME,
   LABEL_ROLE,
   REASON_DISCONNECTED,
@@ -28,8 +30,12 @@ import {
 /** Value of the arhat.dev/role label on virtual pods. */
 export const ROLE_VIRTUAL_POD = "VirtualPod";
 
-/** The virtual pod to create for device `namespace/name`. */
-export function virtualPod(namespace: string, name: string): V1Pod {
+/**
+ * The virtual pod to create for device `namespace/name` (EdgeDevice `uid`).
+ * Its label is for people and selectors only: aranya recognises the virtual
+ * pod by the uid it recorded when it created it, never by the label.
+ */
+export function virtualPod(namespace: string, name: string, uid: string): V1Pod {
   return {
     apiVersion: "v1",
     kind: "Pod",
@@ -37,6 +43,7 @@ export function virtualPod(namespace: string, name: string): V1Pod {
       name,
       namespace,
       labels: { [LABEL_ROLE]: ROLE_VIRTUAL_POD, [LABEL_NAME]: name },
+      ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, name, uid, controller: true }],
     },
     spec: {
       nodeName: name,

@@ -7,7 +7,7 @@ const t1 = new Date("2030-01-01T00:05:00Z");
 const t2 = new Date("2030-01-01T00:10:00Z");
 
 Deno.test("the virtual pod is bound to the device's Node and starts Pending", () => {
-  const pod = virtualPod("ns", "dev");
+  const pod = virtualPod("ns", "dev", "uid-1");
   assert.equal(pod.spec!.nodeName, "dev");
   assert.deepEqual(pod.spec!.containers, [{ name: "host", image: VIRTUAL_IMAGE }]);
   assert.equal(pod.status!.phase, "Pending");

@@ -24,6 +24,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import {
   AranyaError,
   errorMessage,
+  ForbiddenError,
   InvalidInputError,
   NotFoundError,
   UnavailableError,
@@ -31,8 +32,6 @@ import {
 import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { SessionClient } from "../../common/session/session_client.ts";
-import { LABEL_ROLE } from "../edgedevice/types.ts";
-import { ROLE_VIRTUAL_POD } from "../edgedevice/virtual_pod.ts";
 import type { Authenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { streamContainerLogs } from "./container_logs.ts";
@@ -65,6 +64,13 @@ export interface KubeletBackend {
   podsOn(node: string): V1Pod[];
   /** The device session of `node` while its device is connected. */
   device(node: string): SessionClient | undefined;
+  /**
+   * True when `pod` is its node's virtual pod (the device host): matched by
+   * namespace, name and the uid aranya recorded, never by a label.
+   */
+  isVirtualPod(pod: V1Pod): boolean;
+  /** Why `pod` may not run on its node's device (undefined: it may). */
+  refusal(pod: V1Pod): string | undefined;
 }
 
 /** Node-level data the server fetches from a device on request. */
@@ -321,7 +327,11 @@ export class KubeletServer {
     if (!pod || pod.spec?.nodeName !== node || (ref.uid && pod.metadata?.uid !== ref.uid)) {
       throw new NotFoundError(`Pod "${key}" is not on node "${node}"`);
     }
-    const isVirtual = pod.metadata?.labels?.[LABEL_ROLE] === ROLE_VIRTUAL_POD;
+    // Host access only through the virtual pod aranya created; a pod the device may not run
+    // (another tenant's, a look-alike of the virtual pod) reaches nothing on the device.
+    const isVirtual = this.#o.backend.isVirtualPod(pod);
+    const refused = isVirtual ? undefined : this.#o.backend.refusal(pod);
+    if (refused !== undefined) throw new ForbiddenError(refused);
     if (container !== undefined) {
       const names = [
         ...(pod.spec?.containers ?? []),

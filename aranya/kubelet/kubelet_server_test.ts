@@ -55,6 +55,8 @@ function server(opts: {
           pod: (ns, name) => ns === "ns" && name === "p" ? pod : undefined,
           podsOn: (node) => node === "node-a" ? [pod] : [],
           device: () => opts.device,
+          isVirtualPod: () => false,
+          refusal: () => undefined,
         },
         timeouts: opts.timeouts,
       }),

@@ -117,6 +117,20 @@ export class DeviceSession {
     this.client = new SessionClient(opts.link);
   }
 
+  /** Set by `resync`: the next sync writes the device's full node info. */
+  #needFull = false;
+  #wake?: () => void;
+
+  /**
+   * Asks for the device's full node info and writes it into the Node at once
+   * (call when the Node was recreated: the new one has no node info).
+   * Non-blocking; a no-op once the link closed.
+   */
+  resync(): void {
+    this.#needFull = true;
+    this.#wake?.();
+  }
+
   /** API writes made for this device, all kinds together. */
   get writes(): number {
     return Object.values(this.writeCounts).reduce((a, b) => a + b, 0);
@@ -215,12 +229,24 @@ export class DeviceSession {
       } catch (err) {
         this.#log.warn("lease renewal failed", { error: errorMessage(err) });
       }
-      await Promise.race([closed, new Promise((r) => setTimeout(r, heartbeat))]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        closed,
+        new Promise<void>((r) => {
+          this.#wake = r;
+          timer = setTimeout(r, heartbeat);
+        }),
+      ]);
+      clearTimeout(timer);
+      this.#wake = undefined;
       if (stopped) break;
       let synced: V1Node | undefined;
+      const full = this.#needFull;
+      this.#needFull = false;
       try {
-        synced = await sync(NodeInfoGetCmd_Kind.DYNAMIC);
+        synced = await sync(full ? NodeInfoGetCmd_Kind.ALL : NodeInfoGetCmd_Kind.DYNAMIC);
       } catch (err) {
+        if (full) this.#needFull = true;
         if (!stopped) this.#log.warn("node status sync failed", { error: errorMessage(err) });
       }
       if (synced && !stopped) {

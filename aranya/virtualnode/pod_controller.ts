@@ -23,8 +23,17 @@
  *
  * A pod whose references cannot be resolved keeps a waiting status with
  * reason CreateContainerConfigError naming the field, and is retried with
- * back-off. The virtual pod (label arhat.dev/role=VirtualPod) is left to the
- * device session.
+ * back-off.
+ *
+ * Tenancy: a device runs only pods of its EdgeDevice's namespace, plus the
+ * namespaces its `spec.pod.allowedNamespaces` lists. Any other pod bound to its
+ * Node is refused the way a kubelet refuses a pod it cannot admit: phase
+ * Failed with reason NamespaceNotAllowed and a message naming the rule; it is
+ * never sent to the device (and is stopped there if the rule changed while it
+ * ran). The virtual pod is the pod `<namespace>/<device>` whose uid the
+ * EdgeDevice's status records (never a label); it is left to the device
+ * session, and a pod of that name with another uid is a look-alike that is
+ * never sent to the device either.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
@@ -51,16 +60,21 @@ import {
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
 } from "../../proto/gen/aranya/pod_pb.ts";
-import { LABEL_ROLE } from "../edgedevice/types.ts";
+import type { EdgeDirectory } from "../edgedevice/controller.ts";
 import { fromApiError, isNotFound } from "../kube/errors.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
 import { podStatusFrom, type PodStatusJson, statusChanged } from "../pods/pod_status.ts";
 import { PodConfigError, type PodSources, podSpecHash, resolvePod } from "../pods/resolve.ts";
 
+/** Reason of a pod refused by the tenancy rule (phase Failed). */
+export const REASON_NOT_ALLOWED = "NamespaceNotAllowed";
+
 /** Options for {@link PodController}. */
 export interface PodControllerOptions {
   kubeconfig: KubeConfig;
   core: CoreV1Api;
+  /** Which EdgeDevice owns a Node (tenancy and the virtual pod come from it). */
+  directory: EdgeDirectory;
   /** Namespaces whose pods are watched; empty or absent: all. */
   namespaces?: string[];
   /** Address advertised for every edge node (pods' hostIP). */
@@ -77,7 +91,9 @@ export interface PodControllerOptions {
 
 /** A connected device, as the pod controller needs it. */
 export interface AttachedDevice {
-  /** Node name (= device name). */
+  /** The device: "<namespace>/<name>" of its EdgeDevice. */
+  device: string;
+  /** Node name (= device name); the caller checked that the EdgeDevice owns it. */
   node: string;
   client: SessionClient;
   /** Settles when the link closed. */
@@ -190,8 +206,8 @@ export class PodController {
     // The virtual pod stands for the device itself; the device session owns it. Nothing runs
     // for it on the device, so a deletion (namespace deleted, or by hand) completes at once:
     // no kubelet would ever finish it, and a namespace's other objects wait for its pods.
-    if (pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") {
-      if (pod.metadata.deletionTimestamp) void this.#removeVirtualPod(pod);
+    if (this.isVirtualPod(pod)) {
+      if (pod.metadata?.deletionTimestamp) void this.#removeVirtualPod(pod);
       return;
     }
     const prev = this.#known.get(key);
@@ -201,7 +217,45 @@ export class PodController {
     let keys = this.#byNode.get(node);
     if (!keys) this.#byNode.set(node, keys = new Set());
     keys.add(key);
-    if (this.#devices.has(node) || (prev && this.#devices.has(prev.node))) this.queue.add(key);
+    if (
+      this.#devices.has(node) || (prev && this.#devices.has(prev.node)) ||
+      this.refusal(pod) !== undefined
+    ) this.queue.add(key);
+  }
+
+  /**
+   * True when `pod` is its node's virtual pod: `<namespace>/<name>` of the
+   * EdgeDevice that owns the node, with the uid that EdgeDevice recorded.
+   */
+  isVirtualPod(pod: V1Pod): boolean {
+    const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
+    const uid = owner?.status?.virtualPod?.uid;
+    return owner !== undefined && uid !== undefined &&
+      pod.metadata?.namespace === owner.metadata?.namespace &&
+      pod.metadata?.name === owner.metadata?.name && pod.metadata?.uid === uid;
+  }
+
+  /**
+   * Why `pod` may not run on the device of its node (undefined: it may, or
+   * the node is not an edge node of this aranya). Reads caches only.
+   */
+  refusal(pod: V1Pod): string | undefined {
+    const node = pod.spec?.nodeName ?? "";
+    const owner = this.#o.directory.ownerOf(node);
+    if (!owner) return undefined;
+    const ns = pod.metadata?.namespace ?? "";
+    const own = owner.metadata?.namespace ?? "";
+    const device = `${own}/${owner.metadata?.name}`;
+    if (ns === own && pod.metadata?.name === owner.metadata?.name) {
+      return this.isVirtualPod(pod)
+        ? undefined
+        : `Pod "${ns}/${pod.metadata?.name}" has the name of the virtual pod of EdgeDevice "${device}" but is not the one aranya created; it never runs on the device`;
+    }
+    const allowed = owner.spec?.pod?.allowedNamespaces ?? [];
+    if (ns === own || allowed.includes(ns)) return undefined;
+    return `Pod "${ns}/${pod.metadata?.name}" may not run on node "${node}": EdgeDevice "${device}" runs pods of namespace "${own}"${
+      allowed.length ? ` and of ${allowed.map((a) => `"${a}"`).join(", ")}` : " only"
+    } (spec.pod.allowedNamespaces)`;
   }
 
   async #removeVirtualPod(pod: V1Pod): Promise<void> {
@@ -280,8 +334,18 @@ export class PodController {
     const uid = pod.metadata!.uid!;
     const node = pod.spec!.nodeName!;
     this.#known.set(key, { uid, node });
-    if (pod.metadata?.labels?.[LABEL_ROLE] === "VirtualPod") return;
-    const dev = this.#devices.get(node);
+    if (this.isVirtualPod(pod)) return;
+    const refused = this.refusal(pod);
+    let dev = this.#devices.get(node);
+    const owner = this.#o.directory.ownerOf(node);
+    // Only the device of the EdgeDevice that owns the node is ever told about its pods.
+    if (dev && dev.device.device !== `${owner?.metadata?.namespace}/${owner?.metadata?.name}`) {
+      dev = undefined;
+    }
+    if (refused !== undefined) {
+      await this.#refuse(pod, dev, refused);
+      return;
+    }
     if (!dev) return; // not an edge node, or its device is offline: nothing to do now
     await dev.synced;
     const log = this.#log.with({ pod: key, node });
@@ -339,6 +403,51 @@ export class PodController {
     }
     const status = dev.statuses.get(uid);
     if (status) await this.#writeStatus(pod, podStatusFrom(status, pod, await this.#ctx(dev)));
+  }
+
+  /**
+   * A pod the device may not run: stopped there if it ran, then marked Failed
+   * (reason NamespaceNotAllowed) as a kubelet marks a pod it cannot admit; once
+   * deleted it is removed at once (nothing runs for it).
+   */
+  async #refuse(pod: V1Pod, dev: DeviceState | undefined, message: string): Promise<void> {
+    const uid = pod.metadata!.uid!;
+    if (dev?.running.has(uid) || dev?.statuses.has(uid)) {
+      await dev.synced;
+      await this.#deleteOnDevice(dev, uid, 0);
+    }
+    const ref = { name: pod.metadata!.name!, namespace: pod.metadata!.namespace! };
+    if (pod.metadata?.deletionTimestamp) {
+      try {
+        await this.#o.core.deleteNamespacedPod({
+          ...ref,
+          body: { gracePeriodSeconds: 0, preconditions: { uid } },
+        });
+      } catch (err) {
+        if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
+          throw fromApiError(`Removing the refused pod "${ref.namespace}/${ref.name}"`, err);
+        }
+      }
+      return;
+    }
+    if (
+      pod.status?.phase === "Failed" && pod.status.reason === REASON_NOT_ALLOWED &&
+      pod.status.message === message
+    ) return;
+    try {
+      await this.#o.core.patchNamespacedPodStatus(
+        {
+          ...ref,
+          body: { status: { phase: "Failed", reason: REASON_NOT_ALLOWED, message } },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw fromApiError(`Refusing pod "${ref.namespace}/${ref.name}"`, err);
+    }
+    this.#log.warn("pod refused", { pod: `${ref.namespace}/${ref.name}`, reason: message });
+    this.#o.recordEvent?.(pod, "Warning", REASON_NOT_ALLOWED, message);
   }
 
   /** Reads Secrets, ConfigMaps and tokens for pod resolution (reads only; no caching of secrets). */
@@ -471,7 +580,9 @@ export class PodController {
     const ours = new Map<string, V1Pod>();
     for (const key of this.#byNode.get(node) ?? []) {
       const p = this.#cached(key);
-      if (p?.spec?.nodeName === node && p.metadata?.uid) ours.set(p.metadata.uid, p);
+      if (p?.spec?.nodeName === node && p.metadata?.uid && this.refusal(p) === undefined) {
+        ours.set(p.metadata.uid, p);
+      }
     }
     for (const s of list.pods) {
       const pod = ours.get(s.uid);

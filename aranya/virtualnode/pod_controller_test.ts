@@ -62,6 +62,7 @@ Deno.test({
       kubeconfig: kc,
       core,
       custom,
+      coordination,
       kubeletAddress: "127.0.0.1",
       kubeletPort: 10250,
       namespaces: [ns],
@@ -70,6 +71,7 @@ Deno.test({
     const pods = new PodController({
       kubeconfig: kc,
       core,
+      directory: controller,
       namespaces: [ns],
       kubeletAddress: "127.0.0.1",
       log: createLogger({ level: "debug", sink: (line) => podLog.push(line) }),
@@ -78,7 +80,11 @@ Deno.test({
       hostname: "127.0.0.1",
       port,
       tls: { cert: tls.cert, key: tls.key },
-      authenticator: new SecretAuthenticator({ core, cacheMs: 0 }),
+      authenticator: new SecretAuthenticator({
+        core,
+        cacheMs: 0,
+        devices: (key) => controller.device(key),
+      }),
       registry: new MemoryLinkRegistry(),
     });
     const base = `${ROOT}/.cache/arhat-e2e/${crypto.randomUUID().slice(0, 8)}`;
@@ -95,7 +101,12 @@ Deno.test({
       running.push(server.run(ac.signal, (link) => {
         const session = new DeviceSession({ link, core, coordination, custom, heartbeatMs: 1000 });
         sessions.push(session.run());
-        pods.attach({ node: session.node, client: session.client, closed: link.closed });
+        pods.attach({
+          device: link.device,
+          node: session.node,
+          client: session.client,
+          closed: link.closed,
+        });
       }));
       await Promise.all([controller.ready, server.ready, pods.ready]);
       assert.equal(pods.watches, 1, "one pod watch for all devices of the namespace");

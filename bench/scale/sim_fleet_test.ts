@@ -63,6 +63,7 @@ Deno.test({
       kubeconfig: kc,
       core,
       custom,
+      coordination,
       kubeletAddress: "127.0.0.1",
       kubeletPort: 10250,
     });
@@ -70,7 +71,11 @@ Deno.test({
       hostname: "127.0.0.1",
       port,
       tls: { cert: tls.cert, key: tls.key },
-      authenticator: new SecretAuthenticator({ core, cacheMs: 0 }),
+      authenticator: new SecretAuthenticator({
+        core,
+        cacheMs: 0,
+        devices: (key) => controller.device(key),
+      }),
       registry: new MemoryLinkRegistry(),
     });
     const fleet = new SimFleet({

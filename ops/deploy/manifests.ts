@@ -29,6 +29,7 @@ export const ARANYA_MANIFESTS = [
   "deploy/aranya/namespace.yaml",
   "deploy/crds/aranya.arhat.dev_edgedevices.yaml",
   "deploy/aranya/rbac.yaml",
+  "deploy/aranya/admission.yaml",
   "deploy/aranya/deployment.yaml",
   "deploy/aranya/service.yaml",
 ] as const;

@@ -538,7 +538,7 @@ Deno.test({
 Deno.test("TLS: token over TLS, client certificate instead of a token, wrong certificate refused", async () => {
   const certs = await makeTestCerts(`${CACHE}/link-tls`, [
     "ns/dev1",
-    "system:node:dev2",
+    "ns/dev2",
     "ns/other",
   ]);
   const h = await startHarness({
@@ -562,13 +562,13 @@ Deno.test("TLS: token over TLS, client certificate instead of a token, wrong cer
     await up.link.closed;
 
     const certSide = h.nextLink();
-    const byCert = await tlsDialer("ns/dev2", undefined, certs.clients["system:node:dev2"])
+    const byCert = await tlsDialer("ns/dev2", undefined, certs.clients["ns/dev2"])
       .dial(never);
     const dev2 = await certSide;
     assert.equal(dev2.device, "ns/dev2");
     assert.deepEqual(h.authCalls.at(-1), {
       device: "ns/dev2",
-      credentials: { certificateCN: "system:node:dev2" },
+      credentials: { certificateCN: "ns/dev2" },
     });
     byCert.close();
 
