@@ -75,6 +75,12 @@ interface MethodCommon {
   tokenFile?: string;
   dialTimeoutMs: number;
   backoff: BackoffConfig;
+  /**
+   * Allows a plaintext transport (ws://, mqtt://, gRPC without TLS), which
+   * sends the device's credentials and its pods' Secrets in clear. Off by
+   * default; arhat warns at start when it is on.
+   */
+  insecure: boolean;
 }
 
 /** arhat dials aranya's WebSocket listener. */
@@ -334,7 +340,10 @@ function readMethod(
     priority: r.number("priority", { default: index, integer: true, min: 0 }),
     dialTimeoutMs: r.duration("dialTimeout", { default: CONFIG_DEFAULTS.dialTimeout, min: 1 }),
     backoff: readBackoff(r.object("backoff"), defaultBackoff),
+    insecure: r.boolean("insecure", { default: false }),
   };
+  const clear = (scheme: string) =>
+    `"${scheme}" sends the device's token and its pods' Secrets in clear; use TLS, or set insecure: true to allow it`;
   let tls: TlsFiles | undefined;
   if (r.has("tls")) {
     tls = readClientTls(r.object("tls"));
@@ -362,6 +371,8 @@ function readMethod(
       const url = r.string("url", { required: true, check: urlCheck(["ws:", "wss:"]) });
       if (hasClientCert && url?.startsWith("ws:")) {
         r.problems.add(r.pathOf("tls"), "a client certificate needs a wss:// url");
+      } else if (url?.startsWith("ws:") && !common.insecure) {
+        r.problems.add(r.pathOf("url"), clear("ws://"));
       }
       if (url !== undefined) out = { method, ...common, url };
       break;
@@ -370,6 +381,8 @@ function readMethod(
       const broker = r.string("broker", { required: true, check: urlCheck(["mqtt:", "mqtts:"]) });
       if (hasClientCert && broker?.startsWith("mqtt:")) {
         r.problems.add(r.pathOf("tls"), "a client certificate needs an mqtts:// broker");
+      } else if (broker?.startsWith("mqtt:") && !common.insecure) {
+        r.problems.add(r.pathOf("broker"), clear("mqtt://"));
       }
       if (!hasToken) {
         r.problems.add(r.pathOf("token"), "the mqtt method needs token or tokenFile");
@@ -387,6 +400,11 @@ function readMethod(
             ? undefined
             : "must be host:port",
       });
+      // gRPC is TLS unless plaintext (h2c) is asked for explicitly; a tls block without caFile
+      // trusts the system's CAs.
+      if (common.insecure && tls) {
+        r.problems.add(r.pathOf("insecure"), "insecure (h2c) and tls exclude each other");
+      }
       if (target !== undefined) out = { method, ...common, target };
       break;
     }

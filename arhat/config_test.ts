@@ -51,6 +51,7 @@ Deno.test("parseConfig() fills every default of a minimal config", () => {
         token: "t0ken",
         priority: 0,
         dialTimeoutMs: 15_000,
+        insecure: false,
         backoff: DEFAULT_BACKOFF,
       }],
     },
@@ -120,6 +121,7 @@ connectivity:
       broker: "mqtts://broker.example.com:8883",
       tokenFile: "/etc/arhat/token",
       dialTimeoutMs: 5000,
+      insecure: false,
       tls: {
         caFile: "/etc/arhat/ca.crt",
         certFile: "/etc/arhat/c.crt",
@@ -142,6 +144,7 @@ connectivity:
       target: "[::1]:8443",
       tls: { certFile: "/etc/arhat/c.crt", keyFile: "/etc/arhat/c.key" },
       dialTimeoutMs: 15_000,
+      insecure: false,
       backoff: { initialMs: 500, maxMs: 60_000, factor: 2 },
     },
   ]);
@@ -192,6 +195,9 @@ connectivity:
     ],
   );
 });
+
+const CLEAR =
+  "sends the device's token and its pods' Secrets in clear; use TLS, or set insecure: true to allow it";
 
 Deno.test("parseConfig() names the field of every problem", () => {
   const base = (methods: string, extra = "") =>
@@ -263,8 +269,20 @@ Deno.test("parseConfig() names the field of every problem", () => {
         "    - {method: websocket, url: 'ws://a/v1/link'}\n    - {method: websocket, url: 'ws://a/v1/link', tls: {certFile: /c, keyFile: /k}}\n",
       ),
       [
+        `connectivity.methods[0].url: "ws://" ${CLEAR}`,
         "connectivity.methods[0].token: set token, tokenFile or a client certificate (tls.certFile and tls.keyFile)",
         "connectivity.methods[1].tls: a client certificate needs a wss:// url",
+      ],
+    ],
+    [
+      "plaintext only with insecure: true; gRPC h2c and tls exclude each other",
+      base(
+        "    - {method: websocket, url: 'ws://a/v1/link', token: t, insecure: true}\n    - {method: grpc, target: 'a:1', token: t, insecure: true, tls: {caFile: /ca}}\n    - {method: mqtt, broker: 'mqtt://b:1883', token: t, insecure: yes, mqtt: {messageNamespace: n}}\n",
+      ),
+      [
+        "connectivity.methods[1].insecure: insecure (h2c) and tls exclude each other",
+        'connectivity.methods[2].insecure: must be true or false; got "yes"',
+        `connectivity.methods[2].broker: "mqtt://" ${CLEAR}`,
       ],
     ],
     [
@@ -286,6 +304,7 @@ Deno.test("parseConfig() names the field of every problem", () => {
       base("    - {method: mqtt, broker: 'mqtt://b:1883', token: t, tokenFile: /t}\n"),
       [
         "connectivity.methods[0].token: set either token or tokenFile, not both",
+        `connectivity.methods[0].broker: "mqtt://" ${CLEAR}`,
         "connectivity.methods[0].mqtt: is required",
       ],
     ],
@@ -304,7 +323,7 @@ Deno.test("parseConfig() names the field of every problem", () => {
     [
       "secrets are never echoed",
       base(
-        "    - {method: mqtt, broker: 'mqtt://b:1883', token: 12345, mqtt: {messageNamespace: n, password: 67890}}\n",
+        "    - {method: mqtt, broker: 'mqtts://b:8883', token: 12345, mqtt: {messageNamespace: n, password: 67890}}\n",
       ),
       [
         "connectivity.methods[0].token: must be a string; got number",

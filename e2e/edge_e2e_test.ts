@@ -159,6 +159,7 @@ Deno.test({
         name,
         `    - method: mqtt
       broker: ${broker}
+      insecure: true
       tokenFile: ${token}
       mqtt: { messageNamespace: ${topicNs}, keepaliveSeconds: 10 }
 `,

@@ -33,6 +33,11 @@ async function tlsPem(t: TlsFiles | undefined) {
 
 /** A dialer for one configured method of `device` ("<namespace>/<name>"). */
 export function dialerFor(device: string, m: ConnectivityMethodConfig, log: Logger): LinkDialer {
+  if (m.insecure) {
+    log.warn("plaintext link allowed (insecure: true): the token and pod Secrets travel in clear", {
+      method: m.method,
+    });
+  }
   return {
     transport: m.method,
     async dial(signal: AbortSignal): Promise<Link> {
@@ -75,9 +80,10 @@ export function dialerFor(device: string, m: ConnectivityMethodConfig, log: Logg
             target: m.target,
             device,
             token: tok,
-            tls: tls?.ca
-              ? { ca: tls.ca, cert: tls.cert, key: tls.key, serverName: tls.serverName }
-              : undefined,
+            // TLS unless the config allows plaintext explicitly (insecure: true).
+            tls: m.insecure
+              ? undefined
+              : { ca: tls?.ca, cert: tls?.cert, key: tls?.key, serverName: tls?.serverName },
             acceptTimeoutMs: m.dialTimeoutMs,
             log,
           }).dial(timeout);

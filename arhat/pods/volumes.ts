@@ -3,6 +3,12 @@
  * data arrive resolved as files and are written under the state dir with
  * their modes; emptyDir is a folder there too; hostPath is used as given.
  *
+ * The folders above a volume (`pods/`, `pods/<uid>/`, `.../volumes/`) are
+ * 0700: Secret values and service account tokens are out of reach of every
+ * other user of the device. A container sees only the bind-mounted volume
+ * folder itself, so files keep the modes the pod asked for (defaultMode,
+ * items[].mode) and non-root containers can still read them.
+ *
  * A volume's folder is bind-mounted into running containers, so it must keep
  * its identity: it is never replaced, only its files are. Each changed file
  * is written beside its target and renamed over it (readers see the old or the
@@ -36,7 +42,9 @@ export async function writeVolumes(
   volumes: Volume[],
 ): Promise<Map<string, string>> {
   const base = `${podDir(stateDir, uid)}/volumes`;
-  await Deno.mkdir(base, { recursive: true });
+  await Deno.mkdir(base, { recursive: true, mode: 0o700 });
+  // Folders made by an earlier arhat (or under another umask) are closed too.
+  for (const dir of [`${stateDir}/pods`, podDir(stateDir, uid), base]) await Deno.chmod(dir, 0o700);
   const paths = new Map<string, string>();
   for (const v of volumes) {
     checkRelative(v.name, "Volume name");

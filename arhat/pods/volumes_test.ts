@@ -70,6 +70,24 @@ Deno.test("data volumes are updated in place: same folder, changed files replace
   }
 });
 
+Deno.test("the folders above a volume are 0700, also when an earlier run left them open", async () => {
+  const state = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-volumes-" });
+  try {
+    await Deno.mkdir(`${state}/pods/uid1/volumes`, { recursive: true, mode: 0o755 });
+    await Deno.chmod(`${state}/pods`, 0o755);
+    await Deno.chmod(`${state}/pods/uid1`, 0o755);
+    await Deno.chmod(`${state}/pods/uid1/volumes`, 0o755);
+    const paths = await writeVolumes(state, "uid1", [dataVolume({ token: "secret" }, 0o644)]);
+    for (const d of ["pods", "pods/uid1", "pods/uid1/volumes"]) {
+      assert.equal((await Deno.stat(`${state}/${d}`)).mode! & 0o777, 0o700, d);
+    }
+    // The file keeps the pod's mode (non-root containers read it through the bind mount).
+    assert.equal((await Deno.stat(`${paths.get("cfg")}/token`)).mode! & 0o777, 0o644);
+  } finally {
+    await Deno.remove(state, { recursive: true });
+  }
+});
+
 Deno.test("data volume file paths must stay inside the volume", async () => {
   const state = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-volumes-" });
   try {

@@ -72,7 +72,14 @@ export function arhatConfigYaml(i: ArhatConfigInput): string {
     : d.connectivity === "grpc"
     ? { target: i.links.grpc?.target }
     : { broker: i.links.mqtt?.broker, mqtt: { messageNamespace: messageNamespace(d) } };
-  const method = { method: d.connectivity, ...target, tokenFile: DEVICE_PATHS.token, ...tls };
+  const insecure = i.links[d.connectivity]?.insecure ? { insecure: true } : {};
+  const method = {
+    method: d.connectivity,
+    ...target,
+    tokenFile: DEVICE_PATHS.token,
+    ...(insecure.insecure ? {} : tls),
+    ...insecure,
+  };
   const host = Object.values(d.hostManagement).some((v) => v) ? { host: d.hostManagement } : {};
   const config = {
     device: { namespace: d.namespace, name: d.name },

@@ -32,9 +32,9 @@ export type Init = typeof INITS[number];
 
 /** What the devices dial, per method (only the methods devices use must be set). */
 export interface Links {
-  websocket?: { url: string; caFile?: string };
-  grpc?: { target: string; caFile?: string };
-  mqtt?: { broker: string; caFile?: string };
+  websocket?: { url: string; caFile?: string; insecure?: boolean };
+  grpc?: { target: string; caFile?: string; insecure?: boolean };
+  mqtt?: { broker: string; caFile?: string; insecure?: boolean };
 }
 
 /** One device of the inventory, defaults applied. */
@@ -169,8 +169,17 @@ export function parseInventory(
         /^wss?:\/\/[^/]+/.test(v) ? undefined : 'must be a "wss://host[:port]/path" URL',
     });
     const caFile = pathOpt(w, "caFile");
+    const insecure = w.boolean("insecure", { default: false });
+    if (url?.startsWith("ws:") && !insecure) {
+      w.problems.add(
+        w.pathOf("url"),
+        'a "ws://" link sends tokens in clear; use wss:// or set insecure: true',
+      );
+    }
     w.finish();
-    if (url) links.websocket = { url, ...(caFile ? { caFile } : {}) };
+    if (url) {
+      links.websocket = { url, ...(caFile ? { caFile } : {}), ...(insecure ? { insecure } : {}) };
+    }
   }
   if (lr.has("grpc")) {
     const g = lr.object("grpc");
@@ -179,8 +188,11 @@ export function parseInventory(
       check: (v) => /^[^/:\s]+:\d+$/.test(v) ? undefined : 'must be "host:port"',
     });
     const caFile = pathOpt(g, "caFile");
+    const insecure = g.boolean("insecure", { default: false });
     g.finish();
-    if (target) links.grpc = { target, ...(caFile ? { caFile } : {}) };
+    if (target) {
+      links.grpc = { target, ...(caFile ? { caFile } : {}), ...(insecure ? { insecure } : {}) };
+    }
   }
   if (lr.has("mqtt")) {
     const m = lr.object("mqtt");
@@ -189,8 +201,17 @@ export function parseInventory(
       check: (v) => /^mqtts?:\/\/[^/]+/.test(v) ? undefined : 'must be a "mqtt(s)://host:port" URL',
     });
     const caFile = pathOpt(m, "caFile");
+    const insecure = m.boolean("insecure", { default: false });
+    if (broker?.startsWith("mqtt:") && !insecure) {
+      m.problems.add(
+        m.pathOf("broker"),
+        'an "mqtt://" broker sends tokens in clear; use mqtts:// or set insecure: true',
+      );
+    }
     m.finish();
-    if (broker) links.mqtt = { broker, ...(caFile ? { caFile } : {}) };
+    if (broker) {
+      links.mqtt = { broker, ...(caFile ? { caFile } : {}), ...(insecure ? { insecure } : {}) };
+    }
   }
   lr.finish();
 

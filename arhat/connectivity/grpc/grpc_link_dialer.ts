@@ -49,8 +49,8 @@ export const DEFAULT_GRPC_MAX_FRAME_SIZE = 64 * 1024 + ENVELOPE_OVERHEAD;
 
 /** TLS settings of {@link GrpcLinkDialer}. */
 export interface GrpcLinkDialerTls {
-  /** PEM CA that aranya's serving certificate chains to. */
-  ca: string | Uint8Array;
+  /** PEM CA that aranya's serving certificate chains to (default: the system's CAs). */
+  ca?: string | Uint8Array;
   /** PEM client certificate (with `key`): authenticates the device instead of a token. */
   cert?: string | Uint8Array;
   /** PEM private key of `cert`. */
