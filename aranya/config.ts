@@ -135,6 +135,11 @@ export interface MqttLinkConfig {
   /** A file holding the broker password (absolute path). */
   passwordFile?: string;
   tls?: ClientTlsFiles;
+  /**
+   * Manage per-device broker accounts and ACLs through mosquitto's dynamic
+   * security plugin (default false).
+   */
+  dynamicSecurity: boolean;
 }
 
 /** aranya's validated config with every default filled in. */
@@ -697,6 +702,7 @@ function readMqtt(r: ConfigReader): MqttLinkConfig | undefined {
   if (r.has("passwordFile") && !r.has("username")) {
     r.problems.add(r.pathOf("username"), "is required when passwordFile is set");
   }
+  const dynamicSecurity = r.boolean("dynamicSecurity", { default: false });
   let tls: ClientTlsFiles | undefined;
   if (r.has("tls")) {
     tls = readClientTls(r.object("tls"));
@@ -708,7 +714,7 @@ function readMqtt(r: ConfigReader): MqttLinkConfig | undefined {
   }
   r.finish();
   if (broker === undefined) return undefined;
-  const mqtt: MqttLinkConfig = { broker };
+  const mqtt: MqttLinkConfig = { broker, dynamicSecurity };
   if (username !== undefined) mqtt.username = username;
   if (passwordFile !== undefined) mqtt.passwordFile = passwordFile;
   if (tls !== undefined) mqtt.tls = tls;

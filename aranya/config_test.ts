@@ -102,6 +102,7 @@ links:
     broker: mqtts://broker.example.com:8883
     username: aranya
     passwordFile: /secrets/mqtt-password
+    dynamicSecurity: true
     tls: {caFile: /tls/ca.crt, certFile: /tls/m.crt, keyFile: /tls/m.key, serverName: broker.lan}
 `,
     { env: {} },
@@ -146,6 +147,7 @@ links:
         broker: "mqtts://broker.example.com:8883",
         username: "aranya",
         passwordFile: "/secrets/mqtt-password",
+        dynamicSecurity: true,
         tls: {
           caFile: "/tls/ca.crt",
           certFile: "/tls/m.crt",
@@ -172,7 +174,9 @@ links: {mqtt: {broker: "mqtt://\${BROKER}"}}
   assert.equal(config.api.qps, 20);
   assert.equal(config.leaderElection.enabled, false);
   assert.equal(config.leaderElection.leaseDurationMs, 6000);
-  assert.deepEqual(config.links, { mqtt: { broker: "mqtt://127.0.0.1:1883" } });
+  assert.deepEqual(config.links, {
+    mqtt: { broker: "mqtt://127.0.0.1:1883", dynamicSecurity: false },
+  });
   assert.deepEqual(problemsOf(text, {}, { ELECT: "false", LEASE: "6s", BROKER: "b" }), [
     'api.qps: environment variable "QPS" is not set and "${QPS}" gives no default',
   ]);

@@ -129,7 +129,11 @@ async function serveWhileLeading(
   // SubjectAccessReview) spend a budget of their own: a flood of bad credentials never delays
   // aranya's own requests, the Lease renewals first of all.
   const authClients = makeKubeClients(kc, {
-    limiter: new TokenBucket({ qps: config.api.auth.qps, burst: config.api.auth.burst }),
+    limiter: new TokenBucket({
+      qps: config.api.auth.qps,
+      burst: config.api.auth.burst,
+      maxWaitMs: 2_000,
+    }),
     metrics,
   });
   const events = new ApiEventRecorder({ core, host: config.leaderElection.identity, log });
@@ -158,7 +162,8 @@ async function serveWhileLeading(
       cert: links.mqtt.tls?.certFile ? await Deno.readTextFile(links.mqtt.tls.certFile) : undefined,
       key: links.mqtt.tls?.keyFile ? await Deno.readTextFile(links.mqtt.tls.keyFile) : undefined,
       servername: links.mqtt.tls?.serverName,
-      authenticator,
+      keys: authenticator,
+      dynamicSecurity: links.mqtt.dynamicSecurity,
       registry,
       log,
     })

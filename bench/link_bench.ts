@@ -139,7 +139,7 @@ async function setup(name: "websocket" | "mqtt" | "grpc"): Promise<Running | und
     const broker = await startMosquitto();
     const server = new MqttLinkServer({
       url: `mqtt://${broker.address}`,
-      authenticator: auth,
+      keys: auth,
       registry,
     });
     running = server.run(ac.signal, onLink);

@@ -79,13 +79,16 @@ export interface StateInit {
   kind: StateMsg_Kind;
   device: string;
   connectionId: string;
-  token?: string;
   agentVersion?: string;
+  /** MQTT: the device's nonce (ONLINE). */
+  nonce?: Uint8Array;
+  /** MQTT: the proof of the device's link key (common/mqtt_seal.ts). */
+  mac?: Uint8Array;
 }
 
 /** A complete sid-0 MSG_STATE frame. */
 export function stateFrame(s: StateInit): Uint8Array {
-  const payload = toBinary(StateMsgSchema, create(StateMsgSchema, { ...s, token: s.token ?? "" }));
+  const payload = toBinary(StateMsgSchema, create(StateMsgSchema, s));
   return encodeMsg({ kind: MsgKind.MSG_STATE, sid: 0n, seq: 0n, complete: true, payload });
 }
 
@@ -97,8 +100,9 @@ export function decodeState(payload: Uint8Array): StateInit {
       kind: s.kind,
       device: s.device,
       connectionId: s.connectionId,
-      token: s.token,
       agentVersion: s.agentVersion,
+      nonce: s.nonce,
+      mac: s.mac,
     };
   } catch (err) {
     throw new ProtocolError(`Malformed StateMsg: ${errorMessage(err)}`);

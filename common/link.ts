@@ -54,6 +54,21 @@ export interface DeviceAuthenticator {
   authenticate(device: string, credentials: DeviceCredentials): Promise<void>;
 }
 
+/**
+ * The devices' MQTT link keys (common/mqtt_seal.ts), for the transport that
+ * authenticates devices by proof instead of by credentials sent over it.
+ */
+export interface DeviceKeyring {
+  /**
+   * The link key of `device` ("<namespace>/<name>"), derived from credentials
+   * that device owns; undefined when the device is unknown or has none.
+   * `fresh`: read the credentials again (a proof failed: the token may have
+   * rotated), as often as the implementation allows. Rejects with
+   * `UnavailableError` when the credentials cannot be read now.
+   */
+  linkKey(device: string, opts?: { fresh?: boolean }): Promise<Uint8Array | undefined>;
+}
+
 /** What a connecting device presents. */
 export interface DeviceCredentials {
   /** Bearer token from the device's credentials Secret. */

@@ -5,7 +5,10 @@
  */
 import { Buffer } from "node:buffer";
 import type { MqttClient } from "mqtt";
-import { InvalidInputError, UnavailableError } from "./errors.ts";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CmdKind, encodeCmd } from "./envelope.ts";
+import { errorMessage, InvalidInputError, ProtocolError, UnavailableError } from "./errors.ts";
+import { MqttAcceptSchema } from "../proto/gen/aranya/session_pb.ts";
 
 /** The transport's name. */
 export const MQTT_TRANSPORT = "mqtt";
@@ -79,4 +82,34 @@ export function endMqttClient(client: MqttClient, graceMs = 2_000): Promise<void
       resolve();
     });
   });
+}
+
+/** aranya's acceptance of an ONLINE (a sid-0 `CMD_UNSPECIFIED`; see aranya's MQTT link server). */
+export interface MqttAcceptInit {
+  connectionId: string;
+  /** aranya's nonce. */
+  nonce: Uint8Array;
+  /** The proof of the device's link key (common/mqtt_seal.ts). */
+  mac: Uint8Array;
+}
+
+/** The acceptance frame aranya publishes on `{ns}/cmd`. */
+export function acceptFrame(a: MqttAcceptInit): Uint8Array {
+  return encodeCmd({
+    kind: CmdKind.CMD_UNSPECIFIED,
+    sid: 0n,
+    seq: 0n,
+    complete: true,
+    payload: toBinary(MqttAcceptSchema, create(MqttAcceptSchema, a)),
+  });
+}
+
+/** Decodes an acceptance's payload; throws ProtocolError. */
+export function decodeAccept(payload: Uint8Array): MqttAcceptInit {
+  try {
+    const a = fromBinary(MqttAcceptSchema, payload);
+    return { connectionId: a.connectionId, nonce: a.nonce, mac: a.mac };
+  } catch (err) {
+    throw new ProtocolError(`Malformed MQTT acceptance: ${errorMessage(err)}`);
+  }
 }

@@ -17,12 +17,18 @@ import assert from "node:assert/strict";
 import { aranyaConfigYaml, type AranyaProcess, waitAranyaReady } from "./aranya_harness.ts";
 import { kill } from "./arhat_harness.ts";
 import { eventually, uniqueName } from "./fixtures.ts";
-import { freePort } from "./process.ts";
+import { freePort, sleep } from "./process.ts";
 import { websocketMethod } from "./edge_fixtures.ts";
 import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
 import { sampleWorkload } from "./samples.ts";
 import { registryImage, TEST_IMAGE_TAG } from "./services/mod.ts";
 import { inWorld, TEST } from "./edge_world.ts";
+import { Buffer } from "node:buffer";
+import mqtt from "mqtt";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { CmdKind, encodeCmd } from "../common/envelope.ts";
+import { FrameSealer, linkKey, newNonce, sessionKeys } from "../common/mqtt_seal.ts";
+import { PodEnsureCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
 
 Deno.test({
   name:
@@ -152,7 +158,7 @@ Deno.test({
       const token = await w.createDevice(name, {
         connectivity: {
           method: "mqtt",
-          mqttConfig: { messageNamespace: topicNs, broker: services.endpoints.mqtt },
+          mqttConfig: { messageNamespace: topicNs },
         },
       });
       await w.startArhat(
@@ -201,6 +207,48 @@ Deno.test({
       assert.equal((await w.appContainers(pod.metadata.uid))[0]?.State, "running");
       await w.kubectl(["delete", "pod", "mqtt-pod", "--wait=true"]);
       assert.deepEqual(await w.appContainers(pod.metadata.uid), []);
+
+      // The broker here has no ACLs: anyone may publish on the device's command topic. A forged
+      // pod (plaintext, and sealed with a key that is not the device's) is not obeyed.
+      const forger = await mqtt.connectAsync(broker, {
+        clientId: `forger-${name}`,
+        protocolVersion: 5,
+        reconnectPeriod: 0,
+      });
+      try {
+        const forged = encodeCmd({
+          kind: CmdKind.CMD_POD_ENSURE,
+          sid: 99n,
+          seq: 0n,
+          complete: true,
+          payload: toBinary(
+            PodEnsureCmdSchema,
+            create(PodEnsureCmdSchema, {
+              uid: "forged-uid",
+              namespace: w.ns,
+              name: "forged",
+              hostPid: true,
+              containers: [{ name: "c", image: services.endpoints.testImage, command: ["id"] }],
+            }),
+          ),
+        });
+        await forger.publishAsync(`${topicNs}/cmd`, Buffer.from(forged), { qos: 1 });
+        const wrongKey = sessionKeys(linkKey("a guessed token"), "any", newNonce(), newNonce());
+        await forger.publishAsync(
+          `${topicNs}/cmd`,
+          Buffer.from(new FrameSealer(wrongKey.cmd, "any").seal(forged)),
+          { qos: 1 },
+        );
+      } finally {
+        await forger.endAsync(true);
+      }
+      await sleep(2000);
+      assert.deepEqual(
+        await w.engine.containers({ "arhat.dev/pod-uid": "forged-uid" }),
+        [],
+        "the forged pod is not run",
+      );
+      await w.nodeReady(name, "True", 5_000);
       await kill(w.arhat, "SIGKILL");
       // The broker publishes the will (OFFLINE) after the keepalive runs out.
       await w.nodeReady(name, "False", 60_000);

@@ -11,6 +11,9 @@
  * - or a client certificate that the listener verified against the device CA
  *   configured in aranya, whose subject CN is exactly "<namespace>/<name>".
  *
+ * It is also the {@link DeviceKeyring} of the MQTT transport: the device's
+ * link key is derived from the same token, under the same checks.
+ *
  * Bounded against floods: tokens are cached per device (digests only, up to
  * `maxEntries`), a wrong token is remembered by its digest for `negativeMs`,
  * one Secret read serves concurrent dials of a device, and a device's Secret
@@ -22,8 +25,10 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import type { CoreV1Api } from "@kubernetes/client-node";
 import { UnauthenticatedError, UnavailableError } from "../../common/errors.ts";
-import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
+import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "../../common/link.ts";
+import { linkKey } from "../../common/mqtt_seal.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
+import { setBounded } from "../../common/bounded_map.ts";
 import { isNotFound } from "../kube/errors.ts";
 import { ownedBy } from "../edgedevice/reconciler.ts";
 import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
@@ -50,11 +55,13 @@ interface Entry {
   uid: string;
   /** SHA-256 of the token; absent: no usable Secret. */
   digest?: Buffer;
+  /** The MQTT link key derived from the token. */
+  key?: Uint8Array;
   readAt: number;
 }
 
 /** Authenticates devices against their EdgeDevice and its credentials. */
-export class SecretAuthenticator implements DeviceAuthenticator {
+export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   readonly #o: SecretAuthenticatorOptions;
   readonly #log: Logger;
   readonly #tokens = new Map<string, Entry>();
@@ -102,8 +109,23 @@ export class SecretAuthenticator implements DeviceAuthenticator {
       entry = await this.#read(device, uid);
       if (entry.digest && timingSafeEqual(entry.digest, digest)) return;
     }
-    remember(this.#wrong, wrongKey, now + (this.#o.negativeMs ?? 30_000), this.#max);
+    setBounded(this.#wrong, wrongKey, now + (this.#o.negativeMs ?? 30_000), this.#max);
     throw refuse();
+  }
+
+  async linkKey(device: string, opts: { fresh?: boolean } = {}): Promise<Uint8Array | undefined> {
+    const ed = this.#o.devices(device);
+    const uid = ed?.metadata?.uid;
+    if (!uid || ed.metadata?.deletionTimestamp) return undefined;
+    const now = Date.now();
+    let entry = this.#tokens.get(device);
+    if (
+      !entry || entry.uid !== uid || now - entry.readAt > (this.#o.cacheMs ?? 30_000) ||
+      (opts.fresh && now - entry.readAt >= (this.#o.refreshMs ?? 5_000))
+    ) {
+      entry = await this.#read(device, uid);
+    }
+    return entry.key;
   }
 
   get #max(): number {
@@ -135,7 +157,9 @@ export class SecretAuthenticator implements DeviceAuthenticator {
           secret: `${namespace}/${credentialsSecretName(name)}`,
         });
       } else if (s.data?.token) {
-        entry.digest = sha256(Buffer.from(s.data.token, "base64").toString());
+        const token = Buffer.from(s.data.token, "base64").toString();
+        entry.digest = sha256(token);
+        entry.key = linkKey(token);
       }
     } catch (err) {
       if (!isNotFound(err)) {
@@ -144,18 +168,11 @@ export class SecretAuthenticator implements DeviceAuthenticator {
         });
       }
     }
-    remember(this.#tokens, device, entry, this.#max);
+    setBounded(this.#tokens, device, entry, this.#max);
     return entry;
   }
 }
 
 function sha256(s: string): Buffer {
   return createHash("sha256").update(s).digest();
-}
-
-/** Sets `key` as the newest entry of `map`, dropping the oldest beyond `max`. */
-function remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
-  map.delete(key);
-  map.set(key, value);
-  while (map.size > max) map.delete(map.keys().next().value!);
 }

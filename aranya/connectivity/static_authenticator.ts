@@ -4,7 +4,8 @@
  * verified client certificate whose CN is exactly the device also passes.
  */
 import { UnauthenticatedError } from "../../common/errors.ts";
-import type { DeviceAuthenticator, DeviceCredentials } from "../../common/link.ts";
+import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "../../common/link.ts";
+import { linkKey } from "../../common/mqtt_seal.ts";
 
 /** Timing-safe comparison of two strings. */
 export function constantTimeEqual(a: string, b: string): boolean {
@@ -19,7 +20,7 @@ export function constantTimeEqual(a: string, b: string): boolean {
 }
 
 /** Authenticates devices against tokens (and client-certificate CNs) held in memory. */
-export class StaticAuthenticator implements DeviceAuthenticator {
+export class StaticAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   readonly #tokens = new Map<string, string>();
 
   /** Sets (or replaces) a device's token. */
@@ -30,6 +31,11 @@ export class StaticAuthenticator implements DeviceAuthenticator {
   /** Forgets a device. */
   remove(device: string): void {
     this.#tokens.delete(device);
+  }
+
+  linkKey(device: string): Promise<Uint8Array | undefined> {
+    const token = this.#tokens.get(device);
+    return Promise.resolve(token === undefined ? undefined : linkKey(token));
   }
 
   authenticate(device: string, credentials: DeviceCredentials): Promise<void> {

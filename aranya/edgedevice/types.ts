@@ -31,15 +31,6 @@ export interface EdgeDevice extends KubernetesObject {
       mqttConfig?: {
         /** Topic prefix: the device's topics are {messageNamespace}/{cmd,msg,status}. */
         messageNamespace?: string;
-        /** Broker as host:port. */
-        broker?: string;
-        version?: "3.1.1" | "5";
-        transport?: "tcp" | "websocket";
-        clientID?: string;
-        keepaliveInterval?: string;
-        maxPayloadSize?: number;
-        tlsSecretRef?: { name: string };
-        userPassRef?: { name: string };
       };
     };
     node?: {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { CanceledError, InvalidInputError } from "../../common/errors.ts";
+import { CanceledError, InvalidInputError, UnavailableError } from "../../common/errors.ts";
 
 /** Something that hands out permission to send one request. */
 export interface RateLimiter {
@@ -51,6 +51,12 @@ export interface TokenBucketOptions {
   qps: number;
   /** Most tokens held, i.e. the most requests sent at once after a quiet time (integer >= 1). */
   burst: number;
+  /**
+   * Longest wait a request accepts, ms: one that would wait longer fails at
+   * once with `UnavailableError` instead of queueing (default: no bound). The
+   * budget for caller-caused reads uses it, so a flood cannot pile up waiters.
+   */
+  maxWaitMs?: number;
   clock?: Clock;
 }
 
@@ -58,6 +64,7 @@ export interface TokenBucketOptions {
 export class TokenBucket implements RateLimiter {
   readonly qps: number;
   readonly burst: number;
+  readonly #maxWaitMs: number;
   readonly #clock: Clock;
   /** Tokens now; negative while waiters hold reservations. */
   #tokens: number;
@@ -73,6 +80,7 @@ export class TokenBucket implements RateLimiter {
     }
     this.qps = opts.qps;
     this.burst = opts.burst;
+    this.#maxWaitMs = opts.maxWaitMs ?? Infinity;
     this.#clock = opts.clock ?? realClock;
     this.#tokens = opts.burst;
     this.#last = this.#clock.now();
@@ -99,6 +107,14 @@ export class TokenBucket implements RateLimiter {
     this.#tokens -= 1;
     if (this.#tokens >= 0) return;
     const waitMs = (-this.#tokens * 1000) / this.qps;
+    if (waitMs > this.#maxWaitMs) {
+      this.#tokens += 1;
+      throw new UnavailableError(
+        `Too many requests: the rate limit (${this.qps}/s) would make this one wait ${
+          Math.round(waitMs)
+        } ms`,
+      );
+    }
     try {
       await this.#clock.sleep(waitMs, signal);
     } catch (err) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CanceledError, InvalidInputError } from "../../common/errors.ts";
+import { CanceledError, InvalidInputError, UnavailableError } from "../../common/errors.ts";
 import { type Clock, TokenBucket } from "./rate_limiter.ts";
 
 /** A clock moved by hand; sleepers wake when `advance` passes their deadline. */
@@ -49,6 +49,21 @@ Deno.test("TokenBucket lets a burst through at once, then one request per 1/qps"
   for (let i = 0; i < 3; i++) await clock.advance(200);
   assert.deepEqual(done, [0, 0, 0, 200, 400, 600]);
   assert.ok(Math.abs(bucket.tokens) < 1e-9);
+});
+
+Deno.test("TokenBucket with maxWaitMs fails at once instead of queueing beyond it", async () => {
+  const clock = new FakeClock();
+  const bucket = new TokenBucket({ qps: 10, burst: 2, maxWaitMs: 250, clock });
+  // Two at once, then waits of 100 and 200 ms are accepted; the next would wait 300 ms.
+  const { done } = track(bucket, clock, 4);
+  await assert.rejects(bucket.acquire(), UnavailableError);
+  await assert.rejects(bucket.acquire(), /would make this one wait 300 ms/);
+  await clock.advance(0);
+  assert.deepEqual(done, [0, 0]);
+  await clock.advance(100);
+  await clock.advance(100);
+  assert.deepEqual(done, [0, 0, 100, 200], "the accepted waiters are served in turn");
+  assert.ok(bucket.tryAcquire() === false && Math.abs(bucket.tokens) < 1e-9, "no token lost");
 });
 
 Deno.test("TokenBucket refills up to burst only", async () => {

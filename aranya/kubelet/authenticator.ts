@@ -13,9 +13,11 @@
  * `kube-system/extension-apiserver-authentication`, the one aggregated API
  * servers read (see {@link loadClientCa}).
  */
+import { createHash } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { AuthenticationV1Api, CoreV1Api } from "@kubernetes/client-node";
 import { NotFoundError, UnauthenticatedError } from "../../common/errors.ts";
+import { setBounded } from "../../common/bounded_map.ts";
 import { fromApiError } from "../kube/errors.ts";
 
 /** An authenticated caller. */
@@ -60,6 +62,7 @@ function asList(v: string | string[] | undefined): string[] {
 export class KubeAuthenticator implements Authenticator {
   readonly #o: KubeAuthenticatorOptions;
   readonly #cache = new Map<string, CachedReview>();
+  readonly #reviewing = new Map<string, Promise<UserInfo>>();
 
   constructor(opts: KubeAuthenticatorOptions) {
     this.#o = opts;
@@ -87,11 +90,22 @@ export class KubeAuthenticator implements Authenticator {
 
   async #review(token: string): Promise<UserInfo> {
     const now = (this.#o.now ?? Date.now)();
-    const cached = this.#cache.get(token);
+    // Keyed by digest: no caller's token is kept in memory.
+    const key = createHash("sha256").update(token).digest("base64");
+    const cached = this.#cache.get(key);
     if (cached && cached.until > now) {
       if (cached.user) return cached.user;
       throw new UnauthenticatedError(cached.error!);
     }
+    // Concurrent requests with one token share one review.
+    const running = this.#reviewing.get(key);
+    if (running) return await running;
+    const p = this.#reviewOnce(token, key, now).finally(() => this.#reviewing.delete(key));
+    this.#reviewing.set(key, p);
+    return await p;
+  }
+
+  async #reviewOnce(token: string, key: string, now: number): Promise<UserInfo> {
     if (!this.#o.authentication) {
       throw new UnauthenticatedError("Bearer tokens are not accepted by this kubelet API");
     }
@@ -118,8 +132,8 @@ export class KubeAuthenticator implements Authenticator {
         until: now + 10_000,
         error: `The bearer token was not accepted${st?.error ? ` (${st.error})` : ""}`,
       };
-    if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(token, entry);
+    // Bounded: a flood of random tokens evicts the oldest answers, not all of them.
+    setBounded(this.#cache, key, entry, 10_000);
     if (entry.user) return entry.user;
     throw new UnauthenticatedError(entry.error!);
   }

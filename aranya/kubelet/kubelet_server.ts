@@ -30,6 +30,7 @@ import {
   UnavailableError,
 } from "../../common/errors.ts";
 import { readySignal } from "../../common/lifecycle.ts";
+import { guardConnections } from "../../common/connection_guard.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { SessionClient } from "../../common/session/session_client.ts";
 import type { Authenticator } from "./authenticator.ts";
@@ -86,6 +87,9 @@ export interface ServingKeyPair {
   current(): { key: string; cert: string };
   onChange(fn: (kp: { key: string; cert: string }) => void): void;
 }
+
+/** Most bytes of output a /run request collects (it answers with all of it at once). */
+export const RUN_OUTPUT_LIMIT = 4 << 20;
 
 /** Options for {@link KubeletServer}. */
 export interface KubeletServerOptions {
@@ -249,6 +253,9 @@ export class KubeletServer {
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       void this.#upgrade(req, socket, head);
     });
+    // Bounded before authentication: a TLS handshake and the first request within 10 s, and
+    // at most 1024 connections from one address (the API server opens one per stream).
+    guardConnections(server, { perAddress: 1024, firstRequestMs: 10_000 });
     server.on("tlsClientError", (err: Error) => {
       this.#log.debug("TLS handshake failed", { error: err.message });
     });
@@ -420,15 +427,29 @@ export class KubeletServer {
         case "run": {
           const t = this.#target(node, route.pod, route.container);
           const out: Uint8Array[] = [];
+          // /run answers with the whole output at once: bounded, and the command is stopped
+          // once it is exceeded.
+          let size = 0;
+          const stop = new AbortController();
+          const collect = (d: Uint8Array) => {
+            size += d.byteLength;
+            if (size > RUN_OUTPUT_LIMIT) stop.abort();
+            else out.push(d);
+          };
           const status = await runRemoteCommand(
             { ...t, container: route.container },
             route.query,
             {
-              stdout: (d) => out.push(d),
-              stderr: (d) => out.push(d),
-              signal: AbortSignal.timeout(this.#timeouts.idleMs),
+              stdout: collect,
+              stderr: collect,
+              signal: AbortSignal.any([stop.signal, AbortSignal.timeout(this.#timeouts.idleMs)]),
             },
           );
+          if (stop.signal.aborted) {
+            throw new InvalidInputError(
+              `The output of /run exceeds ${RUN_OUTPUT_LIMIT} bytes; use exec to stream it`,
+            );
+          }
           if (status.status === "Failure" && status.reason !== "NonZeroExitCode") {
             throw new UnavailableError(status.message ?? "The command failed");
           }

@@ -61,7 +61,13 @@ function makeGen(seed: number) {
       complete: true,
       payload: encodeError(new Error("x")),
     }),
-    stateFrame({ kind: StateKind.ONLINE, device: "ns/dev", connectionId: "c1", token: "t" }),
+    stateFrame({
+      kind: StateKind.ONLINE,
+      device: "ns/dev",
+      connectionId: "c1",
+      nonce: new Uint8Array(16),
+      mac: new Uint8Array(32),
+    }),
     rejectFrame(new ProtocolError("bad"), "c1"),
     encodeResize(80, 24),
   ];

@@ -3,11 +3,18 @@
  * aranya-side server (and broker), dial it as a device, restart it, and abuse
  * it with raw traffic. One implementation per transport, beside this file.
  */
-import type { DeviceAuthenticator, Link, LinkDialer, LinkRegistry } from "../../common/link.ts";
+import type {
+  DeviceAuthenticator,
+  DeviceKeyring,
+  Link,
+  LinkDialer,
+  LinkRegistry,
+} from "../../common/link.ts";
 
 /** Options for {@link TransportFixture.start}. */
 export interface FixtureStartOptions {
-  authenticator: DeviceAuthenticator;
+  /** Checks credentials (websocket, grpc) and holds link keys (mqtt). */
+  authenticator: DeviceAuthenticator & DeviceKeyring;
   registry: LinkRegistry;
   /** Called for every accepted link (after authentication and claim). */
   onLink: (link: Link) => void;

@@ -55,7 +55,7 @@ async function startMqttFixture(opts: FixtureStartOptions): Promise<TransportHan
   const url = `mqtt://${broker.address}`;
   const server = new MqttLinkServer({
     url,
-    authenticator: opts.authenticator,
+    keys: opts.authenticator,
     registry: opts.registry,
     reconnectPeriodMs: 200,
     // The broker's persistence outlives the fixture: let the session expire soon.
@@ -191,7 +191,13 @@ async function announceAndVanish(server: MqttLinkServer, url: string): Promise<v
   });
   client.on("error", () => {});
   try {
-    const online = stateFrame({ kind: StateKind.ONLINE, device, connectionId, token: "bogus" });
+    const online = stateFrame({
+      kind: StateKind.ONLINE,
+      device,
+      connectionId,
+      nonce: crypto.getRandomValues(new Uint8Array(16)),
+      mac: crypto.getRandomValues(new Uint8Array(32)),
+    });
     await client.publishAsync(`${ns}/status`, Buffer.from(online), { qos: 1 });
   } finally {
     client.stream.destroy();

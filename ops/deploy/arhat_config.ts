@@ -34,15 +34,11 @@ export function messageNamespace(d: Pick<DeviceEntry, "namespace" | "name">): st
 }
 
 /** The EdgeDevice object for `d` (applied with server-side apply; only fields the inventory owns). */
-export function edgeDeviceObject(d: DeviceEntry, links: Links): Record<string, unknown> {
+export function edgeDeviceObject(d: DeviceEntry): Record<string, unknown> {
   const connectivity: Record<string, unknown> = { method: d.connectivity };
   if (d.connectivity === "grpc") connectivity.grpcConfig = {};
   if (d.connectivity === "mqtt") {
-    const broker = new URL(links.mqtt?.broker ?? "mqtt://localhost:1883");
-    connectivity.mqttConfig = {
-      messageNamespace: messageNamespace(d),
-      broker: broker.host || `${broker.hostname}:1883`,
-    };
+    connectivity.mqttConfig = { messageNamespace: messageNamespace(d) };
   }
   const spec: Record<string, unknown> = { connectivity };
   if (Object.keys(d.labels).length > 0) spec.node = { labels: d.labels };

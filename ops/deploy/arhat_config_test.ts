@@ -51,14 +51,14 @@ Deno.test("arhat config: the same inputs render the same bytes (re-runs copy not
 });
 
 Deno.test("EdgeDevice objects carry the method, its settings and the node labels", () => {
-  assert.deepEqual(edgeDeviceObject(ws!, inv.links).spec, {
+  assert.deepEqual(edgeDeviceObject(ws!).spec, {
     connectivity: { method: "websocket" },
   });
-  assert.deepEqual(edgeDeviceObject(grpc!, inv.links).spec, {
+  assert.deepEqual(edgeDeviceObject(grpc!).spec, {
     connectivity: { method: "grpc", grpcConfig: {} },
     node: { labels: { site: "lab" } },
   });
-  assert.deepEqual(edgeDeviceObject(mqtt!, inv.links), {
+  assert.deepEqual(edgeDeviceObject(mqtt!), {
     apiVersion: "aranya.arhat.dev/v1alpha1",
     kind: "EdgeDevice",
     metadata: { name: "mqtt-1", namespace: "edge" },
@@ -67,7 +67,6 @@ Deno.test("EdgeDevice objects carry the method, its settings and the node labels
         method: "mqtt",
         mqttConfig: {
           messageNamespace: "/aranya.arhat.dev/edge/mqtt-1",
-          broker: "broker.example.com:8883",
         },
       },
     },

@@ -76,7 +76,7 @@ export async function deployDevice(
   let host: RemoteHost | undefined;
   try {
     const dry = ctx.dryRun;
-    const ed = await applyObject(ctx.objects, edgeDeviceObject(d, ctx.inventory.links), {
+    const ed = await applyObject(ctx.objects, edgeDeviceObject(d), {
       dryRun: dry,
     });
     result.edgeDevice = ed.action;

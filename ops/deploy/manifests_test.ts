@@ -53,13 +53,13 @@ devices:
         { env: {}, file: "/f/inventory.yaml" },
       );
       for (const d of inv.devices) {
-        const r = await applyObject(api, edgeDeviceObject(d, inv.links), { dryRun: true });
+        const r = await applyObject(api, edgeDeviceObject(d), { dryRun: true });
         assert.equal(r.action, "created", r.ref);
       }
 
       // A refused object names itself and the API server's reason.
       const bad: Record<string, unknown> = {
-        ...edgeDeviceObject(inv.devices[0]!, inv.links),
+        ...edgeDeviceObject(inv.devices[0]!),
         spec: { connectivity: { method: "carrier-pigeon" } },
       };
       await assert.rejects(

@@ -35,6 +35,7 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import tls from "node:tls";
+import { guardConnections } from "../../../common/connection_guard.ts";
 import { UnavailableError } from "../../../common/errors.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
 import {
@@ -250,6 +251,8 @@ export interface GrpcServerOptions {
   maxCallsPerConnection?: number;
   /** A connection that opens no call within this time is closed (default 10000 ms). */
   handshakeTimeoutMs?: number;
+  /** Most open connections from one remote address (default 256). */
+  maxConnectionsPerAddress?: number;
   /** PING every connection at this interval and drop it if a PING stays unanswered for as long; 0 (default) turns it off. */
   keepaliveMs?: number;
   /** How long shutdown and idle closes wait for pending frames before destroying a socket (default 1000 ms). */
@@ -566,6 +569,12 @@ export class GrpcServer {
       }, (socket) => this.#acceptTls(socket))
       : net.createServer((socket) => this.#accept(socket, undefined));
     this.#server = server;
+    // Floods from one address cannot hold more than a bounded number of connections (the
+    // handshake timeout bounds how long each is held).
+    guardConnections(server, {
+      perAddress: this.#opts.maxConnectionsPerAddress ?? 256,
+      firstRequestMs: 0,
+    });
     server.on("tlsClientError", (err: Error) => {
       this.#log.debug("TLS handshake failed", { error: err.message });
     });

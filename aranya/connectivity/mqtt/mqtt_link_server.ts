@@ -1,41 +1,43 @@
 /**
  * The MQTT transport, aranya side: ONE client connection to the broker serves
  * every device that uses that broker, and hands out one {@link Link} per
- * accepted device connection.
+ * accepted device connection. The broker is not trusted: everything that
+ * matters is authenticated and encrypted end to end (common/mqtt_seal.ts),
+ * and the device's token is never published.
  *
  * Topics, all QoS 1, under each device's message namespace `ns`:
  * - `{ns}/status` (device -> aranya): sid-0 `MSG_STATE` frames
  *   (`stateFrame` in common/envelope.ts). `ONLINE` carries the device name, a
- *   random connection id and the device's token; `OFFLINE` carries the
- *   connection id and is also the device's MQTT will.
+ *   random connection id, the device's nonce and a MAC proving it holds its
+ *   link key; `OFFLINE` carries the connection id and its MAC, and is also
+ *   the device's MQTT will. An `OFFLINE` whose MAC does not verify is ignored.
  * - `{ns}/cmd` (aranya -> device): first the answer to an `ONLINE`, then the
- *   link's `Cmd` frames. The answer is either
+ *   link's sealed `Cmd` frames. The answer is either
  *   - the acceptance: a sid-0 `Cmd` of kind `CMD_UNSPECIFIED`, `complete`
- *     true, whose payload is the accepted connection id in UTF-8
- *     ({@link acceptFrame}), published before any frame of the link; or
- *   - a sid-0 `CMD_REJECT` naming the connection id (`rejectFrame`):
- *     `UNAUTHENTICATED` (bad token, or a device announcing itself under
- *     another device's namespace) or `ALREADY_CONNECTED` (the device has a
- *     live link already, on any transport).
- *   A `CMD_REJECT` naming the live connection id later means aranya closed
- *   the link (locally, on an oversized frame, on shutdown, or when aranya lost
- *   its broker connection); the device then disconnects and dials again.
- * - `{ns}/msg` (device -> aranya): the link's `Msg` frames. They are delivered
- *   only while a link of that device is live, that is after its `ONLINE` was
- *   accepted; everything else is discarded.
+ *     true, whose payload is an `MqttAccept` (the connection id, aranya's
+ *     nonce and a MAC proving aranya holds the key), published before any
+ *     frame of the link; or
+ *   - a sid-0 `CMD_REJECT` naming the connection id (`rejectFrame`, not
+ *     sealed: aranya may not know a key for it): `UNAUTHENTICATED` (a proof
+ *     that does not verify, or a device announcing itself under another
+ *     device's namespace) or `ALREADY_CONNECTED` (the device has a live link
+ *     already, on any transport). A forged rejection can only make a device
+ *     dial again.
+ *   Once linked, aranya closing the link is a sealed sid-0 `CMD_REJECT`.
+ * - `{ns}/msg` (device -> aranya): the link's sealed `Msg` frames. A frame
+ *   that does not open with the live link's key (forged, replayed, another
+ *   connection's) is dropped; nothing reaches the session layer unless the
+ *   device sent it on this connection.
  *
- * Limitation: MQTT does not tell a subscriber who published a message, so
- * frames on `{ns}/msg` cannot be attributed to a connection. Anything
- * published there while a link is live is delivered to that link. The rule
- * "a refused connection has nothing applied" holds because the device side
- * (arhat/connectivity/mqtt/mqtt_link_dialer.ts) publishes on `{ns}/msg` only
- * after it received its own acceptance, and a refused dialer never does. Who
- * may publish on a namespace's topics at all is for the broker's ACLs to
- * decide.
+ * Who may publish or subscribe on a namespace's topics at all is for the
+ * broker's ACLs: with `dynamicSecurity` aranya manages one broker client per
+ * device (user name "<namespace>/<name>", the password derived from its link
+ * key) and a role that allows it only its own topics (dynamic_security.ts).
+ * The link's security does not depend on it.
  *
  * Frame sizes: a frame larger than `maxFrameSize` on `{ns}/msg` closes that
- * link (`BaseLink.deliver`). aranya does not cap MQTT packet sizes itself; bound
- * them with the broker's `message_size_limit`.
+ * link (`BaseLink.deliver`); aranya asks the broker (MQTT 5 Maximum Packet
+ * Size) for no packet larger than a sealed maximum frame plus headers.
  *
  * aranya's own session is persistent (`clean` false, `sessionExpirySeconds`),
  * so subscriptions and announcements survive a short outage. When its broker
@@ -71,11 +73,30 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from "../../../common/errors.ts";
-import type { DeviceAuthenticator, Link, LinkRegistry, LinkServer } from "../../../common/link.ts";
+import type { DeviceKeyring, Link, LinkRegistry, LinkServer } from "../../../common/link.ts";
 import { BaseLink } from "../../../common/link_base.ts";
 import { aborted, readySignal } from "../../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
 import {
+  DYNSEC_RESPONSE_TOPIC,
+  DynsecClient,
+  ensureDeviceAccount,
+  removeDeviceAccount,
+} from "./dynamic_security.ts";
+import {
+  acceptMac,
+  brokerPassword,
+  FrameOpener,
+  FrameSealer,
+  macEqual,
+  newNonce,
+  offlineMac,
+  onlineMac,
+  SEAL_OVERHEAD,
+  sessionKeys,
+} from "../../../common/mqtt_seal.ts";
+import {
+  acceptFrame,
   asBuffer,
   endMqttClient,
   MQTT_DEFAULT_MAX_FRAME_SIZE,
@@ -103,8 +124,14 @@ export interface MqttLinkServerOptions {
   clientId?: string;
   username?: string;
   password?: string;
-  /** Checks each device's token. */
-  authenticator: DeviceAuthenticator;
+  /** The devices' link keys (from their credentials; never sent). */
+  keys: DeviceKeyring;
+  /**
+   * Manage one broker client and role per device through mosquitto's dynamic
+   * security plugin (dynamic_security.ts); aranya's account must be allowed
+   * its control topic. Default false.
+   */
+  dynamicSecurity?: boolean;
   /** Where accepted links are claimed; a refused claim rejects the connection. */
   registry: LinkRegistry;
   /** Largest frame either way (default {@link MQTT_DEFAULT_MAX_FRAME_SIZE}). */
@@ -120,16 +147,8 @@ export interface MqttLinkServerOptions {
   log?: Logger;
 }
 
-/** The acceptance aranya publishes on `{ns}/cmd` for `connectionId` (see the module doc). */
-export function acceptFrame(connectionId: string): Uint8Array {
-  return encodeCmd({
-    kind: CmdKind.CMD_UNSPECIFIED,
-    sid: 0n,
-    seq: 0n,
-    complete: true,
-    payload: new TextEncoder().encode(connectionId),
-  });
-}
+/** Status messages one device may have waiting; more are dropped. */
+const STATUS_QUEUE_LIMIT = 16;
 
 /** A device that uses this broker. */
 interface DeviceEntry {
@@ -140,8 +159,12 @@ interface DeviceEntry {
   live?: MqttServerLink;
   /** Serializes the handling of `{ns}/status` messages. */
   queue: Promise<void>;
+  /** Status messages waiting in `queue` (a flood beyond the bound is dropped). */
+  waiting: number;
   /** Settles when the broker first acknowledged this entry's subscriptions. */
   subscribed: Deferred<void>;
+  /** With dynamic security: whether the device's broker account is set up. */
+  account: "none" | "pending" | "done";
 }
 
 /** aranya side of the MQTT transport; see the module doc for the protocol. */
@@ -167,6 +190,8 @@ export class MqttLinkServer implements LinkServer {
   #epoch = 0;
   /** The epoch whose resubscription of all devices completed. */
   #subscribedEpoch = -1;
+  /** Dynamic security requests, when enabled. */
+  readonly #dynsec?: DynsecClient;
 
   /** Validates options; does no I/O. */
   constructor(opts: MqttLinkServerOptions) {
@@ -181,6 +206,7 @@ export class MqttLinkServer implements LinkServer {
       );
     }
     this.clientId = opts.clientId ?? `aranya-${crypto.randomUUID().slice(0, 8)}`;
+    if (opts.dynamicSecurity) this.#dynsec = new DynsecClient(() => this.#client, opts.log);
     this.#log = (opts.log ?? nullLogger).with({
       transport: MQTT_TRANSPORT,
       clientId: this.clientId,
@@ -230,7 +256,10 @@ export class MqttLinkServer implements LinkServer {
       return Promise.reject(new CanceledError(`MQTT link server "${this.clientId}" has stopped`));
     }
     const existing = this.#byDevice.get(device);
-    if (existing?.ns === messageNamespace) return existing.subscribed.promise;
+    if (existing?.ns === messageNamespace) {
+      if (existing.account === "none") void this.#ensureAccount(existing);
+      return existing.subscribed.promise;
+    }
     const owner = this.#byNamespace.get(messageNamespace);
     if (owner) {
       return Promise.reject(
@@ -245,13 +274,44 @@ export class MqttLinkServer implements LinkServer {
       ns: messageNamespace,
       topics: mqttTopics(messageNamespace),
       queue: Promise.resolve(),
+      waiting: 0,
       subscribed: deferred<void>(),
+      account: "none",
     };
     entry.subscribed.promise.catch(() => {});
     this.#byDevice.set(device, entry);
     this.#byNamespace.set(messageNamespace, entry);
     if (this.#connected) this.#subscribe([entry]);
+    void this.#ensureAccount(entry);
     return entry.subscribed.promise;
+  }
+
+  /**
+   * With dynamic security: sets up the device's broker account once its link
+   * key is known; a later `addDevice` retries what failed. Never rejects.
+   */
+  async #ensureAccount(entry: DeviceEntry): Promise<void> {
+    if (!this.#dynsec || entry.account !== "none") return;
+    entry.account = "pending";
+    try {
+      await entry.subscribed.promise; // connected, and the response topic subscribed
+      const key = await this.#opts.keys.linkKey(entry.device);
+      if (!key) throw new UnavailableError("its credentials are not known yet");
+      await ensureDeviceAccount(this.#dynsec, entry.device, entry.ns, brokerPassword(key));
+      entry.account = "done";
+      this.#log.info("device's broker account set up", { device: entry.device });
+    } catch (err) {
+      entry.account = "none";
+      if (this.#byDevice.get(entry.device) === entry) {
+        this.#log.warn(
+          "setting up the device's broker account failed; retried on its next change",
+          {
+            device: entry.device,
+            error: errorMessage(err),
+          },
+        );
+      }
+    }
   }
 
   /**
@@ -265,6 +325,14 @@ export class MqttLinkServer implements LinkServer {
     this.#byNamespace.delete(entry.ns);
     entry.subscribed.reject(new CanceledError(`Device "${device}" was removed`));
     entry.live?.close("device removed from the MQTT link server");
+    if (this.#dynsec) {
+      removeDeviceAccount(this.#dynsec, device).catch((err) =>
+        this.#log.warn("removing the device's broker account failed", {
+          device,
+          error: errorMessage(err),
+        })
+      );
+    }
     const client = this.#client;
     if (client && this.#connected) {
       client.unsubscribe([entry.topics.msg, entry.topics.status], (err) => {
@@ -347,8 +415,13 @@ export class MqttLinkServer implements LinkServer {
       password: o.password,
       protocolVersion: 5,
       clean: false,
-      properties: { sessionExpiryInterval: o.sessionExpirySeconds ?? 300 },
       keepalive: o.keepaliveSeconds ?? 30,
+      // The broker drops packets above twice a sealed maximum frame (and headers) instead of
+      // sending them: a frame up to that size still arrives and closes its link as too large.
+      properties: {
+        sessionExpiryInterval: o.sessionExpirySeconds ?? 300,
+        maximumPacketSize: 2 * (this.maxFrameSize + SEAL_OVERHEAD) + 4096,
+      },
       reconnectPeriod: o.reconnectPeriodMs ?? 1_000,
       connectTimeout: o.connectTimeoutMs ?? 10_000,
       reconnectOnConnackError: true,
@@ -394,6 +467,14 @@ export class MqttLinkServer implements LinkServer {
     const client = this.#client;
     if (!client) return false;
     let completed = true;
+    if (this.#dynsec) {
+      try {
+        await client.subscribeAsync(DYNSEC_RESPONSE_TOPIC, { qos: 1 });
+      } catch (err) {
+        this.#log.debug("subscribe failed", { error: errorMessage(err) });
+        return false;
+      }
+    }
     // One SUBSCRIBE packet per batch, whatever the number of devices.
     for (let i = 0; i < entries.length; i += 200) {
       const batch = entries.slice(i, i + 200);
@@ -432,6 +513,10 @@ export class MqttLinkServer implements LinkServer {
   }
 
   #onMessage(topic: string, payload: Buffer): void {
+    if (topic === DYNSEC_RESPONSE_TOPIC) {
+      this.#dynsec?.onResponse(payload);
+      return;
+    }
     const slash = topic.lastIndexOf("/");
     const entry = this.#byNamespace.get(topic.slice(0, slash));
     if (!entry) return;
@@ -440,10 +525,17 @@ export class MqttLinkServer implements LinkServer {
       // Only an accepted connection's frames reach a link; anything else is dropped.
       entry.live?.receive(bytes);
     } else if (topic === entry.topics.status) {
+      // Bounded: a flood of announcements on one namespace cannot queue without limit.
+      if (entry.waiting >= STATUS_QUEUE_LIMIT) {
+        this.#log.debug("dropping a status message: too many waiting", { device: entry.device });
+        return;
+      }
       const epoch = this.#epoch;
       const copy = bytes.slice(); // handled later, after earlier status messages
+      entry.waiting++;
       entry.queue = entry.queue
         .then(() => this.#onStatus(entry, copy, epoch))
+        .finally(() => entry.waiting--)
         .catch((err) =>
           this.#log.error("handling a status message failed", {
             device: entry.device,
@@ -474,9 +566,14 @@ export class MqttLinkServer implements LinkServer {
     const connectionId = state.connectionId;
     const log = this.#log.with({ device: entry.device, connectionId });
     if (state.kind === StateKind.OFFLINE) {
-      if (entry.live && entry.live.connectionId === connectionId) {
+      const live = entry.live;
+      if (live && live.connectionId === connectionId) {
+        if (!macEqual(state.mac ?? new Uint8Array(), live.offlineMac)) {
+          log.warn("ignoring an OFFLINE whose proof does not verify");
+          return;
+        }
         log.info("device went offline");
-        entry.live.remoteClosed("Device announced it went offline");
+        live.remoteClosed("Device announced it went offline");
       }
       return;
     }
@@ -486,7 +583,7 @@ export class MqttLinkServer implements LinkServer {
     }
     if (entry.live?.connectionId === connectionId) {
       // A QoS 1 redelivery of the ONLINE we accepted: repeat the acceptance.
-      this.#publish(entry.topics.cmd, acceptFrame(connectionId));
+      this.#publish(entry.topics.cmd, entry.live.acceptance);
       return;
     }
     if (state.device !== entry.device) {
@@ -504,14 +601,37 @@ export class MqttLinkServer implements LinkServer {
       );
       return;
     }
+    const nd = state.nonce ?? new Uint8Array();
+    const proof = state.mac ?? new Uint8Array();
+    let key: Uint8Array | undefined;
     try {
-      await this.#opts.authenticator.authenticate(entry.device, { token: state.token });
+      const verifies = (k: Uint8Array | undefined) =>
+        k !== undefined && nd.byteLength >= 16 &&
+        macEqual(proof, onlineMac(k, entry.device, connectionId, nd));
+      key = await this.#opts.keys.linkKey(entry.device);
+      // A proof that fails with a known key may come from a rotated token: read it again.
+      if (key && !verifies(key)) key = await this.#opts.keys.linkKey(entry.device, { fresh: true });
+      if (!verifies(key)) key = undefined;
     } catch (err) {
-      const e = err instanceof UnauthenticatedError
-        ? err
-        : new UnauthenticatedError(`Device "${entry.device}" could not be authenticated`);
-      log.warn("refused a device with invalid credentials", { error: errorMessage(err) });
-      this.#publish(entry.topics.cmd, rejectFrame(e, connectionId));
+      log.warn("cannot check the device's proof now", { error: errorMessage(err) });
+      this.#publish(
+        entry.topics.cmd,
+        rejectFrame(
+          new UnavailableError(`aranya cannot check the credentials of "${entry.device}" now`),
+          connectionId,
+        ),
+      );
+      return;
+    }
+    if (!key) {
+      log.warn("refused a device whose proof does not verify");
+      this.#publish(
+        entry.topics.cmd,
+        rejectFrame(
+          new UnauthenticatedError(`Device "${entry.device}" presented no valid credentials`),
+          connectionId,
+        ),
+      );
       return;
     }
     if (this.#stopped || epoch !== this.#epoch || this.#byNamespace.get(entry.ns) !== entry) {
@@ -520,11 +640,21 @@ export class MqttLinkServer implements LinkServer {
       log.info("dropping an ONLINE from before a reconnect");
       return;
     }
+    const na = newNonce();
+    const keys = sessionKeys(key, connectionId, nd, na);
     const link = new MqttServerLink({
       device: entry.device,
       maxFrameSize: this.maxFrameSize,
       connectionId,
       cmdTopic: entry.topics.cmd,
+      sealer: new FrameSealer(keys.cmd, connectionId),
+      opener: new FrameOpener(keys.msg, connectionId),
+      offlineMac: offlineMac(key, entry.device, connectionId),
+      acceptance: acceptFrame({
+        connectionId,
+        nonce: na,
+        mac: acceptMac(key, entry.device, connectionId, nd, na),
+      }),
       publish: (topic, frame) => this.#publishAsync(topic, frame),
     });
     if (!this.#opts.registry.claim(link)) {
@@ -544,7 +674,7 @@ export class MqttLinkServer implements LinkServer {
       log.info("link closed", { by: info.by, reason: info.reason });
     });
     // The acceptance goes out before any frame of the link (same topic, same client).
-    this.#publish(entry.topics.cmd, acceptFrame(connectionId));
+    this.#publish(entry.topics.cmd, link.acceptance);
     log.info("device connected", { agentVersion: state.agentVersion });
     this.#onLink?.(link);
   }
@@ -569,18 +699,30 @@ interface MqttServerLinkInit {
   maxFrameSize: number;
   connectionId: string;
   cmdTopic: string;
+  /** Seals aranya -> device frames. */
+  sealer: FrameSealer;
+  /** Opens device -> aranya frames. */
+  opener: FrameOpener;
+  /** The MAC an OFFLINE of this connection must carry. */
+  offlineMac: Uint8Array;
+  /** The acceptance frame (repeated on a redelivered ONLINE). */
+  acceptance: Uint8Array;
   publish(topic: string, frame: Uint8Array): Promise<void>;
 }
 
 /** One accepted device connection, aranya side. */
 class MqttServerLink extends BaseLink {
   readonly connectionId: string;
+  readonly offlineMac: Uint8Array;
+  readonly acceptance: Uint8Array;
   readonly #init: MqttServerLinkInit;
   readonly #pending = new Set<(err: Error) => void>();
 
   constructor(init: MqttServerLinkInit) {
     super(init.device, MQTT_TRANSPORT, init.maxFrameSize);
     this.connectionId = init.connectionId;
+    this.offlineMac = init.offlineMac;
+    this.acceptance = init.acceptance;
     this.#init = init;
     this.closed.then(() => {
       const err = new UnavailableError(`Link to device "${this.device}" is closed`);
@@ -589,9 +731,10 @@ class MqttServerLink extends BaseLink {
     });
   }
 
-  /** A frame from `{ns}/msg`. */
-  receive(frame: Uint8Array): void {
-    this.deliver(frame);
+  /** A sealed frame from `{ns}/msg`: delivered when it opens, dropped otherwise. */
+  receive(sealed: Uint8Array): void {
+    const frame = this.#init.opener.open(sealed);
+    if (frame) this.deliver(frame);
   }
 
   /** The device said OFFLINE (or its will did). */
@@ -610,7 +753,7 @@ class MqttServerLink extends BaseLink {
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => reject(err);
       this.#pending.add(fail);
-      this.#init.publish(this.#init.cmdTopic, frame).then(
+      this.#init.publish(this.#init.cmdTopic, this.#init.sealer.seal(frame)).then(
         () => {
           this.#pending.delete(fail);
           resolve();
@@ -636,6 +779,6 @@ class MqttServerLink extends BaseLink {
       new UnavailableError(`aranya closed the link: ${reason}`),
       this.connectionId,
     );
-    this.#init.publish(this.#init.cmdTopic, frame).catch(() => {});
+    this.#init.publish(this.#init.cmdTopic, this.#init.sealer.seal(frame)).catch(() => {});
   }
 }

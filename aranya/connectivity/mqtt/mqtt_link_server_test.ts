@@ -68,7 +68,7 @@ async function setup(
   const waiters: { n: number; d: ReturnType<typeof deferred<Link>> }[] = [];
   const server = new MqttLinkServer({
     url,
-    authenticator: auth,
+    keys: auth,
     registry,
     reconnectPeriodMs: 200,
     // The broker's persistence outlives the test: let sessions expire soon.
@@ -727,7 +727,7 @@ Deno.test("run rejects when the broker refuses aranya's credentials", async () =
       url: broker.url,
       username: "aranya",
       password: "wrong",
-      authenticator: new StaticAuthenticator(),
+      keys: new StaticAuthenticator(),
       registry: new MemoryLinkRegistry(),
     });
     const ac = new AbortController();
@@ -745,7 +745,7 @@ Deno.test("run rejects when the broker refuses aranya's credentials", async () =
 Deno.test("the server validates its options without I/O", () => {
   const base = {
     url: "mqtt://127.0.0.1:1",
-    authenticator: new StaticAuthenticator(),
+    keys: new StaticAuthenticator(),
     registry: new MemoryLinkRegistry(),
   };
   assert.throws(() => new MqttLinkServer({ ...base, url: "ws://x" }), /"ws:\/\/x"/);

@@ -33,6 +33,7 @@ import type {
   LinkServer,
 } from "../../../common/link.ts";
 import { BaseLink } from "../../../common/link_base.ts";
+import { guardConnections } from "../../../common/connection_guard.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
 import { readySignal } from "../../../common/lifecycle.ts";
 
@@ -40,6 +41,10 @@ import { readySignal } from "../../../common/lifecycle.ts";
 export const WS_LINK_PATH = "/v1/link";
 /** Default largest frame: 256 KiB of payload plus the envelope. */
 export const WS_MAX_FRAME = 256 * 1024 + 64;
+
+/** Most frames, and bytes, a connection may send before it is accepted (devices send none). */
+const EARLY_FRAMES = 4;
+const EARLY_BYTES = 64 * 1024;
 
 /** Options for {@link WebSocketLinkServer}. */
 export interface WebSocketLinkServerOptions {
@@ -54,6 +59,8 @@ export interface WebSocketLinkServerOptions {
   maxFrameSize?: number;
   /** Keepalive interval, ms (default 120 s). */
   keepaliveMs?: number;
+  /** Most open connections from one remote address (default 256: a site of devices behind one NAT). */
+  maxConnectionsPerAddress?: number;
   log?: Logger;
 }
 
@@ -145,6 +152,12 @@ export class WebSocketLinkServer implements LinkServer {
         rejectUnauthorized: false, // unauthenticated certs fall back to token auth below
       })
       : http.createServer();
+    // Bounded before authentication: at most `maxConnectionsPerAddress` connections from one
+    // address, and each must complete its TLS handshake and upgrade within 10 s.
+    guardConnections(server, {
+      perAddress: o.maxConnectionsPerAddress ?? 256,
+      firstRequestMs: 10_000,
+    });
     server.on("request", (_req, res) => {
       res.writeHead(404, { "content-type": "text/plain" });
       res.end(`Not found; devices connect to ${path} with a WebSocket upgrade\n`);
@@ -214,6 +227,7 @@ export class WebSocketLinkServer implements LinkServer {
     // Hold what arrives during authentication; nothing is delivered unless accepted,
     // and then it goes through the same checks as everything after.
     const early: { bytes: Uint8Array; isBinary: boolean }[] = [];
+    let earlyBytes = 0;
     const accepted: { link?: WsServerLink } = {};
     const handle = (link: WsServerLink, bytes: Uint8Array, isBinary: boolean) => {
       link.heard();
@@ -228,7 +242,13 @@ export class WebSocketLinkServer implements LinkServer {
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       if (accepted.link) handle(accepted.link, bytes, isBinary);
-      else if (early.length < 64) early.push({ bytes: bytes.slice(), isBinary });
+      else if (early.length < EARLY_FRAMES && earlyBytes + bytes.byteLength <= EARLY_BYTES) {
+        earlyBytes += bytes.byteLength;
+        early.push({ bytes: bytes.slice(), isBinary });
+      } else {
+        // A device sends nothing before it is accepted; this is a flood.
+        ws.terminate();
+      }
     });
     const device = String(req.headers["x-arhat-device"] ?? "");
     const auth = String(req.headers["authorization"] ?? "");

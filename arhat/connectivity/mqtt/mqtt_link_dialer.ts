@@ -5,24 +5,24 @@
  *
  * A dial:
  * 1. connects (MQTT 5, clean start, no session kept after the connection)
- *    with a will: a sid-0 `MSG_STATE` `OFFLINE` naming this connection, on
- *    `{ns}/status`, QoS 1;
+ *    with a will: a sid-0 `MSG_STATE` `OFFLINE` naming this connection with
+ *    its MAC, on `{ns}/status`, QoS 1; unless the config names other broker
+ *    credentials, the user name is the device and the password is derived
+ *    from its link key (what aranya's dynamic security sets up);
  * 2. subscribes `{ns}/cmd` at QoS 1;
- * 3. publishes `ONLINE` (device, a random connection id, the token) on
- *    `{ns}/status`;
+ * 3. publishes `ONLINE` (device, a random connection id, a nonce and the MAC
+ *    proving the link key; never the token) on `{ns}/status`;
  * 4. waits for aranya's answer naming this connection id: the acceptance (a
- *    sid-0 `CMD_UNSPECIFIED` whose payload is the connection id) resolves with
- *    the link; a `CMD_REJECT` rejects with the domain error it stands for.
- *    Everything on `{ns}/cmd` before the answer belongs to earlier connections
- *    and is dropped.
+ *    sid-0 `CMD_UNSPECIFIED` with an `MqttAccept` whose MAC proves that aranya
+ *    holds the key: a forged one is ignored) resolves with the link; a
+ *    `CMD_REJECT` rejects with the domain error it stands for. Everything else
+ *    on `{ns}/cmd` before the answer is dropped.
  *
- * The link publishes its frames on `{ns}/msg` only after the acceptance; a
- * refused connection never publishes there (aranya cannot tell publishers
- * apart, so this is what keeps a refused connection from having anything
- * applied). Frames on `{ns}/cmd` after the acceptance are delivered in order,
- * except sid-0 acceptances (dropped) and sid-0 `CMD_REJECT`s: one naming this
- * connection (or no connection) means aranya closed the link; ones naming
- * other connections are dropped.
+ * Once linked, every frame either way is sealed with the connection's keys
+ * (common/mqtt_seal.ts): a frame on `{ns}/cmd` that does not open (forged by
+ * someone on the broker, replayed, another connection's) is dropped, so no one
+ * without the device's token can make arhat do anything, even on a broker with
+ * no ACLs. A sealed sid-0 `CMD_REJECT` means aranya closed the link.
  *
  * mqtt.js auto-reconnect is off: a dropped broker connection closes the link
  * (`by: "error"`) and the reconnect loop above dials again.
@@ -68,7 +68,21 @@ import type { Link, LinkDialer } from "../../../common/link.ts";
 import { BaseLink } from "../../../common/link_base.ts";
 import { type Logger, nullLogger } from "../../../common/log.ts";
 import {
+  acceptMac,
+  brokerPassword,
+  FrameOpener,
+  FrameSealer,
+  linkKey,
+  macEqual,
+  newNonce,
+  offlineMac,
+  onlineMac,
+  SEAL_OVERHEAD,
+  sessionKeys,
+} from "../../../common/mqtt_seal.ts";
+import {
   asBuffer,
+  decodeAccept,
   endMqttClient,
   MQTT_DEFAULT_MAX_FRAME_SIZE,
   MQTT_TRANSPORT,
@@ -95,7 +109,7 @@ export interface MqttLinkDialerOptions {
   device: string;
   /** Prefix of the device's topics (`{ns}/cmd`, `{ns}/msg`, `{ns}/status`). */
   messageNamespace: string;
-  /** The device's token, sent in the ONLINE announcement. */
+  /** The device's token: its link key is derived from it (the token is never sent). */
   token: string;
   /** MQTT client id; default `arhat-<namespace>-<name>` (see the module doc). */
   clientId?: string;
@@ -105,7 +119,9 @@ export interface MqttLinkDialerOptions {
    * 1.5 times it.
    */
   keepaliveSeconds?: number;
+  /** Broker user name (default: the device, "<namespace>/<name>"). */
   username?: string;
+  /** Broker password (default, without `username`: derived from the device's link key). */
   password?: string;
   /** Largest frame either way (default {@link MQTT_DEFAULT_MAX_FRAME_SIZE}). */
   maxFrameSize?: number;
@@ -184,19 +200,31 @@ export class MqttLinkDialer implements LinkDialer {
     const o = this.#opts;
     const connectionId = crypto.randomUUID();
     const log = this.#log.with({ connectionId });
-    const offline = stateFrame({ kind: StateKind.OFFLINE, device: o.device, connectionId });
+    const key = linkKey(o.token);
+    const offline = stateFrame({
+      kind: StateKind.OFFLINE,
+      device: o.device,
+      connectionId,
+      mac: offlineMac(key, o.device, connectionId),
+    });
+    const nd = newNonce();
     const timeoutMs = o.dialTimeoutMs ?? 15_000;
     const topics = this.#topics;
     const buf = (v: string | Uint8Array | undefined) =>
       v === undefined ? undefined : typeof v === "string" ? v : asBuffer(v);
     const clientOpts: IClientOptions = {
       clientId: this.clientId,
-      username: o.username,
-      password: o.password,
+      username: o.username ?? o.device,
+      password: o.username === undefined ? brokerPassword(key) : o.password,
       protocolVersion: 5,
       // A clean start, and the session ends with the connection (see the module doc).
       clean: true,
-      properties: { sessionExpiryInterval: 0 },
+      // The broker drops packets above twice a sealed maximum frame (and headers) instead of
+      // sending them: a frame up to that size still arrives and closes the link as too large.
+      properties: {
+        sessionExpiryInterval: 0,
+        maximumPacketSize: 2 * (this.#maxFrameSize + SEAL_OVERHEAD) + 4096,
+      },
       keepalive: this.#keepalive,
       reconnectPeriod: 0,
       connectTimeout: timeoutMs,
@@ -285,25 +313,52 @@ export class MqttLinkDialer implements LinkDialer {
           );
         }
       });
+      let opener: FrameOpener | undefined;
+      let dropped = 0;
       client.on("message", (topic, payload) => {
         if (topic !== topics.cmd) return;
-        const frame = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+        const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+        if (phase === "linked") {
+          // Only what opens with this connection's key is aranya's.
+          const frame = opener?.open(bytes);
+          if (!frame) {
+            if (++dropped % 100 === 1) {
+              log.warn("dropped frames on the cmd topic that do not open", { dropped });
+            }
+            return;
+          }
+          let cmd: Cmd | undefined;
+          try {
+            cmd = decodeCmd(frame);
+          } catch { /* not ours to judge: the session layer decodes */ }
+          if (cmd?.sid === 0n && cmd.kind === CmdKind.CMD_REJECT) {
+            link?.closedByAranya(decodeReject(cmd.payload).error.message);
+            return;
+          }
+          if (cmd?.sid === 0n && cmd.kind === CmdKind.CMD_UNSPECIFIED) return;
+          return link?.receive(frame);
+        }
         let cmd: Cmd | undefined;
         try {
-          cmd = decodeCmd(frame);
-        } catch { /* not ours to judge: the session layer decodes */ }
+          cmd = decodeCmd(bytes);
+        } catch { /* earlier connections' sealed traffic */ }
         const control = cmd !== undefined && cmd.sid === 0n &&
           (cmd.kind === CmdKind.CMD_UNSPECIFIED || cmd.kind === CmdKind.CMD_REJECT);
-        if (phase === "linked") {
-          if (!control) return link?.receive(frame);
-          if (cmd?.kind !== CmdKind.CMD_REJECT) return; // a repeated acceptance
-          const { error, connectionId: named } = decodeReject(cmd.payload);
-          if (named === "" || named === connectionId) link?.closedByAranya(error.message);
-          return;
-        }
         if (phase !== "announced" || !control || !cmd) return; // earlier connections' traffic
         if (cmd.kind === CmdKind.CMD_UNSPECIFIED) {
-          if (new TextDecoder().decode(cmd.payload) !== connectionId) return;
+          let accept;
+          try {
+            accept = decodeAccept(cmd.payload);
+          } catch {
+            return;
+          }
+          if (accept.connectionId !== connectionId) return;
+          if (!macEqual(accept.mac, acceptMac(key, o.device, connectionId, nd, accept.nonce))) {
+            log.warn("ignoring an acceptance whose proof does not verify");
+            return;
+          }
+          const keys = sessionKeys(key, connectionId, nd, accept.nonce);
+          opener = new FrameOpener(keys.cmd, connectionId);
           phase = "linked";
           cleanup();
           link = new MqttDeviceLink({
@@ -313,6 +368,7 @@ export class MqttLinkDialer implements LinkDialer {
             msgTopic: topics.msg,
             statusTopic: topics.status,
             offline,
+            sealer: new FrameSealer(keys.msg, connectionId),
           });
           log.info("aranya accepted the connection");
           resolve(link);
@@ -338,8 +394,9 @@ export class MqttLinkDialer implements LinkDialer {
               kind: StateKind.ONLINE,
               device: o.device,
               connectionId,
-              token: o.token,
               agentVersion: o.agentVersion,
+              nonce: nd,
+              mac: onlineMac(key, o.device, connectionId, nd),
             });
             return publishQos1(client, topics.status, online);
           })
@@ -367,6 +424,8 @@ interface MqttDeviceLinkInit {
   statusTopic: string;
   /** The OFFLINE frame naming this connection. */
   offline: Uint8Array;
+  /** Seals device -> aranya frames. */
+  sealer: FrameSealer;
 }
 
 /** One accepted connection, device side. */
@@ -407,7 +466,8 @@ class MqttDeviceLink extends BaseLink {
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => reject(err);
       this.#pending.add(fail);
-      this.#init.client.publish(this.#init.msgTopic, asBuffer(frame), { qos: 1 }, (err) => {
+      const sealed = this.#init.sealer.seal(frame);
+      this.#init.client.publish(this.#init.msgTopic, asBuffer(sealed), { qos: 1 }, (err) => {
         this.#pending.delete(fail);
         if (err) {
           reject(

@@ -27,6 +27,14 @@ import {
   UnavailableError,
 } from "../../../common/errors.ts";
 import type { Link } from "../../../common/link.ts";
+import { acceptFrame } from "../../../common/mqtt_protocol.ts";
+import {
+  acceptMac,
+  FrameSealer,
+  linkKey,
+  newNonce,
+  sessionKeys,
+} from "../../../common/mqtt_seal.ts";
 import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
 import { ensureDir, stateDir } from "../../../e2e/paths.ts";
 import { freePort, startService, waitReady } from "../../../e2e/process.ts";
@@ -57,7 +65,7 @@ async function withServer(
   let waiting = deferred<Link>();
   const server = new MqttLinkServer({
     url,
-    authenticator: auth,
+    keys: auth,
     registry: new MemoryLinkRegistry(),
     sessionExpirySeconds: 10,
   });
@@ -186,26 +194,37 @@ Deno.test("a dial nobody answers times out, and an abort cancels it", async () =
   }
 });
 
-Deno.test("cmd traffic before this connection's acceptance is dropped", async () => {
+Deno.test("only aranya's proven acceptance links, and only frames sealed for this connection arrive", async () => {
   const broker = await startMosquitto();
   const url = `mqtt://${broker.address}`;
-  // A hand-written aranya: answers the ONLINE with traffic meant for earlier
-  // connections first, then the acceptance, then a real frame.
+  const token = "a-long-device-token-0123456789";
+  // A hand-written aranya that knows the device's token: answers the ONLINE with traffic meant
+  // for earlier connections, a forged acceptance, then the real one and frames, sealed or not.
   const fake = await mqtt.connectAsync(url, { clientId: "fake-aranya", reconnectPeriod: 0 });
+  const announcements: Uint8Array[] = [];
   try {
     await fake.subscribeAsync("ns-dev1/status", { qos: 1 });
     fake.on("message", (_topic, payload) => {
+      announcements.push(new Uint8Array(payload));
       const state = decodeState(decodeMsg(payload).payload);
       if (state.kind !== StateKind.ONLINE) return;
-      const control = (kind: CmdKind, payload: Uint8Array) =>
-        encodeCmd({ kind, sid: 0n, seq: 0n, complete: true, payload });
+      const id = state.connectionId;
+      const key = linkKey(token);
+      const nd = state.nonce!;
+      const na = newNonce();
+      const keys = sessionKeys(key, id, nd, na);
+      const elsewhere = sessionKeys(linkKey("someone-else's token"), id, nd, na);
       const frames = [
         enc("stale-1"),
-        control(CmdKind.CMD_UNSPECIFIED, enc("an-earlier-connection")),
+        acceptFrame({ connectionId: "an-earlier-connection", nonce: na, mac: new Uint8Array(32) }),
         rejectFrame(new AlreadyExistsError("not you"), "an-earlier-connection"),
+        // The right connection id, but no proof of the key: ignored.
+        acceptFrame({ connectionId: id, nonce: na, mac: new Uint8Array(32) }),
         enc("stale-2"),
-        control(CmdKind.CMD_UNSPECIFIED, enc(state.connectionId)),
-        enc("fresh"),
+        acceptFrame({ connectionId: id, nonce: na, mac: acceptMac(key, "edge/dev1", id, nd, na) }),
+        enc("plaintext, as anyone on the broker could publish"),
+        new FrameSealer(elsewhere.cmd, id).seal(enc("sealed with another key")),
+        new FrameSealer(keys.cmd, id).seal(enc("fresh")),
       ];
       for (const f of frames) fake.publish("ns-dev1/cmd", Buffer.from(f), { qos: 1 });
     });
@@ -213,7 +232,7 @@ Deno.test("cmd traffic before this connection's acceptance is dropped", async ()
       url,
       device: "edge/dev1",
       messageNamespace: "ns-dev1",
-      token: "tok",
+      token,
       dialTimeoutMs: 5_000,
     }).dial(AbortSignal.timeout(10_000));
     const got: string[] = [];
@@ -223,6 +242,10 @@ Deno.test("cmd traffic before this connection's acceptance is dropped", async ()
     assert.deepEqual(got, ["fresh"]);
     device.close();
     await device.closed;
+    await waitFor("the OFFLINE", () => announcements.length >= 2);
+    for (const a of announcements) {
+      assert.ok(!Buffer.from(a).includes(token), "the token is never published");
+    }
   } finally {
     await fake.endAsync(true);
     await broker.stop();

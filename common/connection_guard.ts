@@ -1,0 +1,88 @@
+/**
+ * Bounds what unauthenticated callers can hold on a listener: at most
+ * `perAddress` open connections from one remote address (more are closed at
+ * once), and a connection that has not completed its first request (TLS
+ * handshake and headers, or a WebSocket upgrade) within `firstRequestMs` is
+ * closed. Hand-written because Deno's node:http does not enforce
+ * `headersTimeout`/`requestTimeout` (checked on Deno 2.9: a half-sent request
+ * is kept open forever), and node:http has no per-address limit.
+ *
+ * @module
+ */
+import type { Server as HttpServer } from "node:http";
+import type { Server as NetServer, Socket } from "node:net";
+
+/** Options of {@link guardConnections}. */
+export interface ConnectionGuardOptions {
+  /** Most open connections from one remote address (default 256). */
+  perAddress?: number;
+  /** Time from accept to the first request or upgrade, ms (default 10 s; 0: no limit). */
+  firstRequestMs?: number;
+}
+
+/** What a guard counted. */
+export interface ConnectionGuard {
+  /** Connections closed for exceeding the per-address limit. */
+  readonly refused: number;
+  /** Connections closed for not sending a request in time. */
+  readonly timedOut: number;
+  /** Marks `socket` as past its first request (call for servers without HTTP requests). */
+  settle(socket: Socket): void;
+}
+
+/**
+ * Guards `server` (a node:net, node:tls, node:http or node:https server; for
+ * HTTP servers, requests and upgrades settle a connection by themselves).
+ */
+export function guardConnections(
+  server: NetServer | HttpServer,
+  opts: ConnectionGuardOptions = {},
+): ConnectionGuard {
+  const perAddress = opts.perAddress ?? 256;
+  const firstMs = opts.firstRequestMs ?? 10_000;
+  const open = new Map<string, number>();
+  const timers = new WeakMap<Socket, ReturnType<typeof setTimeout>>();
+  const stats = { refused: 0, timedOut: 0 };
+  const settle = (socket: Socket) => {
+    const t = timers.get(socket);
+    if (t !== undefined) clearTimeout(t);
+    timers.delete(socket);
+  };
+  server.on("connection", (socket: Socket) => {
+    const addr = socket.remoteAddress ?? "";
+    const n = (open.get(addr) ?? 0) + 1;
+    if (n > perAddress) {
+      stats.refused++;
+      socket.destroy();
+      return;
+    }
+    open.set(addr, n);
+    socket.once("close", () => {
+      settle(socket);
+      const left = (open.get(addr) ?? 1) - 1;
+      if (left <= 0) open.delete(addr);
+      else open.set(addr, left);
+    });
+    if (firstMs > 0) {
+      timers.set(
+        socket,
+        setTimeout(() => {
+          stats.timedOut++;
+          socket.destroy();
+        }, firstMs),
+      );
+    }
+  });
+  const onRequest = (req: { socket: Socket }) => settle(req.socket);
+  server.on("request", onRequest);
+  server.on("upgrade", onRequest);
+  return {
+    get refused() {
+      return stats.refused;
+    },
+    get timedOut() {
+      return stats.timedOut;
+    },
+    settle,
+  };
+}

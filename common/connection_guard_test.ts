@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import http from "node:http";
+import { guardConnections } from "./connection_guard.ts";
+
+Deno.test({
+  name: "guardConnections: a per-address cap and a deadline for the first request",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = http.createServer((_req, res) => res.end("ok"));
+    const guard = guardConnections(server, { perAddress: 3, firstRequestMs: 500 });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as { port: number }).port;
+    const conns: Deno.Conn[] = [];
+    try {
+      // Four silent connections: the fourth is over the cap and closed at once.
+      for (let i = 0; i < 4; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      const buf = new Uint8Array(64);
+      assert.equal(await conns[3]!.read(buf), null, "over the cap: closed");
+      assert.equal(guard.refused, 1);
+      // A half-sent request does not hold its connection past the deadline.
+      await conns[0]!.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n"));
+      const t0 = Date.now();
+      assert.equal(await conns[0]!.read(buf), null, "closed for not finishing its request");
+      assert.ok(Date.now() - t0 < 3000);
+      // A complete request is served and its connection kept.
+      const ok = await fetch(`http://127.0.0.1:${port}/`);
+      assert.equal(await ok.text(), "ok");
+      assert.ok(guard.timedOut >= 1);
+    } finally {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await new Promise((r) => server.close(r));
+    }
+  },
+});
