@@ -1,9 +1,10 @@
 /**
  * Bounds what unauthenticated callers can hold on a listener: at most
  * `perAddress` open connections from one remote address (more are closed at
- * once), and a connection that has not completed its first request (TLS
- * handshake and headers, or a WebSocket upgrade) within `firstRequestMs` is
- * closed. Hand-written because Deno's node:http does not enforce
+ * once), and a connection that has not completed its first request (its
+ * headers, or a WebSocket upgrade) within `firstRequestMs` is closed. On a TLS
+ * server the clock starts once the handshake is done (bound the handshake with
+ * the server's `handshakeTimeout`). Hand-written because Deno's node:http does not enforce
  * `headersTimeout`/`requestTimeout` (checked on Deno 2.9: a half-sent request
  * is kept open forever), and node:http has no per-address limit.
  *
@@ -16,8 +17,10 @@ import type { Server as NetServer, Socket } from "node:net";
 export interface ConnectionGuardOptions {
   /** Most open connections from one remote address (default 256). */
   perAddress?: number;
-  /** Time from accept to the first request or upgrade, ms (default 10 s; 0: no limit). */
+  /** Time from accept (TLS: from the handshake) to the first request or upgrade, ms (default 10 s; 0: no limit). */
   firstRequestMs?: number;
+  /** The server is a TLS server (its requests arrive on the TLS socket, not the TCP one). */
+  tls?: boolean;
 }
 
 /** What a guard counted. */
@@ -48,6 +51,17 @@ export function guardConnections(
     if (t !== undefined) clearTimeout(t);
     timers.delete(socket);
   };
+  const deadline = (socket: Socket) => {
+    if (firstMs <= 0) return;
+    timers.set(
+      socket,
+      setTimeout(() => {
+        stats.timedOut++;
+        socket.destroy();
+      }, firstMs),
+    );
+    socket.once("close", () => settle(socket));
+  };
   server.on("connection", (socket: Socket) => {
     const addr = socket.remoteAddress ?? "";
     const n = (open.get(addr) ?? 0) + 1;
@@ -58,21 +72,13 @@ export function guardConnections(
     }
     open.set(addr, n);
     socket.once("close", () => {
-      settle(socket);
       const left = (open.get(addr) ?? 1) - 1;
       if (left <= 0) open.delete(addr);
       else open.set(addr, left);
     });
-    if (firstMs > 0) {
-      timers.set(
-        socket,
-        setTimeout(() => {
-          stats.timedOut++;
-          socket.destroy();
-        }, firstMs),
-      );
-    }
+    if (!opts.tls) deadline(socket);
   });
+  if (opts.tls) server.on("secureConnection", deadline);
   const onRequest = (req: { socket: Socket }) => settle(req.socket);
   server.on("request", onRequest);
   server.on("upgrade", onRequest);

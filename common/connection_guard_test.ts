@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import http from "node:http";
+import https from "node:https";
+import tls from "node:tls";
+import { testTls } from "../e2e/link/test_tls.ts";
 import { guardConnections } from "./connection_guard.ts";
 
 Deno.test({
@@ -33,6 +36,46 @@ Deno.test({
           c.close();
         } catch { /* closed */ }
       }
+      await new Promise((r) => server.close(r));
+    }
+  },
+});
+
+Deno.test({
+  name: "guardConnections on TLS: a served connection outlives the deadline; a silent one does not",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const t = await testTls();
+    const server = https.createServer(
+      { cert: t.cert, key: t.key, handshakeTimeout: 500 },
+      (_req, res) => res.end("ok"),
+    );
+    const guard = guardConnections(server, { firstRequestMs: 500, tls: true });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      // A kept-alive TLS connection that sent its request stays open past the deadline.
+      const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
+      await new Promise((r) => socket.once("secureConnect", r));
+      const got: string[] = [];
+      socket.on("data", (d) => got.push(String(d)));
+      socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      await new Promise((r) => setTimeout(r, 1200));
+      assert.match(got.join(""), /200 OK/);
+      assert.equal(socket.destroyed, false, "served: not closed by the deadline");
+      socket.destroy();
+      // A connection that never finishes its handshake is closed by the handshake timeout.
+      const raw = await Deno.connect({ hostname: "127.0.0.1", port });
+      await raw.write(new Uint8Array([0x16, 3, 1]));
+      assert.equal(await raw.read(new Uint8Array(8)), null);
+      raw.close();
+      // One that finishes its handshake but sends nothing is closed by the guard.
+      const idle = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
+      await new Promise((r) => idle.once("secureConnect", r));
+      await new Promise((r) => idle.once("close", r));
+      assert.ok(guard.timedOut >= 1);
+    } finally {
       await new Promise((r) => server.close(r));
     }
   },

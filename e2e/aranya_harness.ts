@@ -126,6 +126,8 @@ export interface AranyaTestConfig {
   httpPort: number;
   /** The websocket device listener on 127.0.0.1:port with these PEM files. */
   websocket?: { port: number; certFile: string; keyFile: string; clientCaFile?: string };
+  /** The gRPC device listener on 127.0.0.1:port with these PEM files. */
+  grpc?: { port: number; certFile: string; keyFile: string };
   /** Kubelet API: advertised address (default 127.0.0.1), first node port (default 10250), ports. */
   kubelet?: { address?: string; port?: number; portCount?: number };
   /** Client-side API rate limit (default 50/100). */
@@ -162,6 +164,15 @@ export function aranyaConfigYaml(o: AranyaTestConfig): string {
         o.websocket.clientCaFile
           ? `, clientCaFile: ${JSON.stringify(o.websocket.clientCaFile)}`
           : ""
+      } }`,
+    );
+  }
+  if (o.grpc) {
+    lines.push(
+      `  grpc:`,
+      `    listen: "127.0.0.1:${o.grpc.port}"`,
+      `    tls: { certFile: ${JSON.stringify(o.grpc.certFile)}, keyFile: ${
+        JSON.stringify(o.grpc.keyFile)
       } }`,
     );
   }

@@ -249,13 +249,14 @@ export class KubeletServer {
       ca: this.#o.clientCa,
       requestCert: true,
       rejectUnauthorized: false,
+      handshakeTimeout: 10_000,
     }, (req, res) => void this.#handle(req, res));
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       void this.#upgrade(req, socket, head);
     });
     // Bounded before authentication: a TLS handshake and the first request within 10 s, and
     // at most 1024 connections from one address (the API server opens one per stream).
-    guardConnections(server, { perAddress: 1024, firstRequestMs: 10_000 });
+    guardConnections(server, { perAddress: 1024, firstRequestMs: 10_000, tls: true });
     server.on("tlsClientError", (err: Error) => {
       this.#log.debug("TLS handshake failed", { error: err.message });
     });

@@ -210,6 +210,8 @@ export class PodController {
       if (pod.metadata?.deletionTimestamp) void this.#removeVirtualPod(pod);
       return;
     }
+    // The virtual pod before its EdgeDevice's status named its uid: neither sent nor refused.
+    if (this.#virtualPending(pod)) return;
     const prev = this.#known.get(key);
     // A pod replacing another under the same key keeps the old uid recorded until reconcile
     // has removed the old one from its device.
@@ -236,6 +238,17 @@ export class PodController {
   }
 
   /**
+   * True for a pod with the virtual pod's namespace and name whose EdgeDevice
+   * has not recorded a virtual pod uid yet (the cache may trail the status).
+   */
+  #virtualPending(pod: V1Pod): boolean {
+    const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
+    return owner !== undefined && owner.status?.virtualPod?.uid === undefined &&
+      pod.metadata?.namespace === owner.metadata?.namespace &&
+      pod.metadata?.name === owner.metadata?.name;
+  }
+
+  /**
    * Why `pod` may not run on the device of its node (undefined: it may, or
    * the node is not an edge node of this aranya). Reads caches only.
    */
@@ -247,7 +260,7 @@ export class PodController {
     const own = owner.metadata?.namespace ?? "";
     const device = `${own}/${owner.metadata?.name}`;
     if (ns === own && pod.metadata?.name === owner.metadata?.name) {
-      return this.isVirtualPod(pod)
+      return this.isVirtualPod(pod) || this.#virtualPending(pod)
         ? undefined
         : `Pod "${ns}/${pod.metadata?.name}" has the name of the virtual pod of EdgeDevice "${device}" but is not the one aranya created; it never runs on the device`;
     }
@@ -334,7 +347,7 @@ export class PodController {
     const uid = pod.metadata!.uid!;
     const node = pod.spec!.nodeName!;
     this.#known.set(key, { uid, node });
-    if (this.isVirtualPod(pod)) return;
+    if (this.isVirtualPod(pod) || this.#virtualPending(pod)) return;
     const refused = this.refusal(pod);
     let dev = this.#devices.get(node);
     const owner = this.#o.directory.ownerOf(node);

@@ -1,7 +1,8 @@
 /**
  * aranya's manifests (deploy/) and their server-side apply through client-node.
  *
- * Objects are applied in dependency order (namespace, CRD, RBAC, config, Deployment, Service) with
+ * Objects are applied in dependency order (namespace, CRD, RBAC, admission policies, config,
+ * Deployment, Service) with
  * field manager "aranya-deploy" and `force`, as `kubectl apply --server-side --force-conflicts`
  * would. Each result says what happened, as kubectl prints it: created, configured or unchanged.
  * A dry run asks the API server to validate and merge without storing (`dryRun=All`) and compares

@@ -150,6 +150,7 @@ export class WebSocketLinkServer implements LinkServer {
         ca: o.tls.ca,
         requestCert: o.tls.requestCert ?? false,
         rejectUnauthorized: false, // unauthenticated certs fall back to token auth below
+        handshakeTimeout: 10_000,
       })
       : http.createServer();
     // Bounded before authentication: at most `maxConnectionsPerAddress` connections from one
@@ -157,6 +158,7 @@ export class WebSocketLinkServer implements LinkServer {
     guardConnections(server, {
       perAddress: o.maxConnectionsPerAddress ?? 256,
       firstRequestMs: 10_000,
+      tls: o.tls !== undefined,
     });
     server.on("request", (_req, res) => {
       res.writeHead(404, { "content-type": "text/plain" });
