@@ -459,6 +459,8 @@ Deno.test("the documented sample config parses", async () => {
   assert.equal(config.leaderElection.namespace, "aranya-system");
   assert.equal(config.api.qps, 50);
   assert.equal(config.kubeconfig, undefined);
+  assert.equal(config.links.mqtt?.broker, "mqtts://mosquitto.aranya-system.svc:8883");
+  assert.equal(config.links.mqtt?.dynamicSecurity, true);
   const custom = await loadAranyaConfig(["--config", path], {
     ARANYA_MQTT_BROKER: "mqtts://broker.lan:8883",
   });

@@ -306,6 +306,56 @@ Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (
       }
     });
 
+    await t.step(
+      "aranya-devices bound in one namespace (namespaced mode) grants nothing elsewhere",
+      async () => {
+        const served = uniqueName("rbac-served");
+        const other = uniqueName("rbac-other");
+        const user = `system:serviceaccount:${served}:aranya-scoped`;
+        try {
+          for (const ns of [served, other]) await cluster.kubectlOk(["create", "namespace", ns]);
+          await cluster.kubectlOk(["create", "serviceaccount", "aranya-scoped", "-n", served]);
+          await cluster.kubectlOk([
+            "create",
+            "rolebinding",
+            "aranya-devices",
+            "-n",
+            served,
+            "--clusterrole=aranya-devices",
+            `--serviceaccount=${served}:aranya-scoped`,
+          ]);
+          const can = async (verb: string, what: string, ns: string | "*", sub?: string) => {
+            const r = await cluster.kubectl([
+              "auth",
+              "can-i",
+              verb,
+              what,
+              `--as=${user}`,
+              ...(sub ? [`--subresource=${sub}`] : []),
+              ...(ns === "*" ? ["--all-namespaces"] : ["-n", ns]),
+            ]);
+            return r.stdout.trim();
+          };
+          for (
+            const [verb, what, sub] of [
+              ["get", "secrets"],
+              ["list", "pods"],
+              ["watch", "edgedevices.aranya.arhat.dev"],
+              ["create", "serviceaccounts", "token"],
+            ] as const
+          ) {
+            assert.equal(await can(verb, what, served, sub), "yes", `${verb} ${what} in ${served}`);
+            assert.equal(await can(verb, what, other, sub), "no", `${verb} ${what} in ${other}`);
+          }
+          assert.equal(await can("list", "pods", "*"), "no", "no pods cluster-wide");
+        } finally {
+          for (const ns of [served, other]) {
+            await cluster.kubectl(["delete", "namespace", ns, "--wait=false"]);
+          }
+        }
+      },
+    );
+
     await t.step("no wildcards in the rules", async () => {
       const docs = parseAllDocuments(await Deno.readTextFile(`${DEPLOY_DIR}/rbac.yaml`)).map((
         d,
@@ -332,6 +382,7 @@ Deno.test("aranya's RBAC allows what aranya needs and refuses the rest", async (
         const o of [
           "namespace/aranya-system",
           "clusterrole.rbac.authorization.k8s.io/aranya",
+          "clusterrole.rbac.authorization.k8s.io/aranya-devices",
           "validatingadmissionpolicy.admissionregistration.k8s.io/aranya-edge-nodes",
           "validatingadmissionpolicybinding.admissionregistration.k8s.io/aranya-pods",
           "configmap/aranya-config",
