@@ -210,7 +210,10 @@ async function serveWhileLeading(
     // forgotten here rather than served from the token cache).
     authenticator.forget(key);
     registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
-    kubelet.release(name);
+    // The Node's kubelet port goes with the Node: not when a same-named EdgeDevice of another
+    // namespace, which never owned it, is deleted.
+    const owner = edgeDevices.ownerOf(name);
+    if (!owner || owner.metadata?.namespace === namespace) kubelet.release(name);
   };
   const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
     kubeconfig: kc,

@@ -276,6 +276,11 @@ Deno.test({
         assert.deepEqual(after.status.addresses, before.status.addresses);
         assert.equal(after.metadata.annotations["aranya.arhat.dev/edge-device-uid"], ownerUid);
         await w.nodeReady(dev, "True");
+        // The victim's kubelet port still serves it (it is not released with the impostor).
+        assert.equal(
+          (await w.kubectl(["exec", "victim", "-c", "main", "--", "echo", "still-here"])).trim(),
+          "still-here",
+        );
 
         // 5. The Node deleted by an admin comes back Ready, with the device's node info.
         await cluster.kubectlOk(["delete", "node", dev]);
