@@ -453,32 +453,22 @@ function readNamespaces(root: ConfigReader): string[] {
 }
 
 function readApi(r: ConfigReader): AranyaConfig["api"] {
+  const authReader = r.object("auth");
   const api = {
-    qps: r.number("qps", { default: CONFIG_DEFAULTS.apiQps, min: 0.01, max: 100_000 }),
-    burst: r.number("burst", {
-      default: CONFIG_DEFAULTS.apiBurst,
-      integer: true,
-      min: 1,
-      max: 100_000,
-    }),
-    auth: readAuthApi(r.object("auth")),
+    ...readRate(r, CONFIG_DEFAULTS.apiQps, CONFIG_DEFAULTS.apiBurst),
+    auth: readRate(authReader, CONFIG_DEFAULTS.authQps, CONFIG_DEFAULTS.authBurst),
   };
+  authReader.finish();
   r.finish();
   return api;
 }
 
-function readAuthApi(r: ConfigReader): AranyaConfig["api"]["auth"] {
-  const auth = {
-    qps: r.number("qps", { default: CONFIG_DEFAULTS.authQps, min: 0.01, max: 100_000 }),
-    burst: r.number("burst", {
-      default: CONFIG_DEFAULTS.authBurst,
-      integer: true,
-      min: 1,
-      max: 100_000,
-    }),
+/** The `qps` and `burst` fields of a rate limit in `r` (the caller finishes `r`). */
+function readRate(r: ConfigReader, qps: number, burst: number): { qps: number; burst: number } {
+  return {
+    qps: r.number("qps", { default: qps, min: 0.01, max: 100_000 }),
+    burst: r.number("burst", { default: burst, integer: true, min: 1, max: 100_000 }),
   };
-  r.finish();
-  return auth;
 }
 
 function readHttp(r: ConfigReader): AranyaConfig["http"] {

@@ -31,8 +31,9 @@ import { errorMessage } from "../../common/errors.ts";
 import { GrpcLinkDialer } from "../../arhat/connectivity/grpc/grpc_link_dialer.ts";
 import { aranyaConfigYaml, waitAranyaReady } from "../../e2e/aranya_harness.ts";
 import { websocketMethod } from "../../e2e/edge_fixtures.ts";
-import { World } from "../../e2e/edge_world.ts";
-import { uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
+import type { World } from "../../e2e/edge_world.ts";
+import { inBenchWorld } from "../bench_world.ts";
+import { uniqueName } from "../../e2e/fixtures.ts";
 import { advertisedAddress } from "../../e2e/kubelet_fixtures.ts";
 import { freePort } from "../../e2e/process.ts";
 import { machineInfo } from "../machine.ts";
@@ -258,38 +259,9 @@ async function measure(w: World, f: ReturnType<typeof flags>) {
 if (import.meta.main) {
   const f = flags();
   const machine = machineInfo();
-  let out: Awaited<ReturnType<typeof measure>> | undefined;
-  let error: string | undefined;
-  const cluster = await useCluster();
-  let services: Awaited<ReturnType<typeof useServices>> | undefined;
-  let world: World | undefined;
-  let cleaning: Promise<void> | undefined;
-  const cleanUp = () =>
-    cleaning ??= (async () => {
-      await world?.close().catch((e) => say(`closing the world: ${errorMessage(e)}`));
-      await services?.release().catch((e) => say(`stopping services: ${errorMessage(e)}`));
-      await cluster.release().catch((e) => say(`stopping the control plane: ${errorMessage(e)}`));
-    })();
-  const onSignal = () => {
-    say("interrupted; stopping everything");
-    cleanUp().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    services = await useServices();
-    world = new World(cluster, services, "podman");
-    await world.init();
-    out = await measure(world, f);
-  } catch (err) {
-    error = errorMessage(err);
-    say(`failed: ${error}`);
-    if (world) console.error(await world.tails());
-  } finally {
-    await cleanUp();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
+  const run = await inBenchWorld(say, (w) => measure(w, f));
+  const out = run.out;
+  let error = run.error;
   if (out) {
     for (
       const [name, c] of [["websocket", out.ws], ["gRPC", out.grpc], [

@@ -31,8 +31,9 @@
 import { parseArgs } from "node:util";
 import { errorMessage } from "../../common/errors.ts";
 import { startKubeletDevice } from "../../e2e/kubelet_fixtures.ts";
-import { World } from "../../e2e/edge_world.ts";
-import { eventually, useCluster, useServices } from "../../e2e/fixtures.ts";
+import type { World } from "../../e2e/edge_world.ts";
+import { inBenchWorld } from "../bench_world.ts";
+import { eventually } from "../../e2e/fixtures.ts";
 import { freePort } from "../../e2e/process.ts";
 import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
@@ -319,37 +320,9 @@ if (import.meta.main) {
   const f = flags();
   const machine = machineInfo();
   const errors: Record<string, string> = {};
-  let out: Awaited<ReturnType<typeof measure>> | undefined;
-  const cluster = await useCluster();
-  let services: Awaited<ReturnType<typeof useServices>> | undefined;
-  let world: World | undefined;
-  let cleaning: Promise<void> | undefined;
-  const cleanUp = () =>
-    cleaning ??= (async () => {
-      await world?.close().catch((e) => say(`closing the world: ${errorMessage(e)}`));
-      await services?.release().catch((e) => say(`stopping services: ${errorMessage(e)}`));
-      await cluster.release().catch((e) => say(`stopping the control plane: ${errorMessage(e)}`));
-    })();
-  const onSignal = () => {
-    say("interrupted; stopping everything");
-    cleanUp().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    services = await useServices();
-    world = new World(cluster, services, "podman");
-    await world.init();
-    out = await measure(world, f, errors);
-  } catch (err) {
-    errors.setup = errorMessage(err);
-    say(`failed: ${errorMessage(err)}`);
-    if (world) console.error(await world.tails());
-  } finally {
-    await cleanUp();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
+  const run = await inBenchWorld(say, (w) => measure(w, f, errors));
+  const out = run.out;
+  if (run.error) errors.setup = run.error;
   if (out) { for (const l of report(out, f)) console.log(l); }
   console.log(
     `machine: ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, deno ${machine.deno}; ` +
