@@ -317,6 +317,7 @@ async function serveWhileLeading(
       heartbeatMs: config.node.heartbeatMs,
       leaseSeconds: Math.round(config.node.leaseDurationMs / 1000),
       statusSyncMs: config.node.statusSyncMs,
+      maxPods: () => edgeDevices.device(link.device)?.spec?.pod?.allocatable,
       log,
     });
     metrics.devicesConnected.inc();

@@ -322,6 +322,8 @@ export class EdgeDeviceReconciler {
           [LABEL_ROLE]: "EdgeDevice",
           [LABEL_NAME]: name,
           [LABEL_NAMESPACE]: namespace,
+          // As a kubelet sets it: the Node's name (unique, unlike the devices' host names).
+          "kubernetes.io/hostname": name,
         },
         annotations: {
           ...spec.annotations,

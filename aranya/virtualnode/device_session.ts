@@ -23,6 +23,8 @@ import {
   type CoordinationV1Api,
   type CoreV1Api,
   type CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
   type V1Lease,
   V1MicroTime,
   type V1Node,
@@ -58,7 +60,12 @@ import {
 import { disconnectedPodStatus, runningStatus } from "../edgedevice/virtual_pod.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import { type EventRecorder, nullEventRecorder, type ObjectRef } from "../kube/event_recorder.ts";
-import { agentInfoFrom, disconnectedStatus, nodeStatusFrom } from "./node_status.ts";
+import {
+  agentInfoFrom,
+  disconnectedStatus,
+  nodeLabelsFrom,
+  nodeStatusFrom,
+} from "./node_status.ts";
 
 /** Options for {@link DeviceSession}. */
 export interface DeviceSessionOptions {
@@ -75,6 +82,8 @@ export interface DeviceSessionOptions {
   leaseSeconds?: number;
   /** Longest time between Node status writes while nothing changes, ms (default 5 min). */
   statusSyncMs?: number;
+  /** The EdgeDevice's spec.pod.allocatable: the Node's pod capacity (default: the device's). */
+  maxPods?: () => number | undefined;
   log?: Logger;
   /** Clock, injectable for tests. */
   now?: () => Date;
@@ -182,12 +191,13 @@ export class DeviceSession {
       ) return undefined;
       if (kind === NodeInfoGetCmd_Kind.ALL) agent = msg;
       const node = await this.#writeNodeStatus((node) => {
-        const next = nodeStatusFrom(msg, node.status, this.#now());
+        const next = nodeStatusFrom(msg, node.status, this.#now(), this.#o.maxPods?.());
         if (kind === NodeInfoGetCmd_Kind.DYNAMIC) next.nodeInfo = node.status?.nodeInfo;
         return next;
       });
       lastConditions = key;
       lastWrite = this.#now().getTime();
+      if (kind === NodeInfoGetCmd_Kind.ALL) await this.#ensureLabels(node, nodeLabelsFrom(msg));
       return node;
     };
 
@@ -285,6 +295,21 @@ export class DeviceSession {
       (s) => disconnectedPodStatus(s, then),
     );
     await this.#event("Warning", "Disconnected", why);
+  }
+
+  /** Sets the device's well-known labels on the Node (os, arch) when they differ; one patch. */
+  async #ensureLabels(node: V1Node, labels: Record<string, string>): Promise<void> {
+    const have = node.metadata?.labels ?? {};
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return;
+    try {
+      await this.#o.core.patchNode(
+        { name: this.node, body: { metadata: { labels } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+      this.writeCounts.node++;
+    } catch (err) {
+      this.#log.warn("labelling the node failed", { error: errorMessage(err) });
+    }
   }
 
   /** Read-modify-write of the Node's status; resolves with the Node as written. */

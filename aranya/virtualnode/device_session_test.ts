@@ -133,6 +133,7 @@ Deno.test({
           events,
           heartbeatMs: HEARTBEAT_MS,
           statusSyncMs: STATUS_SYNC_MS,
+          maxPods: () => 7,
         });
         const entry = { session, done: false, run: session.run() };
         entry.run.then(() => entry.done = true);
@@ -184,7 +185,17 @@ Deno.test({
         assert.equal(node.status.nodeInfo.operatingSystem, "linux");
         assert.equal(node.status.nodeInfo.architecture, "amd64");
         assert.match(node.status.nodeInfo.containerRuntimeVersion, /^podman:\/\//);
-        assert.ok(Number(node.status.capacity.pods) > 0);
+        assert.equal(node.status.capacity.pods, "7", "spec.pod.allocatable caps the pods");
+        // The labels a kubelet sets, so DaemonSets selecting kubernetes.io/os land here.
+        for (
+          const [k, v] of Object.entries({
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+            "kubernetes.io/hostname": name,
+          })
+        ) assert.equal(node.metadata.labels[k], v, k);
 
         const ed = await getEd();
         assert.equal(ed.status.phase, "Connected");
@@ -234,8 +245,10 @@ Deno.test({
             pod: atConnect.pod,
             event: atConnect.event,
           },
-          { node: 1, edgeDevice: 1, pod: 1, event: 1 },
-          "one write of each on connect",
+          // The Node twice on the first connect: its status, and the os/arch labels (metadata,
+          // which a status write cannot carry); a reconnect finds the labels in place.
+          { node: 2, edgeDevice: 1, pod: 1, event: 1 },
+          "one write of each on connect, and the labels once",
         );
       });
 

@@ -12,19 +12,29 @@ const status = (s: NodeCondition_Status, pressure: boolean): "True" | "False" | 
   return pressure ? (healthy ? "False" : "True") : (healthy ? "True" : "False");
 };
 
-/** Node status fields from the device (keeps `addresses` and `daemonEndpoints` of `current`). */
+/**
+ * Node status fields from the device (keeps `addresses` and `daemonEndpoints`
+ * of `current`). `maxPods` (the EdgeDevice's spec.pod.allocatable) caps the
+ * pod capacity the device reports.
+ */
 export function nodeStatusFrom(
   msg: NodeStatusMsg,
   current: V1NodeStatus | undefined,
   now = new Date(),
+  maxPods?: number,
 ): V1NodeStatus {
   const cap = msg.capacity;
   const alloc = msg.allocatable ?? cap;
+  const pods = (n: bigint | undefined) => {
+    const device = Number(n ?? 0n);
+    if (maxPods === undefined) return device;
+    return device > 0 ? Math.min(device, maxPods) : maxPods;
+  };
   const resources = (r: typeof cap) => ({
     cpu: `${Number(r?.cpuMillis ?? 0n)}m`,
     memory: String(r?.memoryBytes ?? 0n),
     "ephemeral-storage": String(r?.storageBytes ?? 0n),
-    pods: String(r?.pods ?? 0n),
+    pods: String(pods(r?.pods)),
   });
   const conditions: V1NodeCondition[] = msg.conditions.map((c) => {
     const pressure = c.type !== "Ready";
@@ -59,6 +69,24 @@ export function nodeStatusFrom(
       systemUUID: si?.systemUuid ?? "",
     },
   };
+}
+
+/**
+ * The well-known Node labels a kubelet sets from its system (os and arch, and
+ * the beta aliases upstream still sets); empty when the device did not say.
+ */
+export function nodeLabelsFrom(msg: NodeStatusMsg): Record<string, string> {
+  const si = msg.systemInfo;
+  const labels: Record<string, string> = {};
+  if (si?.os) {
+    labels["kubernetes.io/os"] = si.os;
+    labels["beta.kubernetes.io/os"] = si.os;
+  }
+  if (si?.arch) {
+    labels["kubernetes.io/arch"] = si.arch;
+    labels["beta.kubernetes.io/arch"] = si.arch;
+  }
+  return labels;
 }
 
 /** The agent as the device describes itself (undefined when the message has no system info). */

@@ -4,6 +4,7 @@ import { NodeCondition_Status, NodeStatusMsgSchema } from "../../proto/gen/arany
 import {
   agentInfoFrom,
   disconnectedStatus,
+  nodeLabelsFrom,
   nodeStatusFrom,
   REASON_DISCONNECTED,
 } from "./node_status.ts";
@@ -34,6 +35,21 @@ Deno.test("device conditions map onto Node conditions; pressure is inverted", ()
   assert.equal(s.nodeInfo!.containerRuntimeVersion, "docker://20.10");
   assert.equal(s.nodeInfo!.kubeletVersion, "arhat/0.1.0");
   assert.deepEqual(s.addresses, [{ type: "InternalIP", address: "10.0.0.9" }]);
+
+  // The EdgeDevice's spec.pod.allocatable caps the pod capacity (and stands in for none).
+  assert.equal(nodeStatusFrom(msg, {}, new Date(), 3).capacity!.pods, "3");
+  assert.equal(nodeStatusFrom(msg, {}, new Date(), 50).capacity!.pods, "10");
+  const none = create(NodeStatusMsgSchema, { capacity: { cpuMillis: 1n } });
+  assert.equal(nodeStatusFrom(none, {}, new Date(), 7).allocatable!.pods, "7");
+
+  // The well-known labels, with the beta aliases.
+  assert.deepEqual(nodeLabelsFrom(msg), {
+    "kubernetes.io/os": "linux",
+    "beta.kubernetes.io/os": "linux",
+    "kubernetes.io/arch": "arm64",
+    "beta.kubernetes.io/arch": "arm64",
+  });
+  assert.deepEqual(nodeLabelsFrom(none), {});
 });
 
 Deno.test("a lost link makes Ready False with reason EdgeDeviceDisconnected, once", () => {
