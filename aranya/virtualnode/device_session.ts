@@ -189,7 +189,13 @@ export class DeviceSession {
         kind === NodeInfoGetCmd_Kind.DYNAMIC && key === lastConditions &&
         this.#now().getTime() - lastWrite < (this.#o.statusSyncMs ?? 300_000)
       ) return undefined;
-      if (kind === NodeInfoGetCmd_Kind.ALL) agent = msg;
+      if (kind === NodeInfoGetCmd_Kind.ALL) {
+        agent = msg;
+        // Labels first: by the time the Node turns Ready it carries them (a DaemonSet selecting
+        // kubernetes.io/os must not see a Ready Node without).
+        const current = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
+        if (current) await this.#ensureLabels(current, nodeLabelsFrom(msg));
+      }
       const node = await this.#writeNodeStatus((node) => {
         const next = nodeStatusFrom(msg, node.status, this.#now(), this.#o.maxPods?.());
         if (kind === NodeInfoGetCmd_Kind.DYNAMIC) next.nodeInfo = node.status?.nodeInfo;
@@ -197,7 +203,6 @@ export class DeviceSession {
       });
       lastConditions = key;
       lastWrite = this.#now().getTime();
-      if (kind === NodeInfoGetCmd_Kind.ALL) await this.#ensureLabels(node, nodeLabelsFrom(msg));
       return node;
     };
 
