@@ -45,6 +45,8 @@ export interface EdgeDevice extends KubernetesObject {
        * (empty by default; a cluster admin's opt-in, guarded by admission).
        */
       allowedNamespaces?: string[];
+      /** What dnsPolicy ClusterFirst means for pods on this device. */
+      dns?: { servers?: string[]; searches?: string[]; options?: string[] };
     };
   };
   status?: EdgeDeviceStatus;

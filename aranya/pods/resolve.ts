@@ -26,6 +26,7 @@ import type {
   V1KeyToPath,
   V1ObjectFieldSelector,
   V1Pod,
+  V1PodSpec,
   V1ResourceFieldSelector,
   V1Secret,
   V1Volume,
@@ -80,6 +81,42 @@ export interface ResolveContext {
   allocatable?: { cpu?: string; memory?: string; "ephemeral-storage"?: string };
   /** Problems that do not stop the pod (missing pull secret, failed token request). */
   warn?: (message: string) => void;
+  /**
+   * The EdgeDevice's spec.pod.dns: what dnsPolicy ClusterFirst means on this
+   * device (absent: the device's own resolvers, as dnsPolicy Default).
+   */
+  dns?: { servers?: string[]; searches?: string[]; options?: string[] };
+}
+
+/**
+ * The pod's name servers, search domains and options, as the kubelet derives
+ * them: dnsPolicy None uses dnsConfig alone; ClusterFirst (the default, and
+ * ClusterFirstWithHostNet with hostNetwork) starts from the device's cluster
+ * DNS (the EdgeDevice's spec.pod.dns; without it, like Default); Default and
+ * hostNetwork with ClusterFirst start from the device's own resolvers (nothing
+ * sent: the device keeps its file). dnsConfig is appended, duplicates dropped;
+ * options with the same name take dnsConfig's value.
+ */
+export function podDns(
+  spec: Pick<V1PodSpec, "dnsPolicy" | "dnsConfig" | "hostNetwork">,
+  device: ResolveContext["dns"],
+): { servers: string[]; searches: string[]; options: string[] } {
+  const policy = spec.dnsPolicy ?? "ClusterFirst";
+  const cluster = policy === "ClusterFirstWithHostNet" ||
+    (policy === "ClusterFirst" && !spec.hostNetwork);
+  const base = cluster && device ? device : {};
+  const uniq = (xs: string[]) => [...new Set(xs.filter((x) => x !== ""))];
+  const cfg = spec.dnsConfig;
+  const options = new Map<string, string>();
+  for (const o of base.options ?? []) options.set(o.split(":")[0]!, o);
+  for (const o of cfg?.options ?? []) {
+    if (o.name) options.set(o.name, o.value === undefined ? o.name : `${o.name}:${o.value}`);
+  }
+  return {
+    servers: uniq([...(base.servers ?? []), ...(cfg?.nameservers ?? [])]),
+    searches: uniq([...(base.searches ?? []), ...(cfg?.searches ?? [])]),
+    options: [...options.values()],
+  };
 }
 
 const enc = new TextEncoder();
@@ -162,6 +199,7 @@ class Resolver {
     for (const [i, v] of (spec.volumes ?? []).entries()) {
       volumes.push(await this.#volume(v, `spec.volumes[${i}]`));
     }
+    const dns = podDns(spec, this.#ctx.dns);
     const hosts: Record<string, string> = {};
     for (const a of spec.hostAliases ?? []) {
       for (const h of a.hostnames ?? []) if (a.ip) hosts[h] = a.ip;
@@ -179,11 +217,9 @@ class Resolver {
       containers,
       volumes,
       imagePull: await this.#imagePull([...initContainers, ...containers]),
-      dnsServers: spec.dnsConfig?.nameservers ?? [],
-      dnsSearches: spec.dnsConfig?.searches ?? [],
-      dnsOptions: (spec.dnsConfig?.options ?? []).map((o) =>
-        o.value === undefined ? o.name ?? "" : `${o.name}:${o.value}`
-      ),
+      dnsServers: dns.servers,
+      dnsSearches: dns.searches,
+      dnsOptions: dns.options,
       hosts,
       terminationGraceSeconds: BigInt(spec.terminationGracePeriodSeconds ?? 30),
       specHash: podSpecHash(pod),

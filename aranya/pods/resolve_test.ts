@@ -9,6 +9,7 @@ import { PullPolicy, RestartPolicy } from "../../proto/gen/aranya/pod_pb.ts";
 import {
   expand,
   PodConfigError,
+  podDns,
   type PodSources,
   podSpecHash,
   registryHost,
@@ -344,4 +345,39 @@ Deno.test("expand and registryHost follow kubelet/docker rules", () => {
   assert.equal(registryHost("localhost/x:1"), "localhost");
   assert.equal(registryHost("library/busybox"), "docker.io");
   assert.equal(registryHost("127.0.0.1:5000/x"), "127.0.0.1:5000");
+});
+
+Deno.test("podDns follows dnsPolicy with the EdgeDevice's spec.pod.dns as the cluster DNS", () => {
+  const device = { servers: ["10.53.0.10"], searches: ["svc.edge"], options: ["ndots:5"] };
+  const cfg = {
+    nameservers: ["1.1.1.1", "10.53.0.10"],
+    searches: ["example.test"],
+    options: [{ name: "ndots", value: "2" }, { name: "edns0" }],
+  };
+  // ClusterFirst (the default): the device's cluster DNS, then dnsConfig; dnsConfig's option
+  // value wins, duplicates go.
+  assert.deepEqual(podDns({ dnsConfig: cfg }, device), {
+    servers: ["10.53.0.10", "1.1.1.1"],
+    searches: ["svc.edge", "example.test"],
+    options: ["ndots:2", "edns0"],
+  });
+  // Without spec.pod.dns, or with Default: the device's own resolvers plus dnsConfig.
+  assert.deepEqual(podDns({ dnsConfig: cfg }, undefined).servers, ["1.1.1.1", "10.53.0.10"]);
+  assert.deepEqual(podDns({ dnsPolicy: "Default" }, device), {
+    servers: [],
+    searches: [],
+    options: [],
+  });
+  // hostNetwork with ClusterFirst falls back to Default; ClusterFirstWithHostNet does not.
+  assert.deepEqual(podDns({ hostNetwork: true }, device).servers, []);
+  assert.deepEqual(
+    podDns({ hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet" }, device).servers,
+    ["10.53.0.10"],
+  );
+  // None: dnsConfig alone.
+  assert.deepEqual(podDns({ dnsPolicy: "None", dnsConfig: cfg }, device), {
+    servers: ["1.1.1.1", "10.53.0.10"],
+    searches: ["example.test"],
+    options: ["ndots:2", "edns0"],
+  });
 });

@@ -392,6 +392,7 @@ export class PodController {
           sources: this.#sources,
           hostIP: this.#o.kubeletAddress,
           allocatable: await this.#allocatable(dev),
+          dns: owner?.spec?.pod?.dns,
           warn: (m) => {
             log.warn("pod resolution", { problem: m });
             this.#o.recordEvent?.(pod, "Warning", "FailedResolve", m);

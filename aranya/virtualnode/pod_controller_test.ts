@@ -116,6 +116,8 @@ Deno.test({
           apiVersion: "aranya.arhat.dev/v1alpha1",
           kind: "EdgeDevice",
           metadata: { name },
+          // ClusterFirst on this device: its cluster DNS.
+          spec: { pod: { dns: { servers: ["10.53.0.10"], searches: ["svc.edge.test"] } } },
         }),
       );
       const token = await waitDeviceToken(cluster, ns, name);
@@ -171,6 +173,11 @@ Deno.test({
         await engine.readFile(ctr.Id, "/etc/edge-demo/app.conf"),
         "interval=5s\ntarget=sensor-0\n",
         "the ConfigMap volume",
+      );
+      assert.equal(
+        await engine.readFile(ctr.Id, "/etc/resolv.conf"),
+        "nameserver 10.53.0.10\nsearch svc.edge.test\n",
+        "the EdgeDevice's spec.pod.dns for dnsPolicy ClusterFirst",
       );
       const sa = "/var/run/secrets/kubernetes.io/serviceaccount";
       assert.equal(await engine.readFile(ctr.Id, `${sa}/namespace`), ns);

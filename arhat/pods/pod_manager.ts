@@ -32,6 +32,7 @@ import type {
   ContainerInfo,
   ContainerRuntime,
   ContainerSpec,
+  Mount,
   RegistryCredentials,
 } from "../runtime/runtime.ts";
 import {
@@ -49,6 +50,7 @@ import {
 } from "./labels.ts";
 import { computePodStatus, latestByContainer, type PodStatusInit } from "./pod_status.ts";
 import { removePodDir, writeVolumes } from "./volumes.ts";
+import { podResolvConf, writeResolvConf } from "./resolv_conf.ts";
 
 /** Where desired pods are kept across restarts (the journal). */
 export interface DesiredPodStore {
@@ -300,6 +302,7 @@ export class PodManager {
     const cmd = d.cmd;
     const policy = cmd.restartPolicy || RestartPolicy.ALWAYS;
     const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes);
+    await writeResolvConf(this.#o.stateDir, cmd);
     let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
     if (!infra) {
       const id = await this.#create(cmd, undefined, "infra", 0, volumes, undefined);
@@ -464,19 +467,22 @@ export class PodManager {
         env: c.env,
         workingDir: c.workingDir || undefined,
         labels,
-        mounts: c.mounts.map((m) => {
-          const base = volumes.get(m.volume);
-          if (!base) {
-            throw new InvalidInputError(
-              `Volume "${m.volume}" mounted by container "${name}" is not defined in the pod`,
-            );
-          }
-          return {
-            hostPath: m.subPath ? `${base}/${m.subPath}` : base,
-            containerPath: m.mountPath,
-            readOnly: m.readOnly,
-          };
-        }),
+        mounts: withResolvConf(
+          c.mounts.map((m) => {
+            const base = volumes.get(m.volume);
+            if (!base) {
+              throw new InvalidInputError(
+                `Volume "${m.volume}" mounted by container "${name}" is not defined in the pod`,
+              );
+            }
+            return {
+              hostPath: m.subPath ? `${base}/${m.subPath}` : base,
+              containerPath: m.mountPath,
+              readOnly: m.readOnly,
+            };
+          }),
+          podResolvConf(this.#o.stateDir, pod),
+        ),
         network: `container:${infraId}`,
         ipcMode: `container:${infraId}`,
         pidMode: pod.hostPid ? "host" : undefined,
@@ -552,4 +558,10 @@ export function registryHost(image: string): string {
       (first.includes(".") || first.includes(":") || first === "localhost")
     ? first
     : "docker.io";
+}
+
+/** `mounts` plus the pod's resolv.conf at /etc/resolv.conf, unless a mount of the pod is there. */
+function withResolvConf(mounts: Mount[], resolvConf: string | undefined): Mount[] {
+  if (!resolvConf || mounts.some((m) => m.containerPath === "/etc/resolv.conf")) return mounts;
+  return [...mounts, { hostPath: resolvConf, containerPath: "/etc/resolv.conf", readOnly: true }];
 }

@@ -148,6 +148,30 @@ Deno.test("pod manager on real engines", async (t) => {
           assert.equal(nsApp.trim(), nsInfra.trim());
         });
 
+        await t.step(`${engine}: the pod's resolv.conf from its DNS settings`, async () => {
+          const u = uid();
+          await pm.ensure(pod(u, image, {
+            dnsServers: ["10.53.0.10", "10.53.0.11"],
+            dnsSearches: ["svc.edge.test", "edge.test"],
+            dnsOptions: ["ndots:2"],
+          }));
+          await eventually("the pod to run", async () => {
+            const st = await pm.status(u);
+            return st.phase === PodStatusMsg_Phase.RUNNING ? st : undefined;
+          }, 60_000);
+          const app = await pm.findContainer(u, "app");
+          assert.equal(
+            await execText(rt, app.id, ["cat", "/etc/resolv.conf"]),
+            "nameserver 10.53.0.10\nnameserver 10.53.0.11\nsearch svc.edge.test edge.test\noptions ndots:2\n",
+          );
+          const ro = await execText(rt, app.id, [
+            "sh",
+            "-c",
+            "echo x >> /etc/resolv.conf 2>&1; echo rc=$?",
+          ]);
+          assert.match(ro, /rc=[1-9]/, "read-only, as the kubelet mounts it");
+        });
+
         await t.step(`${engine}: restart policies`, async () => {
           const never = uid();
           const onFailure = uid();
