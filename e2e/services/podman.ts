@@ -34,6 +34,10 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = "${dir}/tmp"
+# An API exec session's conmon (two processes) stays until this delay has passed, so its exit
+# code can be read (Docker's 5 minutes by default): with exec-heavy use (exec probes, port-forward,
+# kubectl cp) that is a pile of processes. arhat reads an exec's exit code within a second.
+exit_command_delay = 10
 `,
   );
   await Deno.writeTextFile(

@@ -528,6 +528,33 @@ engineTest(
   },
 );
 
+engineTest("exec sessions leave no engine process behind once they ended", async (ctx) => {
+  const id = await ctx.run({ cmd: ["sleep", "300"] });
+  /** Processes of the engine for this container besides its own: exec sessions' conmons. */
+  const lingering = async () => {
+    const out = await new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" }).output();
+    const lines = dec.decode(out.stdout).split("\n").filter((l) => l.includes(id));
+    // Podman: the container's own conmon has no --exec flag; dockerd: exec shims are not
+    // separate processes per session.
+    return lines.filter((l) => /conmon/.test(l) && /--exec/.test(l)).length;
+  };
+  for (let i = 0; i < 5; i++) {
+    const h = await ctx.rt.exec(id, {
+      cmd: i % 2 ? ["cat"] : ["true"],
+      stdin: i % 2 ? streamOf([enc.encode("x")]) : undefined,
+    });
+    await within(30_000, "exec output", collect(h.output));
+    assert.equal(await h.exitCode, 0);
+  }
+  // Podman keeps an API exec session's conmon for `exit_command_delay` after it ended (the test
+  // engine sets 10 s; see e2e/services/podman.ts and docs/arhat.md): then nothing is left.
+  await eventually(
+    "the exec sessions' processes to end",
+    async () => await lingering() === 0 || undefined,
+    30_000,
+  );
+});
+
 engineTest("exec with stdin: 1 MB round-trips through cat", async (ctx) => {
   const id = await ctx.run({ cmd: ["sleep", "300"] });
   const data = new Uint8Array(1 << 20);
