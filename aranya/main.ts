@@ -140,14 +140,9 @@ async function serveWhileLeading(
   const registry = new MemoryLinkRegistry();
   // A device is known only while its EdgeDevice exists AND owns the Node of its name: a device
   // whose name is taken by another namespace's Node (or a real node) cannot dial in at all.
-  const ownedDevice = (key: string): EdgeDevice | undefined => {
-    const ed = edgeDevices.device(key);
-    const owner = edgeDevices.ownerOf(key.slice(key.indexOf("/") + 1));
-    return ed && owner?.metadata?.uid === ed.metadata?.uid ? ed : undefined;
-  };
   const authenticator = new SecretAuthenticator({
     core: authClients.core,
-    devices: ownedDevice,
+    devices: (key) => edgeDevices.ownedDevice(key),
     log,
   });
   const links = config.links;
@@ -284,28 +279,12 @@ async function serveWhileLeading(
   );
   const sessions = new Map<string, DeviceSession>();
   const running = new Set<Promise<void>>();
-  const onLink = async (link: Link) => {
-    // The link's device is "<namespace>/<name>"; it may act for Node "<name>" only when aranya
-    // created that Node for this very EdgeDevice (its uid on the Node). A device whose name is
-    // taken by another namespace's Node, or by a real node, is refused here.
-    const ed = edgeDevices.device(link.device);
-    const name = link.device.slice(link.device.indexOf("/") + 1);
-    const owns = () => {
-      const owner = edgeDevices.ownerOf(name);
-      return owner !== undefined && owner.metadata?.uid === ed?.metadata?.uid;
-    };
-    // The Node cache may trail the credentials by a moment: wait a little for it.
-    for (let i = 0; i < 50 && ed && !owns() && !signal.aborted; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!ed || !owns()) {
-      log.warn("device link refused: its Node is not this EdgeDevice's", {
-        device: link.device,
-        node: name,
-      });
-      link.close(
-        `Node "${name}" was not created by aranya for EdgeDevice "${link.device}"; see its NodeOwned condition`,
-      );
+  const onLink = (link: Link) => {
+    // Authentication already required the EdgeDevice to own the Node of its name; asked again
+    // here, as the link is handed the Node (it may have changed in between).
+    if (!edgeDevices.ownedDevice(link.device)) {
+      log.warn("device link refused: its Node is not this EdgeDevice's", { device: link.device });
+      link.close(`EdgeDevice "${link.device}" does not own the Node of its name any more`);
       return;
     }
     const session = new DeviceSession({
@@ -367,7 +346,7 @@ async function serveWhileLeading(
 
   const controllers = [edgeDevices.run(signal), pods.run(signal)];
   await Promise.race([Promise.all([edgeDevices.ready, pods.ready]), Promise.all(controllers)]);
-  const listeners = servers.map((s) => s.run(signal, (link) => void onLink(link)));
+  const listeners = servers.map((s) => s.run(signal, onLink));
   await Promise.race([Promise.all(servers.map((s) => s.ready)), Promise.all(listeners)]);
   if (!signal.aborted) {
     onServing();

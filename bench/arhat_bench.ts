@@ -11,6 +11,7 @@
  * Anchors: KubeEdge's edge agent needs about 70 MB; goal at most 50 MB idle.
  * The last line is one JSON object.
  */
+import { flatSummary } from "./summary.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { CmdKind } from "../common/envelope.ts";
 import {
@@ -136,6 +137,7 @@ if (import.meta.main) {
   }
   console.log(JSON.stringify({
     bench: "arhat",
+    summary: flatSummary(results),
     machine: {
       cores: navigator.hardwareConcurrency,
       os: `${Deno.build.os} ${Deno.osRelease()}`,

@@ -16,6 +16,7 @@
  * Anchors: KubeEdge idle ~2.7 MB/day per node; goals: idle <= 200 KB/day,
  * websocket round trip p50 <= 100 µs. The last line is one JSON object.
  */
+import { flatSummary } from "./summary.ts";
 import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
 import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
 import { CmdKind } from "../common/envelope.ts";
@@ -323,6 +324,7 @@ if (import.meta.main) {
   }
   console.log(JSON.stringify({
     bench: "link",
+    summary: flatSummary({ ...results, aranyaRssMB }),
     machine,
     runs: RUNS,
     rttSamples: RTT_N,

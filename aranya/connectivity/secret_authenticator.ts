@@ -30,8 +30,7 @@ import { linkKey } from "../../common/mqtt_seal.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { setBounded } from "../../common/bounded_map.ts";
 import { isNotFound } from "../kube/errors.ts";
-import { ownedBy } from "../edgedevice/reconciler.ts";
-import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
+import { credentialsSecretName, type EdgeDevice, ownedBy } from "../edgedevice/types.ts";
 
 /** Options for {@link SecretAuthenticator}. */
 export interface SecretAuthenticatorOptions {
@@ -86,46 +85,48 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
     const refuse = () =>
       new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
-    const ed = this.#o.devices(device);
-    const uid = ed?.metadata?.uid;
-    if (!uid || ed.metadata?.deletionTimestamp) throw refuse();
+    const uid = this.#uid(device);
+    if (!uid) throw refuse();
     // A certificate the listener verified against the device CA names the device exactly.
     if (credentials.certificateCN !== undefined && credentials.certificateCN === device) return;
     const token = credentials.token;
     if (!token) throw refuse();
-    const now = Date.now();
     const digest = sha256(token);
     const wrongKey = `${device}\u0000${digest.toString("hex")}`;
-    if ((this.#wrong.get(wrongKey) ?? 0) > now) throw refuse();
-
-    let entry = this.#tokens.get(device);
-    const ttl = this.#o.cacheMs ?? 30_000;
-    if (!entry || entry.uid !== uid || now - entry.readAt > ttl) {
-      entry = await this.#read(device, uid);
+    if ((this.#wrong.get(wrongKey) ?? 0) > Date.now()) throw refuse();
+    const matches = (e: Entry) => e.digest !== undefined && timingSafeEqual(e.digest, digest);
+    // A wrong token may be a rotated one: the second look reads again (at most once per
+    // refresh interval).
+    if (matches(await this.#entry(device, uid)) || matches(await this.#entry(device, uid, true))) {
+      return;
     }
-    if (entry.digest && timingSafeEqual(entry.digest, digest)) return;
-    // A wrong token may be a rotated one: read again, at most once per refresh interval.
-    if (now - entry.readAt >= (this.#o.refreshMs ?? 5_000)) {
-      entry = await this.#read(device, uid);
-      if (entry.digest && timingSafeEqual(entry.digest, digest)) return;
-    }
-    setBounded(this.#wrong, wrongKey, now + (this.#o.negativeMs ?? 30_000), this.#max);
+    setBounded(this.#wrong, wrongKey, Date.now() + (this.#o.negativeMs ?? 30_000), this.#max);
     throw refuse();
   }
 
   async linkKey(device: string, opts: { fresh?: boolean } = {}): Promise<Uint8Array | undefined> {
+    const uid = this.#uid(device);
+    return uid ? (await this.#entry(device, uid, opts.fresh)).key : undefined;
+  }
+
+  /** The uid of the device's EdgeDevice, when it exists and is not being deleted. */
+  #uid(device: string): string | undefined {
     const ed = this.#o.devices(device);
-    const uid = ed?.metadata?.uid;
-    if (!uid || ed.metadata?.deletionTimestamp) return undefined;
-    const now = Date.now();
-    let entry = this.#tokens.get(device);
+    return ed?.metadata?.deletionTimestamp ? undefined : ed?.metadata?.uid;
+  }
+
+  /**
+   * The device's cached credentials, read again when missing, stale, of another
+   * EdgeDevice uid, or (`fresh`) older than the refresh interval.
+   */
+  async #entry(device: string, uid: string, fresh = false): Promise<Entry> {
+    const e = this.#tokens.get(device);
+    const age = e ? Date.now() - e.readAt : Infinity;
     if (
-      !entry || entry.uid !== uid || now - entry.readAt > (this.#o.cacheMs ?? 30_000) ||
-      (opts.fresh && now - entry.readAt >= (this.#o.refreshMs ?? 5_000))
-    ) {
-      entry = await this.#read(device, uid);
-    }
-    return entry.key;
+      !e || e.uid !== uid || age > (this.#o.cacheMs ?? 30_000) ||
+      (fresh && age >= (this.#o.refreshMs ?? 5_000))
+    ) return await this.#read(device, uid);
+    return e;
   }
 
   get #max(): number {

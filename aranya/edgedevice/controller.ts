@@ -56,6 +56,11 @@ export interface EdgeDirectory {
    * for a Node that is not an edge Node of this aranya, or not known yet.
    */
   ownerOf(node: string): EdgeDevice | undefined;
+  /**
+   * The EdgeDevice `namespace/name` when it owns the Node of its name (see
+   * `ownerOf`): the only devices that may dial in and act for a Node.
+   */
+  ownedDevice(key: string): EdgeDevice | undefined;
 }
 
 /** Options for {@link EdgeDeviceController}. */
@@ -135,6 +140,12 @@ export class EdgeDeviceController implements EdgeDirectory {
     if (!uid || !namespace) return undefined;
     const ed = this.device(`${namespace}/${node}`);
     return ed?.metadata?.uid === uid ? ed : undefined;
+  }
+
+  ownedDevice(key: string): EdgeDevice | undefined {
+    const slash = key.indexOf("/");
+    const owner = this.ownerOf(key.slice(slash + 1));
+    return owner?.metadata?.namespace === key.slice(0, slash) ? owner : undefined;
   }
 
   /** Number of watches (EdgeDevices and Nodes; independent of the number of devices). */

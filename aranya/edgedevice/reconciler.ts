@@ -40,8 +40,6 @@ import {
   type CustomObjectsApi,
   type KubernetesObjectApi,
   type V1Node,
-  type V1ObjectMeta,
-  type V1OwnerReference,
   type V1Pod,
   type V1Secret,
 } from "@kubernetes/client-node";
@@ -67,6 +65,8 @@ import {
   LABEL_NAME,
   LABEL_NAMESPACE,
   LABEL_ROLE,
+  ownedBy,
+  ownerRef,
   PLURAL,
   REASON_NODE_NAME_TAKEN,
   TAINT_NAMESPACE,
@@ -472,7 +472,6 @@ export class EdgeDeviceReconciler {
     namespace: string,
     name: string,
   ): Promise<{ uid?: string; created?: boolean; taken?: string }> {
-    const recorded = ed.status?.virtualPod?.uid;
     let pod: V1Pod | undefined;
     try {
       pod = await this.#o.core.readNamespacedPod({ name, namespace });
@@ -493,13 +492,7 @@ export class EdgeDeviceReconciler {
         return {}; // made meanwhile: the next pass looks at whose it is
       }
     }
-    const uid = pod.metadata?.uid;
-    if (
-      uid !== undefined &&
-      (uid === recorded || (!recorded && ownedBy(pod.metadata, ed.metadata!.uid!)))
-    ) {
-      return { uid };
-    }
+    if (isOurVirtualPod(pod, ed)) return { uid: pod.metadata!.uid };
     return {
       taken:
         `Pod "${namespace}/${name}" exists but is not the virtual pod aranya created for this EdgeDevice; host access through it is refused. Delete it and aranya creates the virtual pod`,
@@ -557,7 +550,7 @@ export class EdgeDeviceReconciler {
       () => this.#o.core.readNamespacedPod({ name, namespace }),
     );
     const podUid = pod?.metadata?.uid;
-    if (podUid && (podUid === ed.status?.virtualPod?.uid || ownedBy(pod.metadata, uid))) {
+    if (pod && podUid && isOurVirtualPod(pod, ed)) {
       await gone(
         `Pod "${namespace}/${name}"`,
         // In the body: the API server reads delete options from the body when there is one.
@@ -604,16 +597,16 @@ export class EdgeDeviceReconciler {
   }
 }
 
-/** A controller owner reference to EdgeDevice `name` with `uid`. */
-export function ownerRef(name: string, uid: string): V1OwnerReference {
-  return { apiVersion: API_VERSION, kind: KIND, name, uid, controller: true };
-}
-
-/** True when `meta` has a controller owner reference to the EdgeDevice with `uid`. */
-export function ownedBy(meta: V1ObjectMeta | undefined, uid: string): boolean {
-  return (meta?.ownerReferences ?? []).some((r) =>
-    r.controller === true && r.kind === KIND && r.apiVersion === API_VERSION && r.uid === uid
-  );
+/**
+ * True when `pod` is the virtual pod aranya created for `ed`: its uid is the
+ * one recorded in the EdgeDevice's status or, before the first record (the
+ * status write may not have happened yet), `ed` controls it by owner reference.
+ */
+function isOurVirtualPod(pod: V1Pod, ed: EdgeDevice): boolean {
+  const uid = pod.metadata?.uid;
+  const recorded = ed.status?.virtualPod?.uid;
+  return uid !== undefined &&
+    (uid === recorded || (!recorded && ownedBy(pod.metadata, ed.metadata!.uid!)));
 }
 
 /** Says whose Node `node` is, for the NodeOwned=False condition. */

@@ -1,5 +1,5 @@
 /** The EdgeDevice custom resource as aranya reads it (see deploy/crds). */
-import type { KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject, V1ObjectMeta, V1OwnerReference } from "@kubernetes/client-node";
 
 export const GROUP = "aranya.arhat.dev";
 export const VERSION = "v1alpha1";
@@ -115,3 +115,15 @@ export function credentialsSecretName(device: string): string {
 
 /** Reason of the conditions that go False when the device's link is lost. */
 export const REASON_DISCONNECTED = "EdgeDeviceDisconnected";
+
+/** A controller owner reference to EdgeDevice `name` with `uid`. */
+export function ownerRef(name: string, uid: string): V1OwnerReference {
+  return { apiVersion: API_VERSION, kind: KIND, name, uid, controller: true };
+}
+
+/** True when `meta` has a controller owner reference to the EdgeDevice with `uid`. */
+export function ownedBy(meta: V1ObjectMeta | undefined, uid: string): boolean {
+  return (meta?.ownerReferences ?? []).some((r) =>
+    r.controller === true && r.kind === KIND && r.apiVersion === API_VERSION && r.uid === uid
+  );
+}

@@ -16,10 +16,9 @@ import type {
   V1PodStatus,
 } from "@kubernetes/client-node";
 import {
-  API_VERSION,
-  KIND,
   LABEL_NAME,
   LABEL_ROLE,
+  ownerRef,
   REASON_DISCONNECTED,
   TAINT_NAMESPACE,
   VIRTUAL_CONTAINER,
@@ -43,7 +42,7 @@ export function virtualPod(namespace: string, name: string, uid: string): V1Pod 
       name,
       namespace,
       labels: { [LABEL_ROLE]: ROLE_VIRTUAL_POD, [LABEL_NAME]: name },
-      ownerReferences: [{ apiVersion: API_VERSION, kind: KIND, name, uid, controller: true }],
+      ownerReferences: [ownerRef(name, uid)],
     },
     spec: {
       nodeName: name,

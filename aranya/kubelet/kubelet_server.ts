@@ -338,7 +338,7 @@ export class KubeletServer {
     // Host access only through the virtual pod aranya created; a pod the device may not run
     // (another tenant's, a look-alike of the virtual pod) reaches nothing on the device.
     const isVirtual = this.#o.backend.isVirtualPod(pod);
-    const refused = isVirtual ? undefined : this.#o.backend.refusal(pod);
+    const refused = this.#o.backend.refusal(pod);
     if (refused !== undefined) throw new ForbiddenError(refused);
     if (container !== undefined) {
       const names = [

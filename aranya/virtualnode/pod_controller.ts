@@ -211,7 +211,7 @@ export class PodController {
       return;
     }
     // The virtual pod before its EdgeDevice's status named its uid: neither sent nor refused.
-    if (this.#virtualPending(pod)) return;
+    if (this.#virtualKind(pod) === "pending") return;
     const prev = this.#known.get(key);
     // A pod replacing another under the same key keeps the old uid recorded until reconcile
     // has removed the old one from its device.
@@ -230,22 +230,22 @@ export class PodController {
    * EdgeDevice that owns the node, with the uid that EdgeDevice recorded.
    */
   isVirtualPod(pod: V1Pod): boolean {
-    const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
-    const uid = owner?.status?.virtualPod?.uid;
-    return owner !== undefined && uid !== undefined &&
-      pod.metadata?.namespace === owner.metadata?.namespace &&
-      pod.metadata?.name === owner.metadata?.name && pod.metadata?.uid === uid;
+    return this.#virtualKind(pod) === "virtual";
   }
 
   /**
-   * True for a pod with the virtual pod's namespace and name whose EdgeDevice
-   * has not recorded a virtual pod uid yet (the cache may trail the status).
+   * For a pod with the namespace and name of its node's virtual pod: "virtual"
+   * (the uid the EdgeDevice recorded), "pending" (no uid recorded yet: the
+   * cache may trail the status) or "look-alike". Undefined for other pods.
    */
-  #virtualPending(pod: V1Pod): boolean {
+  #virtualKind(pod: V1Pod): "virtual" | "pending" | "look-alike" | undefined {
     const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
-    return owner !== undefined && owner.status?.virtualPod?.uid === undefined &&
-      pod.metadata?.namespace === owner.metadata?.namespace &&
-      pod.metadata?.name === owner.metadata?.name;
+    if (
+      !owner || pod.metadata?.namespace !== owner.metadata?.namespace ||
+      pod.metadata?.name !== owner.metadata?.name
+    ) return undefined;
+    const uid = owner.status?.virtualPod?.uid;
+    return uid === undefined ? "pending" : uid === pod.metadata?.uid ? "virtual" : "look-alike";
   }
 
   /**
@@ -259,11 +259,11 @@ export class PodController {
     const ns = pod.metadata?.namespace ?? "";
     const own = owner.metadata?.namespace ?? "";
     const device = `${own}/${owner.metadata?.name}`;
-    if (ns === own && pod.metadata?.name === owner.metadata?.name) {
-      return this.isVirtualPod(pod) || this.#virtualPending(pod)
-        ? undefined
-        : `Pod "${ns}/${pod.metadata?.name}" has the name of the virtual pod of EdgeDevice "${device}" but is not the one aranya created; it never runs on the device`;
+    const virtual = this.#virtualKind(pod);
+    if (virtual === "look-alike") {
+      return `Pod "${ns}/${pod.metadata?.name}" has the name of the virtual pod of EdgeDevice "${device}" but is not the one aranya created; it never runs on the device`;
     }
+    if (virtual !== undefined) return undefined;
     const allowed = owner.spec?.pod?.allowedNamespaces ?? [];
     if (ns === own || allowed.includes(ns)) return undefined;
     return `Pod "${ns}/${pod.metadata?.name}" may not run on node "${node}": EdgeDevice "${device}" runs pods of namespace "${own}"${
@@ -274,18 +274,33 @@ export class PodController {
   async #removeVirtualPod(pod: V1Pod): Promise<void> {
     const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
     try {
-      await this.#o.core.deleteNamespacedPod({
-        name: pod.metadata!.name!,
-        namespace: pod.metadata!.namespace!,
-        body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata!.uid } },
-      });
+      await this.#finishDeletion(pod, "the deleted virtual pod");
       this.#log.info("virtual pod removed", { pod: key });
     } catch (err) {
+      this.#log.warn("removing the deleted virtual pod failed", {
+        pod: key,
+        error: errorMessage(err),
+      });
+    }
+  }
+
+  /**
+   * Removes the pod object at once (grace 0, its uid as a precondition), as a
+   * kubelet does once nothing runs for it; gone or replaced meanwhile is fine.
+   * Throws the domain error naming `what` otherwise.
+   */
+  async #finishDeletion(pod: V1Pod, what: string): Promise<void> {
+    const { name, namespace, uid } = pod.metadata!;
+    try {
+      await this.#o.core.deleteNamespacedPod({
+        name: name!,
+        namespace: namespace!,
+        // In the body: the API server reads delete options from the body when there is one.
+        body: { gracePeriodSeconds: 0, preconditions: { uid } },
+      });
+    } catch (err) {
       if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
-        this.#log.warn("removing the deleted virtual pod failed", {
-          pod: key,
-          error: errorMessage(err),
-        });
+        throw fromApiError(`Removing ${what} "${namespace}/${name}"`, err);
       }
     }
   }
@@ -347,7 +362,8 @@ export class PodController {
     const uid = pod.metadata!.uid!;
     const node = pod.spec!.nodeName!;
     this.#known.set(key, { uid, node });
-    if (this.isVirtualPod(pod) || this.#virtualPending(pod)) return;
+    const virtual = this.#virtualKind(pod);
+    if (virtual === "virtual" || virtual === "pending") return;
     const refused = this.refusal(pod);
     let dev = this.#devices.get(node);
     const owner = this.#o.directory.ownerOf(node);
@@ -366,18 +382,7 @@ export class PodController {
     if (pod.metadata?.deletionTimestamp) {
       const grace = pod.metadata.deletionGracePeriodSeconds ?? 30;
       await this.#deleteOnDevice(dev, uid, grace);
-      try {
-        await this.#o.core.deleteNamespacedPod({
-          name: pod.metadata.name!,
-          namespace: pod.metadata.namespace!,
-          // In the body: the API server reads delete options from the body when there is one.
-          body: { gracePeriodSeconds: 0, preconditions: { uid } },
-        });
-      } catch (err) {
-        if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
-          throw fromApiError(`Removing the deleted pod "${key}"`, err);
-        }
-      }
+      await this.#finishDeletion(pod, "the deleted pod");
       log.info("pod deleted on the device");
       return;
     }
@@ -431,19 +436,7 @@ export class PodController {
       await this.#deleteOnDevice(dev, uid, 0);
     }
     const ref = { name: pod.metadata!.name!, namespace: pod.metadata!.namespace! };
-    if (pod.metadata?.deletionTimestamp) {
-      try {
-        await this.#o.core.deleteNamespacedPod({
-          ...ref,
-          body: { gracePeriodSeconds: 0, preconditions: { uid } },
-        });
-      } catch (err) {
-        if (!isNotFound(err) && fromApiError("", err).kind !== "already-exists") {
-          throw fromApiError(`Removing the refused pod "${ref.namespace}/${ref.name}"`, err);
-        }
-      }
-      return;
-    }
+    if (pod.metadata?.deletionTimestamp) return await this.#finishDeletion(pod, "the refused pod");
     if (
       pod.status?.phase === "Failed" && pod.status.reason === REASON_NOT_ALLOWED &&
       pod.status.message === message

@@ -25,6 +25,7 @@
  * object with every figure. With --runs > 1 the median of each figure is
  * printed and every run is in the JSON.
  */
+import { flatSummary } from "../summary.ts";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import { errorMessage } from "../../common/errors.ts";
@@ -218,6 +219,14 @@ if (import.meta.main) {
   }
   console.log(JSON.stringify({
     bench: "scale",
+    summary: flatSummary(
+      Object.fromEntries(
+        Object.entries(out).map(([n, r]) => {
+          const { runs: _runs, ...figures } = r as Record<string, unknown>;
+          return [`n${n}`, figures];
+        }),
+      ),
+    ),
     machine,
     runs: f.runs,
     devices: f.devices,

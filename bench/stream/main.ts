@@ -28,6 +28,7 @@
  * Figures and machine info go to stdout, progress to stderr; the last line
  * on stdout is one JSON object with every figure.
  */
+import { flatSummary } from "../summary.ts";
 import { parseArgs } from "node:util";
 import { errorMessage } from "../../common/errors.ts";
 import { startKubeletDevice } from "../../e2e/kubelet_fixtures.ts";
@@ -330,6 +331,7 @@ if (import.meta.main) {
   );
   console.log(JSON.stringify({
     bench: "stream",
+    summary: out ? flatSummary({ exec: out.exec, portForward: out.portForward }) : {},
     machine,
     runs: f.runs,
     roundTrips: f.roundTrips,

@@ -102,22 +102,24 @@ export class DynsecClient {
     const answers = ids.map((id) =>
       new Promise<DynsecResult>((resolve) => this.#pending.set(id, resolve))
     );
-    const timer = new Promise<never>((_, reject) =>
-      setTimeout(
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
         () => reject(new UnavailableError(`The broker's dynamic security did not answer`)),
         timeoutMs,
-      )
-    );
+      );
+    });
     try {
       const body = { commands: commands.map((c, i) => ({ ...c, correlationData: ids[i] })) };
       await publishQos1(client, DYNSEC_TOPIC, Buffer.from(JSON.stringify(body)), timeoutMs);
-      return await Promise.race([Promise.all(answers), timer]);
+      return await Promise.race([Promise.all(answers), timeout]);
     } catch (err) {
       this.#log.debug("dynamic security request failed", { error: errorMessage(err) });
       throw err instanceof UnavailableError
         ? err
         : new UnavailableError(`Dynamic security request failed: ${errorMessage(err)}`);
     } finally {
+      clearTimeout(timer);
       for (const id of ids) this.#pending.delete(id);
     }
   }

@@ -37,7 +37,9 @@
  *
  * Frame sizes: a frame larger than `maxFrameSize` on `{ns}/msg` closes that
  * link (`BaseLink.deliver`); aranya asks the broker (MQTT 5 Maximum Packet
- * Size) for no packet larger than a sealed maximum frame plus headers.
+ * Size) for no packet above twice a sealed maximum frame plus headers, so a
+ * moderately oversized frame still arrives and closes its link, and a huge one
+ * is dropped by the broker.
  *
  * aranya's own session is persistent (`clean` false, `sessionExpirySeconds`),
  * so subscriptions and announcements survive a short outage. When its broker
@@ -55,10 +57,8 @@ import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type Deferred, deferred } from "../../../common/deferred.ts";
 import {
-  CmdKind,
   decodeMsg,
   decodeState,
-  encodeCmd,
   MsgKind,
   rejectFrame,
   StateKind,
