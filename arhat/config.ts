@@ -130,6 +130,12 @@ export interface ArhatConfig {
     infraImage: string;
     /** Command of the infra container; default (undefined): the image's own entrypoint. */
     infraCommand?: string[];
+    /**
+     * Network of pods without hostNetwork: "bridge" (default: the engine's
+     * default network, Podman's "podman" or Docker's bridge), a network the
+     * engine knows by name, or "none" (loopback only: no pod IP, no hostPort).
+     */
+    podNetwork: string;
     pullTimeoutSeconds: number;
   };
   /** Host management through the virtual pod; everything off by default. */
@@ -235,6 +241,15 @@ function readRuntime(r: ConfigReader): ArhatConfig["runtime"] {
   const runtime: ArhatConfig["runtime"] = {
     endpoint,
     infraImage: r.string("infraImage", { default: CONFIG_DEFAULTS.infraImage, check: checkImage }),
+    podNetwork: r.string("podNetwork", {
+      default: "bridge",
+      check: (v) =>
+        v === "host" || v.startsWith("container:")
+          ? 'must be "bridge", "none" or a network name; host networking is asked per pod (hostNetwork)'
+          : /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v)
+          ? undefined
+          : "must be a network name (letters, digits, '_', '.', '-')",
+    }),
     pullTimeoutSeconds: r.number("pullTimeoutSeconds", {
       default: CONFIG_DEFAULTS.pullTimeoutSeconds,
       integer: true,

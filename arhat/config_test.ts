@@ -34,6 +34,7 @@ Deno.test("parseConfig() fills every default of a minimal config", () => {
     runtime: {
       endpoint: "/var/run/docker.sock",
       infraImage: "registry.k8s.io/pause:3.10",
+      podNetwork: "bridge",
       pullTimeoutSeconds: 300,
     },
     host: { allowExec: false, allowAttach: false, allowLogs: false, allowPortForward: false },
@@ -69,6 +70,7 @@ runtime:
   endpoint: /tmp/aranya-e2e/podman.sock
   infraImage: localhost:5000/aranya-e2e/busybox:test
   infraCommand: [sleep, "2147483647"]
+  podNetwork: edge-net
   pullTimeoutSeconds: 60
 host: {allowExec: true, allowAttach: true, allowLogs: true, allowPortForward: true, logDir: /var/log}
 nodeStatus:
@@ -98,6 +100,7 @@ connectivity:
     endpoint: "/tmp/aranya-e2e/podman.sock",
     infraImage: "localhost:5000/aranya-e2e/busybox:test",
     infraCommand: ["sleep", "2147483647"],
+    podNetwork: "edge-net",
     pullTimeoutSeconds: 60,
   });
   assert.deepEqual(config.host, {
@@ -240,11 +243,12 @@ Deno.test("parseConfig() names the field of every problem", () => {
       "runtime",
       base(
         ws,
-        "runtime: {endpoint: 'tcp://1.2.3.4:2375', infraImage: 'a b', infraCommand: [], pullTimeoutSeconds: 0, extra: 1}",
+        "runtime: {endpoint: 'tcp://1.2.3.4:2375', infraImage: 'a b', infraCommand: [], podNetwork: host, pullTimeoutSeconds: 0, extra: 1}",
       ),
       [
         'runtime.endpoint: must be a Unix socket path, "/path" or "unix:///path"; got "tcp://1.2.3.4:2375"',
         'runtime.infraImage: must be an image reference without spaces; got "a b"',
+        'runtime.podNetwork: must be "bridge", "none" or a network name; host networking is asked per pod (hostNetwork); got "host"',
         "runtime.pullTimeoutSeconds: must be at least 1; got 0",
         "runtime.infraCommand: must not be empty when set",
         "runtime.extra: unknown field",

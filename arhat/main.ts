@@ -61,6 +61,7 @@ export async function runArhat(
     stateDir: config.stateDir,
     infraImage: config.runtime.infraImage,
     infraCommand: config.runtime.infraCommand,
+    podNetwork: config.runtime.podNetwork,
     store: {
       save: (uid, cmd) => journal.put(uid, toBinary(PodEnsureCmdSchema, cmd)),
       remove: async (uid) => {

@@ -11,7 +11,17 @@
  * - every container carries labels (pod namespace/name/uid, container name,
  *   role, spec hash, restart count), so the pod list is rebuilt from the
  *   runtime alone and nothing is ever created twice;
- * - a changed spec (spec hash) means delete + create.
+ * - a changed spec (spec hash) means delete + create;
+ * - the pod's network is the engine's default network ("bridge": Podman's
+ *   default network, Docker's bridge) unless configured otherwise; the pod IP
+ *   is the infra container's address, filled into env variables that ask for
+ *   it; hostPorts are published on the infra container;
+ * - probes run on the device (`Prober`); a failed liveness or startup probe
+ *   stops the container, which is then restarted by the restart policy with
+ *   the back-off (reported as CrashLoopBackOff while it waits);
+ * - postStart runs right after a container started (a failure kills it),
+ *   preStop before it is stopped, within the grace period;
+ * - each instance gets its termination-message file.
  *
  * Work happens in short, non-blocking sync passes: `ensure` records the
  * desired pod and runs one pass; `run` repeats passes for every desired pod and
@@ -48,9 +58,17 @@ import {
   LABEL_ROLE,
   LABEL_SPEC_HASH,
 } from "./labels.ts";
-import { computePodStatus, latestByContainer, type PodStatusInit } from "./pod_status.ts";
+import { computePodStatus, hasEnded, latestByContainer, type PodStatusInit } from "./pod_status.ts";
 import { removePodDir, writeVolumes } from "./volumes.ts";
 import { podResolvConf, writeResolvConf } from "./resolv_conf.ts";
+import { runAction } from "./actions.ts";
+import { type ProbeFailure, Prober } from "./prober.ts";
+import {
+  createTerminationMessageFile,
+  DEFAULT_TERMINATION_MESSAGE_PATH,
+  readTerminationMessage,
+  terminationMessageFile,
+} from "./termination_message.ts";
 
 /** Where desired pods are kept across restarts (the journal). */
 export interface DesiredPodStore {
@@ -66,8 +84,11 @@ export interface PodManagerOptions {
   infraImage: string;
   /** Command of the infra container (default: sleep until SIGTERM). */
   infraCommand?: string[];
-  /** Network of infra containers of pods without hostNetwork (default "none"). */
-  infraNetwork?: string;
+  /**
+   * Network of pods without hostNetwork: "bridge" (the default: the engine's
+   * default network), a named network, or "none".
+   */
+  podNetwork?: string;
   /** Back-off between restarts of one container (default 10 s doubling to 5 min, like the kubelet). */
   restartBackoff?: BackoffOptions;
   /** Time between sync passes, ms (default 1000). */
@@ -80,11 +101,18 @@ export interface PodManagerOptions {
 
 interface Desired {
   cmd: PodEnsureCmd;
-  backoff: Map<string, { backoff: Backoff; notBefore: number }>;
+  backoff: Map<string, { backoff: Backoff; notBefore: number; delayMs: number }>;
   waiting: Map<string, { reason: string; message: string }>;
+  /** Termination messages of ended instances, by engine id (they never change). */
+  messages: Map<string, string>;
+  /** Why the engine could not start an instance, by engine id. */
+  startFailures: Map<string, string>;
   failed: boolean;
   lastStatus?: string;
 }
+
+/** How long a postStart hook may run before the container is killed. */
+const POST_START_TIMEOUT_MS = 120_000;
 
 const SLEEP_FOREVER = [
   "sh",
@@ -99,10 +127,17 @@ export class PodManager {
   readonly #desired = new Map<string, Desired>();
   readonly #busy = new Map<string, Promise<void>>();
   readonly #ready = readySignal();
+  readonly #prober: Prober;
 
   constructor(opts: PodManagerOptions) {
     this.#o = opts;
     this.#log = opts.log ?? nullLogger;
+    this.#prober = new Prober({
+      runtime: opts.runtime,
+      log: this.#log,
+      onChange: (uid) => this.#reportSoon(uid),
+      onFailure: (f) => this.#probeFailed(f),
+    });
   }
 
   /** Resolves once the supervision loop runs. */
@@ -144,9 +179,10 @@ export class PodManager {
     await this.#busy.get(uid)?.catch(() => {});
     const containers = await this.#containersOf(uid);
     const before = computePodStatus(containers);
+    this.#prober.forget(uid);
     const grace = Math.max(0, graceSeconds);
     const apps = containers.filter((c) => c.labels[LABEL_ROLE] !== "infra");
-    await Promise.all(apps.map((c) => this.#o.runtime.stopContainer(c.id, grace).catch(() => {})));
+    await Promise.all(apps.map((c) => this.#stop(d?.cmd, c, grace)));
     for (const c of containers.filter((c) => c.labels[LABEL_ROLE] === "infra")) {
       await this.#o.runtime.stopContainer(c.id, 1).catch(() => {});
     }
@@ -167,7 +203,7 @@ export class PodManager {
   async status(uid: string): Promise<PodStatusInit> {
     const d = this.#desired.get(uid);
     const containers = await this.#containersOf(uid);
-    const s = computePodStatus(containers, d ? this.#intent(d) : undefined);
+    const s = computePodStatus(containers, d ? await this.#intent(d, containers) : undefined);
     if (d) {
       s.uid = uid;
       s.namespace = d.cmd.namespace;
@@ -229,12 +265,15 @@ export class PodManager {
     const interval = this.#o.syncIntervalMs ?? 1000;
     this.#ready.resolve();
     while (!signal.aborted) {
-      for (const uid of [...this.#desired.keys()]) {
-        if (signal.aborted) break;
-        await this.#syncOne(uid).catch((err) =>
-          this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
-        );
-      }
+      // Pods are synced side by side: one pod's slow hook or pull never holds up the others
+      // (a pod still in its previous pass is not started twice).
+      await Promise.all(
+        [...this.#desired.keys()].map((uid) =>
+          this.#syncOne(uid).catch((err) =>
+            this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
+          )
+        ),
+      );
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, interval);
         signal.addEventListener("abort", () => {
@@ -243,6 +282,7 @@ export class PodManager {
         }, { once: true });
       });
     }
+    this.#prober.close();
   }
 
   /** Removes containers, the infra container last (Podman refuses to remove a joined one). */
@@ -254,20 +294,147 @@ export class PodManager {
   }
 
   #newDesired(cmd: PodEnsureCmd): Desired {
-    return { cmd, backoff: new Map(), waiting: new Map(), failed: false };
+    return {
+      cmd,
+      backoff: new Map(),
+      waiting: new Map(),
+      messages: new Map(),
+      startFailures: new Map(),
+      failed: false,
+    };
   }
 
-  #intent(d: Desired) {
+  async #intent(d: Desired, containers: ContainerInfo[]) {
+    const now = Date.now();
+    const backoff = new Map<string, { delayMs: number }>();
+    for (const [name, b] of d.backoff) if (b.notBefore > now) backoff.set(name, b);
+    // Messages of instances that ended (read once: an ended instance's file no longer changes).
+    const live = new Set(containers.map((c) => c.id));
+    for (const id of d.messages.keys()) if (!live.has(id)) d.messages.delete(id);
+    for (const id of d.startFailures.keys()) if (!live.has(id)) d.startFailures.delete(id);
+    for (const c of containers) {
+      if (!hasEnded(c) || d.messages.has(c.id) || c.labels[LABEL_ROLE] === "infra") continue;
+      const spec = this.#specOf(d.cmd, c.labels[LABEL_CONTAINER] ?? "");
+      d.messages.set(
+        c.id,
+        await readTerminationMessage({
+          runtime: this.#o.runtime,
+          file: terminationMessageFile(
+            this.#o.stateDir,
+            d.cmd.uid,
+            c.labels[LABEL_CONTAINER] ?? "",
+            Number(c.labels[LABEL_RESTART_COUNT] ?? 0),
+          ),
+          container: c,
+          fallbackToLogs: spec?.terminationMessageFallbackToLogs ?? false,
+        }),
+      );
+    }
     return {
       restartPolicy: d.cmd.restartPolicy || RestartPolicy.ALWAYS,
       initContainers: d.cmd.initContainers.map((c) => c.name),
       containers: d.cmd.containers.map((c) => c.name),
       waiting: d.waiting,
+      backoff,
+      probes: (id: string) => this.#prober.state(id),
+      terminationMessages: d.messages,
+      pod: { namespace: d.cmd.namespace, name: d.cmd.name, uid: d.cmd.uid },
     };
   }
 
-  #containersOf(uid: string): Promise<ContainerInfo[]> {
-    return this.#o.runtime.listContainers({ [LABEL_POD_UID]: uid });
+  #specOf(cmd: PodEnsureCmd | undefined, name: string): WireContainer | undefined {
+    return cmd?.containers.find((c) => c.name === name) ??
+      cmd?.initContainers.find((c) => c.name === name);
+  }
+
+  /** Where network actions (probes, hooks) reach the pod. */
+  #address(cmd: PodEnsureCmd, infra: ContainerInfo | undefined): string {
+    return cmd.hostNetwork ? "127.0.0.1" : infra?.ipAddress ?? "";
+  }
+
+  /**
+   * Stops one instance as the kubelet does: its preStop hook first (when the
+   * pod's spec is known), then SIGTERM with what is left of the grace period
+   * (at least 2 s after a hook), then SIGKILL. Never throws.
+   */
+  async #stop(cmd: PodEnsureCmd | undefined, c: ContainerInfo, graceSeconds: number) {
+    const spec = this.#specOf(cmd, c.labels[LABEL_CONTAINER] ?? "");
+    let grace = graceSeconds;
+    if (cmd && spec?.preStop?.action.case && c.state === "running") {
+      const started = Date.now();
+      const infra = (await this.#containersOf(cmd.uid).catch(() => [])).find((x) =>
+        x.labels[LABEL_ROLE] === "infra"
+      );
+      const r = await runAction(
+        {
+          runtime: this.#o.runtime,
+          containerId: c.id,
+          address: this.#address(cmd, infra),
+        },
+        spec.preStop.action,
+        Math.max(1, graceSeconds) * 1000,
+      );
+      if (!r.ok) {
+        this.#log.warn("preStop hook failed", {
+          uid: cmd.uid,
+          container: spec.name,
+          error: r.message,
+        });
+      }
+      grace = Math.max(2, graceSeconds - Math.floor((Date.now() - started) / 1000));
+    }
+    await this.#o.runtime.stopContainer(c.id, grace).catch(() => {});
+  }
+
+  /** A liveness or startup probe gave up: stop the instance; the next pass restarts it. */
+  #probeFailed(f: ProbeFailure): void {
+    const d = this.#desired.get(f.podUid);
+    if (!d) return;
+    const grace = f.graceSeconds ?? Number(d.cmd.terminationGraceSeconds || 30n);
+    void this.#exclusive(f.podUid, async () => {
+      const c = await this.#o.runtime.inspectContainer(f.containerId);
+      if (c) await this.#stop(d.cmd, c, grace);
+      this.#prober.forget(f.podUid, new Set());
+      await this.#sync(f.podUid);
+    }).catch((err) =>
+      this.#log.warn("restarting after a failed probe failed", {
+        uid: f.podUid,
+        error: errorMessage(err),
+      })
+    );
+  }
+
+  /** Sends the pod's status if it changed (after a probe result changed). */
+  #reportSoon(uid: string): void {
+    const d = this.#desired.get(uid);
+    if (!d) return;
+    void this.#exclusive(uid, () => this.#report(d)).catch((err) =>
+      this.#log.warn("reporting a pod status failed", { uid, error: errorMessage(err) })
+    );
+  }
+
+  /** Runs `fn` after whatever runs for the pod now, and before the next pass. */
+  #exclusive(uid: string, fn: () => Promise<void>): Promise<void> {
+    const before = this.#busy.get(uid) ?? Promise.resolve();
+    const p: Promise<void> = before.catch(() => {}).then(fn).finally(() => {
+      if (this.#busy.get(uid) === p) this.#busy.delete(uid);
+    });
+    this.#busy.set(uid, p);
+    return p;
+  }
+
+  async #containersOf(uid: string): Promise<ContainerInfo[]> {
+    const all = await this.#o.runtime.listContainers({ [LABEL_POD_UID]: uid });
+    const failed = this.#desired.get(uid)?.startFailures;
+    if (!failed?.size) return all;
+    // Podman keeps a container it could not start as plain "created", without the error:
+    // the start's error, remembered here, tells it apart from one not started yet.
+    return all.map((c) => {
+      const error = failed.get(c.id);
+      return error !== undefined && c.state === "created" && c.error === ""
+        ? { ...c, error, exitCode: c.exitCode || 128 }
+        : c;
+    });
   }
 
   /** One pass for one pod, never two at once for the same pod. */
@@ -288,14 +455,34 @@ export class PodManager {
     if (containers.some((c) => c.labels[LABEL_SPEC_HASH] !== cmd.specHash)) {
       this.#log.info("pod spec changed; recreating", { uid });
       const grace = Number(cmd.terminationGraceSeconds || 30n);
-      await Promise.all(
-        containers.map((c) => this.#o.runtime.stopContainer(c.id, grace).catch(() => {})),
-      );
+      this.#prober.forget(uid);
+      await Promise.all(containers.map((c) => this.#stop(cmd, c, grace)));
       await this.#removeAll(containers);
       containers = [];
     }
     if (!d.failed) await this.#advance(d, containers);
+    await this.#probe(d);
     await this.#report(d);
+  }
+
+  /** Probes run for the running app containers of the pod, and only for them. */
+  async #probe(d: Desired): Promise<void> {
+    const containers = await this.#containersOf(d.cmd.uid);
+    const infra = containers.find((c) => c.labels[LABEL_ROLE] === "infra");
+    const keep = new Set<string>();
+    for (const [name, c] of latestByContainer(containers)) {
+      const spec = d.cmd.containers.find((x) => x.name === name);
+      if (!spec || c.state !== "running") continue;
+      keep.add(c.id);
+      this.#prober.track({
+        podUid: d.cmd.uid,
+        container: spec,
+        containerId: c.id,
+        address: this.#address(d.cmd, infra),
+        startedAtMs: Date.parse(c.startedAt) || Date.now(),
+      });
+    }
+    this.#prober.forget(d.cmd.uid, keep);
   }
 
   async #advance(d: Desired, existing: ContainerInfo[]): Promise<void> {
@@ -314,35 +501,35 @@ export class PodManager {
       // After a reboot or an engine restart: start the same infra container again, so the
       // app containers that joined its namespaces by id can join it again.
       await this.#o.runtime.startContainer(infra.id);
+      infra = await this.#o.runtime.inspectContainer(infra.id) ?? infra;
     }
     const latest = latestByContainer(existing);
     for (const c of cmd.initContainers) {
       const cur = latest.get(c.name);
-      if (cur?.state === "exited" && cur.exitCode === 0) continue;
-      if (cur && cur.state !== "exited" && cur.state !== "dead") return; // still running
+      if (cur?.state === "exited" && cur.exitCode === 0 && cur.error === "") continue;
+      if (cur && !hasEnded(cur)) return; // still running
       if (cur && policy === RestartPolicy.NEVER) {
         d.failed = true;
         this.#log.warn("init container failed; pod failed", { uid: cmd.uid, container: c.name });
         return;
       }
-      await this.#startInstance(d, c, "init", cur, infra.id, volumes);
+      await this.#startInstance(d, c, "init", cur, infra, volumes);
       return;
     }
     for (const c of cmd.containers) {
       const cur = latest.get(c.name);
-      if (cur && cur.state !== "exited" && cur.state !== "dead" && cur.state !== "created") {
-        continue;
-      }
+      if (cur && !hasEnded(cur) && cur.state !== "created") continue;
       if (cur?.state === "created") {
+        // Created by a pass that did not get to start it.
         await this.#o.runtime.startContainer(cur.id).catch(() => {});
         continue;
       }
       if (cur) {
         const restart = policy === RestartPolicy.ALWAYS ||
-          (policy === RestartPolicy.ON_FAILURE && cur.exitCode !== 0);
+          (policy === RestartPolicy.ON_FAILURE && (cur.exitCode !== 0 || cur.error !== ""));
         if (!restart) continue;
       }
-      await this.#startInstance(d, c, "app", cur, infra.id, volumes);
+      await this.#startInstance(d, c, "app", cur, infra, volumes);
     }
   }
 
@@ -352,7 +539,7 @@ export class PodManager {
     c: WireContainer,
     role: ContainerRole,
     previous: ContainerInfo | undefined,
-    infraId: string,
+    infra: ContainerInfo,
     volumes: Map<string, string>,
   ): Promise<void> {
     let b = d.backoff.get(c.name);
@@ -365,22 +552,54 @@ export class PodManager {
           ...this.#o.restartBackoff,
         }),
         notBefore: 0,
+        delayMs: 0,
       };
       d.backoff.set(c.name, b);
     }
     if (previous && Date.now() < b.notBefore) return;
+    // Like the kubelet: an instance that ran for 10 minutes clears the back-off.
+    if (previous && Date.parse(previous.finishedAt) - Date.parse(previous.startedAt) > 600_000) {
+      b.backoff.reset();
+    }
     const restart = previous ? Number(previous.labels[LABEL_RESTART_COUNT] ?? 0) + 1 : 0;
     if (!await this.#pull(d, c)) return;
-    const id = await this.#create(d.cmd, c, role, restart, volumes, infraId);
+    const id = await this.#create(d.cmd, c, role, restart, volumes, infra);
     if (!id) return;
+    let started = false;
     try {
       await this.#o.runtime.startContainer(id);
       d.waiting.delete(c.name);
+      started = true;
     } catch (err) {
-      d.waiting.set(c.name, { reason: "CreateContainerError", message: errorMessage(err) });
+      // The engine keeps the instance with its error: it is reported as ContainerCannotRun and
+      // restarted (with the back-off) like any container that ended.
+      d.startFailures.set(id, errorMessage(err));
+      this.#log.warn("starting a container failed", {
+        uid: d.cmd.uid,
+        container: c.name,
+        error: errorMessage(err),
+      });
+      d.waiting.delete(c.name);
     }
-    if (previous) {
-      b.notBefore = Date.now() + b.backoff.next();
+    if (started && c.postStart?.action.case) {
+      const r = await runAction(
+        { runtime: this.#o.runtime, containerId: id, address: this.#address(d.cmd, infra) },
+        c.postStart.action,
+        POST_START_TIMEOUT_MS,
+      );
+      if (!r.ok) {
+        this.#log.warn("postStart hook failed; killing the container", {
+          uid: d.cmd.uid,
+          container: c.name,
+          error: r.message,
+        });
+        await this.#o.runtime.stopContainer(id, Number(d.cmd.terminationGraceSeconds || 30n))
+          .catch(() => {});
+      }
+    }
+    if (previous || !started) {
+      b.delayMs = b.backoff.next();
+      b.notBefore = Date.now() + b.delayMs;
       // Keep only the previous instance (for logs --previous).
       const all = await this.#containersOf(d.cmd.uid);
       for (const old of all) {
@@ -420,9 +639,10 @@ export class PodManager {
     role: ContainerRole,
     restart: number,
     volumes: Map<string, string>,
-    infraId: string | undefined,
+    infra: ContainerInfo | undefined,
   ): Promise<string | undefined> {
     const name = c?.name ?? INFRA_CONTAINER;
+    const infraId = infra?.id;
     const labels: Record<string, string> = {
       [LABEL_MANAGED]: "true",
       [LABEL_POD_UID]: pod.uid,
@@ -440,7 +660,7 @@ export class PodManager {
         image: this.#o.infraImage,
         cmd: this.#o.infraCommand ?? SLEEP_FOREVER,
         labels,
-        network: pod.hostNetwork ? "host" : this.#o.infraNetwork ?? "none",
+        network: pod.hostNetwork ? "host" : this.#o.podNetwork ?? "bridge",
         hostname: pod.hostNetwork ? undefined : pod.hostname || pod.name,
         dnsServers: pod.dnsServers,
         dnsSearches: pod.dnsSearches,
@@ -456,15 +676,25 @@ export class PodManager {
             hostIp: p.hostIp || undefined,
           }))
         ),
+        sysctls: pod.sysctls,
         stopTimeoutSeconds: 1,
       };
     } else {
+      const env = { ...c.env };
+      // The pod IP is known only now: fill the variables that asked for it (fieldRef status.podIP).
+      for (const n of c.podIpEnv) env[n] = infra?.ipAddress ?? "";
+      const messageFile = terminationMessageFile(this.#o.stateDir, pod.uid, name, restart);
+      await createTerminationMessageFile(messageFile);
+      const groups = [
+        ...(pod.hasFsGroup ? [pod.fsGroup] : []),
+        ...c.supplementalGroups,
+      ].map(String);
       spec = {
         name: containerName(pod, name, restart),
         image: c.image,
         entrypoint: c.command.length ? c.command : undefined,
         cmd: c.args.length ? c.args : undefined,
-        env: c.env,
+        env,
         workingDir: c.workingDir || undefined,
         labels,
         mounts: withResolvConf(
@@ -482,7 +712,10 @@ export class PodManager {
             };
           }),
           podResolvConf(this.#o.stateDir, pod),
-        ),
+        ).concat({
+          hostPath: messageFile,
+          containerPath: c.terminationMessagePath || DEFAULT_TERMINATION_MESSAGE_PATH,
+        }),
         network: `container:${infraId}`,
         ipcMode: `container:${infraId}`,
         pidMode: pod.hostPid ? "host" : undefined,
@@ -496,8 +729,15 @@ export class PodManager {
         readOnlyRootfs: c.readOnlyRootFs,
         capAdd: c.capsAdd,
         capDrop: c.capsDrop,
+        groupAdd: [...new Set(groups)],
+        noNewPrivileges: c.noNewPrivileges,
         memoryLimitBytes: Number(c.memoryLimitBytes) || undefined,
         cpuLimitMillis: Number(c.cpuLimitMillis) || undefined,
+        memoryReservationBytes: Number(c.memoryRequestBytes) || undefined,
+        // The kubelet's shares: 1024 per CPU, at least 2.
+        cpuShares: c.cpuRequestMillis
+          ? Math.max(2, Math.floor(Number(c.cpuRequestMillis) * 1024 / 1000))
+          : undefined,
         stopTimeoutSeconds: Number(pod.terminationGraceSeconds || 30n),
       };
     }
@@ -508,11 +748,17 @@ export class PodManager {
         // Another pass created it a moment ago: never a duplicate.
         return (await this.#o.runtime.inspectContainer(spec.name))?.id;
       }
+      const d = this.#desired.get(pod.uid);
       if (c) {
-        this.#desired.get(pod.uid)?.waiting.set(name, {
-          reason: "CreateContainerError",
-          message: errorMessage(err),
-        });
+        d?.waiting.set(name, { reason: "CreateContainerError", message: errorMessage(err) });
+      } else {
+        // No pod sandbox (e.g. a sysctl the engine refuses): every container says why.
+        for (const x of [...pod.initContainers, ...pod.containers]) {
+          d?.waiting.set(x.name, {
+            reason: "CreateContainerError",
+            message: `Creating the pod's infra container failed: ${errorMessage(err)}`,
+          });
+        }
       }
       this.#log.warn("creating a container failed", {
         uid: pod.uid,

@@ -28,6 +28,7 @@ function container(name: string, id: string, state: ContainerStatus_State): Cont
     message: "",
     ready: true,
     init: false,
+    started: true,
   };
 }
 

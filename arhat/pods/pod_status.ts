@@ -9,6 +9,7 @@
 import {
   type ContainerStatus,
   ContainerStatus_State,
+  type ContainerTermination,
   type PodStatusMsg,
   PodStatusMsg_Phase,
   RestartPolicy,
@@ -29,7 +30,9 @@ import {
 type Fields<T> = Omit<T, "$typeName" | "$unknown">;
 
 /** A ContainerStatus as plain fields (what protobuf-es `create` takes). */
-export type ContainerStatusInit = Fields<ContainerStatus>;
+export type ContainerStatusInit = Omit<Fields<ContainerStatus>, "lastTermination"> & {
+  lastTermination?: Fields<ContainerTermination>;
+};
 
 /** A PodStatusMsg as plain fields. */
 export type PodStatusInit = Omit<Fields<PodStatusMsg>, "containers"> & {
@@ -43,6 +46,31 @@ export interface PodIntent {
   containers: string[];
   /** Waiting reasons of containers that could not be created (e.g. ErrImagePull). */
   waiting?: Map<string, { reason: string; message: string }>;
+  /** Containers (by name) waiting out a restart back-off, and its length. */
+  backoff?: Map<string, { delayMs: number }>;
+  /** Probe state of a container instance (by engine id); undefined: not probed yet. */
+  probes?: (containerId: string) => { started: boolean; ready: boolean } | undefined;
+  /** Termination messages of ended container instances (by engine id). */
+  terminationMessages?: Map<string, string>;
+  /** "<namespace>/<name>" and uid of the pod, for messages. */
+  pod?: { namespace: string; name: string; uid: string };
+}
+
+/** Whether an instance ended: exited, dead, or created but refused by the engine at start. */
+export function hasEnded(c: ContainerInfo): boolean {
+  return c.state === "exited" || c.state === "dead" || (c.state === "created" && c.error !== "");
+}
+
+/** The kubelet's reason for an ended instance. */
+export function endReason(c: ContainerInfo): string {
+  if (c.oomKilled) return "OOMKilled";
+  if (c.error !== "") return "ContainerCannotRun";
+  return c.exitCode === 0 ? "Completed" : "Error";
+}
+
+/** The exit code of an ended instance (128 when the engine could not run it and reports 0). */
+function endCode(c: ContainerInfo): number {
+  return c.error !== "" && c.exitCode === 0 ? 128 : c.exitCode;
 }
 
 const time = (t: string) => (t && !t.startsWith("0001-01-01") ? t : "");
@@ -60,53 +88,129 @@ export function latestByContainer(containers: ContainerInfo[]): Map<string, Cont
   return out;
 }
 
+function waitingStatus(
+  name: string,
+  init: boolean,
+  reason: string,
+  message: string,
+): ContainerStatusInit {
+  return {
+    name,
+    containerId: "",
+    image: "",
+    imageId: "",
+    state: ContainerStatus_State.WAITING,
+    createdAt: "",
+    startedAt: "",
+    finishedAt: "",
+    exitCode: 0,
+    restartCount: 0,
+    reason,
+    message,
+    ready: false,
+    init,
+    started: false,
+  };
+}
+
+function termination(c: ContainerInfo, intent?: PodIntent) {
+  return {
+    exitCode: endCode(c),
+    reason: endReason(c),
+    message: intent?.terminationMessages?.get(c.id) || c.error,
+    startedAt: time(c.startedAt),
+    finishedAt: time(c.finishedAt),
+    containerId: c.id,
+  };
+}
+
 function containerStatus(
   name: string,
   c: ContainerInfo | undefined,
+  previous: ContainerInfo | undefined,
   init: boolean,
   intent?: PodIntent,
 ): ContainerStatusInit {
   const waiting = intent?.waiting?.get(name);
   if (!c) {
-    return {
+    return waitingStatus(
       name,
-      containerId: "",
-      image: "",
-      imageId: "",
-      state: ContainerStatus_State.WAITING,
-      createdAt: "",
-      startedAt: "",
-      finishedAt: "",
-      exitCode: 0,
-      restartCount: 0,
-      reason: waiting?.reason ?? (init ? "PodInitializing" : "ContainerCreating"),
-      message: waiting?.message ?? "",
-      ready: false,
       init,
-    };
+      waiting?.reason ?? (init ? "PodInitializing" : "ContainerCreating"),
+      waiting?.message ?? "",
+    );
   }
   const running = c.state === "running" || c.state === "restarting" || c.state === "paused";
-  const terminated = c.state === "exited" || c.state === "dead";
-  return {
+  const ended = hasEnded(c);
+  const probe = running ? intent?.probes?.(c.id) : undefined;
+  const restartCount = Number(c.labels[LABEL_RESTART_COUNT] ?? 0);
+  const backoff = intent?.backoff?.get(name);
+  const base = {
     name,
     containerId: c.id,
     image: c.image,
     imageId: c.imageId,
-    state: running
-      ? ContainerStatus_State.RUNNING
-      : terminated
-      ? ContainerStatus_State.TERMINATED
-      : ContainerStatus_State.WAITING,
     createdAt: time(c.createdAt),
-    startedAt: time(c.startedAt),
-    finishedAt: terminated ? time(c.finishedAt) : "",
-    exitCode: terminated ? c.exitCode : 0,
-    restartCount: Number(c.labels[LABEL_RESTART_COUNT] ?? 0),
-    reason: terminated ? (c.exitCode === 0 ? "Completed" : "Error") : waiting?.reason ?? "",
-    message: terminated ? c.error : waiting?.message ?? "",
-    ready: running && !init,
+    restartCount,
     init,
   };
+  if (ended && backoff) {
+    // Waiting out the back-off before the next restart: the kubelet's CrashLoopBackOff.
+    const p = intent?.pod;
+    return {
+      ...base,
+      state: ContainerStatus_State.WAITING,
+      startedAt: "",
+      finishedAt: "",
+      exitCode: 0,
+      reason: "CrashLoopBackOff",
+      message: `back-off ${
+        Math.round(backoff.delayMs / 1000)
+      }s restarting failed container=${name} pod=${
+        p ? `${p.name}_${p.namespace}(${p.uid})` : c.labels[LABEL_POD_NAME] ?? ""
+      }`,
+      ready: false,
+      started: false,
+      lastTermination: termination(c, intent),
+    };
+  }
+  if (ended) {
+    const t = termination(c, intent);
+    return {
+      ...base,
+      state: ContainerStatus_State.TERMINATED,
+      startedAt: t.startedAt,
+      finishedAt: t.finishedAt,
+      exitCode: t.exitCode,
+      reason: t.reason,
+      message: t.message,
+      ready: false,
+      started: false,
+      lastTermination: previous && hasEnded(previous) ? termination(previous, intent) : undefined,
+    };
+  }
+  return {
+    ...base,
+    state: running ? ContainerStatus_State.RUNNING : ContainerStatus_State.WAITING,
+    startedAt: time(c.startedAt),
+    finishedAt: "",
+    exitCode: 0,
+    reason: running ? "" : waiting?.reason ?? "ContainerCreating",
+    message: running ? "" : waiting?.message ?? "",
+    ready: running && !init && (probe ? probe.ready : true),
+    started: running && (probe ? probe.started : true),
+    lastTermination: previous && hasEnded(previous) ? termination(previous, intent) : undefined,
+  };
+}
+
+/** The instance before `c` (restart count one lower), if it is still kept. */
+function previousOf(containers: ContainerInfo[], c: ContainerInfo | undefined) {
+  if (!c) return undefined;
+  const n = Number(c.labels[LABEL_RESTART_COUNT] ?? 0) - 1;
+  return containers.find((x) =>
+    x.labels[LABEL_CONTAINER] === c.labels[LABEL_CONTAINER] &&
+    Number(x.labels[LABEL_RESTART_COUNT] ?? 0) === n
+  );
 }
 
 /**
@@ -127,33 +231,28 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     [...latest.values()].filter((c) => c.labels[LABEL_ROLE] === "app").map((c) =>
       c.labels[LABEL_CONTAINER]!
     );
+  const status = (n: string, init: boolean) => {
+    const c = latest.get(n);
+    return containerStatus(n, c, previousOf(containers, c), init, intent);
+  };
   const statuses = [
-    ...initNames.map((n) => containerStatus(n, latest.get(n), true, intent)),
-    ...appNames.map((n) => containerStatus(n, latest.get(n), false, intent)),
+    ...initNames.map((n) => status(n, true)),
+    ...appNames.map((n) => status(n, false)),
   ];
   const policy = intent?.restartPolicy ?? RestartPolicy.ALWAYS;
   const apps = statuses.filter((s) => !s.init);
   const inits = statuses.filter((s) => s.init);
-  const willRestart = (s: ContainerStatusInit) =>
-    policy === RestartPolicy.ALWAYS ||
-    (policy === RestartPolicy.ON_FAILURE && s.exitCode !== 0);
-  let phase: PodStatusMsg_Phase;
-  const initFailed = inits.some((s) =>
-    s.state === ContainerStatus_State.TERMINATED && s.exitCode !== 0 &&
-    policy === RestartPolicy.NEVER
-  );
+  const initFailed = inits.some((s) => {
+    const t = s.state === ContainerStatus_State.TERMINATED ? s : s.lastTermination;
+    return t !== undefined && t.exitCode !== 0 && policy === RestartPolicy.NEVER;
+  });
   const initsDone = inits.every((s) =>
     s.state === ContainerStatus_State.TERMINATED && s.exitCode === 0
   );
+  let phase: PodStatusMsg_Phase;
   if (initFailed) phase = PodStatusMsg_Phase.FAILED;
   else if (!initsDone || apps.length === 0) phase = PodStatusMsg_Phase.PENDING;
-  else if (apps.some((s) => s.state === ContainerStatus_State.RUNNING)) {
-    phase = PodStatusMsg_Phase.RUNNING;
-  } else if (apps.every((s) => s.state === ContainerStatus_State.TERMINATED)) {
-    if (apps.some(willRestart)) phase = PodStatusMsg_Phase.RUNNING;
-    else if (apps.every((s) => s.exitCode === 0)) phase = PodStatusMsg_Phase.SUCCEEDED;
-    else phase = PodStatusMsg_Phase.FAILED;
-  } else phase = PodStatusMsg_Phase.PENDING;
+  else phase = appPhase(apps, policy);
   return {
     uid: labels[LABEL_POD_UID] ?? "",
     namespace: labels[LABEL_POD_NAMESPACE] ?? "",
@@ -167,4 +266,33 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     message: "",
     specHash: labels[LABEL_SPEC_HASH] ?? "",
   };
+}
+
+/**
+ * The kubelet's phase of a pod whose init containers are done: a container
+ * waiting to restart (it has a last termination) counts as stopped; any
+ * running container makes the pod Running; all stopped makes it Running while
+ * the restart policy restarts them, else Succeeded or Failed by exit codes.
+ */
+function appPhase(apps: ContainerStatusInit[], policy: RestartPolicy): PodStatusMsg_Phase {
+  let running = 0, waiting = 0, stopped = 0, succeeded = 0;
+  for (const s of apps) {
+    if (s.state === ContainerStatus_State.RUNNING) running++;
+    else if (s.state === ContainerStatus_State.TERMINATED) {
+      stopped++;
+      if (s.exitCode === 0) succeeded++;
+    } else if (s.lastTermination) {
+      stopped++;
+      if (s.lastTermination.exitCode === 0) succeeded++;
+    } else waiting++;
+  }
+  if (waiting > 0) return PodStatusMsg_Phase.PENDING;
+  if (running > 0) return PodStatusMsg_Phase.RUNNING;
+  if (stopped === apps.length) {
+    if (policy === RestartPolicy.ALWAYS) return PodStatusMsg_Phase.RUNNING;
+    if (stopped === succeeded) return PodStatusMsg_Phase.SUCCEEDED;
+    if (policy === RestartPolicy.NEVER) return PodStatusMsg_Phase.FAILED;
+    return PodStatusMsg_Phase.RUNNING;
+  }
+  return PodStatusMsg_Phase.PENDING;
 }

@@ -34,6 +34,7 @@ function ctr(
     startedAt: "2026-01-01T00:00:01Z",
     finishedAt: state === "exited" ? "2026-01-01T00:00:02Z" : "0001-01-01T00:00:00Z",
     error: "",
+    oomKilled: false,
     pid: 0,
     restartCount: 0,
     ipAddress: "",

@@ -79,7 +79,17 @@ export interface ContainerSpec {
   readOnlyRootfs?: boolean;
   capAdd?: string[];
   capDrop?: string[];
+  /** Supplementary groups of the main process (pod fsGroup and supplementalGroups). */
+  groupAdd?: string[];
+  /** Sets no_new_privs (securityContext.allowPrivilegeEscalation: false). */
+  noNewPrivileges?: boolean;
+  /** Namespaced kernel parameters, name -> value (set on the container owning the namespaces). */
+  sysctls?: Record<string, string>;
   memoryLimitBytes?: number;
+  /** Soft memory reservation (the request), bytes. */
+  memoryReservationBytes?: number;
+  /** Relative CPU weight (cgroup shares, 2..262144), from the CPU request. */
+  cpuShares?: number;
   /** CPU limit in millicores. */
   cpuLimitMillis?: number;
   /** Seconds the engine waits after SIGTERM on stop (default 10). */
@@ -101,6 +111,8 @@ export interface ContainerInfo {
   finishedAt: string;
   /** The engine's error text (e.g. why it failed to start). */
   error: string;
+  /** The kernel's OOM killer ended the main process. */
+  oomKilled: boolean;
   /** Main process pid on the host (0 when not running). */
   pid: number;
   restartCount: number;

@@ -1,19 +1,27 @@
 /**
- * dockerd (Debian docker.io) in minimal mode on a project-local socket:
- * no iptables, no bridge, vfs storage, cgroupfs. It changes nothing on the
- * host's network and keeps its data under `.cache/docker`.
+ * dockerd (Debian docker.io) on a project-local socket: vfs storage,
+ * cgroupfs, data under `.cache/docker`, and its default bridge network
+ * (`docker0`, with iptables NAT and published ports) on a fixed subnet that
+ * stays clear of Podman's 10.88.0.0/16, so pods on Docker get IPs and
+ * hostPorts like pods on Podman. The bridge and its iptables chains stay on
+ * the host after dockerd stops (dockerd reuses them on its next start).
  */
 import { ensureDir, SOCKET_DIR, stateDir } from "../paths.ts";
 import { run, type ServiceProcess, startService, stopFromPidFile, waitReady } from "../process.ts";
 import { EngineClient } from "./engine_client.ts";
 
 export const DOCKER_SOCKET = `${SOCKET_DIR}/docker.sock`;
+/** The gateway address and subnet of dockerd's default bridge. */
+export const DOCKER_BRIDGE_CIDR = "10.89.0.1/16";
 const EXEC_ROOT = `${SOCKET_DIR}/docker-exec`;
 
 /** Stops a dockerd left over from an earlier run and unmounts its network namespace file. */
 export async function stopDockerd(): Promise<void> {
   const dir = stateDir("docker");
   await stopFromPidFile(`${dir}/service.pid`, "dockerd", 20_000);
+  // dockerd's own pid file: a dockerd whose service.pid is gone (started by hand, or by a run
+  // that died before writing it) still blocks the next start.
+  await stopFromPidFile(`${dir}/dockerd.pid`, "dockerd", 20_000);
   // Minimal mode leaves an nsfs mount behind.
   await run("umount", [`${EXEC_ROOT}/netns/default`]).catch(() => {});
 }
@@ -35,9 +43,7 @@ export async function startDockerd(opts: { detached?: boolean } = {}): Promise<S
       `--exec-root=${EXEC_ROOT}`,
       `--pidfile=${dir}/dockerd.pid`,
       `--host=unix://${DOCKER_SOCKET}`,
-      "--iptables=false",
-      "--ip-masq=false",
-      "--bridge=none",
+      `--bip=${DOCKER_BRIDGE_CIDR}`,
       "--storage-driver=vfs",
       "--exec-opt=native.cgroupdriver=cgroupfs",
     ],

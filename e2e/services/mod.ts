@@ -3,6 +3,7 @@
  * harness starts them once for a whole test run and exports where they are
  * through `ARANYA_TEST_*` environment variables.
  */
+import { CACHE } from "../paths.ts";
 import type { ServiceProcess } from "../process.ts";
 import { DOCKER_SOCKET, startDockerd, stopDockerd } from "./dockerd.ts";
 import { SHARED_BROKER, startMosquitto, stopMosquitto } from "./mosquitto.ts";
@@ -88,10 +89,12 @@ export async function startServices(
   opts: { detached?: boolean; log?: (line: string) => void } = {},
 ): Promise<Services> {
   const log = opts.log ?? (() => {});
+  const lock = opts.detached ? undefined : await lockServices(log);
   const started: ServiceProcess[] = [];
   const stopAll = async () => {
     for (const s of started.reverse()) await s.stop().catch(() => {});
     started.length = 0;
+    lock?.close();
   };
   try {
     log("starting registry and mosquitto");
@@ -128,4 +131,28 @@ export async function startServices(
     await stopAll();
     throw err;
   }
+}
+
+/**
+ * The services live at fixed sockets and folders, so two test runs on one
+ * machine (two terminals, or parallel helpers) would stop each other's
+ * engines. A run that starts them holds an exclusive lock on a file under
+ * .cache/ until it stops them; a second run waits for it. The lock is the
+ * kernel's (flock): a run that dies releases it.
+ */
+async function lockServices(log: (line: string) => void): Promise<Deno.FsFile> {
+  await Deno.mkdir(CACHE, { recursive: true });
+  const file = await Deno.open(`${CACHE}/services.lock`, { create: true, write: true });
+  try {
+    const first = file.lock(true);
+    const waiting = setTimeout(
+      () => log("waiting for another test run to stop its services (.cache/services.lock)"),
+      1000,
+    );
+    await first.finally(() => clearTimeout(waiting));
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+  return file;
 }

@@ -78,6 +78,7 @@ interface RawContainer {
     FinishedAt?: string;
     Error?: string;
     Pid?: number;
+    OOMKilled?: boolean;
   };
   NetworkSettings?: {
     IPAddress?: string;
@@ -679,7 +680,12 @@ function createBody(spec: ContainerSpec): Record<string, unknown> {
       ReadonlyRootfs: spec.readOnlyRootfs ?? false,
       CapAdd: spec.capAdd,
       CapDrop: spec.capDrop,
+      GroupAdd: spec.groupAdd?.length ? spec.groupAdd : undefined,
+      SecurityOpt: spec.noNewPrivileges ? ["no-new-privileges"] : undefined,
+      Sysctls: spec.sysctls && Object.keys(spec.sysctls).length ? spec.sysctls : undefined,
       Memory: spec.memoryLimitBytes,
+      MemoryReservation: spec.memoryReservationBytes,
+      CpuShares: spec.cpuShares,
       NanoCpus: spec.cpuLimitMillis === undefined
         ? undefined
         : Math.round(spec.cpuLimitMillis * 1_000_000),
@@ -732,6 +738,7 @@ function toContainer(raw: RawContainer): ContainerInfo {
     startedAt: time(s.StartedAt),
     finishedAt: time(s.FinishedAt),
     error: s.Error ?? "",
+    oomKilled: s.OOMKilled ?? false,
     pid: s.Pid ?? 0,
     restartCount: raw.RestartCount ?? 0,
     ipAddress: raw.NetworkSettings?.IPAddress ||

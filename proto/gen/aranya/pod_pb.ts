@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aranya/pod.proto.
  */
 export const file_aranya_pod: GenFile = /*@__PURE__*/
-  fileDesc("ChBhcmFueWEvcG9kLnByb3RvEgZhcmFueWEicwoNSW1hZ2VQdWxsQXV0aBIOCgZzZXJ2ZXIYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSFgoOaWRlbnRpdHlfdG9rZW4YBCABKAkSFgoOcmVnaXN0cnlfdG9rZW4YBSABKAkiWAoNSW1hZ2VQdWxsU3BlYxIiCgZwb2xpY3kYASABKA4yEi5hcmFueWEuUHVsbFBvbGljeRIjCgRhdXRoGAIgAygLMhUuYXJhbnlhLkltYWdlUHVsbEF1dGgiigEKDkltYWdlRW5zdXJlQ21kEjIKBmltYWdlcxgBIAMoCzIiLmFyYW55YS5JbWFnZUVuc3VyZUNtZC5JbWFnZXNFbnRyeRpECgtJbWFnZXNFbnRyeRILCgNrZXkYASABKAkSJAoFdmFsdWUYAiABKAsyFS5hcmFueWEuSW1hZ2VQdWxsU3BlYzoCOAEiQwoLSW1hZ2VTdGF0dXMSCwoDcmVmGAEgASgJEgoKAmlkGAIgASgJEgwKBHNpemUYAyABKAQSDQoFZXJyb3IYBCABKAkiOQoSSW1hZ2VTdGF0dXNMaXN0TXNnEiMKBmltYWdlcxgBIAMoCzITLmFyYW55YS5JbWFnZVN0YXR1cyJUCglNb3VudFNwZWMSDgoGdm9sdW1lGAEgASgJEhIKCm1vdW50X3BhdGgYAiABKAkSEAoIc3ViX3BhdGgYAyABKAkSEQoJcmVhZF9vbmx5GAQgASgIImsKDUNvbnRhaW5lclBvcnQSDAoEbmFtZRgBIAEoCRIQCghwcm90b2NvbBgCIAEoCRIWCg5jb250YWluZXJfcG9ydBgDIAEoDRIRCglob3N0X3BvcnQYBCABKA0SDwoHaG9zdF9pcBgFIAEoCSLDBAoNQ29udGFpbmVyU3BlYxIMCgRuYW1lGAEgASgJEg0KBWltYWdlGAIgASgJEicKC3B1bGxfcG9saWN5GAMgASgOMhIuYXJhbnlhLlB1bGxQb2xpY3kSDwoHY29tbWFuZBgEIAMoCRIMCgRhcmdzGAUgAygJEhMKC3dvcmtpbmdfZGlyGAYgASgJEisKA2VudhgHIAMoCzIeLmFyYW55YS5Db250YWluZXJTcGVjLkVudkVudHJ5EiEKBm1vdW50cxgIIAMoCzIRLmFyYW55YS5Nb3VudFNwZWMSJAoFcG9ydHMYCSADKAsyFS5hcmFueWEuQ29udGFpbmVyUG9ydBINCgVzdGRpbhgKIAEoCBISCgpzdGRpbl9vbmNlGAsgASgIEgsKA3R0eRgMIAEoCBISCgpwcml2aWxlZ2VkGA0gASgIEhMKC3J1bl9hc191c2VyGA4gASgDEhcKD2hhc19ydW5fYXNfdXNlchgPIAEoCBIUCgxydW5fYXNfZ3JvdXAYECABKAMSGAoQaGFzX3J1bl9hc19ncm91cBgRIAEoCBIZChFyZWFkX29ubHlfcm9vdF9mcxgSIAEoCBIQCghjYXBzX2FkZBgTIAMoCRIRCgljYXBzX2Ryb3AYFCADKAkSGgoSbWVtb3J5X2xpbWl0X2J5dGVzGBUgASgEEhgKEGNwdV9saW1pdF9taWxsaXMYFiABKAQaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI2CgpWb2x1bWVGaWxlEgwKBHBhdGgYASABKAkSDAoEZGF0YRgCIAEoDBIMCgRtb2RlGAMgASgNIm4KBlZvbHVtZRIMCgRuYW1lGAEgASgJEiIKBGRhdGEYAiABKAsyEi5hcmFueWEuVm9sdW1lRGF0YUgAEhMKCWhvc3RfcGF0aBgDIAEoCUgAEhMKCWVtcHR5X2RpchgEIAEoCEgAQggKBnNvdXJjZSIvCgpWb2x1bWVEYXRhEiEKBWZpbGVzGAEgAygLMhIuYXJhbnlhLlZvbHVtZUZpbGUiiQUKDFBvZEVuc3VyZUNtZBILCgN1aWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSLQoOcmVzdGFydF9wb2xpY3kYBCABKA4yFS5hcmFueWEuUmVzdGFydFBvbGljeRIUCgxob3N0X25ldHdvcmsYBSABKAgSEAoIaG9zdF9waWQYBiABKAgSEAoIaG9zdF9pcGMYByABKAgSEAoIaG9zdG5hbWUYCCABKAkSLgoPaW5pdF9jb250YWluZXJzGAkgAygLMhUuYXJhbnlhLkNvbnRhaW5lclNwZWMSKQoKY29udGFpbmVycxgKIAMoCzIVLmFyYW55YS5Db250YWluZXJTcGVjEh8KB3ZvbHVtZXMYCyADKAsyDi5hcmFueWEuVm9sdW1lEjcKCmltYWdlX3B1bGwYDCADKAsyIy5hcmFueWEuUG9kRW5zdXJlQ21kLkltYWdlUHVsbEVudHJ5EhMKC2Ruc19zZXJ2ZXJzGA0gAygJEhQKDGRuc19zZWFyY2hlcxgOIAMoCRITCgtkbnNfb3B0aW9ucxgPIAMoCRIuCgVob3N0cxgQIAMoCzIfLmFyYW55YS5Qb2RFbnN1cmVDbWQuSG9zdHNFbnRyeRIhChl0ZXJtaW5hdGlvbl9ncmFjZV9zZWNvbmRzGBEgASgDEhEKCXNwZWNfaGFzaBgSIAEoCRpHCg5JbWFnZVB1bGxFbnRyeRILCgNrZXkYASABKAkSJAoFdmFsdWUYAiABKAsyFS5hcmFueWEuSW1hZ2VQdWxsU3BlYzoCOAEaLAoKSG9zdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKDFBvZERlbGV0ZUNtZBILCgN1aWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoAyIaCgpQb2RMaXN0Q21kEgwKBHVpZHMYASADKAkihQMKD0NvbnRhaW5lclN0YXR1cxIMCgRuYW1lGAEgASgJEhQKDGNvbnRhaW5lcl9pZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIQCghpbWFnZV9pZBgEIAEoCRIsCgVzdGF0ZRgFIAEoDjIdLmFyYW55YS5Db250YWluZXJTdGF0dXMuU3RhdGUSEgoKY3JlYXRlZF9hdBgGIAEoCRISCgpzdGFydGVkX2F0GAcgASgJEhMKC2ZpbmlzaGVkX2F0GAggASgJEhEKCWV4aXRfY29kZRgJIAEoBRIVCg1yZXN0YXJ0X2NvdW50GAogASgNEg4KBnJlYXNvbhgLIAEoCRIPCgdtZXNzYWdlGAwgASgJEg0KBXJlYWR5GA0gASgIEgwKBGluaXQYDiABKAgiWgoFU3RhdGUSFQoRU1RBVEVfVU5TUEVDSUZJRUQQABIRCg1TVEFURV9XQUlUSU5HEAESEQoNU1RBVEVfUlVOTklORxACEhQKEFNUQVRFX1RFUk1JTkFURUQQAyL9AgoMUG9kU3RhdHVzTXNnEgsKA3VpZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEbmFtZRgDIAEoCRIpCgVwaGFzZRgEIAEoDjIaLmFyYW55YS5Qb2RTdGF0dXNNc2cuUGhhc2USKwoKY29udGFpbmVycxgFIAMoCzIXLmFyYW55YS5Db250YWluZXJTdGF0dXMSDgoGcG9kX2lwGAYgASgJEg8KB2hvc3RfaXAYByABKAkSEgoKc3RhcnRlZF9hdBgIIAEoCRIOCgZyZWFzb24YCSABKAkSDwoHbWVzc2FnZRgKIAEoCRIRCglzcGVjX2hhc2gYCyABKAkifgoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9QRU5ESU5HEAESEQoNUEhBU0VfUlVOTklORxACEhMKD1BIQVNFX1NVQ0NFRURFRBADEhAKDFBIQVNFX0ZBSUxFRBAEEhEKDVBIQVNFX0RFTEVURUQQBSI2ChBQb2RTdGF0dXNMaXN0TXNnEiIKBHBvZHMYASADKAsyFC5hcmFueWEuUG9kU3RhdHVzTXNnKngKClB1bGxQb2xpY3kSGwoXUFVMTF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIeChpQVUxMX1BPTElDWV9JRl9OT1RfUFJFU0VOVBABEhYKElBVTExfUE9MSUNZX0FMV0FZUxACEhUKEVBVTExfUE9MSUNZX05FVkVSEAMqgwEKDVJlc3RhcnRQb2xpY3kSHgoaUkVTVEFSVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIZChVSRVNUQVJUX1BPTElDWV9BTFdBWVMQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQA2IGcHJvdG8z");
+  fileDesc("ChBhcmFueWEvcG9kLnByb3RvEgZhcmFueWEicwoNSW1hZ2VQdWxsQXV0aBIOCgZzZXJ2ZXIYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSFgoOaWRlbnRpdHlfdG9rZW4YBCABKAkSFgoOcmVnaXN0cnlfdG9rZW4YBSABKAkiWAoNSW1hZ2VQdWxsU3BlYxIiCgZwb2xpY3kYASABKA4yEi5hcmFueWEuUHVsbFBvbGljeRIjCgRhdXRoGAIgAygLMhUuYXJhbnlhLkltYWdlUHVsbEF1dGgiigEKDkltYWdlRW5zdXJlQ21kEjIKBmltYWdlcxgBIAMoCzIiLmFyYW55YS5JbWFnZUVuc3VyZUNtZC5JbWFnZXNFbnRyeRpECgtJbWFnZXNFbnRyeRILCgNrZXkYASABKAkSJAoFdmFsdWUYAiABKAsyFS5hcmFueWEuSW1hZ2VQdWxsU3BlYzoCOAEiQwoLSW1hZ2VTdGF0dXMSCwoDcmVmGAEgASgJEgoKAmlkGAIgASgJEgwKBHNpemUYAyABKAQSDQoFZXJyb3IYBCABKAkiOQoSSW1hZ2VTdGF0dXNMaXN0TXNnEiMKBmltYWdlcxgBIAMoCzITLmFyYW55YS5JbWFnZVN0YXR1cyJUCglNb3VudFNwZWMSDgoGdm9sdW1lGAEgASgJEhIKCm1vdW50X3BhdGgYAiABKAkSEAoIc3ViX3BhdGgYAyABKAkSEQoJcmVhZF9vbmx5GAQgASgIImsKDUNvbnRhaW5lclBvcnQSDAoEbmFtZRgBIAEoCRIQCghwcm90b2NvbBgCIAEoCRIWCg5jb250YWluZXJfcG9ydBgDIAEoDRIRCglob3N0X3BvcnQYBCABKA0SDwoHaG9zdF9pcBgFIAEoCSLoBwoNQ29udGFpbmVyU3BlYxIMCgRuYW1lGAEgASgJEg0KBWltYWdlGAIgASgJEicKC3B1bGxfcG9saWN5GAMgASgOMhIuYXJhbnlhLlB1bGxQb2xpY3kSDwoHY29tbWFuZBgEIAMoCRIMCgRhcmdzGAUgAygJEhMKC3dvcmtpbmdfZGlyGAYgASgJEisKA2VudhgHIAMoCzIeLmFyYW55YS5Db250YWluZXJTcGVjLkVudkVudHJ5EiEKBm1vdW50cxgIIAMoCzIRLmFyYW55YS5Nb3VudFNwZWMSJAoFcG9ydHMYCSADKAsyFS5hcmFueWEuQ29udGFpbmVyUG9ydBINCgVzdGRpbhgKIAEoCBISCgpzdGRpbl9vbmNlGAsgASgIEgsKA3R0eRgMIAEoCBISCgpwcml2aWxlZ2VkGA0gASgIEhMKC3J1bl9hc191c2VyGA4gASgDEhcKD2hhc19ydW5fYXNfdXNlchgPIAEoCBIUCgxydW5fYXNfZ3JvdXAYECABKAMSGAoQaGFzX3J1bl9hc19ncm91cBgRIAEoCBIZChFyZWFkX29ubHlfcm9vdF9mcxgSIAEoCBIQCghjYXBzX2FkZBgTIAMoCRIRCgljYXBzX2Ryb3AYFCADKAkSGgoSbWVtb3J5X2xpbWl0X2J5dGVzGBUgASgEEhgKEGNwdV9saW1pdF9taWxsaXMYFiABKAQSJQoObGl2ZW5lc3NfcHJvYmUYFyABKAsyDS5hcmFueWEuUHJvYmUSJgoPcmVhZGluZXNzX3Byb2JlGBggASgLMg0uYXJhbnlhLlByb2JlEiQKDXN0YXJ0dXBfcHJvYmUYGSABKAsyDS5hcmFueWEuUHJvYmUSLAoKcG9zdF9zdGFydBgaIAEoCzIYLmFyYW55YS5MaWZlY3ljbGVIYW5kbGVyEioKCHByZV9zdG9wGBsgASgLMhguYXJhbnlhLkxpZmVjeWNsZUhhbmRsZXISIAoYdGVybWluYXRpb25fbWVzc2FnZV9wYXRoGBwgASgJEiwKJHRlcm1pbmF0aW9uX21lc3NhZ2VfZmFsbGJhY2tfdG9fbG9ncxgdIAEoCBISCgpwb2RfaXBfZW52GB4gAygJEhwKFG1lbW9yeV9yZXF1ZXN0X2J5dGVzGB8gASgEEhoKEmNwdV9yZXF1ZXN0X21pbGxpcxggIAEoBBIbChNzdXBwbGVtZW50YWxfZ3JvdXBzGCEgAygDEhkKEW5vX25ld19wcml2aWxlZ2VzGCIgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHQoKRXhlY0FjdGlvbhIPCgdjb21tYW5kGAEgAygJIikKCkh0dHBIZWFkZXISDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSJuCg1IdHRwR2V0QWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRIMCgRwYXRoGAMgASgJEg4KBnNjaGVtZRgEIAEoCRIjCgdoZWFkZXJzGAUgAygLMhIuYXJhbnlhLkh0dHBIZWFkZXIiLQoPVGNwU29ja2V0QWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDSIrCgpHcnBjQWN0aW9uEgwKBHBvcnQYASABKA0SDwoHc2VydmljZRgCIAEoCSKRAwoFUHJvYmUSIgoEZXhlYxgBIAEoCzISLmFyYW55YS5FeGVjQWN0aW9uSAASKQoIaHR0cF9nZXQYAiABKAsyFS5hcmFueWEuSHR0cEdldEFjdGlvbkgAEi0KCnRjcF9zb2NrZXQYAyABKAsyFy5hcmFueWEuVGNwU29ja2V0QWN0aW9uSAASIgoEZ3JwYxgEIAEoCzISLmFyYW55YS5HcnBjQWN0aW9uSAASHQoVaW5pdGlhbF9kZWxheV9zZWNvbmRzGAUgASgNEhYKDnBlcmlvZF9zZWNvbmRzGAYgASgNEhcKD3RpbWVvdXRfc2Vjb25kcxgHIAEoDRIZChFzdWNjZXNzX3RocmVzaG9sZBgIIAEoDRIZChFmYWlsdXJlX3RocmVzaG9sZBgJIAEoDRIoCiB0ZXJtaW5hdGlvbl9ncmFjZV9wZXJpb2Rfc2Vjb25kcxgKIAEoAxIsCiRoYXNfdGVybWluYXRpb25fZ3JhY2VfcGVyaW9kX3NlY29uZHMYCyABKAhCCAoGYWN0aW9uIrMBChBMaWZlY3ljbGVIYW5kbGVyEiIKBGV4ZWMYASABKAsyEi5hcmFueWEuRXhlY0FjdGlvbkgAEikKCGh0dHBfZ2V0GAIgASgLMhUuYXJhbnlhLkh0dHBHZXRBY3Rpb25IABItCgp0Y3Bfc29ja2V0GAMgASgLMhcuYXJhbnlhLlRjcFNvY2tldEFjdGlvbkgAEhcKDXNsZWVwX3NlY29uZHMYBCABKA1IAEIICgZhY3Rpb24iNgoKVm9sdW1lRmlsZRIMCgRwYXRoGAEgASgJEgwKBGRhdGEYAiABKAwSDAoEbW9kZRgDIAEoDSJuCgZWb2x1bWUSDAoEbmFtZRgBIAEoCRIiCgRkYXRhGAIgASgLMhIuYXJhbnlhLlZvbHVtZURhdGFIABITCglob3N0X3BhdGgYAyABKAlIABITCgllbXB0eV9kaXIYBCABKAhIAEIICgZzb3VyY2UiLwoKVm9sdW1lRGF0YRIhCgVmaWxlcxgBIAMoCzISLmFyYW55YS5Wb2x1bWVGaWxlIpUGCgxQb2RFbnN1cmVDbWQSCwoDdWlkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEi0KDnJlc3RhcnRfcG9saWN5GAQgASgOMhUuYXJhbnlhLlJlc3RhcnRQb2xpY3kSFAoMaG9zdF9uZXR3b3JrGAUgASgIEhAKCGhvc3RfcGlkGAYgASgIEhAKCGhvc3RfaXBjGAcgASgIEhAKCGhvc3RuYW1lGAggASgJEi4KD2luaXRfY29udGFpbmVycxgJIAMoCzIVLmFyYW55YS5Db250YWluZXJTcGVjEikKCmNvbnRhaW5lcnMYCiADKAsyFS5hcmFueWEuQ29udGFpbmVyU3BlYxIfCgd2b2x1bWVzGAsgAygLMg4uYXJhbnlhLlZvbHVtZRI3CgppbWFnZV9wdWxsGAwgAygLMiMuYXJhbnlhLlBvZEVuc3VyZUNtZC5JbWFnZVB1bGxFbnRyeRITCgtkbnNfc2VydmVycxgNIAMoCRIUCgxkbnNfc2VhcmNoZXMYDiADKAkSEwoLZG5zX29wdGlvbnMYDyADKAkSLgoFaG9zdHMYECADKAsyHy5hcmFueWEuUG9kRW5zdXJlQ21kLkhvc3RzRW50cnkSIQoZdGVybWluYXRpb25fZ3JhY2Vfc2Vjb25kcxgRIAEoAxIRCglzcGVjX2hhc2gYEiABKAkSEAoIZnNfZ3JvdXAYEyABKAMSFAoMaGFzX2ZzX2dyb3VwGBQgASgIEjIKB3N5c2N0bHMYFSADKAsyIS5hcmFueWEuUG9kRW5zdXJlQ21kLlN5c2N0bHNFbnRyeRpHCg5JbWFnZVB1bGxFbnRyeRILCgNrZXkYASABKAkSJAoFdmFsdWUYAiABKAsyFS5hcmFueWEuSW1hZ2VQdWxsU3BlYzoCOAEaLAoKSG9zdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFN5c2N0bHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKDFBvZERlbGV0ZUNtZBILCgN1aWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoAyIaCgpQb2RMaXN0Q21kEgwKBHVpZHMYASADKAkizgMKD0NvbnRhaW5lclN0YXR1cxIMCgRuYW1lGAEgASgJEhQKDGNvbnRhaW5lcl9pZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIQCghpbWFnZV9pZBgEIAEoCRIsCgVzdGF0ZRgFIAEoDjIdLmFyYW55YS5Db250YWluZXJTdGF0dXMuU3RhdGUSEgoKY3JlYXRlZF9hdBgGIAEoCRISCgpzdGFydGVkX2F0GAcgASgJEhMKC2ZpbmlzaGVkX2F0GAggASgJEhEKCWV4aXRfY29kZRgJIAEoBRIVCg1yZXN0YXJ0X2NvdW50GAogASgNEg4KBnJlYXNvbhgLIAEoCRIPCgdtZXNzYWdlGAwgASgJEg0KBXJlYWR5GA0gASgIEgwKBGluaXQYDiABKAgSDwoHc3RhcnRlZBgPIAEoCBI2ChBsYXN0X3Rlcm1pbmF0aW9uGBAgASgLMhwuYXJhbnlhLkNvbnRhaW5lclRlcm1pbmF0aW9uIloKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEQoNU1RBVEVfV0FJVElORxABEhEKDVNUQVRFX1JVTk5JTkcQAhIUChBTVEFURV9URVJNSU5BVEVEEAMiiQEKFENvbnRhaW5lclRlcm1pbmF0aW9uEhEKCWV4aXRfY29kZRgBIAEoBRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCRISCgpzdGFydGVkX2F0GAQgASgJEhMKC2ZpbmlzaGVkX2F0GAUgASgJEhQKDGNvbnRhaW5lcl9pZBgGIAEoCSL9AgoMUG9kU3RhdHVzTXNnEgsKA3VpZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEbmFtZRgDIAEoCRIpCgVwaGFzZRgEIAEoDjIaLmFyYW55YS5Qb2RTdGF0dXNNc2cuUGhhc2USKwoKY29udGFpbmVycxgFIAMoCzIXLmFyYW55YS5Db250YWluZXJTdGF0dXMSDgoGcG9kX2lwGAYgASgJEg8KB2hvc3RfaXAYByABKAkSEgoKc3RhcnRlZF9hdBgIIAEoCRIOCgZyZWFzb24YCSABKAkSDwoHbWVzc2FnZRgKIAEoCRIRCglzcGVjX2hhc2gYCyABKAkifgoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9QRU5ESU5HEAESEQoNUEhBU0VfUlVOTklORxACEhMKD1BIQVNFX1NVQ0NFRURFRBADEhAKDFBIQVNFX0ZBSUxFRBAEEhEKDVBIQVNFX0RFTEVURUQQBSI2ChBQb2RTdGF0dXNMaXN0TXNnEiIKBHBvZHMYASADKAsyFC5hcmFueWEuUG9kU3RhdHVzTXNnKngKClB1bGxQb2xpY3kSGwoXUFVMTF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIeChpQVUxMX1BPTElDWV9JRl9OT1RfUFJFU0VOVBABEhYKElBVTExfUE9MSUNZX0FMV0FZUxACEhUKEVBVTExfUE9MSUNZX05FVkVSEAMqgwEKDVJlc3RhcnRQb2xpY3kSHgoaUkVTVEFSVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIZChVSRVNUQVJUX1BPTElDWV9BTFdBWVMQARIdChlSRVNUQVJUX1BPTElDWV9PTl9GQUlMVVJFEAISGAoUUkVTVEFSVF9QT0xJQ1lfTkVWRVIQA2IGcHJvdG8z");
 
 /**
  * @generated from message aranya.ImagePullAuth
@@ -331,6 +331,80 @@ export type ContainerSpec = Message<"aranya.ContainerSpec"> & {
    * @generated from field: uint64 cpu_limit_millis = 22;
    */
   cpuLimitMillis: bigint;
+
+  /**
+   * @generated from field: aranya.Probe liveness_probe = 23;
+   */
+  livenessProbe?: Probe | undefined;
+
+  /**
+   * @generated from field: aranya.Probe readiness_probe = 24;
+   */
+  readinessProbe?: Probe | undefined;
+
+  /**
+   * @generated from field: aranya.Probe startup_probe = 25;
+   */
+  startupProbe?: Probe | undefined;
+
+  /**
+   * @generated from field: aranya.LifecycleHandler post_start = 26;
+   */
+  postStart?: LifecycleHandler | undefined;
+
+  /**
+   * @generated from field: aranya.LifecycleHandler pre_stop = 27;
+   */
+  preStop?: LifecycleHandler | undefined;
+
+  /**
+   * Where the container writes its termination message; empty: /dev/termination-log.
+   *
+   * @generated from field: string termination_message_path = 28;
+   */
+  terminationMessagePath: string;
+
+  /**
+   * FallbackToLogsOnError: an empty message of a failed container is its last log lines.
+   *
+   * @generated from field: bool termination_message_fallback_to_logs = 29;
+   */
+  terminationMessageFallbackToLogs: boolean;
+
+  /**
+   * Environment variables whose value is the pod's IP, known only once the
+   * device created the pod's network (fieldRef status.podIP / status.podIPs).
+   *
+   * @generated from field: repeated string pod_ip_env = 30;
+   */
+  podIpEnv: string[];
+
+  /**
+   * Memory request (bytes) and CPU request (millicores), for the engine's
+   * reservation and shares.
+   *
+   * @generated from field: uint64 memory_request_bytes = 31;
+   */
+  memoryRequestBytes: bigint;
+
+  /**
+   * @generated from field: uint64 cpu_request_millis = 32;
+   */
+  cpuRequestMillis: bigint;
+
+  /**
+   * Supplemental groups (pod securityContext fsGroup and supplementalGroups).
+   *
+   * @generated from field: repeated int64 supplemental_groups = 33;
+   */
+  supplementalGroups: bigint[];
+
+  /**
+   * securityContext.allowPrivilegeEscalation=false: no_new_privs.
+   *
+   * @generated from field: bool no_new_privileges = 34;
+   */
+  noNewPrivileges: boolean;
 };
 
 /**
@@ -339,6 +413,259 @@ export type ContainerSpec = Message<"aranya.ContainerSpec"> & {
  */
 export const ContainerSpecSchema: GenMessage<ContainerSpec> = /*@__PURE__*/
   messageDesc(file_aranya_pod, 7);
+
+/**
+ * An action run in or against a container (probes and lifecycle hooks).
+ *
+ * @generated from message aranya.ExecAction
+ */
+export type ExecAction = Message<"aranya.ExecAction"> & {
+  /**
+   * @generated from field: repeated string command = 1;
+   */
+  command: string[];
+};
+
+/**
+ * Describes the message aranya.ExecAction.
+ * Use `create(ExecActionSchema)` to create a new message.
+ */
+export const ExecActionSchema: GenMessage<ExecAction> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 8);
+
+/**
+ * @generated from message aranya.HttpHeader
+ */
+export type HttpHeader = Message<"aranya.HttpHeader"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message aranya.HttpHeader.
+ * Use `create(HttpHeaderSchema)` to create a new message.
+ */
+export const HttpHeaderSchema: GenMessage<HttpHeader> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 9);
+
+/**
+ * @generated from message aranya.HttpGetAction
+ */
+export type HttpGetAction = Message<"aranya.HttpGetAction"> & {
+  /**
+   * Empty: the pod's IP.
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * Named ports are resolved by aranya.
+   *
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+
+  /**
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * "HTTP" or "HTTPS" (certificates are not verified, as the kubelet does).
+   *
+   * @generated from field: string scheme = 4;
+   */
+  scheme: string;
+
+  /**
+   * @generated from field: repeated aranya.HttpHeader headers = 5;
+   */
+  headers: HttpHeader[];
+};
+
+/**
+ * Describes the message aranya.HttpGetAction.
+ * Use `create(HttpGetActionSchema)` to create a new message.
+ */
+export const HttpGetActionSchema: GenMessage<HttpGetAction> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 10);
+
+/**
+ * @generated from message aranya.TcpSocketAction
+ */
+export type TcpSocketAction = Message<"aranya.TcpSocketAction"> & {
+  /**
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+};
+
+/**
+ * Describes the message aranya.TcpSocketAction.
+ * Use `create(TcpSocketActionSchema)` to create a new message.
+ */
+export const TcpSocketActionSchema: GenMessage<TcpSocketAction> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 11);
+
+/**
+ * @generated from message aranya.GrpcAction
+ */
+export type GrpcAction = Message<"aranya.GrpcAction"> & {
+  /**
+   * @generated from field: uint32 port = 1;
+   */
+  port: number;
+
+  /**
+   * Service name in the grpc.health.v1 request; empty: the server's overall health.
+   *
+   * @generated from field: string service = 2;
+   */
+  service: string;
+};
+
+/**
+ * Describes the message aranya.GrpcAction.
+ * Use `create(GrpcActionSchema)` to create a new message.
+ */
+export const GrpcActionSchema: GenMessage<GrpcAction> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 12);
+
+/**
+ * A container probe with the kubelet's defaults filled in by aranya.
+ *
+ * @generated from message aranya.Probe
+ */
+export type Probe = Message<"aranya.Probe"> & {
+  /**
+   * @generated from oneof aranya.Probe.action
+   */
+  action: {
+    /**
+     * @generated from field: aranya.ExecAction exec = 1;
+     */
+    value: ExecAction;
+    case: "exec";
+  } | {
+    /**
+     * @generated from field: aranya.HttpGetAction http_get = 2;
+     */
+    value: HttpGetAction;
+    case: "httpGet";
+  } | {
+    /**
+     * @generated from field: aranya.TcpSocketAction tcp_socket = 3;
+     */
+    value: TcpSocketAction;
+    case: "tcpSocket";
+  } | {
+    /**
+     * @generated from field: aranya.GrpcAction grpc = 4;
+     */
+    value: GrpcAction;
+    case: "grpc";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: uint32 initial_delay_seconds = 5;
+   */
+  initialDelaySeconds: number;
+
+  /**
+   * @generated from field: uint32 period_seconds = 6;
+   */
+  periodSeconds: number;
+
+  /**
+   * @generated from field: uint32 timeout_seconds = 7;
+   */
+  timeoutSeconds: number;
+
+  /**
+   * @generated from field: uint32 success_threshold = 8;
+   */
+  successThreshold: number;
+
+  /**
+   * @generated from field: uint32 failure_threshold = 9;
+   */
+  failureThreshold: number;
+
+  /**
+   * The probe's own terminationGracePeriodSeconds (liveness and startup); 0 with has_... false: the pod's.
+   *
+   * @generated from field: int64 termination_grace_period_seconds = 10;
+   */
+  terminationGracePeriodSeconds: bigint;
+
+  /**
+   * @generated from field: bool has_termination_grace_period_seconds = 11;
+   */
+  hasTerminationGracePeriodSeconds: boolean;
+};
+
+/**
+ * Describes the message aranya.Probe.
+ * Use `create(ProbeSchema)` to create a new message.
+ */
+export const ProbeSchema: GenMessage<Probe> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 13);
+
+/**
+ * A postStart or preStop hook.
+ *
+ * @generated from message aranya.LifecycleHandler
+ */
+export type LifecycleHandler = Message<"aranya.LifecycleHandler"> & {
+  /**
+   * @generated from oneof aranya.LifecycleHandler.action
+   */
+  action: {
+    /**
+     * @generated from field: aranya.ExecAction exec = 1;
+     */
+    value: ExecAction;
+    case: "exec";
+  } | {
+    /**
+     * @generated from field: aranya.HttpGetAction http_get = 2;
+     */
+    value: HttpGetAction;
+    case: "httpGet";
+  } | {
+    /**
+     * @generated from field: aranya.TcpSocketAction tcp_socket = 3;
+     */
+    value: TcpSocketAction;
+    case: "tcpSocket";
+  } | {
+    /**
+     * @generated from field: uint32 sleep_seconds = 4;
+     */
+    value: number;
+    case: "sleepSeconds";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message aranya.LifecycleHandler.
+ * Use `create(LifecycleHandlerSchema)` to create a new message.
+ */
+export const LifecycleHandlerSchema: GenMessage<LifecycleHandler> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 14);
 
 /**
  * @generated from message aranya.VolumeFile
@@ -369,7 +696,7 @@ export type VolumeFile = Message<"aranya.VolumeFile"> & {
  * Use `create(VolumeFileSchema)` to create a new message.
  */
 export const VolumeFileSchema: GenMessage<VolumeFile> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 8);
+  messageDesc(file_aranya_pod, 15);
 
 /**
  * @generated from message aranya.Volume
@@ -415,7 +742,7 @@ export type Volume = Message<"aranya.Volume"> & {
  * Use `create(VolumeSchema)` to create a new message.
  */
 export const VolumeSchema: GenMessage<Volume> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 9);
+  messageDesc(file_aranya_pod, 16);
 
 /**
  * @generated from message aranya.VolumeData
@@ -432,7 +759,7 @@ export type VolumeData = Message<"aranya.VolumeData"> & {
  * Use `create(VolumeDataSchema)` to create a new message.
  */
 export const VolumeDataSchema: GenMessage<VolumeData> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 10);
+  messageDesc(file_aranya_pod, 17);
 
 /**
  * CMD_POD_ENSURE payload: run this pod as specified.
@@ -531,6 +858,25 @@ export type PodEnsureCmd = Message<"aranya.PodEnsureCmd"> & {
    * @generated from field: string spec_hash = 18;
    */
   specHash: string;
+
+  /**
+   * Pod securityContext.fsGroup: group owner of the pod's volume files.
+   *
+   * @generated from field: int64 fs_group = 19;
+   */
+  fsGroup: bigint;
+
+  /**
+   * @generated from field: bool has_fs_group = 20;
+   */
+  hasFsGroup: boolean;
+
+  /**
+   * Pod securityContext.sysctls, name -> value (set on the pod's namespaces).
+   *
+   * @generated from field: map<string, string> sysctls = 21;
+   */
+  sysctls: { [key: string]: string };
 };
 
 /**
@@ -538,7 +884,7 @@ export type PodEnsureCmd = Message<"aranya.PodEnsureCmd"> & {
  * Use `create(PodEnsureCmdSchema)` to create a new message.
  */
 export const PodEnsureCmdSchema: GenMessage<PodEnsureCmd> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 11);
+  messageDesc(file_aranya_pod, 18);
 
 /**
  * CMD_POD_DELETE payload.
@@ -562,7 +908,7 @@ export type PodDeleteCmd = Message<"aranya.PodDeleteCmd"> & {
  * Use `create(PodDeleteCmdSchema)` to create a new message.
  */
 export const PodDeleteCmdSchema: GenMessage<PodDeleteCmd> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 12);
+  messageDesc(file_aranya_pod, 19);
 
 /**
  * CMD_POD_LIST payload.
@@ -583,7 +929,7 @@ export type PodListCmd = Message<"aranya.PodListCmd"> & {
  * Use `create(PodListCmdSchema)` to create a new message.
  */
 export const PodListCmdSchema: GenMessage<PodListCmd> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 13);
+  messageDesc(file_aranya_pod, 20);
 
 /**
  * @generated from message aranya.ContainerStatus
@@ -660,6 +1006,20 @@ export type ContainerStatus = Message<"aranya.ContainerStatus"> & {
    * @generated from field: bool init = 14;
    */
   init: boolean;
+
+  /**
+   * The startup probe succeeded (or there is none) and the container runs.
+   *
+   * @generated from field: bool started = 15;
+   */
+  started: boolean;
+
+  /**
+   * The previous instance's end, when the container restarted.
+   *
+   * @generated from field: aranya.ContainerTermination last_termination = 16;
+   */
+  lastTermination?: ContainerTermination | undefined;
 };
 
 /**
@@ -667,7 +1027,7 @@ export type ContainerStatus = Message<"aranya.ContainerStatus"> & {
  * Use `create(ContainerStatusSchema)` to create a new message.
  */
 export const ContainerStatusSchema: GenMessage<ContainerStatus> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 14);
+  messageDesc(file_aranya_pod, 21);
 
 /**
  * @generated from enum aranya.ContainerStatus.State
@@ -698,7 +1058,49 @@ export enum ContainerStatus_State {
  * Describes the enum aranya.ContainerStatus.State.
  */
 export const ContainerStatus_StateSchema: GenEnum<ContainerStatus_State> = /*@__PURE__*/
-  enumDesc(file_aranya_pod, 14, 0);
+  enumDesc(file_aranya_pod, 21, 0);
+
+/**
+ * @generated from message aranya.ContainerTermination
+ */
+export type ContainerTermination = Message<"aranya.ContainerTermination"> & {
+  /**
+   * @generated from field: int32 exit_code = 1;
+   */
+  exitCode: number;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * @generated from field: string started_at = 4;
+   */
+  startedAt: string;
+
+  /**
+   * @generated from field: string finished_at = 5;
+   */
+  finishedAt: string;
+
+  /**
+   * @generated from field: string container_id = 6;
+   */
+  containerId: string;
+};
+
+/**
+ * Describes the message aranya.ContainerTermination.
+ * Use `create(ContainerTerminationSchema)` to create a new message.
+ */
+export const ContainerTerminationSchema: GenMessage<ContainerTermination> = /*@__PURE__*/
+  messageDesc(file_aranya_pod, 22);
 
 /**
  * MSG_POD_STATUS payload.
@@ -767,7 +1169,7 @@ export type PodStatusMsg = Message<"aranya.PodStatusMsg"> & {
  * Use `create(PodStatusMsgSchema)` to create a new message.
  */
 export const PodStatusMsgSchema: GenMessage<PodStatusMsg> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 15);
+  messageDesc(file_aranya_pod, 23);
 
 /**
  * @generated from enum aranya.PodStatusMsg.Phase
@@ -810,7 +1212,7 @@ export enum PodStatusMsg_Phase {
  * Describes the enum aranya.PodStatusMsg.Phase.
  */
 export const PodStatusMsg_PhaseSchema: GenEnum<PodStatusMsg_Phase> = /*@__PURE__*/
-  enumDesc(file_aranya_pod, 15, 0);
+  enumDesc(file_aranya_pod, 23, 0);
 
 /**
  * MSG_POD_STATUS_LIST payload.
@@ -829,7 +1231,7 @@ export type PodStatusListMsg = Message<"aranya.PodStatusListMsg"> & {
  * Use `create(PodStatusListMsgSchema)` to create a new message.
  */
 export const PodStatusListMsgSchema: GenMessage<PodStatusListMsg> = /*@__PURE__*/
-  messageDesc(file_aranya_pod, 16);
+  messageDesc(file_aranya_pod, 24);
 
 /**
  * @generated from enum aranya.PullPolicy

@@ -1,0 +1,454 @@
+/**
+ * Kubernetes pod behaviour on real Podman and real dockerd, through the pod
+ * manager: the pod network (pod IP on the engine's default network, hostPort,
+ * the pod IP in env), probes of every kind (exec, httpGet, tcpSocket, grpc;
+ * startup gating liveness; liveness restarts with CrashLoopBackOff),
+ * lifecycle hooks, termination messages and terminated reasons.
+ */
+import assert from "node:assert/strict";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  HealthCheckRequestSchema,
+  HealthCheckResponse_ServingStatus,
+  HealthCheckResponseSchema,
+} from "../../proto/gen/aranya/health_pb.ts";
+import {
+  type ContainerStatus,
+  ContainerStatus_State,
+  type PodEnsureCmd,
+  PodEnsureCmdSchema,
+  PodStatusMsg_Phase,
+  RestartPolicy,
+} from "../../proto/gen/aranya/pod_pb.ts";
+import { eventually, useServices } from "../../e2e/fixtures.ts";
+import { CACHE } from "../../e2e/paths.ts";
+import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
+import type { ContainerRuntime } from "../runtime/runtime.ts";
+import { PodManager } from "./pod_manager.ts";
+import type { PodStatusInit } from "./pod_status.ts";
+
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+async function execText(rt: ContainerRuntime, id: string, cmd: string[]): Promise<string> {
+  const h = await rt.exec(id, { cmd, stdout: true, stderr: true });
+  let out = "";
+  for await (const c of h.output) out += dec(c.data);
+  await h.exitCode;
+  return out;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+type Container = NonNullable<MessageInitShape<typeof PodEnsureCmdSchema>["containers"]>[number];
+
+function pod(
+  uid: string,
+  containers: Container[],
+  over: MessageInitShape<typeof PodEnsureCmdSchema> = {},
+): PodEnsureCmd {
+  return create(PodEnsureCmdSchema, {
+    uid,
+    namespace: "edge",
+    name: `pod-${uid.slice(0, 6)}`,
+    restartPolicy: RestartPolicy.ALWAYS,
+    specHash: "v1",
+    terminationGraceSeconds: 2n,
+    containers,
+    ...over,
+  });
+}
+
+/** busybox httpd serving /www on `port`, with an index page. */
+const httpd = (port: number) => [
+  "sh",
+  "-c",
+  `mkdir -p /www && echo edge > /www/index.html && exec httpd -f -p ${port} -h /www`,
+];
+
+/** A grpc.health.v1 server on the host: "" serves, every other service does not. */
+async function healthServer(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const server = new grpc.Server();
+  server.addService({
+    Check: {
+      path: "/grpc.health.v1.Health/Check",
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: (m: { service: string }) =>
+        Buffer.from(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, m))),
+      requestDeserialize: (b: Buffer) => fromBinary(HealthCheckRequestSchema, b),
+      responseSerialize: (m: { status: HealthCheckResponse_ServingStatus }) =>
+        Buffer.from(toBinary(HealthCheckResponseSchema, create(HealthCheckResponseSchema, m))),
+      responseDeserialize: (b: Buffer) => fromBinary(HealthCheckResponseSchema, b),
+    },
+  }, {
+    Check: (
+      call: grpc.ServerUnaryCall<{ service: string }, unknown>,
+      cb: grpc.sendUnaryData<{ status: HealthCheckResponse_ServingStatus }>,
+    ) =>
+      cb(null, {
+        status: call.request.service === ""
+          ? HealthCheckResponse_ServingStatus.SERVING
+          : HealthCheckResponse_ServingStatus.NOT_SERVING,
+      }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    )
+  );
+  return { port, stop: () => new Promise((r) => server.tryShutdown(() => r())) };
+}
+
+Deno.test("pod behaviour on real engines: network, probes, hooks, termination", async (t) => {
+  const services = await useServices();
+  const image = services.endpoints.testImage;
+  const health = await healthServer();
+  try {
+    for (const engine of ["podman", "docker"] as const) {
+      const socket = engine === "podman"
+        ? services.endpoints.podmanSocket
+        : services.endpoints.dockerSocket;
+      const rt = new DockerRuntime({ socket });
+      const stateDir = `${CACHE}/test-pods/${crypto.randomUUID()}`;
+      const seen: PodStatusInit[] = [];
+      const pm = new PodManager({
+        runtime: rt,
+        stateDir,
+        infraImage: image,
+        restartBackoff: { initialMs: 3000, maxMs: 6000 },
+        syncIntervalMs: 300,
+        onStatus: (s) => seen.push(s),
+      });
+      const ac = new AbortController();
+      const running = pm.run(ac.signal);
+      const uids: string[] = [];
+      const uid = () => {
+        const u = crypto.randomUUID();
+        uids.push(u);
+        return u;
+      };
+      const container = async (u: string, name: string): Promise<ContainerStatus | undefined> =>
+        (await pm.status(u)).containers.find((c) => c.name === name) as
+          | ContainerStatus
+          | undefined;
+      try {
+        await t.step(
+          `${engine}: pod IP on the default network, hostPort, pod IP in env`,
+          async () => {
+            const u = uid();
+            const hostPort = freePort();
+            await pm.ensure(pod(u, [{
+              name: "web",
+              image,
+              command: httpd(8080),
+              env: { POD_IP: "" },
+              podIpEnv: ["POD_IP"],
+              ports: [{ containerPort: 8080, hostPort, protocol: "TCP" }],
+            }]));
+            const s = await eventually("the pod to run with an IP", async () => {
+              const st = await pm.status(u);
+              return st.phase === PodStatusMsg_Phase.RUNNING && st.podIp ? st : undefined;
+            }, 60_000);
+            assert.match(s.podIp, engine === "podman" ? /^10\.88\./ : /^10\.89\./);
+            const web = await pm.findContainer(u, "web");
+            assert.equal(
+              (await execText(rt, web.id, ["sh", "-c", "echo $POD_IP"])).trim(),
+              s.podIp,
+            );
+            const viaPodIp = await eventually("the pod IP to answer", async () => {
+              const r = await fetch(`http://${s.podIp}:8080/`).catch(() => undefined);
+              return r?.ok ? await r.text() : undefined;
+            }, 20_000);
+            assert.equal(viaPodIp, "edge\n");
+            const viaHostPort = await eventually("the hostPort to answer", async () => {
+              const r = await fetch(`http://127.0.0.1:${hostPort}/`).catch(() => undefined);
+              return r?.ok ? await r.text() : undefined;
+            }, 20_000);
+            assert.equal(viaHostPort, "edge\n");
+            const lo = await execText(rt, web.id, ["ip", "-o", "addr"]);
+            assert.match(lo, /eth0/, "a pod on the default network has more than loopback");
+          },
+        );
+
+        await t.step(`${engine}: readiness by exec, httpGet and tcpSocket`, async () => {
+          const u = uid();
+          const fast = { periodSeconds: 1, failureThreshold: 1 };
+          await pm.ensure(pod(u, [
+            {
+              name: "web",
+              image,
+              command: httpd(8081),
+              readinessProbe: {
+                action: { case: "httpGet", value: { port: 8081, path: "/ready", scheme: "HTTP" } },
+                ...fast,
+              },
+              livenessProbe: {
+                action: { case: "tcpSocket", value: { port: 8081 } },
+                ...fast,
+                failureThreshold: 3,
+              },
+            },
+            {
+              name: "never-ready",
+              image,
+              command: ["sleep", "3600"],
+              readinessProbe: { action: { case: "exec", value: { command: ["false"] } }, ...fast },
+            },
+            {
+              name: "closed-port",
+              image,
+              command: ["sleep", "3600"],
+              readinessProbe: { action: { case: "tcpSocket", value: { port: 9 } }, ...fast },
+            },
+            { name: "plain", image, command: ["sleep", "3600"] },
+          ]));
+          await eventually("every container to run", async () => {
+            const st = await pm.status(u);
+            return st.containers.every((c) => c.state === ContainerStatus_State.RUNNING)
+              ? true
+              : undefined;
+          }, 60_000);
+          // Give the probes several periods: none of the probed ones may turn ready.
+          await new Promise((r) => setTimeout(r, 3500));
+          let st = await pm.status(u);
+          const ready = Object.fromEntries(st.containers.map((c) => [c.name, c.ready]));
+          assert.deepEqual(ready, {
+            web: false,
+            "never-ready": false,
+            "closed-port": false,
+            plain: true,
+          });
+          assert.ok(st.containers.every((c) => c.started), "no startup probe: started");
+          const web = await pm.findContainer(u, "web");
+          await execText(rt, web.id, ["sh", "-c", "echo ok > /www/ready"]);
+          await eventually(
+            "web to turn ready",
+            async () => (await container(u, "web"))?.ready || undefined,
+            15_000,
+          );
+          st = await pm.status(u);
+          assert.equal(
+            st.containers.find((c) => c.name === "web")?.restartCount,
+            0,
+            "liveness held",
+          );
+          await execText(rt, web.id, ["rm", "/www/ready"]);
+          await eventually(
+            "web to turn unready",
+            async () => (await container(u, "web"))?.ready === false ? true : undefined,
+            15_000,
+          );
+          assert.ok(
+            seen.some((s) => s.uid === u && s.containers.find((c) => c.name === "web")?.ready),
+            "the readiness change was reported",
+          );
+        });
+
+        await t.step(
+          `${engine}: grpc probes (hostNetwork pod, health server on the host)`,
+          async () => {
+            const u = uid();
+            const grpcProbe = (service: string) => ({
+              action: { case: "grpc" as const, value: { port: health.port, service } },
+              periodSeconds: 1,
+              failureThreshold: 1,
+            });
+            await pm.ensure(pod(u, [
+              { name: "serving", image, command: ["sleep", "3600"], readinessProbe: grpcProbe("") },
+              {
+                name: "not-serving",
+                image,
+                command: ["sleep", "3600"],
+                readinessProbe: grpcProbe("down"),
+              },
+            ], { hostNetwork: true }));
+            await eventually(
+              "the serving container to be ready",
+              async () => (await container(u, "serving"))?.ready || undefined,
+              30_000,
+            );
+            await new Promise((r) => setTimeout(r, 2000));
+            assert.equal((await container(u, "not-serving"))?.ready, false);
+          },
+        );
+
+        await t.step(
+          `${engine}: startup gates liveness; liveness failure restarts with CrashLoopBackOff`,
+          async () => {
+            const gated = uid();
+            await pm.ensure(pod(gated, [{
+              name: "slow",
+              image,
+              command: ["sleep", "3600"],
+              startupProbe: {
+                action: { case: "exec", value: { command: ["test", "-f", "/tmp/started"] } },
+                periodSeconds: 1,
+                failureThreshold: 60,
+              },
+              livenessProbe: {
+                action: { case: "exec", value: { command: ["test", "-f", "/tmp/started"] } },
+                periodSeconds: 1,
+                failureThreshold: 1,
+              },
+            }]));
+            await eventually(
+              "slow to run",
+              async () =>
+                (await container(gated, "slow"))?.state === ContainerStatus_State.RUNNING ||
+                undefined,
+              60_000,
+            );
+            await new Promise((r) => setTimeout(r, 3000));
+            let slow = await container(gated, "slow");
+            assert.equal(slow?.started, false);
+            assert.equal(slow?.ready, false);
+            assert.equal(slow?.restartCount, 0, "liveness must wait for the startup probe");
+            const id = (await pm.findContainer(gated, "slow")).id;
+            await execText(rt, id, ["touch", "/tmp/started"]);
+            slow = await eventually("slow to be started and ready", async () => {
+              const c = await container(gated, "slow");
+              return c?.started && c.ready ? c : undefined;
+            }, 15_000);
+            assert.equal(slow.restartCount, 0);
+
+            const dying = uid();
+            await pm.ensure(pod(dying, [{
+              name: "sick",
+              image,
+              command: ["sleep", "3600"],
+              livenessProbe: {
+                action: { case: "exec", value: { command: ["false"] } },
+                periodSeconds: 1,
+                failureThreshold: 2,
+                terminationGracePeriodSeconds: 1n,
+                hasTerminationGracePeriodSeconds: true,
+              },
+            }]));
+            const looping = await eventually("CrashLoopBackOff after a liveness kill", async () => {
+              const c = await container(dying, "sick");
+              return c?.reason === "CrashLoopBackOff" ? c : undefined;
+            }, 60_000);
+            assert.equal(looping.state, ContainerStatus_State.WAITING);
+            assert.match(looping.message, /^back-off \ds restarting failed container=sick pod=/);
+            assert.ok(looping.lastTermination, "the previous end is reported");
+            assert.notEqual(looping.lastTermination?.exitCode, 0);
+            assert.equal((await pm.status(dying)).phase, PodStatusMsg_Phase.RUNNING);
+            await eventually(
+              "a second restart",
+              async () => ((await container(dying, "sick"))?.restartCount ?? 0) >= 2 || undefined,
+              60_000,
+            );
+          },
+        );
+
+        await t.step(`${engine}: postStart and preStop hooks`, async () => {
+          const u = uid();
+          const hostDir = `${stateDir}/hooks-${u.slice(0, 6)}`;
+          await Deno.mkdir(hostDir, { recursive: true });
+          await pm.ensure(pod(u, [{
+            name: "hooked",
+            image,
+            command: ["sleep", "3600"],
+            mounts: [{ volume: "out", mountPath: "/out" }],
+            postStart: {
+              action: { case: "exec", value: { command: ["sh", "-c", "echo post > /out/post"] } },
+            },
+            preStop: {
+              action: { case: "exec", value: { command: ["sh", "-c", "echo pre > /out/pre"] } },
+            },
+          }], { volumes: [{ name: "out", source: { case: "hostPath", value: hostDir } }] }));
+          await eventually(
+            "postStart to have run",
+            async () =>
+              (await Deno.readTextFile(`${hostDir}/post`).catch(() => "")) === "post\n" ||
+              undefined,
+            60_000,
+          );
+          await pm.delete(u, 5);
+          assert.equal(
+            await Deno.readTextFile(`${hostDir}/pre`),
+            "pre\n",
+            "preStop ran before the stop",
+          );
+
+          const failing = uid();
+          await pm.ensure(pod(failing, [{
+            name: "bad-hook",
+            image,
+            command: ["sleep", "3600"],
+            postStart: { action: { case: "exec", value: { command: ["false"] } } },
+          }], { restartPolicy: RestartPolicy.NEVER }));
+          await eventually("a failed postStart to kill the container", async () => {
+            const c = await container(failing, "bad-hook");
+            return c?.state === ContainerStatus_State.TERMINATED ? c : undefined;
+          }, 60_000);
+        });
+
+        await t.step(`${engine}: termination messages and terminated reasons`, async () => {
+          const u = uid();
+          await pm.ensure(pod(u, [
+            {
+              name: "file",
+              image,
+              command: ["sh", "-c", "echo bye > /dev/termination-log; exit 2"],
+            },
+            {
+              name: "custom-path",
+              image,
+              command: ["sh", "-c", "echo custom > /tmp/msg; exit 0"],
+              terminationMessagePath: "/tmp/msg",
+            },
+            {
+              name: "from-logs",
+              image,
+              command: ["sh", "-c", "echo last words; exit 1"],
+              terminationMessageFallbackToLogs: true,
+            },
+            {
+              name: "logs-not-used",
+              image,
+              command: ["sh", "-c", "echo chatter; exit 0"],
+              terminationMessageFallbackToLogs: true,
+            },
+            { name: "cannot-run", image, command: ["/no/such/binary"] },
+          ], { restartPolicy: RestartPolicy.NEVER }));
+          const st = await eventually("every container to end", async () => {
+            const s = await pm.status(u);
+            return s.containers.every((c) => c.state === ContainerStatus_State.TERMINATED)
+              ? s
+              : undefined;
+          }, 60_000);
+          const by = Object.fromEntries(st.containers.map((c) => [c.name, c]));
+          assert.equal(by.file?.message, "bye\n");
+          assert.equal(by.file?.reason, "Error");
+          assert.equal(by.file?.exitCode, 2);
+          assert.equal(by["custom-path"]?.message, "custom\n");
+          assert.equal(by["custom-path"]?.reason, "Completed");
+          assert.equal(by["from-logs"]?.message, "last words\n");
+          assert.equal(by["logs-not-used"]?.message, "");
+          assert.equal(by["cannot-run"]?.reason, "ContainerCannotRun");
+          assert.notEqual(by["cannot-run"]?.exitCode, 0);
+          assert.match(by["cannot-run"]?.message ?? "", /no\/such\/binary/);
+          assert.equal(st.phase, PodStatusMsg_Phase.FAILED);
+        });
+      } finally {
+        ac.abort();
+        await running;
+        for (const u of uids) await pm.delete(u, 0).catch(() => {});
+        rt.close();
+        await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+      }
+    }
+  } finally {
+    await health.stop();
+    await services.release();
+  }
+});
