@@ -439,6 +439,102 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
           assert.match(by["cannot-run"]?.message ?? "", /no\/such\/binary/);
           assert.equal(st.phase, PodStatusMsg_Phase.FAILED);
         });
+
+        await t.step(`${engine}: security context, fsGroup, OOM and pull back-off`, async () => {
+          const u = uid();
+          await pm.ensure(pod(u, [
+            {
+              name: "as-root",
+              image,
+              command: ["sleep", "3600"],
+              runAsNonRoot: true,
+            },
+            {
+              name: "as-user",
+              image,
+              command: ["sleep", "3600"],
+              runAsNonRoot: true,
+              runAsUser: 1000n,
+              hasRunAsUser: true,
+              supplementalGroups: [2000n],
+              noNewPrivileges: true,
+              mounts: [
+                { volume: "secret", mountPath: "/secret" },
+                { volume: "scratch", mountPath: "/scratch" },
+              ],
+            },
+            {
+              name: "hungry",
+              image,
+              command: ["sh", "-c", 'x=$(head -c 64000000 /dev/zero | tr "\\0" a); echo survived'],
+              memoryLimitBytes: 16n * 1024n * 1024n,
+            },
+            { name: "missing-image", image: "127.0.0.1:1/aranya-e2e/none:x", command: ["true"] },
+          ], {
+            restartPolicy: RestartPolicy.NEVER,
+            hasFsGroup: true,
+            fsGroup: 1234n,
+            volumes: [
+              {
+                name: "secret",
+                source: {
+                  case: "data",
+                  value: {
+                    files: [{ path: "key", data: new TextEncoder().encode("s"), mode: 0o400 }],
+                  },
+                },
+              },
+              { name: "scratch", source: { case: "emptyDir", value: true } },
+            ],
+          }));
+          const st = await eventually("as-user to run and hungry to end", async () => {
+            const s = await pm.status(u);
+            const by = Object.fromEntries(s.containers.map((c) => [c.name, c]));
+            return by["as-user"]?.state === ContainerStatus_State.RUNNING &&
+                by.hungry?.state === ContainerStatus_State.TERMINATED
+              ? by
+              : undefined;
+          }, 60_000);
+          assert.equal(st["as-root"]?.reason, "CreateContainerConfigError");
+          assert.match(st["as-root"]?.message ?? "", /runAsNonRoot and image will run as root/);
+          const user = await pm.findContainer(u, "as-user");
+          assert.equal((await execText(rt, user.id, ["id", "-u"])).trim(), "1000");
+          const groups = (await execText(rt, user.id, ["id", "-G"])).trim().split(" ");
+          assert.ok(
+            groups.includes("1234") && groups.includes("2000"),
+            `fsGroup and supplementalGroups are supplementary groups; got ${groups}`,
+          );
+          assert.equal(
+            (await execText(rt, user.id, ["stat", "-c", "%a %g", "/secret/key"])).trim(),
+            "440 1234",
+          );
+          assert.equal(await execText(rt, user.id, ["cat", "/secret/key"]), "s");
+          assert.equal(
+            (await execText(rt, user.id, ["sh", "-c", "touch /scratch/f && stat -c %g /scratch/f"]))
+              .trim(),
+            "1234",
+            "the emptyDir is writable and new files get the fsGroup",
+          );
+          assert.match(
+            await execText(rt, user.id, ["grep", "NoNewPrivs", "/proc/self/status"]),
+            /NoNewPrivs:\s+1/,
+          );
+          assert.equal(st.hungry?.exitCode, 137);
+          // dockerd reports the OOM kill; Podman 4's compatible API (cgroup v1 here) reports only
+          // the SIGKILL, so the kubelet's reason there is the plain "Error".
+          assert.equal(st.hungry?.reason, engine === "docker" ? "OOMKilled" : "Error");
+          assert.ok(
+            seen.some((x) =>
+              x.uid === u &&
+              x.containers.some((c) => c.name === "missing-image" && c.reason === "ErrImagePull")
+            ),
+            "the failed pull was reported as ErrImagePull",
+          );
+          await eventually("ImagePullBackOff on the next pass", async () => {
+            const c = await container(u, "missing-image");
+            return c?.reason === "ImagePullBackOff" ? c : undefined;
+          }, 10_000);
+        });
       } finally {
         ac.abort();
         await running;

@@ -107,6 +107,8 @@ interface Desired {
   messages: Map<string, string>;
   /** Why the engine could not start an instance, by engine id. */
   startFailures: Map<string, string>;
+  /** Images whose last pull failed, and when the next may be tried. */
+  pullBackoff: Map<string, { backoff: Backoff; notBefore: number }>;
   failed: boolean;
   lastStatus?: string;
 }
@@ -300,6 +302,7 @@ export class PodManager {
       waiting: new Map(),
       messages: new Map(),
       startFailures: new Map(),
+      pullBackoff: new Map(),
       failed: false,
     };
   }
@@ -488,7 +491,9 @@ export class PodManager {
   async #advance(d: Desired, existing: ContainerInfo[]): Promise<void> {
     const cmd = d.cmd;
     const policy = cmd.restartPolicy || RestartPolicy.ALWAYS;
-    const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes);
+    const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes, {
+      fsGroup: cmd.hasFsGroup ? Number(cmd.fsGroup) : undefined,
+    });
     await writeResolvConf(this.#o.stateDir, cmd);
     let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
     if (!infra) {
@@ -611,10 +616,40 @@ export class PodManager {
     }
   }
 
+  /** runAsNonRoot, checked as the kubelet checks it (CreateContainerConfigError when refused). */
+  #admitUser(d: Desired, c: WireContainer, imageUser: string): boolean {
+    if (!c.runAsNonRoot) return true;
+    const uid = effectiveUid(c, imageUser);
+    const refuse = (message: string) => {
+      d.waiting.set(c.name, { reason: "CreateContainerConfigError", message });
+      return false;
+    };
+    if (uid === undefined) {
+      return refuse(
+        `container has runAsNonRoot and image has non-numeric user (${imageUser}), cannot verify user is non-root (pod: "${d.cmd.name}_${d.cmd.namespace}(${d.cmd.uid})", container: ${c.name})`,
+      );
+    }
+    if (uid === 0) {
+      return refuse(
+        `container has runAsNonRoot and image will run as root (pod: "${d.cmd.name}_${d.cmd.namespace}(${d.cmd.uid})", container: ${c.name})`,
+      );
+    }
+    return true;
+  }
+
   async #pull(d: Desired, c: WireContainer): Promise<boolean> {
     const policy = c.pullPolicy || PullPolicy.IF_NOT_PRESENT;
     const present = await this.#o.runtime.inspectImage(c.image);
-    if (present && policy !== PullPolicy.ALWAYS) return true;
+    if (present && policy !== PullPolicy.ALWAYS) return this.#admitUser(d, c, present.user);
+    const wait = d.pullBackoff.get(c.image);
+    if (wait && Date.now() < wait.notBefore) {
+      // Like the kubelet: no pull while the back-off after a failed one runs.
+      d.waiting.set(c.name, {
+        reason: "ImagePullBackOff",
+        message: `Back-off pulling image "${c.image}"`,
+      });
+      return false;
+    }
     if (!present && policy === PullPolicy.NEVER) {
       d.waiting.set(c.name, {
         reason: "ErrImageNeverPull",
@@ -623,11 +658,18 @@ export class PodManager {
       return false;
     }
     try {
-      await this.#o.runtime.pullImage(c.image, credentialsFor(d.cmd, c.image));
+      const image = await this.#o.runtime.pullImage(c.image, credentialsFor(d.cmd, c.image));
       d.waiting.delete(c.name);
-      return true;
+      d.pullBackoff.delete(c.image);
+      return this.#admitUser(d, c, image.user);
     } catch (err) {
       d.waiting.set(c.name, { reason: "ErrImagePull", message: errorMessage(err) });
+      const b = wait ?? {
+        backoff: new Backoff({ initialMs: 10_000, maxMs: 300_000, factor: 2 }),
+        notBefore: 0,
+      };
+      b.notBefore = Date.now() + b.backoff.next();
+      d.pullBackoff.set(c.image, b);
       this.#log.warn("image pull failed", { image: c.image, error: errorMessage(err) });
       return false;
     }
@@ -779,6 +821,17 @@ export class PodManager {
     d.lastStatus = key;
     this.#o.onStatus?.(s);
   }
+}
+
+/**
+ * The user a container runs as, for runAsNonRoot: its runAsUser, else the
+ * image's user; undefined when the image names a user only by name.
+ */
+export function effectiveUid(c: WireContainer, imageUser: string): number | undefined {
+  if (c.hasRunAsUser) return Number(c.runAsUser);
+  const user = imageUser.split(":")[0] ?? "";
+  if (user === "" || user === "root") return 0;
+  return /^[0-9]+$/.test(user) ? Number(user) : undefined;
 }
 
 /** The pull credentials for `image` from the pod's pull secrets (matched by registry host). */

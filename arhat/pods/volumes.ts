@@ -40,6 +40,7 @@ export async function writeVolumes(
   stateDir: string,
   uid: string,
   volumes: Volume[],
+  opts: { fsGroup?: number } = {},
 ): Promise<Map<string, string>> {
   const base = `${podDir(stateDir, uid)}/volumes`;
   await Deno.mkdir(base, { recursive: true, mode: 0o700 });
@@ -54,11 +55,15 @@ export async function writeVolumes(
         paths.set(v.name, v.source.value);
         break;
       case "emptyDir":
+        // World-writable like the kubelet's, so containers of any user can use it; with an
+        // fsGroup the group owns it and new files inherit the group (setgid).
         await Deno.mkdir(target, { recursive: true });
+        if (opts.fsGroup !== undefined) await Deno.chown(target, null, opts.fsGroup);
+        await Deno.chmod(target, opts.fsGroup !== undefined ? 0o2777 : 0o777);
         paths.set(v.name, target);
         break;
       case "data": {
-        await writeDataVolume(target, v.name, v.source.value.files);
+        await writeDataVolume(target, v.name, v.source.value.files, opts.fsGroup);
         paths.set(v.name, target);
         break;
       }
@@ -70,16 +75,24 @@ export async function writeVolumes(
 }
 
 /** Brings the files under `dir` to exactly `files`, touching only what changed. */
-async function writeDataVolume(dir: string, name: string, files: VolumeFile[]): Promise<void> {
+async function writeDataVolume(
+  dir: string,
+  name: string,
+  files: VolumeFile[],
+  fsGroup: number | undefined,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const want = new Set<string>();
   for (const f of files) {
     checkRelative(f.path, `File of volume "${name}"`);
     want.add(f.path);
     const file = `${dir}/${f.path}`;
-    const mode = f.mode || 0o644;
+    // With an fsGroup, the group owns the file and may read it (the kubelet's read-only mask).
+    const mode = fsGroup === undefined ? f.mode || 0o644 : (f.mode || 0o644) | 0o440;
     const same = await Promise.all([Deno.readFile(file), Deno.stat(file)]).then(
-      ([data, st]) => equalBytes(data, f.data) && (st.mode ?? 0) % 0o1000 === mode,
+      ([data, st]) =>
+        equalBytes(data, f.data) && (st.mode ?? 0) % 0o1000 === mode &&
+        (fsGroup === undefined || st.gid === fsGroup),
       () => false,
     );
     if (same) continue;
@@ -87,6 +100,7 @@ async function writeDataVolume(dir: string, name: string, files: VolumeFile[]): 
     await Deno.mkdir(folder, { recursive: true });
     const tmp = `${folder}/.tmp-${crypto.randomUUID().slice(0, 8)}`;
     await Deno.writeFile(tmp, f.data, { mode });
+    if (fsGroup !== undefined) await Deno.chown(tmp, null, fsGroup);
     await Deno.chmod(tmp, mode);
     await Deno.rename(tmp, file);
   }

@@ -26,6 +26,8 @@ export interface ImageInfo {
   id: string;
   repoTags: string[];
   size: number;
+  /** The image's configured user ("", "name", "uid" or "uid:gid"); "" from image lists. */
+  user: string;
 }
 
 /** A bind mount. */

@@ -97,6 +97,7 @@ interface RawImage {
   Id: string;
   RepoTags?: string[] | null;
   Size?: number;
+  Config?: { User?: string } | null;
 }
 
 interface CallInit {
@@ -702,6 +703,7 @@ function toImage(raw: RawImage): ImageInfo {
     id: raw.Id,
     repoTags: (raw.RepoTags ?? []).filter((t) => t !== "<none>:<none>"),
     size: raw.Size ?? 0,
+    user: raw.Config?.User ?? "",
   };
 }
 
