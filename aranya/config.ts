@@ -66,6 +66,7 @@ export const CONFIG_DEFAULTS = Object.freeze({
   nodeHeartbeat: "10s",
   nodeLeaseDuration: "40s",
   nodeStatusSync: "5m",
+  podSyncInterval: "1m",
   websocketListen: "0.0.0.0:8443",
   websocketPath: "/v1/link",
   grpcListen: "0.0.0.0:8444",
@@ -175,6 +176,12 @@ export interface AranyaConfig {
   kubelet: KubeletConfig;
   /** Timers of the virtual Nodes. */
   node: { heartbeatMs: number; leaseDurationMs: number; statusSyncMs: number };
+  /**
+   * Pods on the devices: `syncIntervalMs`, how often a running pod's volume
+   * sources (ConfigMaps, Secrets, downward API, tokens) are resolved again and
+   * sent when they changed (the kubelet's syncFrequency, default 1 minute).
+   */
+  pods: { syncIntervalMs: number };
   /** Device links; at least one is set. */
   links: { websocket?: WebSocketLinkConfig; grpc?: GrpcLinkConfig; mqtt?: MqttLinkConfig };
 }
@@ -429,6 +436,7 @@ function readConfig(root: ConfigReader, defaults: Defaults): AranyaConfig {
     leaderElection: readLeaderElection(root.object("leaderElection"), defaults),
     kubelet: readKubelet(root.object("kubelet")),
     node: readNode(root.object("node")),
+    pods: readPods(root.object("pods")),
     links: readLinks(root.object("links", { required: true }), defaults.linksIsMapping),
   };
   if (kubeconfig !== undefined) config.kubeconfig = kubeconfig;
@@ -621,6 +629,17 @@ function readNode(r: ConfigReader): AranyaConfig["node"] {
   }
   r.finish();
   return node;
+}
+
+function readPods(r: ConfigReader): AranyaConfig["pods"] {
+  const pods = {
+    syncIntervalMs: r.duration("syncInterval", {
+      default: CONFIG_DEFAULTS.podSyncInterval,
+      min: 1000,
+    }),
+  };
+  r.finish();
+  return pods;
 }
 
 const LINKS = ["websocket", "grpc", "mqtt"] as const;

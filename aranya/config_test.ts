@@ -55,6 +55,7 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
       tls: { kind: "csr" },
     },
     node: { heartbeatMs: 10_000, leaseDurationMs: 40_000, statusSyncMs: 300_000 },
+    pods: { syncIntervalMs: 60_000 },
     links: { websocket: { listen: { hostname: "0.0.0.0", port: 8443 }, path: "/v1/link" } },
   };
   assert.deepEqual(config, want);
@@ -90,6 +91,7 @@ leaderElection:
   retryPeriod: 500ms
 kubelet: {address: "fd00::10", listen: "::", port: 11250, portCount: 50, clientCaFile: /tls/client-ca.crt, streamIdleTimeout: 30m, tls: {secret: {namespace: ops, name: kubelet-tls}}}
 node: {heartbeat: 1s, leaseDuration: 5s, statusSync: 1m}
+pods: {syncInterval: 15s}
 links:
   websocket:
     listen: "[::]:443"
@@ -133,6 +135,7 @@ links:
       tls: { kind: "secret", namespace: "ops", name: "kubelet-tls" },
     },
     node: { heartbeatMs: 1000, leaseDurationMs: 5000, statusSyncMs: 60_000 },
+    pods: { syncIntervalMs: 15_000 },
     links: {
       websocket: {
         listen: { hostname: "::", port: 443 },

@@ -177,6 +177,8 @@ async function serveWhileLeading(
     const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
     known.add(key);
     metrics.edgeDevices.set(known.size);
+    // A changed tenancy rule re-checks the pods on the device's Node at once.
+    pods.deviceChanged(ed);
     const conn = ed.spec?.connectivity;
     if (conn?.method !== "mqtt") {
       mqtt?.removeDevice(key);
@@ -234,6 +236,7 @@ async function serveWhileLeading(
     directory: edgeDevices,
     namespaces: config.namespaces,
     kubeletAddress: config.kubelet.address,
+    syncIntervalMs: config.pods.syncIntervalMs,
     onSync: (result) => {
       metrics.podSyncsTotal.inc({ result });
       metrics.reconcileTotal.inc({

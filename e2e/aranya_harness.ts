@@ -134,6 +134,8 @@ export interface AranyaTestConfig {
   api?: { qps: number; burst: number };
   /** Node timers, e.g. "1s" (defaults: aranya's). */
   node?: { heartbeat?: string; leaseDuration?: string; statusSync?: string };
+  /** Pods: how often running pods' volumes are resolved again (default aranya's 1m). */
+  pods?: { syncInterval?: string };
   logLevel?: "debug" | "info" | "warn" | "error";
 }
 
@@ -151,6 +153,9 @@ export function aranyaConfigYaml(o: AranyaTestConfig): string {
       o.kubelet?.port ?? 10250
     }, portCount: ${o.kubelet?.portCount ?? 8} }`,
     ...(node.length ? [`node: { ${node.join(", ")} }`] : []),
+    ...(o.pods?.syncInterval
+      ? [`pods: { syncInterval: ${JSON.stringify(o.pods.syncInterval)} }`]
+      : []),
     `links:`,
   ];
   if (o.websocket) {

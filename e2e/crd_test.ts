@@ -76,6 +76,31 @@ Deno.test("EdgeDevice CRD", async (t) => {
         "jsonpath={.spec.connectivity.method}",
       ]);
       assert.equal(method, "websocket");
+      // spec.node.namespaceTaint defaults to true once spec.node is there.
+      await cluster.kubectlOk(
+        ["apply", "-n", ns, "-f", "-"],
+        JSON.stringify({
+          apiVersion: "aranya.arhat.dev/v1alpha1",
+          kind: "EdgeDevice",
+          metadata: { name: "tenancy" },
+          spec: {
+            node: { labels: { "example.com/x": "1" } },
+            pod: {
+              allowedNamespaceSelector: {
+                matchLabels: { "example.com/edge": "shared" },
+                matchExpressions: [{ key: "env", operator: "Exists" }],
+              },
+            },
+          },
+        }),
+      );
+      const tenancy = JSON.parse(
+        await cluster.kubectlOk(["get", "ed", "tenancy", "-n", ns, "-o", "json"]),
+      );
+      assert.equal(tenancy.spec.node.namespaceTaint, true);
+      assert.deepEqual(tenancy.spec.pod.allowedNamespaceSelector.matchExpressions, [
+        { key: "env", operator: "Exists" },
+      ]);
     });
 
     const invalid: { file: string; field: string }[] = [];

@@ -29,6 +29,8 @@ const ALLOWED: Ask[] = [
   ...["get", "update", "patch"].map((v): Ask => [v, ED, { ...ALL, sub: "status" }]),
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v): Ask => [v, "nodes"]),
   ...["get", "update", "patch"].map((v): Ask => [v, "nodes", { sub: "status" }]),
+  // Namespace labels, for spec.pod.allowedNamespaceSelector (one watch).
+  ...["get", "list", "watch"].map((v): Ask => [v, "namespaces"]),
   ...["get", "list", "watch", "create", "delete"].map((v): Ask => [v, "pods", ALL]),
   ...["get", "update", "patch"].map((v): Ask => [v, "pods", { ...ALL, sub: "status" }]),
   ...["get", "create", "delete"].map((v): Ask => [v, "secrets", ALL]),
@@ -54,6 +56,8 @@ const ALLOWED: Ask[] = [
 const REFUSED: Ask[] = [
   ["delete", "namespaces"],
   ["create", "namespaces"],
+  ["update", "namespaces"],
+  ["patch", "namespaces"],
   ["create", "clusterrolebindings.rbac.authorization.k8s.io"],
   ["create", "clusterroles.rbac.authorization.k8s.io"],
   ["escalate", "clusterroles.rbac.authorization.k8s.io"],

@@ -16,7 +16,9 @@
  *   virtual pod still reaches the host;
  * - a same-named EdgeDevice in the tenant's namespace: NodeOwned=False,
  *   NodeNameTaken, no Secret, no virtual pod; deleting it deletes nothing;
- *   spec.pod.allowedNamespaces is refused to the tenant (admission);
+ *   spec.pod.allowedNamespaces, spec.pod.allowedNamespaceSelector and
+ *   spec.node.namespaceTaint false are refused to the tenant (admission), other
+ *   changes of its EdgeDevice are not;
  * - an impostor device: a self-made credentials Secret (even one owned by the
  *   tenant's EdgeDevice), another device's token, a client certificate for
  *   another name: all refused by the real aranya;
@@ -217,6 +219,34 @@ Deno.test({
         ]);
         assert.notEqual(optIn.code, 0);
         assert.match(optIn.stderr, /may be set or changed only by a cluster admin/);
+        // So are the namespace selector and dropping the namespace taint (which would let the
+        // scheduler put other tenants' pods on the device, only to be refused there).
+        for (
+          const [spec, field] of [
+            [{ pod: { allowedNamespaceSelector: {} } }, "spec.pod.allowedNamespaceSelector"],
+            [{ node: { namespaceTaint: false } }, "spec.node.namespaceTaint"],
+          ] as const
+        ) {
+          const r = await tenant.kubectl([
+            "patch",
+            "ed",
+            dev,
+            "--type=merge",
+            "-p",
+            JSON.stringify({ spec }),
+          ]);
+          assert.notEqual(r.code, 0, `${field} must be refused to the tenant`);
+          assert.match(r.stderr, new RegExp(`${field.replaceAll(".", "\\.")} may be set`));
+        }
+        // Other changes of its own EdgeDevice stay the tenant's (the policy compares fields).
+        await tenant.kubectlOk([
+          "patch",
+          "ed",
+          dev,
+          "--type=merge",
+          "-p",
+          JSON.stringify({ spec: { node: { labels: { "example.com/site": "t2" } } } }),
+        ]);
 
         // 4. Impostor devices, against the real aranya.
         const dial = (

@@ -264,6 +264,27 @@ Deno.test({
         assert.equal(after.metadata.labels["example.com/by-hand"], "yes");
         assert.equal(after.metadata.labels["arhat.dev/name"], name);
         assert.equal(after.metadata.uid, before.metadata.uid, "the same Node");
+        // spec.node.namespaceTaint: false drops the namespace taint, true brings it back.
+        const namespaceTaint = (n: { spec: { taints?: { key: string }[] } }) =>
+          (n.spec.taints ?? []).find((x) => x.key === "arhat.dev/namespace");
+        await patch({ node: { namespaceTaint: false } });
+        const untainted = await eventually("the namespace taint to go", async () => {
+          const n = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          return namespaceTaint(n) === undefined ? n : undefined;
+        });
+        assert.equal(untainted.metadata.uid, before.metadata.uid, "the same Node");
+        await patch({ node: { namespaceTaint: true } });
+        await eventually("the namespace taint back", async () => {
+          const n = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          const t = namespaceTaint(n);
+          return t
+            ? assert.deepEqual(t, {
+              key: "arhat.dev/namespace",
+              value: ns,
+              effect: "NoSchedule",
+            }) ?? true
+            : undefined;
+        });
       });
 
       await t.step("an API refusal is a Warning ReconcileFailed Event, then retried", async () => {

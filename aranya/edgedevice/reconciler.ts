@@ -7,7 +7,7 @@
  *   (annotation aranya.arhat.dev/edge-device-uid): labels
  *   arhat.dev/role=EdgeDevice, arhat.dev/name, arhat.dev/namespace (plus the
  *   spec's labels and annotations), the taint arhat.dev/namespace=<ns>:NoSchedule
- *   (plus the spec's taints); its status addresses (an InternalIP where aranya
+ *   unless spec.node.namespaceTaint is false (plus the spec's taints); its status addresses (an InternalIP where aranya
  *   serves the kubelet API) and daemonEndpoints. A Node of that name that
  *   aranya did not create for this EdgeDevice (another namespace's device, a
  *   real node) is never adopted, changed or deleted: the EdgeDevice gets
@@ -336,7 +336,12 @@ export class EdgeDeviceReconciler {
       },
       spec: {
         taints: [
-          { key: TAINT_NAMESPACE, value: namespace, effect: "NoSchedule" },
+          // spec.node.namespaceTaint: false (a cluster admin's opt-in) leaves it off, so pods
+          // that do not tolerate it may be scheduled there (they are still admitted only by the
+          // tenancy rule of the pod controller).
+          ...(spec.namespaceTaint === false
+            ? []
+            : [{ key: TAINT_NAMESPACE, value: namespace, effect: "NoSchedule" }]),
           ...(spec.taints ?? []).map((t) => ({ key: t.key, value: t.value, effect: t.effect })),
         ],
       },

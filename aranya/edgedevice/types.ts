@@ -1,5 +1,6 @@
 /** The EdgeDevice custom resource as aranya reads it (see deploy/crds). */
 import type { KubernetesObject, V1ObjectMeta, V1OwnerReference } from "@kubernetes/client-node";
+import type { LabelSelector } from "../kube/label_selector.ts";
 
 export const GROUP = "aranya.arhat.dev";
 export const VERSION = "v1alpha1";
@@ -37,6 +38,12 @@ export interface EdgeDevice extends KubernetesObject {
       labels?: Record<string, string>;
       annotations?: Record<string, string>;
       taints?: { key: string; value?: string; effect: string }[];
+      /**
+       * The taint arhat.dev/namespace=<namespace>:NoSchedule on the Node
+       * (default true). false: pods that do not tolerate it may be scheduled
+       * there (a cluster admin's opt-in, guarded by admission).
+       */
+      namespaceTaint?: boolean;
     };
     pod?: {
       allocatable?: number;
@@ -45,6 +52,12 @@ export interface EdgeDevice extends KubernetesObject {
        * (empty by default; a cluster admin's opt-in, guarded by admission).
        */
       allowedNamespaces?: string[];
+      /**
+       * Namespaces whose labels match this selector may run pods on the device
+       * too (an empty selector matches every namespace; a cluster admin's
+       * opt-in, guarded by admission).
+       */
+      allowedNamespaceSelector?: LabelSelector;
       /** What dnsPolicy ClusterFirst means for pods on this device. */
       dns?: { servers?: string[]; searches?: string[]; options?: string[] };
     };

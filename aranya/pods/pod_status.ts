@@ -207,10 +207,24 @@ function containerJson(
     imageID: c.imageId,
     ...(id ? { containerID: id } : {}),
     ready: c.ready,
-    started: c.state === ContainerStatus_State.RUNNING,
+    started: c.started,
     restartCount: c.restartCount,
     state,
-    lastState: {},
+    lastState: c.lastTermination
+      ? {
+        terminated: {
+          exitCode: c.lastTermination.exitCode,
+          reason: c.lastTermination.reason ||
+            (c.lastTermination.exitCode === 0 ? "Completed" : "Error"),
+          ...(c.lastTermination.message ? { message: c.lastTermination.message } : {}),
+          startedAt: seconds(c.lastTermination.startedAt) ?? null,
+          finishedAt: seconds(c.lastTermination.finishedAt) ?? null,
+          ...(c.lastTermination.containerId
+            ? { containerID: `${runtime}://${c.lastTermination.containerId}` }
+            : {}),
+        },
+      }
+      : {},
   };
 }
 

@@ -23,12 +23,19 @@ import type {
   V1ConfigMap,
   V1Container,
   V1DownwardAPIVolumeFile,
+  V1ExecAction,
+  V1GRPCAction,
+  V1HTTPGetAction,
   V1KeyToPath,
+  V1LifecycleHandler,
   V1ObjectFieldSelector,
   V1Pod,
   V1PodSpec,
+  V1Probe,
   V1ResourceFieldSelector,
   V1Secret,
+  V1SleepAction,
+  V1TCPSocketAction,
   V1Volume,
 } from "@kubernetes/client-node";
 import { sha256Hex } from "../../common/digest.ts";
@@ -40,8 +47,10 @@ import {
   type ImagePullAuth,
   ImagePullAuthSchema,
   ImagePullSpecSchema,
+  LifecycleHandlerSchema,
   type PodEnsureCmd,
   PodEnsureCmdSchema,
+  ProbeSchema,
   PullPolicy,
   RestartPolicy,
   type Volume,
@@ -223,6 +232,9 @@ class Resolver {
       hosts,
       terminationGraceSeconds: BigInt(spec.terminationGracePeriodSeconds ?? 30),
       specHash: podSpecHash(pod),
+      fsGroup: BigInt(psc.fsGroup ?? 0),
+      hasFsGroup: psc.fsGroup !== undefined,
+      sysctls: Object.fromEntries((psc.sysctls ?? []).map((x) => [x.name, x.value])),
     });
   }
 
@@ -236,12 +248,13 @@ class Resolver {
     const runAsUser = sc.runAsUser ?? psc.runAsUser;
     const runAsGroup = sc.runAsGroup ?? psc.runAsGroup;
     const limits = c.resources?.limits ?? {};
-    const quantity = (q: string | undefined, field: string) => {
+    const requests = c.resources?.requests ?? {};
+    const quantity = (q: string | undefined, field: string, kind = "limits") => {
       if (q === undefined) return 0;
       try {
         return parseQuantity(q);
       } catch (err) {
-        throw new PodConfigError(`${path}.resources.limits.${field}: ${(err as Error).message}`);
+        throw new PodConfigError(`${path}.resources.${kind}.${field}: ${(err as Error).message}`);
       }
     };
     return create(ContainerSpecSchema, {
@@ -278,6 +291,23 @@ class Resolver {
       capsDrop: sc.capabilities?.drop ?? [],
       memoryLimitBytes: BigInt(Math.ceil(quantity(limits.memory, "memory"))),
       cpuLimitMillis: BigInt(Math.ceil(quantity(limits.cpu, "cpu") * 1000)),
+      memoryRequestBytes: BigInt(Math.ceil(quantity(requests.memory, "memory", "requests"))),
+      cpuRequestMillis: BigInt(Math.ceil(quantity(requests.cpu, "cpu", "requests") * 1000)),
+      supplementalGroups: (psc.supplementalGroups ?? []).map((g) => BigInt(g)),
+      noNewPrivileges: sc.allowPrivilegeEscalation === false,
+      runAsNonRoot: sc.runAsNonRoot ?? psc.runAsNonRoot ?? false,
+      livenessProbe: probe(c, c.livenessProbe, `${path}.livenessProbe`),
+      readinessProbe: probe(c, c.readinessProbe, `${path}.readinessProbe`),
+      startupProbe: probe(c, c.startupProbe, `${path}.startupProbe`),
+      postStart: hook(c, c.lifecycle?.postStart, `${path}.lifecycle.postStart`),
+      preStop: hook(c, c.lifecycle?.preStop, `${path}.lifecycle.preStop`),
+      terminationMessagePath: c.terminationMessagePath ?? "",
+      terminationMessageFallbackToLogs: c.terminationMessagePolicy === "FallbackToLogsOnError",
+      // Known only on the device once the pod's network exists (hostNetwork: the node's, here).
+      podIpEnv: this.#pod.spec?.hostNetwork ? [] : (c.env ?? []).filter((e) => {
+        const f = e.valueFrom?.fieldRef?.fieldPath;
+        return f === "status.podIP" || f === "status.podIPs";
+      }).map((e) => e.name),
     });
   }
 
@@ -630,6 +660,89 @@ class Resolver {
     }
     return out;
   }
+}
+
+/** A container port by number or by the name of one of the container's ports. */
+function portOf(c: V1Container, port: number | string | undefined, where: string): number {
+  if (typeof port === "number") return port;
+  if (port !== undefined && /^[0-9]+$/.test(port)) return Number(port);
+  const named = c.ports?.find((p) => p.name === port);
+  if (!named) {
+    throw new PodConfigError(
+      `${where}.port: container "${c.name}" has no port named "${port ?? ""}"`,
+    );
+  }
+  return named.containerPort;
+}
+
+type Handler = {
+  exec?: V1ExecAction;
+  httpGet?: V1HTTPGetAction;
+  tcpSocket?: V1TCPSocketAction;
+  grpc?: V1GRPCAction;
+  sleep?: V1SleepAction;
+};
+
+/** A probe's or hook's action on the wire; named ports become numbers. */
+function action(c: V1Container, h: Handler, where: string) {
+  if (h.exec) {
+    return { case: "exec" as const, value: { command: h.exec.command ?? [] } };
+  }
+  if (h.httpGet) {
+    const g = h.httpGet;
+    return {
+      case: "httpGet" as const,
+      value: {
+        host: g.host ?? "",
+        port: portOf(c, g.port as number | string, `${where}.httpGet`),
+        path: g.path ?? "/",
+        scheme: g.scheme ?? "HTTP",
+        headers: (g.httpHeaders ?? []).map((x) => ({ name: x.name, value: x.value })),
+      },
+    };
+  }
+  if (h.tcpSocket) {
+    return {
+      case: "tcpSocket" as const,
+      value: {
+        host: h.tcpSocket.host ?? "",
+        port: portOf(c, h.tcpSocket.port as number | string, `${where}.tcpSocket`),
+      },
+    };
+  }
+  if (h.grpc) {
+    return {
+      case: "grpc" as const,
+      value: { port: h.grpc.port, service: h.grpc.service ?? "" },
+    };
+  }
+  if (h.sleep) return { case: "sleepSeconds" as const, value: h.sleep.seconds };
+  throw new PodConfigError(`${where}: needs exec, httpGet, tcpSocket, grpc or sleep`);
+}
+
+/** A probe with its action resolved (timing defaults are applied on the device). */
+function probe(c: V1Container, p: V1Probe | undefined, where: string) {
+  if (!p) return undefined;
+  const a = action(c, p, where);
+  if (a.case === "sleepSeconds") throw new PodConfigError(`${where}: sleep is not a probe`);
+  return create(ProbeSchema, {
+    action: a,
+    initialDelaySeconds: p.initialDelaySeconds ?? 0,
+    periodSeconds: p.periodSeconds ?? 0,
+    timeoutSeconds: p.timeoutSeconds ?? 0,
+    successThreshold: p.successThreshold ?? 0,
+    failureThreshold: p.failureThreshold ?? 0,
+    terminationGracePeriodSeconds: BigInt(p.terminationGracePeriodSeconds ?? 0),
+    hasTerminationGracePeriodSeconds: p.terminationGracePeriodSeconds !== undefined,
+  });
+}
+
+/** A postStart or preStop hook. */
+function hook(c: V1Container, h: V1LifecycleHandler | undefined, where: string) {
+  if (!h) return undefined;
+  const a = action(c, h, where);
+  if (a.case === "grpc") throw new PodConfigError(`${where}: grpc is not a lifecycle handler`);
+  return create(LifecycleHandlerSchema, { action: a });
 }
 
 /** Registry credentials in a kubernetes.io/dockerconfigjson or dockercfg Secret. */

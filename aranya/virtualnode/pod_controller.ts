@@ -25,8 +25,42 @@
  * reason CreateContainerConfigError naming the field, and is retried with
  * back-off.
  *
+ * Running pods, as the kubelet keeps them (docs/aranya.md, "Pods"):
+ *
+ * - volumes follow their sources: ConfigMap, Secret, downwardAPI and projected
+ *   volumes are resolved again every `syncIntervalMs` (and at once when the
+ *   pod's own labels or annotations change), and when the digest of the
+ *   resolved files differs from what the device holds the pod is sent again
+ *   with the same spec hash: the device rewrites the files in place, nothing
+ *   restarts. Nothing is sent when nothing changed. Env is not updated in
+ *   running containers (the device uses the new values only for containers it
+ *   creates later, as the kubelet resolves env at container start);
+ * - projected service account tokens are cached per pod and requested again
+ *   at 80% of their lifetime or after 24 hours (token_cache.ts);
+ * - a pod active longer than spec.activeDeadlineSeconds (since
+ *   status.startTime) is stopped on the device and marked Failed, reason
+ *   DeadlineExceeded (active_deadline.ts).
+ *
+ * Why periodic re-resolution and not watches on ConfigMaps and Secrets: a
+ * watch per referenced object (the kubelet's way) would be tens of thousands
+ * of long-lived requests from this one process at 1000 devices, and a watch
+ * per namespace needs list/watch on every Secret of the namespace (which the
+ * RBAC deliberately does not grant: Secrets are read by name only) and holds
+ * all of them in memory. Re-reading by name costs at most one GET per
+ * referenced object per `syncIntervalMs`, fewer when pods share objects (one
+ * read serves every pod using it for `sourceCacheMs`, source_cache.ts), spread
+ * over time because each pod keeps its own schedule (one timer scans them
+ * all, kube/due_set.ts), and no device traffic unless something changed. At
+ * 1000 devices with 10 pods each, each pod with its own ConfigMap and Secret,
+ * that is about 330 GET/s at the default minute: large fleets raise the
+ * interval (config pods.syncInterval). The pod's own metadata comes through the
+ * pod watch, so downward API labels and annotations propagate at once.
+ *
  * Tenancy: a device runs only pods of its EdgeDevice's namespace, plus the
- * namespaces its `spec.pod.allowedNamespaces` lists. Any other pod bound to its
+ * namespaces its `spec.pod.allowedNamespaces` lists and those whose labels
+ * match its `spec.pod.allowedNamespaceSelector` (ONE Namespace watch keeps
+ * their labels; a relabelled namespace or a changed rule re-checks the pods
+ * at once, edgedevice/tenancy.ts). Any other pod bound to its
  * Node is refused the way a kubelet refuses a pod it cannot admit: phase
  * Failed with reason NamespaceNotAllowed and a message naming the rule; it is
  * never sent to the device (and is stopped there if the rule changed while it
@@ -42,12 +76,15 @@ import {
   ListWatch,
   PatchStrategy,
   setHeaderOptions,
+  type V1Namespace,
+  type V1NamespaceList,
   type V1Pod,
   type V1PodList,
   Watch,
 } from "@kubernetes/client-node";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import { errorMessage, isKind } from "../../common/errors.ts";
+import { stableJson } from "../../common/stable_json.ts";
 import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { Reply, SessionClient } from "../../common/session/session_client.ts";
@@ -61,10 +98,23 @@ import {
   PodStatusMsgSchema,
 } from "../../proto/gen/aranya/pod_pb.ts";
 import type { EdgeDirectory } from "../edgedevice/controller.ts";
+import { namespaceRefusal, tenancyKey } from "../edgedevice/tenancy.ts";
+import type { EdgeDevice } from "../edgedevice/types.ts";
+import { DueSet } from "../kube/due_set.ts";
 import { fromApiError, isNotFound } from "../kube/errors.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
+import {
+  activeDeadlineAt,
+  deadlineExceededStatus,
+  isDeadlineExceeded,
+  MESSAGE_DEADLINE_EXCEEDED,
+  REASON_DEADLINE_EXCEEDED,
+} from "../pods/active_deadline.ts";
 import { podStatusFrom, type PodStatusJson, statusChanged } from "../pods/pod_status.ts";
 import { PodConfigError, type PodSources, podSpecHash, resolvePod } from "../pods/resolve.ts";
+import { SourceCache } from "../pods/source_cache.ts";
+import { TokenCache } from "../pods/token_cache.ts";
+import { volumeDigest } from "../pods/volume_digest.ts";
 
 /** Reason of a pod refused by the tenancy rule (phase Failed). */
 export const REASON_NOT_ALLOWED = "NamespaceNotAllowed";
@@ -82,6 +132,20 @@ export interface PodControllerOptions {
   workers?: number;
   /** Longest wait for a device's reply to ensure/list, ms (default 60 s). */
   requestTimeoutMs?: number;
+  /**
+   * How often a running pod's volume sources are resolved again, ms (default
+   * 60 s, the kubelet's syncFrequency).
+   */
+  syncIntervalMs?: number;
+  /**
+   * How long one read of a Secret or ConfigMap is shared between the pods
+   * that use it, ms (default: a sixth of syncIntervalMs, at most 10 s).
+   */
+  sourceCacheMs?: number;
+  /** How often due work (volume checks, token refreshes, deadlines) is looked for, ms (default 1 s). */
+  tickMs?: number;
+  /** Clock, ms since the epoch (default Date.now); injectable for tests. */
+  now?: () => number;
   /** Called after each pod sync, for metrics. */
   onSync?: (result: "ok" | "error") => void;
   /** Records a Kubernetes Event for a pod (optional). */
@@ -112,6 +176,18 @@ interface DeviceState {
   allocatable?: Record<string, string>;
 }
 
+/** What the controller keeps about a pod it sent to a device (by uid). */
+interface PodState {
+  /** Digest of the volume files the device holds (sent or confirmed); unknown after a restart. */
+  digest?: string;
+  /** The pod's labels and annotations at the last resolution (downward API). */
+  meta?: string;
+  /** When the volume sources are resolved again (ms). */
+  nextSync: number;
+  /** Stopped for its active deadline: never sent again. */
+  deadlineExceeded?: boolean;
+}
+
 /** Syncs pods bound to edge nodes with their devices. */
 export class PodController {
   readonly #o: PodControllerOptions;
@@ -124,12 +200,31 @@ export class PodController {
   /** Node -> pod keys. */
   readonly #byNode = new Map<string, Set<string>>();
   readonly #caches: ListWatch<V1Pod>[] = [];
+  #namespaces?: ListWatch<V1Namespace>;
+  /** Pod uid -> what was sent for it. */
+  readonly #pods = new Map<string, PodState>();
+  /** Pod keys with work due later (volume checks, token refreshes, deadlines). */
+  readonly #due = new DueSet();
+  /** Node -> the tenancy rule of its EdgeDevice when last seen (tenancy.ts). */
+  readonly #rules = new Map<string, string>();
+  readonly #tokens: TokenCache;
+  readonly #objects: SourceCache;
+  readonly #now: () => number;
+  readonly #syncMs: number;
 
   constructor(opts: PodControllerOptions) {
     this.#o = opts;
     this.#log = (opts.log ?? nullLogger).with({ controller: "pods" });
     // Workers mostly wait on the API server and devices: many at once hide that latency.
     this.queue = new WorkQueue({ workers: opts.workers ?? 16, log: this.#log });
+    this.#now = opts.now ?? Date.now;
+    this.#syncMs = opts.syncIntervalMs ?? 60_000;
+    this.#tokens = new TokenCache({ mint: (req) => this.#mintToken(req), now: this.#now });
+    this.#objects = new SourceCache({
+      sources: this.#sources,
+      ttlMs: opts.sourceCacheMs ?? Math.min(10_000, this.#syncMs / 6),
+      now: this.#now,
+    });
   }
 
   /** Resolves once every pod watch listed and runs. */
@@ -137,9 +232,28 @@ export class PodController {
     return this.#ready.promise;
   }
 
-  /** Number of pod watches (independent of the number of devices). */
+  /** Number of watches: pods (one, or one per watched namespace) and Namespaces (one). */
   get watches(): number {
-    return this.#caches.length;
+    return this.#caches.length + (this.#namespaces ? 1 : 0);
+  }
+
+  /** Service account tokens requested so far (TokenRequest), for tests and metrics. */
+  get tokensRequested(): number {
+    return this.#tokens.minted;
+  }
+
+  /**
+   * Told about every EdgeDevice the controller reconciled: when its tenancy
+   * rule changed, the pods bound to its Node are checked again at once.
+   */
+  deviceChanged(ed: EdgeDevice): void {
+    const node = ed.metadata?.name;
+    if (!node) return;
+    const rule = tenancyKey(ed);
+    const before = this.#rules.get(node);
+    this.#rules.set(node, rule);
+    if (before === undefined || before === rule) return;
+    for (const key of this.#byNode.get(node) ?? []) this.queue.add(key);
   }
 
   /**
@@ -192,11 +306,41 @@ export class PodController {
       });
       this.#caches.push(cache);
     }
-    await Promise.all(this.#caches.map((c) => c.start()));
+    // ONE Namespace watch: the labels spec.pod.allowedNamespaceSelector matches. A namespace
+    // relabelled re-checks the pods of that namespace on edge nodes.
+    const nsCache = new ListWatch<V1Namespace>(
+      "/api/v1/namespaces",
+      watch,
+      () => this.#o.core.listNamespace() as Promise<V1NamespaceList>,
+      false,
+    );
+    const onNamespace = (n: V1Namespace) => {
+      const name = n.metadata?.name;
+      for (const key of this.#known.keys()) {
+        if (key.slice(0, key.indexOf("/")) === name) this.queue.add(key);
+      }
+    };
+    nsCache.on("add", onNamespace);
+    nsCache.on("update", onNamespace);
+    nsCache.on("error", (err: unknown) => {
+      this.#log.warn("Namespace watch failed; restarting", { error: errorMessage(err) });
+      setTimeout(() => {
+        if (!signal.aborted) nsCache.start().catch(() => {});
+      }, 1000);
+    });
+    this.#namespaces = nsCache;
+    await Promise.all([...this.#caches.map((c) => c.start()), nsCache.start()]);
     this.#ready.resolve();
-    this.#log.info("pod controller running", { watches: this.#caches.length });
-    await this.queue.run(signal, (key) => this.#reconcile(key));
-    await Promise.all(this.#caches.map((c) => c.stop()));
+    this.#log.info("pod controller running", { watches: this.watches });
+    const tick = setInterval(() => {
+      for (const key of this.#due.take(this.#now())) this.queue.add(key);
+    }, this.#o.tickMs ?? 1000);
+    try {
+      await this.queue.run(signal, (key) => this.#reconcile(key));
+    } finally {
+      clearInterval(tick);
+    }
+    await Promise.all([...this.#caches.map((c) => c.stop()), nsCache.stop()]);
   }
 
   #observe(pod: V1Pod): void {
@@ -264,11 +408,11 @@ export class PodController {
       return `Pod "${ns}/${pod.metadata?.name}" has the name of the virtual pod of EdgeDevice "${device}" but is not the one aranya created; it never runs on the device`;
     }
     if (virtual !== undefined) return undefined;
-    const allowed = owner.spec?.pod?.allowedNamespaces ?? [];
-    if (ns === own || allowed.includes(ns)) return undefined;
-    return `Pod "${ns}/${pod.metadata?.name}" may not run on node "${node}": EdgeDevice "${device}" runs pods of namespace "${own}"${
-      allowed.length ? ` and of ${allowed.map((a) => `"${a}"`).join(", ")}` : " only"
-    } (spec.pod.allowedNamespaces)`;
+    return namespaceRefusal(
+      owner,
+      { namespace: ns, name: pod.metadata?.name ?? "", node },
+      this.#namespaces?.get(ns)?.metadata?.labels,
+    );
   }
 
   async #removeVirtualPod(pod: V1Pod): Promise<void> {
@@ -355,6 +499,7 @@ export class PodController {
       if (dev || !pod) {
         this.#known.delete(key);
         this.#byNode.get(known.node)?.delete(key);
+        this.#forget(known.uid, key);
       }
       if (!pod) return;
     }
@@ -364,7 +509,10 @@ export class PodController {
     this.#known.set(key, { uid, node });
     const virtual = this.#virtualKind(pod);
     if (virtual === "virtual" || virtual === "pending") return;
-    const refused = this.refusal(pod);
+    let refused = this.refusal(pod);
+    if (refused !== undefined && pod.status?.phase !== "Failed") {
+      refused = await this.#confirmRefusal(pod, refused);
+    }
     let dev = this.#devices.get(node);
     const owner = this.#o.directory.ownerOf(node);
     // Only the device of the EdgeDevice that owns the node is ever told about its pods.
@@ -383,45 +531,194 @@ export class PodController {
       const grace = pod.metadata.deletionGracePeriodSeconds ?? 30;
       await this.#deleteOnDevice(dev, uid, grace);
       await this.#finishDeletion(pod, "the deleted pod");
+      this.#forget(uid, key);
       log.info("pod deleted on the device");
       return;
     }
     const phase = pod.status?.phase;
-    if ((phase === "Succeeded" || phase === "Failed") && !dev.statuses.has(uid)) return;
+    if ((phase === "Succeeded" || phase === "Failed") && !dev.statuses.has(uid)) {
+      this.#forget(uid, key); // finished and not on the device: nothing more is sent for it
+      return;
+    }
+
+    const now = this.#now();
+    const st = this.#state(uid);
+    const deadline = activeDeadlineAt(pod);
+    if (st.deadlineExceeded || (deadline !== undefined && now >= deadline)) {
+      await this.#stopForDeadline(pod, dev, st);
+      return;
+    }
+    if (deadline !== undefined) this.#due.schedule(key, deadline);
 
     const hash = podSpecHash(pod);
-    if (dev.running.get(uid) !== hash) {
-      let cmd;
-      try {
-        cmd = await resolvePod(pod, {
-          sources: this.#sources,
-          hostIP: this.#o.kubeletAddress,
-          allocatable: await this.#allocatable(dev),
-          dns: owner?.spec?.pod?.dns,
-          warn: (m) => {
-            log.warn("pod resolution", { problem: m });
-            this.#o.recordEvent?.(pod, "Warning", "FailedResolve", m);
+    const sent = dev.running.get(uid) === hash;
+    const meta = stableJson([pod.metadata?.labels ?? {}, pod.metadata?.annotations ?? {}]);
+    const tokenDue = (this.#tokens.nextRefresh(uid) ?? Infinity) <= now;
+    if (!sent || now >= st.nextSync || tokenDue || (st.meta !== undefined && st.meta !== meta)) {
+      await this.#sync(pod, dev, st, { sent, hash, meta, now, log });
+    }
+    this.#due.schedule(key, Math.min(st.nextSync, this.#tokens.nextRefresh(uid) ?? Infinity));
+    const status = dev.statuses.get(uid);
+    if (status) await this.#writeStatus(pod, podStatusFrom(status, pod, await this.#ctx(dev)));
+  }
+
+  /**
+   * Resolves `pod` and sends it when the device does not run this spec yet,
+   * or runs it with other volume contents (same spec hash: the device
+   * rewrites the files, nothing restarts). A running pod whose sources cannot
+   * be resolved now keeps what it has (as the kubelet keeps mounted files),
+   * with a Warning FailedMount Event, and is tried again at its next sync.
+   */
+  async #sync(
+    pod: V1Pod,
+    dev: DeviceState,
+    st: PodState,
+    o: { sent: boolean; hash: string; meta: string; now: number; log: Logger },
+  ): Promise<void> {
+    const uid = pod.metadata!.uid!;
+    const owner = this.#o.directory.ownerOf(dev.device.node);
+    let tokenFailed = false;
+    const objects = this.#objects.view(!o.sent);
+    const problems: string[] = [];
+    let cmd;
+    try {
+      cmd = await resolvePod(pod, {
+        sources: {
+          ...objects,
+          serviceAccountToken: async (req) => {
+            try {
+              return await this.#tokens.get(req);
+            } catch (err) {
+              tokenFailed = true;
+              throw err;
+            }
           },
-        });
-      } catch (err) {
+        },
+        hostIP: this.#o.kubeletAddress,
+        allocatable: await this.#allocatable(dev),
+        dns: owner?.spec?.pod?.dns,
+        warn: (m) => problems.push(m),
+      });
+    } catch (err) {
+      if (!o.sent) {
         if (err instanceof PodConfigError) {
           await this.#writeConfigError(pod, dev, err.message);
           this.#o.recordEvent?.(pod, "Warning", "Failed", `Error: ${err.message}`);
         }
         throw err;
       }
-      const reply = await dev.device.client.request(
-        CmdKind.CMD_POD_ENSURE,
-        toBinary(PodEnsureCmdSchema, cmd),
-        { timeoutMs: this.#o.requestTimeoutMs ?? 60_000 },
-      );
-      const status = fromBinary(PodStatusMsgSchema, reply.payload);
-      dev.statuses.set(uid, status);
-      dev.running.set(uid, hash);
-      log.info("pod sent to the device", { specHash: hash });
+      st.nextSync = o.now + this.#syncMs;
+      o.log.warn("updating the pod's volumes failed; the device keeps the current files", {
+        error: errorMessage(err),
+      });
+      this.#o.recordEvent?.(pod, "Warning", "FailedMount", errorMessage(err));
+      return;
+    } finally {
+      // Warnings are told (and recorded as Events) when the pod is sent, not on every sync.
+      for (const m of problems) {
+        if (!o.sent || st.meta === undefined) {
+          o.log.warn("pod resolution", { problem: m });
+          this.#o.recordEvent?.(pod, "Warning", "FailedResolve", m);
+        } else {
+          o.log.debug("pod resolution", { problem: m });
+        }
+      }
     }
-    const status = dev.statuses.get(uid);
-    if (status) await this.#writeStatus(pod, podStatusFrom(status, pod, await this.#ctx(dev)));
+    const digest = volumeDigest(cmd);
+    st.nextSync = o.now + this.#syncMs;
+    // A token that could not be had now never replaces the one a running pod holds.
+    if (o.sent && (digest === st.digest || tokenFailed)) {
+      st.meta = o.meta;
+      return;
+    }
+    const reply = await dev.device.client.request(
+      CmdKind.CMD_POD_ENSURE,
+      toBinary(PodEnsureCmdSchema, cmd),
+      { timeoutMs: this.#o.requestTimeoutMs ?? 60_000 },
+    );
+    const status = fromBinary(PodStatusMsgSchema, reply.payload);
+    dev.statuses.set(uid, status);
+    dev.running.set(uid, o.hash);
+    st.digest = digest;
+    st.meta = o.meta;
+    if (o.sent) o.log.info("pod volumes updated on the device", { specHash: o.hash });
+    else o.log.info("pod sent to the device", { specHash: o.hash });
+  }
+
+  #state(uid: string): PodState {
+    let st = this.#pods.get(uid);
+    if (!st) {
+      // A pod first seen running (adopted from the device's list after a restart of aranya):
+      // its volumes are checked once within the interval, spread so a restart is no burst.
+      st = { nextSync: this.#now() + Math.floor(Math.random() * this.#syncMs) };
+      this.#pods.set(uid, st);
+    }
+    return st;
+  }
+
+  /** Forgets what was kept for a pod that is gone (its tokens too). */
+  #forget(uid: string, key: string): void {
+    this.#pods.delete(uid);
+    this.#tokens.forget(uid);
+    this.#due.delete(key);
+  }
+
+  /**
+   * spec.activeDeadlineSeconds passed: the pod is stopped on the device (its
+   * grace period) and marked Failed, reason DeadlineExceeded, as the kubelet
+   * does; it is never sent again.
+   */
+  async #stopForDeadline(pod: V1Pod, dev: DeviceState, st: PodState): Promise<void> {
+    const uid = pod.metadata!.uid!;
+    const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+    st.deadlineExceeded = true;
+    this.#due.delete(key);
+    if (dev.running.has(uid) || dev.statuses.has(uid)) {
+      await this.#deleteOnDevice(dev, uid, pod.spec?.terminationGracePeriodSeconds ?? 30);
+    }
+    this.#tokens.forget(uid);
+    if (isDeadlineExceeded(pod)) return;
+    const now = new Date(this.#now()).toISOString().replace(/\.\d+Z$/, "Z");
+    try {
+      await this.#o.core.patchNamespacedPodStatus(
+        {
+          name: pod.metadata!.name!,
+          namespace: pod.metadata!.namespace!,
+          body: { status: deadlineExceededStatus(pod, now) },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw fromApiError(`Marking pod "${key}" failed for its active deadline`, err);
+    }
+    this.#log.info("pod stopped: active deadline exceeded", { pod: key });
+    this.#o.recordEvent?.(pod, "Normal", REASON_DEADLINE_EXCEEDED, MESSAGE_DEADLINE_EXCEEDED);
+  }
+
+  /**
+   * A refusal is final (phase Failed), so when the namespace selector decided
+   * it, the Namespace is read from the API first: the Namespace watch may
+   * trail the pod watch (a namespace created or labelled a moment before its
+   * pods). Returns the refusal with the Namespace's current labels.
+   */
+  async #confirmRefusal(pod: V1Pod, refused: string): Promise<string | undefined> {
+    const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
+    const ns = pod.metadata?.namespace ?? "";
+    if (!owner?.spec?.pod?.allowedNamespaceSelector || this.#virtualKind(pod) !== undefined) {
+      return refused;
+    }
+    let labels: Record<string, string> | undefined;
+    try {
+      labels = (await this.#o.core.readNamespace({ name: ns })).metadata?.labels;
+    } catch (err) {
+      if (!isNotFound(err)) throw fromApiError(`Reading Namespace "${ns}"`, err);
+    }
+    return namespaceRefusal(
+      owner,
+      { namespace: ns, name: pod.metadata?.name ?? "", node: pod.spec?.nodeName ?? "" },
+      labels,
+    );
   }
 
   /**
@@ -457,8 +754,11 @@ export class PodController {
     this.#o.recordEvent?.(pod, "Warning", REASON_NOT_ALLOWED, message);
   }
 
-  /** Reads Secrets, ConfigMaps and tokens for pod resolution (reads only; no caching of secrets). */
-  readonly #sources: PodSources = {
+  /**
+   * Reads Secrets and ConfigMaps for pod resolution (by name only; shared for
+   * a few seconds through `#objects`, never listed or watched).
+   */
+  readonly #sources: Pick<PodSources, "secret" | "configMap"> = {
     secret: async (namespace, name) => {
       try {
         return await this.#o.core.readNamespacedSecret({ name, namespace });
@@ -475,33 +775,37 @@ export class PodController {
         throw fromApiError(`Reading ConfigMap "${namespace}/${name}"`, err);
       }
     },
-    serviceAccountToken: async (req) => {
-      try {
-        const r = await this.#o.core.createNamespacedServiceAccountToken({
-          name: req.serviceAccount,
-          namespace: req.namespace,
-          body: {
-            spec: {
-              audiences: req.audiences,
-              expirationSeconds: req.expirationSeconds,
-              boundObjectRef: {
-                apiVersion: "v1",
-                kind: "Pod",
-                name: req.pod.name,
-                uid: req.pod.uid,
-              },
+  };
+
+  /** A TokenRequest bound to the pod (cached per pod by `#tokens`). */
+  async #mintToken(
+    req: Parameters<PodSources["serviceAccountToken"]>[0],
+  ): Promise<{ token: string; ttlSeconds?: number }> {
+    try {
+      const r = await this.#o.core.createNamespacedServiceAccountToken({
+        name: req.serviceAccount,
+        namespace: req.namespace,
+        body: {
+          spec: {
+            audiences: req.audiences,
+            expirationSeconds: req.expirationSeconds,
+            boundObjectRef: {
+              apiVersion: "v1",
+              kind: "Pod",
+              name: req.pod.name,
+              uid: req.pod.uid,
             },
           },
-        });
-        return r.status?.token ?? "";
-      } catch (err) {
-        throw fromApiError(
-          `Requesting a token for ServiceAccount "${req.namespace}/${req.serviceAccount}"`,
-          err,
-        );
-      }
-    },
-  };
+        },
+      });
+      return { token: r.status?.token ?? "", ttlSeconds: r.spec?.expirationSeconds };
+    } catch (err) {
+      throw fromApiError(
+        `Requesting a token for ServiceAccount "${req.namespace}/${req.serviceAccount}"`,
+        err,
+      );
+    }
+  }
 
   async #node(dev: DeviceState): Promise<void> {
     if (dev.runtime) return;

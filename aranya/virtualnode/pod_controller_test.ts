@@ -109,7 +109,7 @@ Deno.test({
         });
       }));
       await Promise.all([controller.ready, server.ready, pods.ready]);
-      assert.equal(pods.watches, 1, "one pod watch for all devices of the namespace");
+      assert.equal(pods.watches, 2, "one pod watch and one Namespace watch for all devices");
       await cluster.kubectlOk(
         ["apply", "-n", ns, "-f", "-"],
         JSON.stringify({

@@ -1,0 +1,25 @@
+/**
+ * A digest of the volume contents of a resolved pod (names, sources, every
+ * file's path, mode and bytes): what the device holds for the pod's volumes.
+ * A running pod is sent again (same spec hash: the device rewrites its files
+ * in place, nothing restarts) only when this digest changed.
+ *
+ * @module
+ */
+import { sha256Hex } from "../../common/digest.ts";
+import type { PodEnsureCmd } from "../../proto/gen/aranya/pod_pb.ts";
+
+/** Digest of `cmd`'s volumes. */
+export function volumeDigest(cmd: Pick<PodEnsureCmd, "volumes">): string {
+  const parts: string[] = [];
+  for (const v of cmd.volumes) {
+    const s = v.source;
+    if (s.case === "data") {
+      const files = s.value.files.map((f) => [f.path, f.mode, sha256Hex(f.data)]);
+      parts.push(JSON.stringify([v.name, "data", files]));
+    } else {
+      parts.push(JSON.stringify([v.name, s.case ?? "", s.value ?? null]));
+    }
+  }
+  return sha256Hex(parts.join("\n"));
+}
