@@ -139,8 +139,14 @@ export function podStatusFrom(
       lastTransitionTime: since,
     };
   };
+  // Readiness gates: the pod is Ready only when every gate's condition (set by others) is True.
+  const gates = (pod.spec?.readinessGates ?? []).filter((g) =>
+    previous.get(g.conditionType)?.status !== "True"
+  );
   const notReady = phase === "Succeeded" || phase === "Failed"
     ? "PodCompleted"
+    : containersReady && gates.length
+    ? "ReadinessGatesNotReady"
     : "ContainersNotReady";
   const hostNetwork = pod.spec?.hostNetwork ?? false;
   const podIP = hostNetwork ? ctx.hostIP : msg.podIp;
@@ -149,7 +155,7 @@ export function podStatusFrom(
     conditions: [
       cond("PodReadyToStartContainers", msg.phase !== PodStatusMsg_Phase.DELETED),
       cond("Initialized", initialized, "ContainersNotInitialized"),
-      cond("Ready", containersReady, notReady),
+      cond("Ready", containersReady && gates.length === 0, notReady),
       cond("ContainersReady", containersReady, notReady),
       cond("PodScheduled", true),
     ],

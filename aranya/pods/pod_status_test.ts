@@ -125,3 +125,30 @@ Deno.test("statusChanged: the same status as stored (with API-added fields) is n
   );
   assert.equal(statusChanged(stored, later), true);
 });
+
+Deno.test("pod status: readiness gates keep the pod not Ready until their conditions are True", () => {
+  const msg = create(PodStatusMsgSchema, {
+    uid: "u1",
+    phase: PodStatusMsg_Phase.RUNNING,
+    containers: ["app", "side"].map((name) => ({
+      name,
+      state: ContainerStatus_State.RUNNING,
+      ready: true,
+      started: true,
+    })),
+  });
+  const gated = structuredClone(pod);
+  gated.spec!.initContainers = [];
+  gated.spec!.readinessGates = [{ conditionType: "example.com/lb" }];
+  const ctx = { hostIP: "10.1.1.1", runtime: "podman", now: "2026-11-28T10:00:05Z" };
+  let c = Object.fromEntries(podStatusFrom(msg, gated, ctx).conditions.map((x) => [x.type, x]));
+  assert.equal(c.ContainersReady!.status, "True");
+  assert.equal(c.Ready!.status, "False");
+  assert.equal(c.Ready!.reason, "ReadinessGatesNotReady");
+  gated.status!.conditions = [
+    ...(gated.status!.conditions ?? []),
+    { type: "example.com/lb", status: "True" },
+  ];
+  c = Object.fromEntries(podStatusFrom(msg, gated, ctx).conditions.map((x) => [x.type, x]));
+  assert.equal(c.Ready!.status, "True");
+});

@@ -296,6 +296,7 @@ class Resolver {
       supplementalGroups: (psc.supplementalGroups ?? []).map((g) => BigInt(g)),
       noNewPrivileges: sc.allowPrivilegeEscalation === false,
       runAsNonRoot: sc.runAsNonRoot ?? psc.runAsNonRoot ?? false,
+      securityOpts: securityOpts(sc, psc, `${path}.securityContext`),
       livenessProbe: probe(c, c.livenessProbe, `${path}.livenessProbe`),
       readinessProbe: probe(c, c.readinessProbe, `${path}.readinessProbe`),
       startupProbe: probe(c, c.startupProbe, `${path}.startupProbe`),
@@ -660,6 +661,44 @@ class Resolver {
     }
     return out;
   }
+}
+
+/**
+ * Engine security options for the profiles a device can honour: the engine's
+ * default (RuntimeDefault, or nothing said) or none at all (Unconfined).
+ * Fields a device cannot meet are refused, naming the field, rather than run
+ * without them: a Localhost seccomp or AppArmor profile (no profile files on
+ * the device), SELinux options, and an Unmasked /proc.
+ */
+function securityOpts(
+  sc: NonNullable<V1Container["securityContext"]>,
+  psc: NonNullable<V1PodSpec["securityContext"]>,
+  where: string,
+): string[] {
+  const out: string[] = [];
+  const seccomp = sc.seccompProfile ?? psc.seccompProfile;
+  if (seccomp?.type === "Unconfined") out.push("seccomp=unconfined");
+  else if (seccomp?.type === "Localhost") {
+    throw new PodConfigError(
+      `${where}.seccompProfile: type "Localhost" is not supported on edge devices (use RuntimeDefault or Unconfined)`,
+    );
+  }
+  const apparmor = sc.appArmorProfile ?? psc.appArmorProfile;
+  if (apparmor?.type === "Unconfined") out.push("apparmor=unconfined");
+  else if (apparmor?.type === "Localhost") {
+    throw new PodConfigError(
+      `${where}.appArmorProfile: type "Localhost" is not supported on edge devices (use RuntimeDefault or Unconfined)`,
+    );
+  }
+  if (sc.seLinuxOptions ?? psc.seLinuxOptions) {
+    throw new PodConfigError(
+      `${where}.seLinuxOptions: SELinux labels are not supported on edge devices`,
+    );
+  }
+  if (sc.procMount === "Unmasked") {
+    throw new PodConfigError(`${where}.procMount: "Unmasked" is not supported on edge devices`);
+  }
+  return out;
 }
 
 /** A container port by number or by the name of one of the container's ports. */

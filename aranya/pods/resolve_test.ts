@@ -381,3 +381,100 @@ Deno.test("podDns follows dnsPolicy with the EdgeDevice's spec.pod.dns as the cl
     options: ["ndots:2", "edns0"],
   });
 });
+
+Deno.test("probes, hooks and the container contract go to the device with named ports resolved", async () => {
+  const cmd = await resolvePod(
+    pod({
+      securityContext: {
+        fsGroup: 1234,
+        supplementalGroups: [5],
+        sysctls: [{ name: "net.ipv4.ip_local_port_range", value: "1024 65000" }],
+      },
+      containers: [{
+        name: "web",
+        image: "busybox",
+        ports: [{ name: "http", containerPort: 8080 }],
+        env: [{ name: "MY_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }],
+        resources: { requests: { cpu: "250m", memory: "64Mi" } },
+        securityContext: {
+          runAsNonRoot: true,
+          allowPrivilegeEscalation: false,
+          seccompProfile: { type: "Unconfined" },
+        },
+        readinessProbe: {
+          httpGet: { port: "http", path: "/ready", httpHeaders: [{ name: "X", value: "1" }] },
+          periodSeconds: 2,
+          successThreshold: 2,
+        },
+        livenessProbe: { tcpSocket: { port: 8080 }, terminationGracePeriodSeconds: 5 },
+        startupProbe: { grpc: { port: 9000, service: "s" } },
+        lifecycle: {
+          postStart: { exec: { command: ["touch", "/tmp/x"] } },
+          preStop: { sleep: { seconds: 3 } },
+        },
+        terminationMessagePath: "/tmp/msg",
+        terminationMessagePolicy: "FallbackToLogsOnError",
+      }],
+    }),
+    { sources: sources(), hostIP: "10.0.0.1" },
+  );
+  const c = cmd.containers[0]!;
+  assert.deepEqual(c.readinessProbe?.action, {
+    case: "httpGet",
+    value: c.readinessProbe?.action.value,
+  });
+  const get = c.readinessProbe?.action.case === "httpGet"
+    ? c.readinessProbe.action.value
+    : undefined;
+  assert.equal(get?.port, 8080, "the named port is resolved");
+  assert.equal(get?.path, "/ready");
+  assert.deepEqual(get?.headers.map((h) => [h.name, h.value]), [["X", "1"]]);
+  assert.equal(c.readinessProbe?.periodSeconds, 2);
+  assert.equal(c.readinessProbe?.successThreshold, 2);
+  assert.equal(c.livenessProbe?.action.case, "tcpSocket");
+  assert.equal(c.livenessProbe?.terminationGracePeriodSeconds, 5n);
+  assert.equal(c.livenessProbe?.hasTerminationGracePeriodSeconds, true);
+  assert.equal(c.startupProbe?.action.case, "grpc");
+  assert.equal(c.postStart?.action.case, "exec");
+  assert.deepEqual(c.preStop?.action, { case: "sleepSeconds", value: 3 });
+  assert.equal(c.terminationMessagePath, "/tmp/msg");
+  assert.equal(c.terminationMessageFallbackToLogs, true);
+  assert.deepEqual(c.podIpEnv, ["MY_IP"]);
+  assert.equal(c.cpuRequestMillis, 250n);
+  assert.equal(c.memoryRequestBytes, 64n * 1024n * 1024n);
+  assert.equal(c.runAsNonRoot, true);
+  assert.equal(c.noNewPrivileges, true);
+  assert.deepEqual(c.securityOpts, ["seccomp=unconfined"]);
+  assert.deepEqual(c.supplementalGroups, [5n]);
+  assert.equal(cmd.hasFsGroup, true);
+  assert.equal(cmd.fsGroup, 1234n);
+  assert.deepEqual(cmd.sysctls, { "net.ipv4.ip_local_port_range": "1024 65000" });
+});
+
+Deno.test("fields a device cannot meet are refused, naming the field", async () => {
+  const refused = async (c: Record<string, unknown>, re: RegExp) => {
+    await assert.rejects(
+      resolvePod(
+        pod({ containers: [{ name: "app", image: "busybox", ...c }] }),
+        { sources: sources(), hostIP: "10.0.0.1" },
+      ),
+      re,
+    );
+  };
+  await refused(
+    { readinessProbe: { httpGet: { port: "nope" } } },
+    /spec\.containers\[0\]\.readinessProbe\.httpGet\.port: container "app" has no port named "nope"/,
+  );
+  await refused(
+    { securityContext: { seccompProfile: { type: "Localhost", localhostProfile: "x.json" } } },
+    /spec\.containers\[0\]\.securityContext\.seccompProfile: type "Localhost" is not supported/,
+  );
+  await refused(
+    { securityContext: { seLinuxOptions: { level: "s0" } } },
+    /securityContext\.seLinuxOptions: SELinux labels are not supported/,
+  );
+  await refused(
+    { securityContext: { procMount: "Unmasked" } },
+    /securityContext\.procMount: "Unmasked" is not supported/,
+  );
+});

@@ -837,7 +837,9 @@ export class PodController {
     try {
       await this.#o.core.patchNamespacedPodStatus(
         { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, body: { status } },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        // Strategic merge: conditions merge by type, so conditions others own (readiness
+        // gates, DisruptionTarget) stay; a JSON merge patch would replace the whole list.
+        setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch),
       );
     } catch (err) {
       if (isNotFound(err)) return;

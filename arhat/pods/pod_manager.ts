@@ -773,6 +773,7 @@ export class PodManager {
         capDrop: c.capsDrop,
         groupAdd: [...new Set(groups)],
         noNewPrivileges: c.noNewPrivileges,
+        securityOpts: c.securityOpts,
         memoryLimitBytes: Number(c.memoryLimitBytes) || undefined,
         cpuLimitMillis: Number(c.cpuLimitMillis) || undefined,
         memoryReservationBytes: Number(c.memoryRequestBytes) || undefined,

@@ -85,6 +85,8 @@ export interface ContainerSpec {
   groupAdd?: string[];
   /** Sets no_new_privs (securityContext.allowPrivilegeEscalation: false). */
   noNewPrivileges?: boolean;
+  /** Further engine security options, e.g. "seccomp=unconfined". */
+  securityOpts?: string[];
   /** Namespaced kernel parameters, name -> value (set on the container owning the namespaces). */
   sysctls?: Record<string, string>;
   memoryLimitBytes?: number;

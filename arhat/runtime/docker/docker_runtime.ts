@@ -682,7 +682,7 @@ function createBody(spec: ContainerSpec): Record<string, unknown> {
       CapAdd: spec.capAdd,
       CapDrop: spec.capDrop,
       GroupAdd: spec.groupAdd?.length ? spec.groupAdd : undefined,
-      SecurityOpt: spec.noNewPrivileges ? ["no-new-privileges"] : undefined,
+      SecurityOpt: securityOpts(spec),
       Sysctls: spec.sysctls && Object.keys(spec.sysctls).length ? spec.sysctls : undefined,
       Memory: spec.memoryLimitBytes,
       MemoryReservation: spec.memoryReservationBytes,
@@ -692,6 +692,11 @@ function createBody(spec: ContainerSpec): Record<string, unknown> {
         : Math.round(spec.cpuLimitMillis * 1_000_000),
     },
   };
+}
+
+function securityOpts(spec: ContainerSpec): string[] | undefined {
+  const opts = [...(spec.noNewPrivileges ? ["no-new-privileges"] : []), ...spec.securityOpts ?? []];
+  return opts.length ? opts : undefined;
 }
 
 function toEnv(env: Record<string, string>): string[] {
