@@ -8,7 +8,7 @@
  * cluster's kubeconfig, and then tests use that cluster.
  */
 import { binPath, ensureBuilt } from "./cluster/build.ts";
-import { startControlPlane } from "./cluster/control_plane.ts";
+import { startControlPlane, stopControlPlane } from "./cluster/control_plane.ts";
 import { CACHE, ROOT } from "./paths.ts";
 import { sleep } from "./process.ts";
 import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
@@ -69,8 +69,34 @@ export async function useCluster(): Promise<ClusterHandle> {
   const existing = Deno.env.get("ARANYA_TEST_KUBECONFIG");
   await ensureBuilt(); // the built kubectl is used even against an existing cluster
   if (existing) return clusterHandle(existing, () => Promise.resolve());
-  const cp = await startControlPlane({ dir: `${CACHE}/cluster-standalone` });
-  return clusterHandle(cp.kubeconfig, () => cp.stop());
+  // One folder per test process, so test files run side by side (two terminals, parallel
+  // helpers) never stop each other's control plane; folders of processes that died are
+  // swept (their components stopped) first.
+  const base = `${CACHE}/cluster-standalone`;
+  await sweepStandalone(base);
+  const dir = `${base}/${Deno.pid}`;
+  const cp = await startControlPlane({ dir });
+  return clusterHandle(cp.kubeconfig, async () => {
+    await cp.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  });
+}
+
+async function sweepStandalone(base: string): Promise<void> {
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(base));
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (!e.isDirectory || !/^[0-9]+$/.test(e.name)) continue;
+    const pid = Number(e.name);
+    const alive = await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
+    if (alive && pid !== Deno.pid) continue;
+    await stopControlPlane(`${base}/${e.name}`).catch(() => {});
+    await Deno.remove(`${base}/${e.name}`, { recursive: true }).catch(() => {});
+  }
 }
 
 /** Access to the services, and how to release them. */

@@ -4,7 +4,8 @@
  *
  * - networking: a pod IP from Podman's default network in status.podIP(s),
  *   the same address in an env variable from `fieldRef: status.podIP`, the
- *   hostPort published on the device, a resolv.conf in the container;
+ *   hostPort published on the device, a resolv.conf in the container, the
+ *   kubelet's service environment variables;
  * - readiness: an httpGet probe keeps the container and the pod not Ready
  *   until the page exists (ContainersReady and Ready follow), an exec probe
  *   that always fails keeps its container not ready;
@@ -160,6 +161,21 @@ Deno.test({
         return r?.ok ? await r.text() : undefined;
       }, 30_000);
       assert.equal(page, "edge\n");
+      // The kubelet's service variables: the API server's Service is always among them.
+      const apiIP = (await cluster.kubectlOk([
+        "get",
+        "service",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+      ])).trim();
+      assert.equal(
+        (await kc(["exec", "web", "-c", "web", "--", "sh", "-c", "echo $KUBERNETES_SERVICE_HOST"]))
+          .trim(),
+        apiIP,
+      );
       assert.match(
         await kc(["exec", "web", "-c", "web", "--", "cat", "/etc/resolv.conf"]),
         /nameserver /,

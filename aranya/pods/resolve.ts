@@ -34,6 +34,7 @@ import type {
   V1Probe,
   V1ResourceFieldSelector,
   V1Secret,
+  V1Service,
   V1SleepAction,
   V1TCPSocketAction,
   V1Volume,
@@ -59,6 +60,7 @@ import {
   VolumeSchema,
 } from "../../proto/gen/aranya/pod_pb.ts";
 import { parseQuantity } from "./quantity.ts";
+import { serviceEnv } from "./service_env.ts";
 
 /** A pod cannot be started because something it references is missing or invalid. */
 export class PodConfigError extends InvalidInputError {
@@ -71,6 +73,11 @@ export interface PodSources {
   secret(namespace: string, name: string): Promise<V1Secret | undefined>;
   /** The ConfigMap, or undefined when it does not exist; throws on other API errors. */
   configMap(namespace: string, name: string): Promise<V1ConfigMap | undefined>;
+  /**
+   * The Services of `namespace` (for the kubelet's service environment
+   * variables); absent: no such variables. Throws on API errors.
+   */
+  services?(namespace: string): Promise<V1Service[]>;
   /** A token for the service account bound to the pod (TokenRequest); throws on failure. */
   serviceAccountToken(req: {
     namespace: string;
@@ -313,8 +320,33 @@ class Resolver {
   }
 
   /** envFrom (in order), then env (in order, with $(VAR) expansion), as the kubelet does. */
+  #services?: Promise<Record<string, string>>;
+
+  /** The kubelet's service variables (once per pod), below everything the container sets. */
+  #serviceEnv(): Promise<Record<string, string>> {
+    const list = this.#ctx.sources.services;
+    if (!list) return Promise.resolve({});
+    // A list aranya may not read (e.g. "default" when it serves only some namespaces) costs
+    // the pod those variables, never the pod itself.
+    const read = (ns: string) =>
+      list(ns).catch((err) => {
+        this.#ctx.warn?.(
+          `service environment variables of namespace "${ns}" left out: ${(err as Error).message}`,
+        );
+        return [];
+      });
+    this.#services ??= (async () => {
+      const [own, def] = await Promise.all([
+        read(this.#ns),
+        this.#ns === "default" ? Promise.resolve([]) : read("default"),
+      ]);
+      return serviceEnv(this.#ns, this.#pod.spec?.enableServiceLinks ?? true, [...own, ...def]);
+    })();
+    return this.#services;
+  }
+
   async #env(c: V1Container, path: string): Promise<Record<string, string>> {
-    const env: Record<string, string> = {};
+    const env: Record<string, string> = { ...await this.#serviceEnv() };
     for (const [i, from] of (c.envFrom ?? []).entries()) {
       const where = `${path}.envFrom[${i}]`;
       const prefix = from.prefix ?? "";
@@ -451,6 +483,18 @@ class Resolver {
 
   async #volume(v: V1Volume, where: string): Promise<Volume> {
     const mode = (m: number | undefined, d: number | undefined) => m ?? d ?? 0o644;
+    if (v.emptyDir?.medium === "Memory") {
+      let size = 0;
+      try {
+        size = v.emptyDir.sizeLimit ? parseQuantity(String(v.emptyDir.sizeLimit)) : 0;
+      } catch (err) {
+        throw new PodConfigError(`${where}.emptyDir.sizeLimit: ${(err as Error).message}`);
+      }
+      return create(VolumeSchema, {
+        name: v.name,
+        source: { case: "memoryDir", value: { sizeLimitBytes: BigInt(Math.ceil(size)) } },
+      });
+    }
     if (v.emptyDir) {
       return create(VolumeSchema, { name: v.name, source: { case: "emptyDir", value: true } });
     }

@@ -80,6 +80,7 @@ import {
   type V1NamespaceList,
   type V1Pod,
   type V1PodList,
+  type V1Service,
   Watch,
 } from "@kubernetes/client-node";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
@@ -585,6 +586,7 @@ export class PodController {
       cmd = await resolvePod(pod, {
         sources: {
           ...objects,
+          services: (namespace) => this.#servicesOf(namespace),
           serviceAccountToken: async (req) => {
             try {
               return await this.#tokens.get(req);
@@ -776,6 +778,32 @@ export class PodController {
       }
     },
   };
+
+  /**
+   * The Services of a namespace, for the pods' service environment variables:
+   * one list shared for 10 s by every pod resolved in that time.
+   */
+  #servicesOf(namespace: string): Promise<V1Service[]> {
+    const now = this.#now();
+    const hit = this.#serviceLists.get(namespace);
+    if (hit && now - hit.at < 10_000) return hit.value;
+    const value = this.#o.core.listNamespacedService({ namespace }).then(
+      (l) => l.items,
+      (err) => {
+        this.#serviceLists.delete(namespace);
+        throw fromApiError(`Listing the Services of namespace "${namespace}"`, err);
+      },
+    );
+    this.#serviceLists.set(namespace, { at: now, value });
+    if (this.#serviceLists.size > 1000) {
+      for (const [k, e] of this.#serviceLists) {
+        if (now - e.at >= 10_000) this.#serviceLists.delete(k);
+      }
+    }
+    return value;
+  }
+
+  readonly #serviceLists = new Map<string, { at: number; value: Promise<V1Service[]> }>();
 
   /** A TokenRequest bound to the pod (cached per pod by `#tokens`). */
   async #mintToken(

@@ -23,6 +23,7 @@ import {
 } from "../../proto/gen/aranya/pod_pb.ts";
 import { eventually, useServices } from "../../e2e/fixtures.ts";
 import { CACHE } from "../../e2e/paths.ts";
+import { EngineClient } from "../../e2e/services/mod.ts";
 import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
 import { PodManager } from "./pod_manager.ts";
@@ -439,6 +440,53 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
           assert.match(by["cannot-run"]?.message ?? "", /no\/such\/binary/);
           assert.equal(st.phase, PodStatusMsg_Phase.FAILED);
         });
+
+        await t.step(
+          `${engine}: emptyDir in memory is one tmpfs the containers share`,
+          async () => {
+            const u = uid();
+            const mem = { mounts: [{ volume: "mem", mountPath: "/mem" }] };
+            await pm.ensure(pod(u, [
+              { name: "a", image, command: ["sleep", "3600"], ...mem },
+              { name: "b", image, command: ["sleep", "3600"], ...mem },
+            ], {
+              volumes: [{
+                name: "mem",
+                source: { case: "memoryDir", value: { sizeLimitBytes: 8n * 1024n * 1024n } },
+              }],
+            }));
+            await eventually("both to run", async () => {
+              const s = await pm.status(u);
+              return s.containers.every((c) => c.state === ContainerStatus_State.RUNNING)
+                ? true
+                : undefined;
+            }, 60_000);
+            const a = await pm.findContainer(u, "a");
+            const b = await pm.findContainer(u, "b");
+            assert.match(
+              await execText(rt, a.id, ["sh", "-c", "grep ' /mem ' /proc/mounts"]),
+              /tmpfs/,
+            );
+            assert.equal((await execText(rt, a.id, ["stat", "-c", "%a", "/mem"])).trim(), "777");
+            await execText(rt, a.id, ["sh", "-c", "echo shared > /mem/f"]);
+            assert.equal(await execText(rt, b.id, ["cat", "/mem/f"]), "shared\n");
+            await pm.delete(u, 0);
+            const left = await rt.listContainers({ "arhat.dev/pod-uid": u });
+            assert.equal(left.length, 0);
+            const again = new EngineClient(socket);
+            try {
+              const vols = await again.call(
+                "GET",
+                `/volumes?filters=${
+                  encodeURIComponent(JSON.stringify({ label: [`arhat.dev/pod-uid=${u}`] }))
+                }`,
+              ) as { Volumes: unknown[] | null };
+              assert.deepEqual(vols.Volumes ?? [], [], "the pod's volume is removed with it");
+            } finally {
+              again.close();
+            }
+          },
+        );
 
         await t.step(`${engine}: security context, fsGroup, OOM and pull back-off`, async () => {
           const u = uid();

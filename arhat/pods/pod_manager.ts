@@ -189,6 +189,9 @@ export class PodManager {
       await this.#o.runtime.stopContainer(c.id, 1).catch(() => {});
     }
     await this.#removeAll(containers);
+    await this.#o.runtime.removeVolumes({ [LABEL_POD_UID]: uid }).catch((err) =>
+      this.#log.warn("removing the pod's volumes failed", { uid, error: errorMessage(err) })
+    );
     await removePodDir(this.#o.stateDir, uid);
     const status: PodStatusInit = {
       ...before,
@@ -494,6 +497,13 @@ export class PodManager {
     const volumes = await writeVolumes(this.#o.stateDir, cmd.uid, cmd.volumes, {
       fsGroup: cmd.hasFsGroup ? Number(cmd.fsGroup) : undefined,
     });
+    for (const v of cmd.volumes) {
+      if (v.source.case !== "memoryDir") continue;
+      await this.#o.runtime.ensureVolume(memoryVolumeName(cmd.uid, v.name), {
+        labels: { [LABEL_MANAGED]: "true", [LABEL_POD_UID]: cmd.uid },
+        tmpfsSizeBytes: Number(v.source.value.sizeLimitBytes),
+      });
+    }
     await writeResolvConf(this.#o.stateDir, cmd);
     let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
     if (!infra) {
@@ -741,6 +751,22 @@ export class PodManager {
         labels,
         mounts: withResolvConf(
           c.mounts.map((m) => {
+            const memory = pod.volumes.find((v) =>
+              v.name === m.volume && v.source.case === "memoryDir"
+            );
+            if (memory) {
+              if (m.subPath) {
+                throw new InvalidInputError(
+                  `Volume "${m.volume}" (emptyDir medium Memory) mounted by container "${name}" cannot take a subPath on edge devices`,
+                );
+              }
+              return {
+                hostPath: "",
+                volume: memoryVolumeName(pod.uid, m.volume),
+                containerPath: m.mountPath,
+                readOnly: m.readOnly,
+              };
+            }
             const base = volumes.get(m.volume);
             if (!base) {
               throw new InvalidInputError(
@@ -822,6 +848,11 @@ export class PodManager {
     d.lastStatus = key;
     this.#o.onStatus?.(s);
   }
+}
+
+/** The engine volume holding a pod's in-memory emptyDir. */
+export function memoryVolumeName(uid: string, volume: string): string {
+  return `arhat-${uid.replaceAll("-", "").slice(0, 12)}-${volume}`;
 }
 
 /**

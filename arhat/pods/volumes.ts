@@ -67,6 +67,9 @@ export async function writeVolumes(
         paths.set(v.name, target);
         break;
       }
+      case "memoryDir":
+        // An engine volume (tmpfs), made by the pod manager: nothing on disk.
+        break;
       default:
         throw new InvalidInputError(`Volume "${v.name}" has no source`);
     }

@@ -30,11 +30,13 @@ export interface ImageInfo {
   user: string;
 }
 
-/** A bind mount. */
+/** A bind mount of a host path, or a mount of an engine volume (`volume`). */
 export interface Mount {
   hostPath: string;
   containerPath: string;
   readOnly?: boolean;
+  /** An engine volume's name: mounted instead of `hostPath`. */
+  volume?: string;
 }
 
 /** A published port. */
@@ -208,6 +210,17 @@ export interface ContainerRuntime {
    */
   pullImage(ref: string, credentials?: RegistryCredentials): Promise<ImageInfo>;
   removeImage(ref: string): Promise<void>;
+
+  /**
+   * Creates the named volume unless it exists; with `tmpfsSizeBytes` (0: the
+   * kernel's default size) it lives in memory (a tmpfs, mode 0777). Idempotent.
+   */
+  ensureVolume(
+    name: string,
+    opts: { labels: Record<string, string>; tmpfsSizeBytes?: number },
+  ): Promise<void>;
+  /** Removes every volume whose labels include all of `labels`; none is not an error. */
+  removeVolumes(labels: Record<string, string>): Promise<void>;
 
   /** Creates a container; resolves with its id. AlreadyExistsError when the name is taken. */
   createContainer(spec: ContainerSpec): Promise<string>;

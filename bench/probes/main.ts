@@ -15,7 +15,8 @@
  * 10% of the probes) with the end: a leak grows with the probe count, a
  * healthy agent stays flat (Podman keeps an exec's conmon for its
  * exit_command_delay, 10 s in the test engine, so a steady number of them is
- * expected). `--probes N` (default 10000) and `--containers N` (default 10).
+ * expected). `--probes N` (default 10000), `--containers N` (default 10),
+ * `--engines podman,docker`.
  * The last line is one JSON object with a flat summary.
  */
 import { parseArgs } from "node:util";
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     probes: { type: "string", default: "10000" },
     containers: { type: "string", default: "10" },
     "timeout-min": { type: "string", default: "60" },
+    engines: { type: "string", default: "podman,docker" },
   },
 });
 const PROBES = Number(args.probes);
@@ -75,7 +77,10 @@ if (import.meta.main) {
   const results: Record<string, Record<string, number>> = {};
   let failed = false;
   try {
-    for (const engine of ["podman", "docker"] as const) {
+    const engines = args.engines.split(",").filter((e): e is "podman" | "docker" =>
+      e === "podman" || e === "docker"
+    );
+    for (const engine of engines) {
       const socket = engine === "podman"
         ? services.endpoints.podmanSocket
         : services.endpoints.dockerSocket;
@@ -107,6 +112,9 @@ if (import.meta.main) {
             value: { command: ["sh", "-c", "echo . >> /tmp/probes"] },
           },
           periodSeconds: 1,
+          // Generous: on a loaded 2-core machine an engine exec can take over a second, and a
+          // liveness timeout would restart the container and end the count.
+          timeoutSeconds: 10,
           failureThreshold: 3,
         };
         await c.request(
@@ -186,7 +194,8 @@ if (import.meta.main) {
           for (const id of appIds) {
             const top = await engineApi.call("GET", `/containers/${id}/top`) as {
               Processes: unknown[] | null;
-            };
+            } | null;
+            if (!top) throw new Error(`container "${id}" is gone (restarted?)`);
             n += top.Processes?.length ?? 0;
           }
           return n;

@@ -26,6 +26,7 @@
 import {
   AranyaError,
   CanceledError,
+  errorMessage,
   InternalError,
   InvalidInputError,
   NotFoundError,
@@ -193,6 +194,60 @@ export class DockerRuntime implements ContainerRuntime {
     await this.#callAllowing("DELETE", `/images/${ref}?force=true`, `Removing image "${ref}"`, [
       404,
     ]);
+  }
+
+  async ensureVolume(
+    name: string,
+    opts: { labels: Record<string, string>; tmpfsSizeBytes?: number },
+  ): Promise<void> {
+    const what = `Creating volume "${name}"`;
+    const existing = await this.#callAllowing("GET", `/volumes/${enc(name)}`, what, [404]);
+    if (existing.status !== 404) return;
+    const create = (o: string[]) =>
+      this.#callAllowing("POST", "/volumes/create", what, [409], {
+        json: {
+          Name: name,
+          Driver: "local",
+          Labels: opts.labels,
+          DriverOpts: opts.tmpfsSizeBytes === undefined
+            ? undefined
+            : { type: "tmpfs", device: "tmpfs", o: o.join(",") },
+        },
+      });
+    if (!opts.tmpfsSizeBytes) {
+      await create(["mode=0777"]);
+      return;
+    }
+    try {
+      await create(["mode=0777", `size=${opts.tmpfsSizeBytes}`]);
+    } catch (err) {
+      // Podman 4 reads "size" as a disk quota option even for tmpfs and refuses it: the tmpfs
+      // then has the kernel's default size (half the memory), and the pod's memory limit
+      // still bounds what its containers can put there.
+      if (!/size/i.test(errorMessage(err))) throw err;
+      this.#log.info("the engine refused a tmpfs size; the volume has the default size", {
+        volume: name,
+        error: errorMessage(err),
+      });
+      await create(["mode=0777"]);
+    }
+  }
+
+  async removeVolumes(labels: Record<string, string>): Promise<void> {
+    const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
+    const q = new URLSearchParams({ filters: JSON.stringify(filters) });
+    const r = await this.#call("GET", `/volumes?${q}`, "Listing volumes") as
+      | { Volumes?: { Name: string; Labels?: Record<string, string> | null }[] | null }
+      | null;
+    for (const v of r?.Volumes ?? []) {
+      if (!Object.entries(labels).every(([k, x]) => v.Labels?.[k] === x)) continue;
+      await this.#callAllowing(
+        "DELETE",
+        `/volumes/${enc(v.Name)}?force=true`,
+        `Removing volume "${v.Name}"`,
+        [404],
+      );
+    }
   }
 
   async createContainer(spec: ContainerSpec): Promise<string> {
@@ -664,8 +719,8 @@ function createBody(spec: ContainerSpec): Record<string, unknown> {
     HostConfig: {
       // Mounts (not Binds): paths with ":" or "," need no escaping.
       Mounts: spec.mounts?.map((m) => ({
-        Type: "bind",
-        Source: m.hostPath,
+        Type: m.volume ? "volume" : "bind",
+        Source: m.volume ?? m.hostPath,
         Target: m.containerPath,
         ReadOnly: m.readOnly ?? false,
       })),
