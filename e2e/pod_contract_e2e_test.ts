@@ -76,6 +76,7 @@ Deno.test({
             metadata: { name: "web" },
             spec: {
               ...onDevice,
+              hostAliases: [{ ip: "123.45.67.89", hostnames: ["foo.edge", "bar.edge"] }],
               containers: [
                 {
                   name: "web",
@@ -181,6 +182,10 @@ Deno.test({
         /nameserver /,
       );
       assert.equal(await kc(["exec", "web", "-c", "web", "--", "cat", "/tmp/post"]), "hooked\n");
+      const hosts = await kc(["exec", "web", "-c", "web", "--", "cat", "/etc/hosts"]);
+      assert.match(hosts, /^# Kubernetes-managed hosts file\./);
+      assert.match(hosts, new RegExp(`${podIP.replaceAll(".", "\\.")}\tweb\n`));
+      assert.match(hosts, /123\.45\.67\.89\tfoo\.edge\tbar\.edge/);
 
       // Readiness.
       const cond = (

@@ -272,10 +272,10 @@ class Resolver {
       args: (c.args ?? []).map((s) => expand(s, env)),
       workingDir: c.workingDir ?? "",
       env,
-      mounts: (c.volumeMounts ?? []).map((m) => ({
+      mounts: (c.volumeMounts ?? []).map((m, i) => ({
         volume: m.name,
         mountPath: m.mountPath,
-        subPath: m.subPathExpr ? expand(m.subPathExpr, env) : m.subPath ?? "",
+        subPath: subPathOf(m, env, `${path}.volumeMounts[${i}]`),
         readOnly: m.readOnly ?? false,
       })),
       ports: (c.ports ?? []).map((p) => ({
@@ -473,6 +473,8 @@ class Resolver {
     let divisor = 1;
     try {
       divisor = ref.divisor ? parseQuantity(String(ref.divisor)) : 1;
+      // A zero divisor is the API's default: 1 (as the kubelet reads it).
+      if (divisor === 0) divisor = 1;
     } catch (err) {
       throw new PodConfigError(`${where}.divisor: ${(err as Error).message}`);
     }
@@ -743,6 +745,36 @@ function securityOpts(
     throw new PodConfigError(`${where}.procMount: "Unmasked" is not supported on edge devices`);
   }
   return out;
+}
+
+/**
+ * A mount's subPath, with subPathExpr expanded from the container's env as
+ * the kubelet does it: every variable it names must have a value, and the
+ * result must be a relative path that never steps out of the volume.
+ */
+function subPathOf(
+  m: { subPath?: string; subPathExpr?: string },
+  env: Record<string, string>,
+  where: string,
+): string {
+  let sub = m.subPath ?? "";
+  if (m.subPathExpr) {
+    const missing = [...m.subPathExpr.matchAll(/\$\(([^)]*)\)/g)].map((x) => x[1]!)
+      .filter((k) => !env[k]);
+    if (missing.length) {
+      throw new PodConfigError(
+        `${where}.subPathExpr: missing value for ${missing.map((k) => `"${k}"`).join(", ")}`,
+      );
+    }
+    sub = expand(m.subPathExpr, env);
+  }
+  if (sub.startsWith("/")) {
+    throw new PodConfigError(`${where}.subPath: "${sub}" must not be an absolute path`);
+  }
+  if (sub.split("/").includes("..")) {
+    throw new PodConfigError(`${where}.subPath: "${sub}" must not contain ".."`);
+  }
+  return sub;
 }
 
 /** A container port by number or by the name of one of the container's ports. */

@@ -478,3 +478,34 @@ Deno.test("fields a device cannot meet are refused, naming the field", async () 
     /securityContext\.procMount: "Unmasked" is not supported/,
   );
 });
+
+Deno.test("subPathExpr: expanded from env; missing values, absolute paths and '..' refused", async () => {
+  const mount = (subPathExpr: string, env: { name: string; value: string }[]) =>
+    pod({
+      containers: [{
+        name: "app",
+        image: "busybox",
+        env,
+        volumeMounts: [{ name: "w", mountPath: "/w", subPathExpr }],
+      }],
+      volumes: [{ name: "w", emptyDir: {} }],
+    });
+  const ctx = { sources: sources(), hostIP: "10.0.0.1" };
+  const ok = await resolvePod(
+    mount("$(A)/$(B)", [{ name: "A", value: "x" }, { name: "B", value: "y" }]),
+    ctx,
+  );
+  assert.equal(ok.containers[0]!.mounts[0]!.subPath, "x/y");
+  await assert.rejects(
+    resolvePod(mount("$(NOPE)", []), ctx),
+    /volumeMounts\[0\]\.subPathExpr: missing value for "NOPE"/,
+  );
+  await assert.rejects(
+    resolvePod(mount("$(P)", [{ name: "P", value: ".." }]), ctx),
+    /volumeMounts\[0\]\.subPath: "\.\." must not contain "\.\."/,
+  );
+  await assert.rejects(
+    resolvePod(mount("$(P)", [{ name: "P", value: "/tmp" }]), ctx),
+    /must not be an absolute path/,
+  );
+});

@@ -174,6 +174,9 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
               return r?.ok ? await r.text() : undefined;
             }, 20_000);
             assert.equal(viaHostPort, "edge\n");
+            const hosts = await execText(rt, web.id, ["cat", "/etc/hosts"]);
+            assert.match(hosts, /^# Kubernetes-managed hosts file\.\n/);
+            assert.ok(hosts.includes(`${s.podIp}\t`), "the pod IP with the pod's hostname");
             const lo = await execText(rt, web.id, ["ip", "-o", "addr"]);
             assert.match(lo, /eth0/, "a pod on the default network has more than loopback");
           },

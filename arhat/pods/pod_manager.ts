@@ -21,7 +21,8 @@
  *   the back-off (reported as CrashLoopBackOff while it waits);
  * - postStart runs right after a container started (a failure kills it),
  *   preStop before it is stopped, within the grace period;
- * - each instance gets its termination-message file.
+ * - each instance gets its termination-message file; every app and init
+ *   container the pod's kubelet-managed /etc/hosts (hosts_file.ts).
  *
  * Work happens in short, non-blocking sync passes: `ensure` records the
  * desired pod and runs one pass; `run` repeats passes for every desired pod and
@@ -61,6 +62,7 @@ import {
 import { computePodStatus, hasEnded, latestByContainer, type PodStatusInit } from "./pod_status.ts";
 import { removePodDir, writeVolumes } from "./volumes.ts";
 import { podResolvConf, writeResolvConf } from "./resolv_conf.ts";
+import { writeHostsFile } from "./hosts_file.ts";
 import { runAction } from "./actions.ts";
 import { type ProbeFailure, Prober } from "./prober.ts";
 import {
@@ -717,7 +719,6 @@ export class PodManager {
         dnsServers: pod.dnsServers,
         dnsSearches: pod.dnsSearches,
         dnsOptions: pod.dnsOptions,
-        extraHosts: Object.entries(pod.hosts).map(([host, ip]) => `${host}:${ip}`),
         // Docker lets others join an IPC namespace only when it is "shareable".
         ipcMode: pod.hostIpc ? "host" : "shareable",
         ports: pod.containers.flatMap((k) =>
@@ -737,6 +738,7 @@ export class PodManager {
       for (const n of c.podIpEnv) env[n] = infra?.ipAddress ?? "";
       const messageFile = terminationMessageFile(this.#o.stateDir, pod.uid, name, restart);
       await createTerminationMessageFile(messageFile);
+      const hostsFile = await writeHostsFile(this.#o.stateDir, pod, infra?.ipAddress ?? "");
       const groups = [
         ...(pod.hasFsGroup ? [pod.fsGroup] : []),
         ...c.supplementalGroups,
@@ -767,6 +769,12 @@ export class PodManager {
                 readOnly: m.readOnly,
               };
             }
+            if (m.subPath.startsWith("/") || m.subPath.split("/").includes("..")) {
+              // aranya refuses these; a device never lets a mount step out of its volume.
+              throw new InvalidInputError(
+                `subPath "${m.subPath}" of container "${name}" must be relative and stay inside volume "${m.volume}"`,
+              );
+            }
             const base = volumes.get(m.volume);
             if (!base) {
               throw new InvalidInputError(
@@ -780,6 +788,7 @@ export class PodManager {
             };
           }),
           podResolvConf(this.#o.stateDir, pod),
+          hostsFile,
         ).concat({
           hostPath: messageFile,
           containerPath: c.terminationMessagePath || DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -891,8 +900,20 @@ export function registryHost(image: string): string {
     : "docker.io";
 }
 
-/** `mounts` plus the pod's resolv.conf at /etc/resolv.conf, unless a mount of the pod is there. */
-function withResolvConf(mounts: Mount[], resolvConf: string | undefined): Mount[] {
-  if (!resolvConf || mounts.some((m) => m.containerPath === "/etc/resolv.conf")) return mounts;
-  return [...mounts, { hostPath: resolvConf, containerPath: "/etc/resolv.conf", readOnly: true }];
+/**
+ * `mounts` plus the pod's resolv.conf at /etc/resolv.conf (read-only) and its
+ * hosts file at /etc/hosts, each unless a mount of the pod is already there.
+ */
+function withResolvConf(
+  mounts: Mount[],
+  resolvConf: string | undefined,
+  hostsFile: string,
+): Mount[] {
+  const out = [...mounts];
+  const taken = (path: string) => mounts.some((m) => m.containerPath === path);
+  if (resolvConf && !taken("/etc/resolv.conf")) {
+    out.push({ hostPath: resolvConf, containerPath: "/etc/resolv.conf", readOnly: true });
+  }
+  if (!taken("/etc/hosts")) out.push({ hostPath: hostsFile, containerPath: "/etc/hosts" });
+  return out;
 }

@@ -129,6 +129,7 @@ function containerStatus(
   c: ContainerInfo | undefined,
   previous: ContainerInfo | undefined,
   init: boolean,
+  initializing: boolean,
   intent?: PodIntent,
 ): ContainerStatusInit {
   const waiting = intent?.waiting?.get(name);
@@ -136,7 +137,9 @@ function containerStatus(
     return waitingStatus(
       name,
       init,
-      waiting?.reason ?? (init ? "PodInitializing" : "ContainerCreating"),
+      // Like the kubelet: every container waits with PodInitializing until the init containers
+      // are done.
+      waiting?.reason ?? (init || initializing ? "PodInitializing" : "ContainerCreating"),
       waiting?.message ?? "",
     );
   }
@@ -144,7 +147,14 @@ function containerStatus(
   const ended = hasEnded(c);
   const probe = running ? intent?.probes?.(c.id) : undefined;
   const restartCount = Number(c.labels[LABEL_RESTART_COUNT] ?? 0);
-  const backoff = intent?.backoff?.get(name);
+  // A back-off matters only for a container that will be restarted (the kubelet's
+  // CrashLoopBackOff); one that ended for good is reported terminated.
+  const policy = intent?.restartPolicy ?? RestartPolicy.ALWAYS;
+  const restarts = !init
+    ? policy === RestartPolicy.ALWAYS ||
+      (policy === RestartPolicy.ON_FAILURE && (c.exitCode !== 0 || c.error !== ""))
+    : policy !== RestartPolicy.NEVER && (c.exitCode !== 0 || c.error !== "");
+  const backoff = restarts ? intent?.backoff?.get(name) : undefined;
   const base = {
     name,
     containerId: c.id,
@@ -231,9 +241,13 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     [...latest.values()].filter((c) => c.labels[LABEL_ROLE] === "app").map((c) =>
       c.labels[LABEL_CONTAINER]!
     );
+  const initializing = initNames.some((n) => {
+    const c = latest.get(n);
+    return !c || c.state !== "exited" || c.exitCode !== 0 || c.error !== "";
+  });
   const status = (n: string, init: boolean) => {
     const c = latest.get(n);
-    return containerStatus(n, c, previousOf(containers, c), init, intent);
+    return containerStatus(n, c, previousOf(containers, c), init, initializing, intent);
   };
   const statuses = [
     ...initNames.map((n) => status(n, true)),

@@ -121,3 +121,32 @@ Deno.test("a container that could not be created shows its waiting reason", () =
   assert.equal(s.containers[0]!.reason, "ErrImagePull");
   assert.equal(s.phase, PodStatusMsg_Phase.PENDING);
 });
+
+Deno.test("back-off shows as CrashLoopBackOff only for a container that will restart", () => {
+  const infra = ctr("POD", "infra", "running");
+  const done = ctr("app", "app", "exited", 0, 1);
+  const intent = (policy: RestartPolicy) => ({
+    restartPolicy: policy,
+    initContainers: [],
+    containers: ["app"],
+    backoff: new Map([["app", { delayMs: 10_000 }]]),
+  });
+  // OnFailure and exit 0: finished for good, terminated (not waiting on a back-off).
+  let s = computePodStatus([infra, done], intent(RestartPolicy.ON_FAILURE));
+  assert.equal(s.containers[0]?.state, ContainerStatus_State.TERMINATED);
+  assert.equal(s.phase, PodStatusMsg_Phase.SUCCEEDED);
+  // Always: waiting out the back-off.
+  s = computePodStatus([infra, done], intent(RestartPolicy.ALWAYS));
+  assert.equal(s.containers[0]?.reason, "CrashLoopBackOff");
+  assert.equal(s.phase, PodStatusMsg_Phase.RUNNING);
+});
+
+Deno.test("app containers wait with PodInitializing while init containers run", () => {
+  const infra = ctr("POD", "infra", "running");
+  const s = computePodStatus([infra, ctr("init", "init", "running")], {
+    restartPolicy: RestartPolicy.ALWAYS,
+    initContainers: ["init"],
+    containers: ["app"],
+  });
+  assert.equal(s.containers.find((c) => c.name === "app")?.reason, "PodInitializing");
+});
