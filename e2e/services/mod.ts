@@ -76,9 +76,17 @@ export function endpointsFromEnv(): ServiceEndpoints | undefined {
   };
 }
 
-/** Stops services left over from an earlier run. */
+/**
+ * Stops services left over from an earlier run (detached ones, or a run that
+ * died). Waits first for a run that holds the services (see lockServices).
+ */
 export async function stopLeftoverServices(): Promise<void> {
-  await Promise.all([stopDockerd(), stopPodman(), stopMosquitto(), stopRegistry()]);
+  const lock = await lockServices(() => {});
+  try {
+    await Promise.all([stopDockerd(), stopPodman(), stopMosquitto(), stopRegistry()]);
+  } finally {
+    lock.close();
+  }
 }
 
 /**
@@ -89,12 +97,14 @@ export async function startServices(
   opts: { detached?: boolean; log?: (line: string) => void } = {},
 ): Promise<Services> {
   const log = opts.log ?? (() => {});
-  const lock = opts.detached ? undefined : await lockServices(log);
+  // Detached services (services:up) outlive this process and cannot keep the lock, but they
+  // wait for it, so they never stop the engines of a test run in progress.
+  const lock = await lockServices(log);
   const started: ServiceProcess[] = [];
   const stopAll = async () => {
     for (const s of started.reverse()) await s.stop().catch(() => {});
     started.length = 0;
-    lock?.close();
+    if (!opts.detached) lock.close();
   };
   try {
     log("starting registry and mosquitto");
@@ -115,6 +125,7 @@ export async function startServices(
       password: REGISTRY_PASSWORD,
       serveraddress: registry.address,
     });
+    if (opts.detached) lock.close();
     return {
       endpoints: {
         dockerSocket: DOCKER_SOCKET,
