@@ -14,7 +14,9 @@
  *   lastState;
  * - startup gates liveness (started false until it passes);
  * - hooks and termination: a postStart hook's file, and a termination
- *   message in the terminated state.
+ *   message in the terminated state;
+ * - an ephemeral container (kubectl debug --target) joins the running pod
+ *   and sees the target's processes.
  */
 import assert from "node:assert/strict";
 import { aranyaConfigYaml, waitAranyaReady } from "./aranya_harness.ts";
@@ -186,6 +188,31 @@ Deno.test({
       assert.match(hosts, /^# Kubernetes-managed hosts file\./);
       assert.match(hosts, new RegExp(`${podIP.replaceAll(".", "\\.")}\tweb\n`));
       assert.match(hosts, /123\.45\.67\.89\tfoo\.edge\tbar\.edge/);
+
+      // An ephemeral container (kubectl debug) joins the running pod: no restart of the others,
+      // it sees the target container's processes.
+      const webBefore = (await statusOf("web", "web"))!;
+      await kc([
+        "debug",
+        "web",
+        `--image=${image}`,
+        "--container=dbg",
+        "--target=web",
+        "--",
+        "sleep",
+        "3600",
+      ]);
+      const dbg = await eventually("the ephemeral container running", async () => {
+        const p = await get("web");
+        const s = (p.status?.ephemeralContainerStatuses ?? []).find((c: ContainerStatusJson) =>
+          c.name === "dbg"
+        );
+        return s?.state.running ? s : undefined;
+      }, 60_000);
+      assert.ok(dbg);
+      assert.match(await kc(["exec", "web", "-c", "dbg", "--", "ps"]), /httpd/);
+      const webAfter = (await statusOf("web", "web"))!;
+      assert.equal(webAfter.restartCount, webBefore.restartCount, "the pod was not recreated");
 
       // Readiness.
       const cond = (

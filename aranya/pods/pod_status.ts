@@ -53,6 +53,7 @@ export interface PodStatusJson {
   conditions: PodConditionJson[];
   containerStatuses: ContainerStatusJson[];
   initContainerStatuses: ContainerStatusJson[];
+  ephemeralContainerStatuses?: ContainerStatusJson[];
   hostIP: string;
   hostIPs: { ip: string }[];
   podIP?: string;
@@ -94,25 +95,36 @@ export function podStatusFrom(
   ctx: PodStatusContext,
 ): PodStatusJson {
   const now = seconds(ctx.now ?? new Date().toISOString())!;
-  const byName = new Map(msg.containers.map((c) => [`${c.init ? "i" : "c"}/${c.name}`, c]));
-  const image = (name: string, init: boolean) =>
-    (init ? pod.spec?.initContainers : pod.spec?.containers)?.find((c) => c.name === name)
-      ?.image ?? "";
-  const toJson = (name: string, init: boolean): ContainerStatusJson => {
-    const c = byName.get(`${init ? "i" : "c"}/${name}`);
+  type Kind = "i" | "c" | "e";
+  const kindOf = (c: ContainerStatus): Kind => c.ephemeral ? "e" : c.init ? "i" : "c";
+  const byName = new Map(msg.containers.map((c) => [`${kindOf(c)}/${c.name}`, c]));
+  const specs = (k: Kind) =>
+    k === "i"
+      ? pod.spec?.initContainers
+      : k === "e"
+      ? pod.spec?.ephemeralContainers
+      : pod.spec?.containers;
+  const image = (name: string, k: Kind) => specs(k)?.find((c) => c.name === name)?.image ?? "";
+  const initializing = (pod.spec?.initContainers ?? []).length > 0;
+  const toJson = (name: string, init: boolean, k: Kind = init ? "i" : "c"): ContainerStatusJson => {
+    const c = byName.get(`${k}/${name}`);
     if (!c) {
       return {
         name,
-        image: image(name, init),
+        image: image(name, k),
         imageID: "",
         ready: false,
         started: false,
         restartCount: 0,
-        state: { waiting: { reason: init ? "PodInitializing" : "ContainerCreating" } },
+        state: {
+          waiting: {
+            reason: init || (k === "c" && initializing) ? "PodInitializing" : "ContainerCreating",
+          },
+        },
         lastState: {},
       };
     }
-    return containerJson(c, image(name, init), ctx.runtime);
+    return containerJson(c, image(name, k), ctx.runtime);
   };
   const initContainerStatuses = (pod.spec?.initContainers ?? []).map((c) => toJson(c.name, true));
   const containerStatuses = (pod.spec?.containers ?? []).map((c) => toJson(c.name, false));
@@ -161,6 +173,13 @@ export function podStatusFrom(
     ],
     containerStatuses,
     initContainerStatuses,
+    ...(pod.spec?.ephemeralContainers?.length
+      ? {
+        ephemeralContainerStatuses: pod.spec.ephemeralContainers.map((c) =>
+          toJson(c.name, false, "e")
+        ),
+      }
+      : {}),
     hostIP: ctx.hostIP,
     hostIPs: [{ ip: ctx.hostIP }],
   };

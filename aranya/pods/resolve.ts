@@ -211,6 +211,16 @@ class Resolver {
     for (const [i, c] of (spec.initContainers ?? []).entries()) {
       initContainers.push(await this.#container(c, `spec.initContainers[${i}]`, psc));
     }
+    const ephemeralContainers: ContainerSpec[] = [];
+    const ephemeralTargets: Record<string, string> = {};
+    for (const [i, c] of (spec.ephemeralContainers ?? []).entries()) {
+      // An EphemeralContainer has a Container's fields (probes, ports and lifecycle are refused
+      // by the API server).
+      ephemeralContainers.push(
+        await this.#container(c as V1Container, `spec.ephemeralContainers[${i}]`, psc),
+      );
+      if (c.targetContainerName) ephemeralTargets[c.name] = c.targetContainerName;
+    }
     const volumes: Volume[] = [];
     for (const [i, v] of (spec.volumes ?? []).entries()) {
       volumes.push(await this.#volume(v, `spec.volumes[${i}]`));
@@ -232,7 +242,7 @@ class Resolver {
       initContainers,
       containers,
       volumes,
-      imagePull: await this.#imagePull([...initContainers, ...containers]),
+      imagePull: await this.#imagePull([...initContainers, ...containers, ...ephemeralContainers]),
       dnsServers: dns.servers,
       dnsSearches: dns.searches,
       dnsOptions: dns.options,
@@ -242,6 +252,8 @@ class Resolver {
       fsGroup: BigInt(psc.fsGroup ?? 0),
       hasFsGroup: psc.fsGroup !== undefined,
       sysctls: Object.fromEntries((psc.sysctls ?? []).map((x) => [x.name, x.value])),
+      ephemeralContainers,
+      ephemeralTargets,
     });
   }
 

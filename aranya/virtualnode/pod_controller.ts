@@ -555,7 +555,12 @@ export class PodController {
     const sent = dev.running.get(uid) === hash;
     const meta = stableJson([pod.metadata?.labels ?? {}, pod.metadata?.annotations ?? {}]);
     const tokenDue = (this.#tokens.nextRefresh(uid) ?? Infinity) <= now;
-    if (!sent || now >= st.nextSync || tokenDue || (st.meta !== undefined && st.meta !== meta)) {
+    // Ephemeral containers (kubectl debug) join a running pod: sent at once, same spec hash.
+    const ephemeral = (pod.spec?.ephemeralContainers ?? []).map((c) => c.name).join(",");
+    if (
+      !sent || now >= st.nextSync || tokenDue || (st.meta !== undefined && st.meta !== meta) ||
+      (st.digest !== undefined && !st.digest.endsWith(`|${ephemeral}`))
+    ) {
       await this.#sync(pod, dev, st, { sent, hash, meta, now, log });
     }
     this.#due.schedule(key, Math.min(st.nextSync, this.#tokens.nextRefresh(uid) ?? Infinity));
@@ -626,7 +631,7 @@ export class PodController {
         }
       }
     }
-    const digest = volumeDigest(cmd);
+    const digest = `${volumeDigest(cmd)}|${cmd.ephemeralContainers.map((c) => c.name).join(",")}`;
     st.nextSync = o.now + this.#syncMs;
     // A token that could not be had now never replaces the one a running pod holds.
     if (o.sent && (digest === st.digest || tokenFailed)) {

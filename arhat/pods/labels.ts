@@ -7,7 +7,7 @@ export const LABEL_POD_UID = "arhat.dev/pod-uid";
 export const LABEL_POD_NAMESPACE = "arhat.dev/pod-namespace";
 export const LABEL_POD_NAME = "arhat.dev/pod-name";
 export const LABEL_CONTAINER = "arhat.dev/container-name";
-/** "infra", "init" or "app". */
+/** "infra", "init", "app" or "ephemeral". */
 export const LABEL_ROLE = "arhat.dev/role";
 export const LABEL_SPEC_HASH = "arhat.dev/spec-hash";
 /** How many times this container was restarted before this instance. */
@@ -16,7 +16,7 @@ export const LABEL_RESTART_COUNT = "arhat.dev/restart-count";
 export const LABEL_MANAGED = "arhat.dev/managed";
 
 /** Role of a container in a pod. */
-export type ContainerRole = "infra" | "init" | "app";
+export type ContainerRole = "infra" | "init" | "app" | "ephemeral";
 
 /** Name of the infra container that holds a pod's namespaces. */
 export const INFRA_CONTAINER = "POD";

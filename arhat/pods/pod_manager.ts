@@ -109,6 +109,8 @@ interface Desired {
   messages: Map<string, string>;
   /** Why the engine could not start an instance, by engine id. */
   startFailures: Map<string, string>;
+  /** Ephemeral container -> the engine id of the container whose processes it sees. */
+  pidTargets: Map<string, string>;
   /** Images whose last pull failed, and when the next may be tried. */
   pullBackoff: Map<string, { backoff: Backoff; notBefore: number }>;
   failed: boolean;
@@ -308,6 +310,7 @@ export class PodManager {
       messages: new Map(),
       startFailures: new Map(),
       pullBackoff: new Map(),
+      pidTargets: new Map(),
       failed: false,
     };
   }
@@ -342,6 +345,7 @@ export class PodManager {
       restartPolicy: d.cmd.restartPolicy || RestartPolicy.ALWAYS,
       initContainers: d.cmd.initContainers.map((c) => c.name),
       containers: d.cmd.containers.map((c) => c.name),
+      ephemeralContainers: d.cmd.ephemeralContainers.map((c) => c.name),
       waiting: d.waiting,
       backoff,
       probes: (id: string) => this.#prober.state(id),
@@ -352,7 +356,8 @@ export class PodManager {
 
   #specOf(cmd: PodEnsureCmd | undefined, name: string): WireContainer | undefined {
     return cmd?.containers.find((c) => c.name === name) ??
-      cmd?.initContainers.find((c) => c.name === name);
+      cmd?.initContainers.find((c) => c.name === name) ??
+      cmd?.ephemeralContainers.find((c) => c.name === name);
   }
 
   /** Where network actions (probes, hooks) reach the pod. */
@@ -547,6 +552,13 @@ export class PodManager {
         if (!restart) continue;
       }
       await this.#startInstance(d, c, "app", cur, infra, volumes);
+    }
+    // Ephemeral containers: each started once (kubectl debug), never restarted.
+    for (const c of cmd.ephemeralContainers) {
+      if (latest.has(c.name)) continue;
+      const target = cmd.ephemeralTargets[c.name];
+      d.pidTargets.set(c.name, target ? latest.get(target)?.id ?? "" : "");
+      await this.#startInstance(d, c, "ephemeral", undefined, infra, volumes);
     }
   }
 
@@ -795,7 +807,11 @@ export class PodManager {
         }),
         network: `container:${infraId}`,
         ipcMode: `container:${infraId}`,
-        pidMode: pod.hostPid ? "host" : undefined,
+        pidMode: pod.hostPid
+          ? "host"
+          : role === "ephemeral" && this.#desired.get(pod.uid)?.pidTargets.get(name)
+          ? `container:${this.#desired.get(pod.uid)?.pidTargets.get(name)}`
+          : undefined,
         tty: c.tty,
         openStdin: c.stdin,
         stdinOnce: c.stdinOnce,

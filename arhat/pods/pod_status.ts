@@ -30,8 +30,9 @@ import {
 type Fields<T> = Omit<T, "$typeName" | "$unknown">;
 
 /** A ContainerStatus as plain fields (what protobuf-es `create` takes). */
-export type ContainerStatusInit = Omit<Fields<ContainerStatus>, "lastTermination"> & {
+export type ContainerStatusInit = Omit<Fields<ContainerStatus>, "lastTermination" | "ephemeral"> & {
   lastTermination?: Fields<ContainerTermination>;
+  ephemeral?: boolean;
 };
 
 /** A PodStatusMsg as plain fields. */
@@ -44,6 +45,8 @@ export interface PodIntent {
   restartPolicy: RestartPolicy;
   initContainers: string[];
   containers: string[];
+  /** Ephemeral containers (never restarted; outside the pod's phase and readiness). */
+  ephemeralContainers?: string[];
   /** Waiting reasons of containers that could not be created (e.g. ErrImagePull). */
   waiting?: Map<string, { reason: string; message: string }>;
   /** Containers (by name) waiting out a restart back-off, and its length. */
@@ -110,6 +113,7 @@ function waitingStatus(
     ready: false,
     init,
     started: false,
+    ephemeral: false,
   };
 }
 
@@ -163,6 +167,7 @@ function containerStatus(
     createdAt: time(c.createdAt),
     restartCount,
     init,
+    ephemeral: false,
   };
   if (ended && backoff) {
     // Waiting out the back-off before the next restart: the kubelet's CrashLoopBackOff.
@@ -249,10 +254,23 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     const c = latest.get(n);
     return containerStatus(n, c, previousOf(containers, c), init, initializing, intent);
   };
+  const ephemeralNames = intent?.ephemeralContainers ??
+    [...latest.values()].filter((c) => c.labels[LABEL_ROLE] === "ephemeral").map((c) =>
+      c.labels[LABEL_CONTAINER]!
+    );
   const statuses = [
     ...initNames.map((n) => status(n, true)),
     ...appNames.map((n) => status(n, false)),
   ];
+  // Ephemeral containers: reported, never restarted, no part of the phase.
+  const ephemeral = ephemeralNames.map((n) => ({
+    ...containerStatus(n, latest.get(n), undefined, false, false, {
+      ...intent ?? { initContainers: [], containers: [] },
+      restartPolicy: RestartPolicy.NEVER,
+    } as PodIntent),
+    ready: false,
+    ephemeral: true,
+  }));
   const policy = intent?.restartPolicy ?? RestartPolicy.ALWAYS;
   const apps = statuses.filter((s) => !s.init);
   const inits = statuses.filter((s) => s.init);
@@ -272,7 +290,7 @@ export function computePodStatus(containers: ContainerInfo[], intent?: PodIntent
     namespace: labels[LABEL_POD_NAMESPACE] ?? "",
     name: labels[LABEL_POD_NAME] ?? "",
     phase,
-    containers: statuses,
+    containers: [...statuses, ...ephemeral],
     podIp: infra?.ipAddress ?? "",
     hostIp: "",
     startedAt: time(infra?.startedAt ?? ""),
