@@ -238,7 +238,7 @@ class Resolver {
       hostNetwork: spec.hostNetwork ?? false,
       hostPid: spec.hostPID ?? false,
       hostIpc: spec.hostIPC ?? false,
-      hostname: spec.hostname ?? pod.metadata?.name ?? "",
+      hostname: podHostname(spec.hostname ?? pod.metadata?.name ?? ""),
       initContainers,
       containers,
       volumes,
@@ -787,6 +787,15 @@ function subPathOf(
     throw new PodConfigError(`${where}.subPath: "${sub}" must not contain ".."`);
   }
   return sub;
+}
+
+/**
+ * The pod's hostname as the kubelet derives it: at most 63 characters (a DNS
+ * label), a truncated name losing any trailing '-' or '.'.
+ */
+export function podHostname(name: string): string {
+  if (name.length <= 63) return name;
+  return name.slice(0, 63).replace(/[-.]+$/, "");
 }
 
 /** A container port by number or by the name of one of the container's ports. */

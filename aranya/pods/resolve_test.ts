@@ -10,6 +10,7 @@ import {
   expand,
   PodConfigError,
   podDns,
+  podHostname,
   type PodSources,
   podSpecHash,
   registryHost,
@@ -508,4 +509,11 @@ Deno.test("subPathExpr: expanded from env; missing values, absolute paths and '.
     resolvePod(mount("$(P)", [{ name: "P", value: "/tmp" }]), ctx),
     /must not be an absolute path/,
   );
+});
+
+Deno.test("podHostname: at most 63 characters, no trailing '-' or '.'", () => {
+  assert.equal(podHostname("web"), "web");
+  const long = "termination-message-container091ad9c5-fd3f-4459-a36b-8ff13b8e1b24";
+  assert.equal(podHostname(long), long.slice(0, 63));
+  assert.equal(podHostname(`${"a".repeat(62)}-bc`), "a".repeat(62));
 });

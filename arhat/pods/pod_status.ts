@@ -199,7 +199,8 @@ function containerStatus(
       exitCode: t.exitCode,
       reason: t.reason,
       message: t.message,
-      ready: false,
+      // The kubelet marks an init container that completed successfully ready.
+      ready: init && t.exitCode === 0 && c.error === "",
       started: false,
       lastTermination: previous && hasEnded(previous) ? termination(previous, intent) : undefined,
     };

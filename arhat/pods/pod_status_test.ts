@@ -150,3 +150,15 @@ Deno.test("app containers wait with PodInitializing while init containers run", 
   });
   assert.equal(s.containers.find((c) => c.name === "app")?.reason, "PodInitializing");
 });
+
+Deno.test("an init container that completed successfully is ready, as the kubelet reports it", () => {
+  const s = computePodStatus(
+    [
+      ctr("POD", "infra", "running"),
+      ctr("init", "init", "exited", 0),
+      ctr("app", "app", "running"),
+    ],
+    { restartPolicy: RestartPolicy.ALWAYS, initContainers: ["init"], containers: ["app"] },
+  );
+  assert.equal(s.containers.find((c) => c.name === "init")?.ready, true);
+});
