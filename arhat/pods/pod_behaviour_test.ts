@@ -182,6 +182,44 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
           },
         );
 
+        await t.step(`${engine}: a named network (runtime.podNetwork) and none`, async () => {
+          const net = `aranya-e2e-${crypto.randomUUID().slice(0, 6)}`;
+          const subnet = engine === "podman" ? "10.90.7.0/24" : "10.91.7.0/24";
+          const api = new EngineClient(socket);
+          await api.call("POST", "/networks/create", {
+            json: { Name: net, IPAM: { Config: [{ Subnet: subnet }] } },
+          });
+          const named = new PodManager({
+            runtime: rt,
+            stateDir,
+            infraImage: image,
+            podNetwork: net,
+          });
+          const isolated = new PodManager({
+            runtime: rt,
+            stateDir,
+            infraImage: image,
+            podNetwork: "none",
+          });
+          const u1 = uid();
+          const u2 = uid();
+          try {
+            await named.ensure(pod(u1, [{ name: "app", image, command: ["sleep", "3600"] }]));
+            await isolated.ensure(pod(u2, [{ name: "app", image, command: ["sleep", "3600"] }]));
+            const s1 = await eventually("an address on the named network", async () => {
+              const st = await named.status(u1);
+              return st.podIp ? st : undefined;
+            }, 30_000);
+            assert.ok(s1.podIp.startsWith(subnet.slice(0, subnet.lastIndexOf(".") + 1)), s1.podIp);
+            assert.equal((await isolated.status(u2)).podIp, "", "no pod IP on the none network");
+          } finally {
+            await named.delete(u1, 0).catch(() => {});
+            await isolated.delete(u2, 0).catch(() => {});
+            await api.request("DELETE", `/networks/${net}`).then((r) => r.body?.cancel());
+            api.close();
+          }
+        });
+
         await t.step(`${engine}: readiness by exec, httpGet and tcpSocket`, async () => {
           const u = uid();
           const fast = { periodSeconds: 1, failureThreshold: 1 };
