@@ -70,6 +70,13 @@ export const CONFIG_DEFAULTS = Object.freeze({
   websocketListen: "0.0.0.0:8443",
   websocketPath: "/v1/link",
   grpcListen: "0.0.0.0:8444",
+  /** Below ingress-nginx's and most NATs' idle timeouts; see docs/link.md. */
+  websocketKeepalive: "2m",
+  /**
+   * A PING over TLS costs five packets, about 430 bytes; every 4 min that is 155 KB/day (every 3
+   * min, 206), below AWS NLB's 350 s idle timeout and the common 5-minute NATs.
+   */
+  grpcKeepalive: "4m",
 });
 
 /** Config `kubelet`. */
@@ -117,6 +124,8 @@ export interface WebSocketLinkConfig {
   listen: ListenAddress;
   /** Path of the link endpoint, starting with "/". */
   path: string;
+  /** Keepalive interval, ms (per device: the EdgeDevice's timers.keepaliveInterval). */
+  keepaliveMs: number;
   /** Unset: plain HTTP (only behind a TLS-terminating proxy). */
   tls?: ServerTlsFiles;
 }
@@ -124,6 +133,8 @@ export interface WebSocketLinkConfig {
 /** The gRPC device listener. */
 export interface GrpcLinkConfig {
   listen: ListenAddress;
+  /** HTTP/2 PING interval, ms (per device: the EdgeDevice's timers.keepaliveInterval). */
+  keepaliveMs: number;
   /** Unset: plaintext HTTP/2 (only behind a TLS-terminating proxy). */
   tls?: ServerTlsFiles;
 }
@@ -654,6 +665,10 @@ function readLinks(r: ConfigReader, isMapping: boolean): AranyaConfig["links"] {
         default: CONFIG_DEFAULTS.websocketPath,
         check: (v) => /^\/[^\s?#]*$/.test(v) ? undefined : 'must be a URL path starting with "/"',
       }),
+      keepaliveMs: w.duration("keepalive", {
+        default: CONFIG_DEFAULTS.websocketKeepalive,
+        min: 1000,
+      }),
     };
     if (w.has("tls")) ws.tls = readServerTls(w.object("tls"));
     else w.ignore("tls");
@@ -662,7 +677,10 @@ function readLinks(r: ConfigReader, isMapping: boolean): AranyaConfig["links"] {
   }
   if (r.has("grpc")) {
     const g = r.object("grpc");
-    const grpc: GrpcLinkConfig = { listen: readListen(g, "listen", CONFIG_DEFAULTS.grpcListen) };
+    const grpc: GrpcLinkConfig = {
+      listen: readListen(g, "listen", CONFIG_DEFAULTS.grpcListen),
+      keepaliveMs: g.duration("keepalive", { default: CONFIG_DEFAULTS.grpcKeepalive, min: 1000 }),
+    };
     if (g.has("tls")) grpc.tls = readServerTls(g.object("tls"));
     else g.ignore("tls");
     g.finish();

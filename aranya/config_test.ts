@@ -56,7 +56,13 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
     },
     node: { heartbeatMs: 10_000, leaseDurationMs: 40_000, statusSyncMs: 300_000 },
     pods: { syncIntervalMs: 60_000 },
-    links: { websocket: { listen: { hostname: "0.0.0.0", port: 8443 }, path: "/v1/link" } },
+    links: {
+      websocket: {
+        listen: { hostname: "0.0.0.0", port: 8443 },
+        path: "/v1/link",
+        keepaliveMs: 120_000,
+      },
+    },
   };
   assert.deepEqual(config, want);
   // Two replicas on one host get different identities.
@@ -96,6 +102,7 @@ links:
   websocket:
     listen: "[::]:443"
     path: /edge/link
+    keepalive: 50s
     tls: {certFile: /tls/ws.crt, keyFile: /tls/ws.key, clientCaFile: /tls/ca.crt}
   grpc:
     listen: ":8444"
@@ -140,10 +147,12 @@ links:
       websocket: {
         listen: { hostname: "::", port: 443 },
         path: "/edge/link",
+        keepaliveMs: 50_000,
         tls: { certFile: "/tls/ws.crt", keyFile: "/tls/ws.key", clientCaFile: "/tls/ca.crt" },
       },
       grpc: {
         listen: { hostname: "0.0.0.0", port: 8444 },
+        keepaliveMs: 240_000,
         tls: { certFile: "/tls/g.crt", keyFile: "/tls/g.key" },
       },
       mqtt: {

@@ -31,6 +31,7 @@ import { GrpcLinkServer } from "./connectivity/grpc/grpc_link_server.ts";
 import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
 import { EdgeDeviceController } from "./edgedevice/controller.ts";
 import type { EdgeDevice } from "./edgedevice/types.ts";
+import { deviceTimers } from "./edgedevice/device_timers.ts";
 import { loadKubeConfig, makeKubeClients } from "./kube/client.ts";
 import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
@@ -300,6 +301,9 @@ async function serveWhileLeading(
       leaseSeconds: Math.round(config.node.leaseDurationMs / 1000),
       statusSyncMs: config.node.statusSyncMs,
       maxPods: () => edgeDevices.device(link.device)?.spec?.pod?.allocatable,
+      timers: () => deviceTimers(edgeDevices.device(link.device)),
+      onMessage: (direction, kind) =>
+        metrics.linkMessagesTotal.inc({ transport: link.transport, direction, kind }),
       log,
     });
     metrics.devicesConnected.inc();
@@ -325,6 +329,8 @@ async function serveWhileLeading(
         hostname: w.listen.hostname,
         port: w.listen.port,
         path: w.path,
+        keepaliveMs: w.keepaliveMs,
+        keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
         tls: await serverTls(w.tls),
         authenticator,
         registry,
@@ -338,6 +344,8 @@ async function serveWhileLeading(
       new GrpcLinkServer({
         hostname: g.listen.hostname,
         port: g.listen.port,
+        keepaliveMs: g.keepaliveMs,
+        keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
         tls: await serverTls(g.tls),
         authenticator,
         registry,

@@ -43,6 +43,8 @@ export const CONFIG_DEFAULTS = Object.freeze({
   pidsAvailablePercent: 5,
   maxPods: 110,
   nodeStatusCheckInterval: "30s",
+  /** The ceiling of node status pushes: unchanged status is sent again after this long. */
+  nodeStatusMaxInterval: "1h",
   dialTimeout: "15s",
   backoffInitialDelay: "1s",
   backoffMaxDelay: "30s",
@@ -152,8 +154,13 @@ export interface ArhatConfig {
     diskAvailablePercent: number;
     pidsAvailablePercent: number;
     maxPods: number;
-    /** How often conditions are re-evaluated; node status is sent only when it changed. */
+    /**
+     * How often conditions and resources are re-evaluated (the floor); the node
+     * status is pushed to aranya only when it changed.
+     */
     checkIntervalMs: number;
+    /** Longest time between two node status pushes while connected (the ceiling). */
+    maxIntervalMs: number;
   };
   connectivity: { methods: ConnectivityMethodConfig[] };
 }
@@ -295,7 +302,17 @@ function readNodeStatus(r: ConfigReader): ArhatConfig["nodeStatus"] {
       default: CONFIG_DEFAULTS.nodeStatusCheckInterval,
       min: 1000,
     }),
+    maxIntervalMs: r.duration("maxInterval", {
+      default: CONFIG_DEFAULTS.nodeStatusMaxInterval,
+      min: 1000,
+    }),
   };
+  if (status.maxIntervalMs < status.checkIntervalMs) {
+    r.problems.add(
+      r.pathOf("maxInterval"),
+      `must not be shorter than checkInterval (${status.checkIntervalMs}ms); got ${status.maxIntervalMs}ms`,
+    );
+  }
   r.finish();
   return status;
 }

@@ -44,6 +44,7 @@ Deno.test("parseConfig() fills every default of a minimal config", () => {
       pidsAvailablePercent: 5,
       maxPods: 110,
       checkIntervalMs: 30_000,
+      maxIntervalMs: 3_600_000,
     },
     connectivity: {
       methods: [{
@@ -116,6 +117,7 @@ connectivity:
     pidsAvailablePercent: 1,
     maxPods: 20,
     checkIntervalMs: 90_000,
+    maxIntervalMs: 3_600_000,
   });
   assert.deepEqual(config.connectivity.methods, [
     {

@@ -6,7 +6,8 @@
  * back after a restart or reboot without a link), the dispatch table, and the
  * reconnect loop over the configured transports. Pod status changes go to
  * aranya at once when connected, and are queued on disk and flushed on
- * reconnect when not.
+ * reconnect when not; node status changes are pushed while connected
+ * (node/node_status_reporter.ts).
  */
 import { parseArgs } from "node:util";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -26,6 +27,7 @@ import { type ArhatConfig, DEFAULT_CONFIG_PATH, loadConfig } from "./config.ts";
 import { Connector } from "./connectivity/connector.ts";
 import { dialerFor } from "./connectivity/dialers.ts";
 import { collectNodeStatus, encodeNodeStatus } from "./node/node_info.ts";
+import { NodeStatusReporter } from "./node/node_status_reporter.ts";
 import { PodManager } from "./pods/pod_manager.ts";
 import { DockerRuntime } from "./runtime/docker/docker_runtime.ts";
 import { PodJournal } from "./state/journal.ts";
@@ -76,25 +78,36 @@ export async function runArhat(
   if (journaled.length) log.info("restoring journaled pods", { count: journaled.length });
 
   let runtimeVersion: { name: string; version: string } | undefined;
-  const nodeStatus = async (kind: "all" | "dynamic") => {
+  const collectNode = async (kind: "all" | "dynamic") => {
     let runtimeError: string | undefined;
     try {
       runtimeVersion ??= await runtime.version();
     } catch (err) {
       runtimeError = errorMessage(err);
     }
-    return encodeNodeStatus(
-      await collectNodeStatus({
-        agentVersion: ARHAT_VERSION,
-        stateDir: config.stateDir,
-        runtime: runtimeVersion,
-        runtimeError,
-        thresholds: config.nodeStatus,
-        maxPods: config.nodeStatus.maxPods,
-        kind,
-        log,
-      }),
-    );
+    return await collectNodeStatus({
+      agentVersion: ARHAT_VERSION,
+      stateDir: config.stateDir,
+      runtime: runtimeVersion,
+      runtimeError,
+      thresholds: config.nodeStatus,
+      maxPods: config.nodeStatus.maxPods,
+      kind,
+      log,
+    });
+  };
+  // Node status changes are pushed (MSG_NODE_STATUS); aranya's own requests set the baseline.
+  const reporter = new NodeStatusReporter({
+    collect: () => collectNode("dynamic"),
+    publish: (bytes) => session?.publish(MsgKind.MSG_NODE_STATUS, bytes),
+    checkIntervalMs: config.nodeStatus.checkIntervalMs,
+    maxIntervalMs: config.nodeStatus.maxIntervalMs,
+    log,
+  });
+  const nodeStatus = async (kind: "all" | "dynamic") => {
+    const msg = await collectNode(kind);
+    reporter.observe(msg);
+    return encodeNodeStatus(msg);
   };
 
   const agent = new Agent()
@@ -134,7 +147,7 @@ export async function runArhat(
     runtime: config.runtime.endpoint,
     transports: config.connectivity.methods.map((m) => m.method),
   });
-  await Promise.all([pods.run(signal), connector.run(signal)]);
+  await Promise.all([pods.run(signal), connector.run(signal), reporter.run(signal)]);
   runtime.close();
   log.info("arhat stopped");
 }

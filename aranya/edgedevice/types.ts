@@ -28,6 +28,15 @@ export interface EdgeDevice extends KubernetesObject {
   spec?: {
     connectivity?: {
       method?: "websocket" | "grpc" | "mqtt";
+      /** Durations such as "10s" overriding aranya's defaults for this device (device_timers.ts). */
+      timers?: {
+        unarySessionTimeout?: string;
+        heartbeatInterval?: string;
+        leaseDuration?: string;
+        forceNodeStatusSyncInterval?: string;
+        /** websocket and grpc only (the CRD refuses it with mqtt). */
+        keepaliveInterval?: string;
+      };
       /** Only with method "mqtt" (the CRD refuses it otherwise). */
       mqttConfig?: {
         /** Topic prefix: the device's topics are {messageNamespace}/{cmd,msg,status}. */

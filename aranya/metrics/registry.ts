@@ -36,6 +36,13 @@ export interface AranyaMetrics {
   readonly apiRateLimitWaitSecondsTotal: Counter;
   /** Kubelet API requests by route and HTTP status (101 for streams that started). */
   readonly kubeletRequestsTotal: Counter<"route" | "code">;
+  /**
+   * Messages on device links at the session layer, all devices together, by
+   * transport, direction ("sent" to devices, "received" from them) and kind
+   * (e.g. CMD_NODE_INFO_GET, MSG_POD_STATUS; stream data per frame). Transport
+   * keepalives are not counted: an idle device adds nothing here.
+   */
+  readonly linkMessagesTotal: Counter<"transport" | "direction" | "kind">;
   /** The Prometheus text exposition of every metric. */
   text(): Promise<string>;
   /** The Content-Type of {@link text}. */
@@ -102,6 +109,13 @@ export function createMetrics(opts: CreateMetricsOptions = {}): AranyaMetrics {
       name: "aranya_kubelet_requests_total",
       help: "Kubelet API requests by route and HTTP status (101: a stream started).",
       labelNames: ["route", "code"] as const,
+      registers,
+    }),
+    linkMessagesTotal: new Counter({
+      name: "aranya_link_messages_total",
+      help:
+        "Messages on device links (session layer; keepalives not counted) by transport, direction and kind.",
+      labelNames: ["transport", "direction", "kind"] as const,
       registers,
     }),
     text: () => registry.metrics(),

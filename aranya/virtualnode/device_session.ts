@@ -1,20 +1,26 @@
 /**
  * What aranya does while one device is connected:
  *
- * - on connect it asks for the device's node info and writes it into the
- *   Node's status (Ready from the device's own conditions); writes the
- *   EdgeDevice's status (phase Connected, conditions Connected and NodeReady,
- *   lastSeen, agent) and the virtual pod's status (Running and Ready), and
- *   records a Connected Event;
- * - every heartbeat it renews the node's Lease in kube-node-lease and asks
- *   for the device's dynamic state; the Node status (and with it the
- *   EdgeDevice's NodeReady and lastSeen) is written only when the device's
- *   conditions change and at least every `statusSyncMs`, never on every
- *   heartbeat: an idle device costs one Lease write per heartbeat;
+ * - on connect it asks for the device's full node info (CMD_NODE_INFO_GET) and
+ *   writes it into the Node's status (Ready from the device's own
+ *   conditions); writes the EdgeDevice's status (phase Connected, conditions
+ *   Connected and NodeReady, lastSeen, agent) and the virtual pod's status
+ *   (Running and Ready), and records a Connected Event;
+ * - while the link is up, every heartbeat it renews the node's Lease in
+ *   kube-node-lease and asks the device nothing: the link's own liveness
+ *   (transport keepalives) is the heartbeat;
+ * - the device pushes its node status (unsolicited MSG_NODE_STATUS) when a
+ *   condition or a resource changed; the Node status (and with it the
+ *   EdgeDevice's NodeReady and lastSeen) is written then, and otherwise
+ *   rewritten from what the device last said at least every `statusSyncMs`
+ *   (lastHeartbeatTime), never on every heartbeat: an idle device costs one
+ *   Lease write per heartbeat and no traffic on its link but keepalives;
  * - when the link closes it marks the Node Ready=False, the EdgeDevice
  *   Disconnected and the virtual pod not Ready (all with reason
  *   EdgeDeviceDisconnected), and records a Warning Disconnected Event.
  *
+ * The EdgeDevice's `spec.connectivity.timers` override the heartbeat, lease
+ * duration, status sync and unary timeout per device (device_timers.ts).
  * Every write is read-modify-write with the object's resourceVersion, retried
  * on a conflict; failures are logged and never end the session.
  */
@@ -30,11 +36,12 @@ import {
   type V1Node,
   type V1PodStatus,
 } from "@kubernetes/client-node";
-import { CmdKind } from "../../common/envelope.ts";
+import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import { type AranyaError, errorMessage } from "../../common/errors.ts";
 import { deferred } from "../../common/deferred.ts";
 import type { Link, LinkCloseInfo } from "../../common/link.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
+import { nodeStatusKey } from "../../common/node_status_key.ts";
 import { SessionClient } from "../../common/session/session_client.ts";
 import {
   NodeInfoGetCmd_Kind,
@@ -58,6 +65,7 @@ import {
   VERSION,
 } from "../edgedevice/types.ts";
 import { disconnectedPodStatus, runningStatus } from "../edgedevice/virtual_pod.ts";
+import { type DeviceTimers, leaseSecondsFor } from "../edgedevice/device_timers.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import { type EventRecorder, nullEventRecorder, type ObjectRef } from "../kube/event_recorder.ts";
 import {
@@ -84,6 +92,15 @@ export interface DeviceSessionOptions {
   statusSyncMs?: number;
   /** The EdgeDevice's spec.pod.allocatable: the Node's pod capacity (default: the device's). */
   maxPods?: () => number | undefined;
+  /**
+   * The EdgeDevice's spec.connectivity.timers, read at each use (the unary
+   * timeout when the link is accepted); they override the options above.
+   */
+  timers?: () => DeviceTimers;
+  /** Default unary command timeout, ms (SessionClient's default: 60 s). */
+  unaryTimeoutMs?: number;
+  /** Observes every message on the link, by kind (see SessionClientOptions.onMessage). */
+  onMessage?: (direction: "sent" | "received", kind: string) => void;
   log?: Logger;
   /** Clock, injectable for tests. */
   now?: () => Date;
@@ -123,7 +140,11 @@ export class DeviceSession {
     this.#log = (opts.log ?? nullLogger).with({ device: opts.link.device });
     this.#events = opts.events ?? nullEventRecorder;
     this.#now = opts.now ?? (() => new Date());
-    this.client = new SessionClient(opts.link);
+    this.client = new SessionClient(opts.link, {
+      unaryTimeoutMs: opts.timers?.().unaryTimeoutMs ?? opts.unaryTimeoutMs,
+      onMessage: opts.onMessage,
+      log: this.#log,
+    });
   }
 
   /** Set by `resync`: the next sync writes the device's full node info. */
@@ -169,28 +190,35 @@ export class DeviceSession {
   }
 
   async #run(): Promise<void> {
-    this.client.start();
     const closed = this.#o.link.closed;
     let closeInfo: LinkCloseInfo | undefined;
     closed.then((i) => closeInfo = i);
-    let lastConditions = "";
+    /** Key of what the Node status was last written from, and when. */
+    let lastKey = "";
     let lastWrite = 0;
+    /** The device's status as last heard (a reply or a push). */
+    let known: NodeStatusMsg | undefined;
+    /** A push not yet looked at. */
+    let pushed: NodeStatusMsg | undefined;
     /** The full node info from the first sync (with the agent's system info). */
     let agent: NodeStatusMsg | undefined;
-    /** Writes the Node status from the device's; undefined when nothing changed. */
-    const sync = async (kind: NodeInfoGetCmd_Kind): Promise<V1Node | undefined> => {
-      const reply = await this.client.request(
-        CmdKind.CMD_NODE_INFO_GET,
-        toBinary(NodeInfoGetCmdSchema, create(NodeInfoGetCmdSchema, { kind })),
-      );
-      const msg = fromBinary(NodeStatusMsgSchema, reply.payload);
-      const key = JSON.stringify(msg.conditions.map((c) => [c.type, c.status]));
-      if (
-        kind === NodeInfoGetCmd_Kind.DYNAMIC && key === lastConditions &&
-        this.#now().getTime() - lastWrite < (this.#o.statusSyncMs ?? 300_000)
-      ) return undefined;
-      if (kind === NodeInfoGetCmd_Kind.ALL) {
-        agent = msg;
+    this.client.onUnsolicited((m) => {
+      if (m.kind !== MsgKind.MSG_NODE_STATUS) return;
+      try {
+        pushed = fromBinary(NodeStatusMsgSchema, m.payload);
+      } catch (err) {
+        this.#log.warn("ignoring a malformed node status", { error: errorMessage(err) });
+        return;
+      }
+      this.#wake?.();
+    });
+    this.client.start();
+    const timers = () => this.#o.timers?.() ?? {};
+    const statusSyncMs = () => timers().statusSyncMs ?? this.#o.statusSyncMs ?? 300_000;
+    const nowMs = () => this.#now().getTime();
+    /** Writes the Node status from `msg` (`full`: with node info and labels). */
+    const write = async (msg: NodeStatusMsg, full: boolean): Promise<V1Node> => {
+      if (full) {
         // Labels first: by the time the Node turns Ready it carries them (a DaemonSet selecting
         // kubernetes.io/os must not see a Ready Node without).
         const current = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
@@ -198,21 +226,36 @@ export class DeviceSession {
       }
       const node = await this.#writeNodeStatus((node) => {
         const next = nodeStatusFrom(msg, node.status, this.#now(), this.#o.maxPods?.());
-        if (kind === NodeInfoGetCmd_Kind.DYNAMIC) next.nodeInfo = node.status?.nodeInfo;
+        if (!full) next.nodeInfo = node.status?.nodeInfo;
         return next;
       });
-      lastConditions = key;
-      lastWrite = this.#now().getTime();
+      known = msg;
+      lastKey = nodeStatusKey(msg);
+      lastWrite = nowMs();
       return node;
+    };
+    /** Asks the device for everything and writes it (on connect, and after `resync`). */
+    const fullSync = async (): Promise<V1Node> => {
+      const reply = await this.client.request(
+        CmdKind.CMD_NODE_INFO_GET,
+        toBinary(
+          NodeInfoGetCmdSchema,
+          create(NodeInfoGetCmdSchema, { kind: NodeInfoGetCmd_Kind.ALL }),
+        ),
+      );
+      const msg = fromBinary(NodeStatusMsgSchema, reply.payload);
+      agent = msg;
+      return await write(msg, true);
     };
 
     // Connect.
     let node: V1Node | undefined;
     try {
-      node = await sync(NodeInfoGetCmd_Kind.ALL);
+      node = await fullSync();
       this.#log.info("edge node is ready", { node: this.node });
     } catch (err) {
       this.#log.warn("first node status sync failed", { error: errorMessage(err) });
+      this.#needFull = true;
       node = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
     }
     const now = this.#now();
@@ -234,34 +277,39 @@ export class DeviceSession {
     await this.#event("Normal", "Connected", `Connected over ${this.#o.link.transport}`);
     this.#connected.resolve();
 
-    // Connected: heartbeats.
-    const heartbeat = this.#o.heartbeatMs ?? 10_000;
+    // Connected: Lease renewals; Node status from pushes, and from what is known when due.
     let stopped = false;
     closed.then(() => stopped = true);
+    let nextLease = 0;
+    /** A status whose write failed: written again at the next heartbeat. */
+    let retry: NodeStatusMsg | undefined;
     while (!stopped) {
-      try {
-        await this.#renewLease();
-      } catch (err) {
-        this.#log.warn("lease renewal failed", { error: errorMessage(err) });
+      const heartbeat = timers().heartbeatMs ?? this.#o.heartbeatMs ?? 10_000;
+      if (nowMs() >= nextLease) {
+        try {
+          await this.#renewLease(heartbeat);
+        } catch (err) {
+          this.#log.warn("lease renewal failed", { error: errorMessage(err) });
+        }
+        nextLease = nowMs() + heartbeat;
+        pushed ??= retry;
+        retry = undefined;
       }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        closed,
-        new Promise<void>((r) => {
-          this.#wake = r;
-          timer = setTimeout(r, heartbeat);
-        }),
-      ]);
-      clearTimeout(timer);
-      this.#wake = undefined;
-      if (stopped) break;
       let synced: V1Node | undefined;
       const full = this.#needFull;
       this.#needFull = false;
+      const push = pushed;
+      pushed = undefined;
+      const latest = push ?? known;
       try {
-        synced = await sync(full ? NodeInfoGetCmd_Kind.ALL : NodeInfoGetCmd_Kind.DYNAMIC);
+        if (full) synced = await fullSync();
+        else if (push && nodeStatusKey(push) !== lastKey) synced = await write(push, false);
+        else if (latest && nowMs() - lastWrite >= statusSyncMs()) {
+          synced = await write(latest, false);
+        } else if (push) known = push;
       } catch (err) {
         if (full) this.#needFull = true;
+        else retry = latest;
         if (!stopped) this.#log.warn("node status sync failed", { error: errorMessage(err) });
       }
       if (synced && !stopped) {
@@ -270,6 +318,20 @@ export class DeviceSession {
           (s) => syncedStatus(s, readyOf(synced), this.#now()),
         );
       }
+      // New work arrived meanwhile (a push, a resync): look at it now. A failed full sync is
+      // retried at the next heartbeat.
+      if (stopped || pushed || (this.#needFull && !full)) continue;
+      const due = known && !retry ? Math.min(nextLease, lastWrite + statusSyncMs()) : nextLease;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        closed,
+        new Promise<void>((r) => {
+          this.#wake = r;
+          timer = setTimeout(r, Math.max(0, due - nowMs()));
+        }),
+      ]);
+      clearTimeout(timer);
+      this.#wake = undefined;
     }
 
     // Disconnected.
@@ -419,7 +481,7 @@ export class DeviceSession {
     }
   }
 
-  async #renewLease(): Promise<void> {
+  async #renewLease(heartbeatMs: number): Promise<void> {
     const name = this.node;
     const namespace = "kube-node-lease";
     // A MicroTime: the API server wants six fractional digits, which V1MicroTime writes.
@@ -432,7 +494,10 @@ export class DeviceSession {
     }
     const spec = {
       holderIdentity: name,
-      leaseDurationSeconds: this.#o.leaseSeconds ?? 40,
+      leaseDurationSeconds: leaseSecondsFor(
+        heartbeatMs,
+        this.#o.timers?.().leaseSeconds ?? this.#o.leaseSeconds ?? 40,
+      ),
       renewTime: now,
     };
     try {

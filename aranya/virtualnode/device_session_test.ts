@@ -6,9 +6,14 @@
  *   the EdgeDevice turns Connected (conditions, lastSeen, agent; the STATUS
  *   column of `kubectl get ed`), the virtual pod Running and Ready, and a
  *   Connected Event is recorded;
- * - an idle device costs only Lease renewals; a periodic sync refreshes
- *   lastSeen;
+ * - an idle device costs only Lease renewals and sends and gets nothing on
+ *   its link; a periodic sync refreshes lastSeen without asking the device;
  * - changing the device's Node labels keeps the link;
+ * - over an in-memory link with arhat's node handler: nothing is asked after
+ *   connect, a pushed MSG_NODE_STATUS change reaches the Node at once, a push
+ *   that changes nothing shown is not written, and the Node status is
+ *   rewritten when due from what the device last said (EdgeDevice timers
+ *   override aranya's defaults);
  * - when arhat dies the Node goes Ready=False with reason
  *   EdgeDeviceDisconnected, the EdgeDevice Disconnected, the virtual pod not
  *   Ready, and a Warning Disconnected Event is recorded.
@@ -33,6 +38,17 @@ import { ROOT } from "../../e2e/paths.ts";
 import { freePort, sleep } from "../../e2e/process.ts";
 import { kill, spawnArhat } from "../../e2e/arhat_harness.ts";
 import { DeviceSession, type WriteKind } from "./device_session.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { MsgKind } from "../../common/envelope.ts";
+import { memoryLinkPair } from "../../common/memory_link.ts";
+import { SessionServer } from "../../common/session/session_server.ts";
+import {
+  NodeCondition_Status,
+  type NodeStatusMsg,
+  NodeStatusMsgSchema,
+} from "../../proto/gen/aranya/node_pb.ts";
+import { Agent } from "../../arhat/agent/agent.ts";
+import { nodeHandlers } from "../../arhat/agent/handle_node.ts";
 
 interface Condition {
   type: string;
@@ -70,6 +86,8 @@ Deno.test({
     const port = freePort();
     const events = new ApiEventRecorder({ core });
     const sessions: { session: DeviceSession; done: boolean; run: Promise<void> }[] = [];
+    /** Every message on the link at the session layer (keepalives are below it). */
+    const linkMessages: string[] = [];
     const hooked: EdgeDevice[] = [];
     const controller = new EdgeDeviceController({
       kubeconfig: kc,
@@ -134,6 +152,7 @@ Deno.test({
           heartbeatMs: HEARTBEAT_MS,
           statusSyncMs: STATUS_SYNC_MS,
           maxPods: () => 7,
+          onMessage: (direction, kind) => linkMessages.push(`${direction} ${kind}`),
         });
         const entry = { session, done: false, run: session.run() };
         entry.run.then(() => entry.done = true);
@@ -252,38 +271,48 @@ Deno.test({
         );
       });
 
-      await t.step("an idle device costs only Lease renewals", async () => {
-        const renew1 = await cluster.kubectlOk([
-          "get",
-          "lease",
-          "-n",
-          "kube-node-lease",
-          name,
-          "-o",
-          "jsonpath={.spec.renewTime}",
-        ]);
-        const before = counts(session);
-        await sleep(5000);
-        const d = delta(before, counts(session));
-        assert.deepEqual({ ...d, lease: 0 }, {
-          lease: 0,
-          node: 0,
-          edgeDevice: 0,
-          pod: 0,
-          event: 0,
-        });
-        assert.ok(d.lease! >= 4 && d.lease! <= 6, `lease renewals: ${d.lease}`);
-        const renew2 = await cluster.kubectlOk([
-          "get",
-          "lease",
-          "-n",
-          "kube-node-lease",
-          name,
-          "-o",
-          "jsonpath={.spec.renewTime}",
-        ]);
-        assert.notEqual(renew1, renew2, "the lease is renewed while the link is alive");
-      });
+      await t.step(
+        "an idle device costs only Lease renewals, and nothing on its link",
+        async () => {
+          const messagesBefore = linkMessages.length;
+          const renew1 = await cluster.kubectlOk([
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            name,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+          ]);
+          const before = counts(session);
+          await sleep(5000);
+          const d = delta(before, counts(session));
+          assert.deepEqual({ ...d, lease: 0 }, {
+            lease: 0,
+            node: 0,
+            edgeDevice: 0,
+            pod: 0,
+            event: 0,
+          });
+          assert.ok(d.lease! >= 4 && d.lease! <= 6, `lease renewals: ${d.lease}`);
+          const renew2 = await cluster.kubectlOk([
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            name,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+          ]);
+          assert.notEqual(renew1, renew2, "the lease is renewed while the link is alive");
+          assert.deepEqual(linkMessages.slice(messagesBefore), [], "no request, no reply");
+          assert.deepEqual(
+            linkMessages.slice(0, 2),
+            ["sent CMD_NODE_INFO_GET", "received MSG_NODE_STATUS"],
+            "the full sync on connect",
+          );
+        },
+      );
 
       await t.step("changing the Node's labels keeps the link", async () => {
         const before = counts(session);
@@ -319,19 +348,27 @@ Deno.test({
         assert.equal(d.edgeDevice, 0, "no EdgeDevice status write for a label change");
       });
 
-      await t.step("a periodic status sync refreshes lastSeen", async () => {
-        const before = counts(session);
-        const seen = await eventually("a newer lastSeen", async () => {
-          const s = (await getEd()).status.lastSeen;
-          return s !== lastSeenAtConnect ? s : undefined;
-        }, STATUS_SYNC_MS + 10_000);
-        assert.ok(Date.parse(seen) > Date.parse(lastSeenAtConnect));
-        const d = delta(before, counts(session));
-        assert.equal(d.node, 1, "one Node status write");
-        assert.equal(d.edgeDevice, 1, "one EdgeDevice status write");
-        assert.equal(d.pod, 0);
-        assert.equal(await statusColumn(), "Connected");
-      });
+      await t.step(
+        "a periodic status sync refreshes lastSeen, asking the device nothing",
+        async () => {
+          const messagesBefore = linkMessages.length;
+          const before = counts(session);
+          const seen = await eventually("a newer lastSeen", async () => {
+            const s = (await getEd()).status.lastSeen;
+            return s !== lastSeenAtConnect ? s : undefined;
+          }, STATUS_SYNC_MS + 10_000);
+          assert.ok(Date.parse(seen) > Date.parse(lastSeenAtConnect));
+          const d = delta(before, counts(session));
+          assert.equal(d.node, 1, "one Node status write");
+          assert.equal(d.edgeDevice, 1, "one EdgeDevice status write");
+          assert.equal(d.pod, 0);
+          assert.equal(await statusColumn(), "Connected");
+          assert.ok(
+            !linkMessages.slice(messagesBefore).includes("sent CMD_NODE_INFO_GET"),
+            linkMessages.slice(messagesBefore).join(", "),
+          );
+        },
+      );
 
       await t.step(
         "a lost link: Node NotReady, EdgeDevice Disconnected, pod not Ready",
@@ -398,3 +435,134 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "an idle device is asked nothing after connect; a pushed change is written at once, an unchanged status only when due",
+  // The API client's keep-alive connection outlives the test's steps; closed with the cluster.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const cluster = await useCluster();
+    const name = uniqueName("push");
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const coordination = kc.makeApiClient(CoordinationV1Api);
+    // The device: arhat's own node handler over an in-memory link, answering from `current`.
+    const [cloud, device] = memoryLinkPair(`default/${name}`);
+    let current = nodeMsg({ memoryPressure: false });
+    const server = new SessionServer(device, {
+      dispatcher: new Agent().register(
+        nodeHandlers(() => Promise.resolve(toBinary(NodeStatusMsgSchema, current))),
+      ),
+    });
+    server.start();
+    const push = (msg: NodeStatusMsg) =>
+      server.publish(MsgKind.MSG_NODE_STATUS, toBinary(NodeStatusMsgSchema, msg));
+    const sent: string[] = [];
+    const received: string[] = [];
+    const session = new DeviceSession({
+      link: cloud,
+      core,
+      coordination,
+      custom,
+      heartbeatMs: 10_000,
+      statusSyncMs: 60_000,
+      // The EdgeDevice's timers win over the defaults above.
+      timers: () => ({ heartbeatMs: 500, statusSyncMs: 4000 }),
+      onMessage: (dir, kind) => (dir === "sent" ? sent : received).push(kind),
+    });
+    const nodeCondition = async (type: string) =>
+      JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"])).status.conditions
+        .find((c: Condition) => c.type === type);
+    let run: Promise<void> | undefined;
+    try {
+      await cluster.kubectlOk(
+        ["apply", "-f", "-"],
+        JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name } }),
+      );
+      run = session.run();
+      await session.connected;
+      assert.deepEqual(sent, ["CMD_NODE_INFO_GET"], "one full sync on connect");
+      assert.equal((await nodeCondition("MemoryPressure")).status, "False");
+
+      await t.step("idle: Lease renewals only, nothing on the link", async () => {
+        const before = { ...session.writeCounts };
+        await sleep(2500);
+        assert.deepEqual(sent, ["CMD_NODE_INFO_GET"], "nothing asked of the device");
+        assert.deepEqual(received, ["MSG_NODE_STATUS"], "only the reply");
+        assert.equal(session.writeCounts.node, before.node, "no Node status write");
+        const leases = session.writeCounts.lease - before.lease;
+        assert.ok(leases >= 4 && leases <= 6, `lease renewals at 500 ms: ${leases}`);
+      });
+
+      await t.step("a pushed change is written into the Node at once", async () => {
+        const before = session.writeCounts.node;
+        current = nodeMsg({ memoryPressure: true });
+        await push(current);
+        const c = await eventually("MemoryPressure=True", async () => {
+          const c = await nodeCondition("MemoryPressure");
+          return c.status === "True" ? c : undefined;
+        }, 5000);
+        assert.equal(c.reason, "ArhatHasInsufficientMemory");
+        assert.equal(session.writeCounts.node, before + 1);
+        assert.deepEqual(sent, ["CMD_NODE_INFO_GET"], "still nothing asked");
+      });
+
+      await t.step("a push that changes nothing the Node shows is not written", async () => {
+        const before = session.writeCounts.node;
+        await push(nodeMsg({ memoryPressure: true, message: "0.1 GiB of 8 GiB available" }));
+        await sleep(500);
+        assert.equal(session.writeCounts.node, before);
+      });
+
+      await t.step("the Node status is rewritten when due, from what is known", async () => {
+        const hb1 = (await nodeCondition("Ready")).lastHeartbeatTime;
+        const before = session.writeCounts.node;
+        const hb2 = await eventually("a newer lastHeartbeatTime", async () => {
+          const hb = (await nodeCondition("Ready")).lastHeartbeatTime;
+          return hb !== hb1 ? hb : undefined;
+        }, 8000);
+        assert.ok(Date.parse(hb2) > Date.parse(hb1));
+        assert.equal(session.writeCounts.node, before + 1, "one rewrite");
+        const mp = await nodeCondition("MemoryPressure");
+        assert.equal(mp.status, "True", "from the last push");
+        assert.equal(mp.message, "0.1 GiB of 8 GiB available", "with its newest message");
+        assert.deepEqual(sent, ["CMD_NODE_INFO_GET"], "without asking the device");
+      });
+    } finally {
+      cloud.close("test over");
+      await run;
+      await cluster.kubectl(["delete", "node", name, "--ignore-not-found"]);
+      await cluster.kubectl([
+        "delete",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        name,
+        "--ignore-not-found",
+      ]);
+      await cluster.release();
+    }
+  },
+});
+
+/** A device's node status: Ready, and MemoryPressure as asked. */
+function nodeMsg(o: { memoryPressure: boolean; message?: string }): NodeStatusMsg {
+  return create(NodeStatusMsgSchema, {
+    systemInfo: { os: "linux", arch: "amd64", agentVersion: "test" },
+    capacity: { cpuMillis: 2000n, memoryBytes: 8n << 30n, pods: 10n },
+    allocatable: { cpuMillis: 2000n, memoryBytes: 7n << 30n, pods: 10n },
+    conditions: [
+      { type: "Ready", status: NodeCondition_Status.HEALTHY, reason: "ArhatReady" },
+      {
+        type: "MemoryPressure",
+        status: o.memoryPressure ? NodeCondition_Status.UNHEALTHY : NodeCondition_Status.HEALTHY,
+        reason: o.memoryPressure ? "ArhatHasInsufficientMemory" : "ArhatHasSufficientMemory",
+        message: o.message ?? "3 GiB of 8 GiB available",
+      },
+    ],
+  });
+}

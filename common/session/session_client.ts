@@ -7,7 +7,11 @@
  * - `stream` opens a stream session (exec, attach, logs, port-forward): output
  *   arrives through callbacks in order; input may be written once the device
  *   sent MSG_STREAM_CONTINUE; `done` settles when the device ends the session.
- * - Messages the device starts itself (pod status changes) go to `onUnsolicited`.
+ * - Messages the device starts itself (pod and node status changes) go to
+ *   every handler registered with `onUnsolicited`; each picks the kinds it
+ *   handles.
+ * - `onMessage` (option) observes every complete message either way, by kind:
+ *   what crosses the link besides transport keepalives (metrics).
  *
  * Framing rules are in proto/aranya/link.proto. A frame that does not decode
  * closes the link (nothing in it can be trusted); a frame that breaks a
@@ -40,6 +44,12 @@ import { decodeError } from "./error_map.ts";
 import { decodeDone, encodeResize } from "./payloads.ts";
 import { Sequencer } from "./sequencer.ts";
 
+/** Message kinds counted per frame by `onMessage` (byte streams). */
+const DATA_KINDS: ReadonlySet<MsgKind> = new Set([
+  MsgKind.MSG_DATA_STDOUT,
+  MsgKind.MSG_DATA_STDERR,
+]);
+
 /** Device-started sessions have this bit set in their sid. */
 export const DEVICE_SID_BIT = 1n << 63n;
 
@@ -59,6 +69,14 @@ export interface SessionClientOptions {
   maxMessageBytes?: number;
   /** Most device-started sessions open at once (default 1024). */
   maxDeviceSessions?: number;
+  /**
+   * Called once per message that crosses the link at the session layer: each
+   * command aranya sends (once per message, not per chunk or data frame) and
+   * each complete message from the device, with its kind name (e.g.
+   * "CMD_NODE_INFO_GET", "MSG_POD_STATUS"). Stream data is counted per frame.
+   * Transport keepalives never reach this layer. Must not throw.
+   */
+  onMessage?: (direction: "sent" | "received", kind: string) => void;
   log?: Logger;
 }
 
@@ -124,7 +142,8 @@ export class SessionClient {
   readonly #deadlines = new Deadlines<bigint>();
   #nextSid: bigint;
   #closed = false;
-  #onUnsolicited: (reply: Reply) => void = () => {};
+  readonly #unsolicited = new Set<(reply: Reply) => void>();
+  readonly #onMessage: (direction: "sent" | "received", kind: string) => void;
 
   constructor(link: Link, opts: SessionClientOptions = {}) {
     this.#link = link;
@@ -133,6 +152,7 @@ export class SessionClient {
     this.#streamCreationTimeoutMs = opts.streamCreationTimeoutMs ?? 30_000;
     this.#maxMessageBytes = opts.maxMessageBytes ?? 64 * 1024 * 1024;
     this.#maxDeviceSessions = opts.maxDeviceSessions ?? 1024;
+    this.#onMessage = opts.onMessage ?? (() => {});
     this.#maxChunk = link.maxFrameSize - ENVELOPE_OVERHEAD;
     if (this.#maxChunk < 16) {
       throw new InvalidInputError(`Link frame size ${link.maxFrameSize} is too small`);
@@ -154,9 +174,17 @@ export class SessionClient {
     });
   }
 
-  /** Receives messages the device started (pod status changes). Replaces any earlier handler. */
-  onUnsolicited(handler: (reply: Reply) => void): void {
-    this.#onUnsolicited = handler;
+  /**
+   * Adds a receiver of the messages the device starts itself (MSG_POD_STATUS,
+   * MSG_NODE_STATUS). Every handler gets every such message, in the order they
+   * were added, and ignores the kinds it does not handle; a handler that throws
+   * is logged and does not keep the message from the others. Returns a
+   * function that removes the handler.
+   */
+  onUnsolicited(handler: (reply: Reply) => void): () => void {
+    const h = (reply: Reply) => handler(reply);
+    this.#unsolicited.add(h);
+    return () => this.#unsolicited.delete(h);
   }
 
   /** The link under this client. */
@@ -341,6 +369,7 @@ export class SessionClient {
 
   #send(s: Session, kind: CmdKind, payload: Uint8Array, complete: boolean): Promise<void> {
     const frame = encodeCmd({ kind, sid: s.sid, seq: s.nextSeq++, complete, payload });
+    if (complete || kind === CmdKind.CMD_DATA_UPSTREAM) this.#onMessage("sent", CmdKind[kind]);
     return this.#link.send(frame);
   }
 
@@ -395,6 +424,9 @@ export class SessionClient {
       this.#link.close("malformed frame");
       return;
     }
+    if (msg.complete || DATA_KINDS.has(msg.kind)) {
+      this.#onMessage("received", MsgKind[msg.kind] ?? `MSG_${msg.kind}`);
+    }
     if (msg.sid === 0n) return this.#receiveLinkMessage(msg);
     if (msg.sid & DEVICE_SID_BIT) return this.#receiveDeviceMessage(msg);
     const s = this.#sessions.get(msg.sid);
@@ -402,6 +434,7 @@ export class SessionClient {
       // A straggler of a session we ended, or a sid we never opened: tell the device once.
       if (!this.#closedSids.has(msg.sid)) {
         this.#rememberClosed(msg.sid);
+        this.#onMessage("sent", CmdKind[CmdKind.CMD_SESSION_CLOSE]);
         const frameOut = encodeCmd({
           kind: CmdKind.CMD_SESSION_CLOSE,
           sid: msg.sid,
@@ -458,10 +491,12 @@ export class SessionClient {
         const whole = ds.asm.push(m.kind, m.payload, m.complete);
         if (whole === undefined) continue;
         this.#deviceSessions.delete(msg.sid);
-        try {
-          this.#onUnsolicited({ kind: m.kind, payload: whole });
-        } catch (err) {
-          this.#log.error("unsolicited message handler threw", { error: errorMessage(err) });
+        for (const handler of [...this.#unsolicited]) {
+          try {
+            handler({ kind: m.kind, payload: whole });
+          } catch (err) {
+            this.#log.error("unsolicited message handler threw", { error: errorMessage(err) });
+          }
         }
       }
     } catch (err) {

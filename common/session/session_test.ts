@@ -139,6 +139,50 @@ Deno.test("unsolicited messages from the device, chunked", async () => {
   cloud.close();
 });
 
+Deno.test("unsolicited messages reach every handler; one that throws does not stop the others", async () => {
+  const { client, server, cloud } = setup(128);
+  const pods: number[] = [];
+  const nodes: number[] = [];
+  client.onUnsolicited(() => {
+    throw new Error("a broken handler");
+  });
+  client.onUnsolicited((m) => {
+    if (m.kind === MsgKind.MSG_POD_STATUS) pods.push(m.payload.byteLength);
+  });
+  const removeNodes = client.onUnsolicited((m) => {
+    if (m.kind === MsgKind.MSG_NODE_STATUS) nodes.push(m.payload.byteLength);
+  });
+  await server.publish(MsgKind.MSG_POD_STATUS, new Uint8Array(300));
+  await server.publish(MsgKind.MSG_NODE_STATUS, new Uint8Array(40));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual([pods, nodes], [[300], [40]]);
+  removeNodes();
+  await server.publish(MsgKind.MSG_NODE_STATUS, new Uint8Array(41));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(nodes, [40], "a removed handler gets nothing more");
+  cloud.close();
+});
+
+Deno.test("onMessage counts whole messages by kind, not chunks", async () => {
+  const [cloud, device] = memoryLinkPair("ns/dev", 128);
+  const seen: string[] = [];
+  const client = new SessionClient(cloud, {
+    onMessage: (dir, kind) => seen.push(`${dir} ${kind}`),
+  });
+  const server = new SessionServer(device, { dispatcher: echoDispatcher().dispatcher });
+  client.start();
+  server.start();
+  await client.request(CmdKind.CMD_NODE_INFO_GET, new Uint8Array(1000));
+  await server.publish(MsgKind.MSG_POD_STATUS, new Uint8Array(500));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(seen, [
+    "sent CMD_NODE_INFO_GET",
+    "received MSG_NODE_STATUS",
+    "received MSG_POD_STATUS",
+  ]);
+  cloud.close();
+});
+
 Deno.test("a malformed frame closes the link, not the process", async () => {
   const { cloud, device } = setup();
   await device.send(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f]));

@@ -465,6 +465,36 @@ Deno.test("server keepalive PINGs leave a Deno grpc-js client's link up", async 
   }
 });
 
+Deno.test("a device's own keepalive interval (keepaliveFor) replaces the server's on its connection", async () => {
+  const h = await startHarness({
+    keepaliveMs: 0,
+    keepaliveFor: (device) => device === "ns/dev1" ? 100 : undefined,
+  });
+  const pinged = h.nextLink();
+  const own = await rawSync(h.port, {
+    [DEVICE_METADATA]: "ns/dev1",
+    authorization: "Bearer token-1",
+  });
+  await pinged;
+  const other = h.nextLink();
+  const plain = await rawSync(h.port, {
+    [DEVICE_METADATA]: "ns/dev2",
+    authorization: "Bearer token-2",
+  });
+  await other;
+  try {
+    await sleep(550);
+    const pings = (c: RawH2Client) => c.frames.filter((f) => f.type === FrameType.PING).length;
+    assert.ok(pings(own) >= 3, `PINGs to the device with 100 ms: ${pings(own)}`);
+    assert.equal(pings(plain), 0, "none where the server's keepalive is off");
+    assert.equal(own.isClosed, false, "answered PINGs keep the connection");
+  } finally {
+    own.destroy();
+    plain.destroy();
+    await h.stop();
+  }
+});
+
 Deno.test("server shutdown: trailers with 14 UNAVAILABLE, TCP closed, no GOAWAY; dialers see it", async () => {
   const h = await startHarness();
   let stopped = false;

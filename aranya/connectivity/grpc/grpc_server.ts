@@ -299,6 +299,33 @@ class ServerConnection {
     );
   }
 
+  #pingTimer?: ReturnType<typeof setTimeout>;
+  /** Called when the peer left a PING unanswered for a whole interval (before the socket goes). */
+  onPingTimeout: () => void = () => {};
+
+  /**
+   * PINGs the peer every `ms` and destroys the socket when a PING is still
+   * unanswered at the next; 0 stops. Calling it again restarts the schedule
+   * with the new interval (a device's own, once its call named it).
+   */
+  keepalive(ms: number): void {
+    this.clearTimer(this.#pingTimer);
+    this.#pingTimer = undefined;
+    if (!(ms > 0)) return;
+    let unanswered = false;
+    const tick = () => {
+      if (unanswered) {
+        this.onPingTimeout();
+        this.socket.destroy();
+        return;
+      }
+      unanswered = true;
+      this.spdy.ping(() => unanswered = false);
+      this.#pingTimer = this.timer(ms, tick);
+    };
+    this.#pingTimer = this.timer(ms, tick);
+  }
+
   /** A timer that dies with the connection. */
   timer(ms: number, fn: () => void): ReturnType<typeof setTimeout> {
     const t = setTimeout(() => {
@@ -389,6 +416,14 @@ export class GrpcServerCall {
   /** The method path, "/package.Service/Method". */
   get path(): string {
     return this.#stream.path ?? "";
+  }
+
+  /**
+   * Sets the PING interval of this call's connection, ms (0: none), replacing
+   * the server's `keepaliveMs` for it (e.g. the device's own, once known).
+   */
+  setKeepalive(ms: number): void {
+    this.#conn.keepalive(ms);
   }
 
   /** The client's address, "ip:port". */
@@ -665,23 +700,9 @@ export class GrpcServer {
       conn.clearTimer(handshake);
       this.#onStream(conn, stream);
     });
-    const keepaliveMs = this.#opts.keepaliveMs ?? 0;
-    if (keepaliveMs > 0) this.#keepalive(conn, keepaliveMs);
-  }
-
-  #keepalive(conn: ServerConnection, ms: number): void {
-    let unanswered = false;
-    const tick = () => {
-      if (unanswered) {
-        this.#log.info("Dropping a connection that does not answer PINGs", { peer: conn.remote });
-        conn.socket.destroy();
-        return;
-      }
-      unanswered = true;
-      conn.spdy.ping(() => unanswered = false);
-      conn.timer(ms, tick);
-    };
-    conn.timer(ms, tick);
+    conn.onPingTimeout = () =>
+      this.#log.info("Dropping a connection that does not answer PINGs", { peer: conn.remote });
+    conn.keepalive(this.#opts.keepaliveMs ?? 0);
   }
 
   #onStream(conn: ServerConnection, stream: SpdyStream): void {

@@ -2,7 +2,8 @@
  * The websocket transport, arhat side: Deno's WebSocket with a custom
  * HttpClient (CA, client certificate), dialing `wss://<aranya>/v1/link`.
  * See aranya/connectivity/websocket/ws_link_server.ts for the handshake and
- * the keepalive rules.
+ * the keepalive rules; the keepalive interval to expect comes in aranya's
+ * accept frame (LinkAccept).
  */
 import {
   CanceledError,
@@ -14,6 +15,8 @@ import { CmdKind, decodeCmd, decodeReject } from "../../../common/envelope.ts";
 import type { Link, LinkDialer } from "../../../common/link.ts";
 import { BaseLink } from "../../../common/link_base.ts";
 import { deferred } from "../../../common/deferred.ts";
+import { fromBinary } from "@bufbuild/protobuf";
+import { LinkAcceptSchema } from "../../../proto/gen/aranya/session_pb.ts";
 
 /** Options for {@link WebSocketLinkDialer}. */
 export interface WebSocketLinkDialerOptions {
@@ -28,7 +31,10 @@ export interface WebSocketLinkDialerOptions {
   maxFrameSize?: number;
   /** Handshake timeout, ms (default 15 s). */
   connectTimeoutMs?: number;
-  /** Aranya's keepalive interval, ms (default 120 s); silence for 2.5 intervals closes the link. */
+  /**
+   * Aranya's keepalive interval, ms, when its accept frame does not name one
+   * (default 120 s); silence for 2.5 intervals closes the link.
+   */
   keepaliveMs?: number;
 }
 
@@ -44,7 +50,8 @@ class WsClientLink extends BaseLink {
     maxFrameSize: number,
     readonly ws: WebSocket,
     readonly client: Deno.HttpClient | undefined,
-    keepaliveMs: number,
+    /** Aranya's keepalive interval on this link, ms. */
+    readonly keepaliveMs: number,
   ) {
     super(device, "websocket", maxFrameSize);
     this.#watchdog = setInterval(() => {
@@ -172,6 +179,14 @@ export class WebSocketLinkDialer implements LinkDialer {
         return;
       }
       if (cmd.sid === 0n && cmd.kind === CmdKind.CMD_UNSPECIFIED && cmd.complete) {
+        let keepaliveMs = o.keepaliveMs ?? 120_000;
+        try {
+          const seconds = fromBinary(LinkAcceptSchema, cmd.payload).keepaliveSeconds;
+          if (seconds > 0) keepaliveMs = seconds * 1000;
+        } catch {
+          fail(new ProtocolError("Aranya's accept frame does not decode"));
+          return;
+        }
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         ws.onerror = null;
@@ -181,7 +196,7 @@ export class WebSocketLinkDialer implements LinkDialer {
             o.maxFrameSize ?? 256 * 1024 + 64,
             ws,
             client,
-            o.keepaliveMs ?? 120_000,
+            keepaliveMs,
           ),
         );
         return;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aranya/session.proto.
  */
 export const file_aranya_session: GenFile = /*@__PURE__*/
-  fileDesc("ChRhcmFueWEvc2Vzc2lvbi5wcm90bxIGYXJhbnlhItcBCghTdGF0ZU1zZxIjCgRraW5kGAEgASgOMhUuYXJhbnlhLlN0YXRlTXNnLktpbmQSDgoGZGV2aWNlGAIgASgJEhUKDWNvbm5lY3Rpb25faWQYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgFIAEoCRINCgVub25jZRgGIAEoDBILCgNtYWMYByABKAwiPwoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDwoLS0lORF9PTkxJTkUQARIQCgxLSU5EX09GRkxJTkUQAkoECAQQBVIFdG9rZW4iPwoKTXF0dEFjY2VwdBIVCg1jb25uZWN0aW9uX2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEgsKA21hYxgDIAEoDCLvAQoJUmVqZWN0Q21kEigKBnJlYXNvbhgBIAEoDjIYLmFyYW55YS5SZWplY3RDbWQuUmVhc29uEg8KB21lc3NhZ2UYAiABKAkSFQoNY29ubmVjdGlvbl9pZBgDIAEoCSKPAQoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFJFQVNPTl9JTlZBTElEX1BST1RPEAESHAoYUkVBU09OX0FMUkVBRFlfQ09OTkVDVEVEEAISGgoWUkVBU09OX1VOQVVUSEVOVElDQVRFRBADEhkKFVJFQVNPTl9JTlRFUk5BTF9FUlJPUhAEIiEKD1Nlc3Npb25DbG9zZUNtZBIOCgZyZWFzb24YASABKAkisQIKCEVycm9yTXNnEiMKBGtpbmQYASABKA4yFS5hcmFueWEuRXJyb3JNc2cuS2luZBITCgtkZXNjcmlwdGlvbhgCIAEoCRIRCglleGl0X2NvZGUYAyABKAMi1wEKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg8KC0tJTkRfQ09NTU9OEAESEgoOS0lORF9OT1RfRk9VTkQQAhIXChNLSU5EX0FMUkVBRFlfRVhJU1RTEAMSFgoSS0lORF9OT1RfU1VQUE9SVEVEEAQSEAoMS0lORF9USU1FT1VUEAUSFgoSS0lORF9JTlZBTElEX0lOUFVUEAYSEgoOS0lORF9GT1JCSURERU4QBxIRCg1LSU5EX0NBTkNFTEVEEAgSEgoOS0lORF9FWElUX0NPREUQCSIcCgdEb25lTXNnEhEKCWV4aXRfY29kZRgBIAEoA2IGcHJvdG8z");
+  fileDesc("ChRhcmFueWEvc2Vzc2lvbi5wcm90bxIGYXJhbnlhItcBCghTdGF0ZU1zZxIjCgRraW5kGAEgASgOMhUuYXJhbnlhLlN0YXRlTXNnLktpbmQSDgoGZGV2aWNlGAIgASgJEhUKDWNvbm5lY3Rpb25faWQYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgFIAEoCRINCgVub25jZRgGIAEoDBILCgNtYWMYByABKAwiPwoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDwoLS0lORF9PTkxJTkUQARIQCgxLSU5EX09GRkxJTkUQAkoECAQQBVIFdG9rZW4iPwoKTXF0dEFjY2VwdBIVCg1jb25uZWN0aW9uX2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEgsKA21hYxgDIAEoDCInCgpMaW5rQWNjZXB0EhkKEWtlZXBhbGl2ZV9zZWNvbmRzGAEgASgNIu8BCglSZWplY3RDbWQSKAoGcmVhc29uGAEgASgOMhguYXJhbnlhLlJlamVjdENtZC5SZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIVCg1jb25uZWN0aW9uX2lkGAMgASgJIo8BCgZSZWFzb24SFgoSUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoUUkVBU09OX0lOVkFMSURfUFJPVE8QARIcChhSRUFTT05fQUxSRUFEWV9DT05ORUNURUQQAhIaChZSRUFTT05fVU5BVVRIRU5USUNBVEVEEAMSGQoVUkVBU09OX0lOVEVSTkFMX0VSUk9SEAQiIQoPU2Vzc2lvbkNsb3NlQ21kEg4KBnJlYXNvbhgBIAEoCSKxAgoIRXJyb3JNc2cSIwoEa2luZBgBIAEoDjIVLmFyYW55YS5FcnJvck1zZy5LaW5kEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhEKCWV4aXRfY29kZRgDIAEoAyLXAQoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDwoLS0lORF9DT01NT04QARISCg5LSU5EX05PVF9GT1VORBACEhcKE0tJTkRfQUxSRUFEWV9FWElTVFMQAxIWChJLSU5EX05PVF9TVVBQT1JURUQQBBIQCgxLSU5EX1RJTUVPVVQQBRIWChJLSU5EX0lOVkFMSURfSU5QVVQQBhISCg5LSU5EX0ZPUkJJRERFThAHEhEKDUtJTkRfQ0FOQ0VMRUQQCBISCg5LSU5EX0VYSVRfQ09ERRAJIhwKB0RvbmVNc2cSEQoJZXhpdF9jb2RlGAEgASgDYgZwcm90bzM");
 
 /**
  * MSG_STATE payload, sid 0.
@@ -125,6 +125,30 @@ export const MqttAcceptSchema: GenMessage<MqttAccept> = /*@__PURE__*/
   messageDesc(file_aranya_session, 1);
 
 /**
+ * Websocket: the payload of aranya's accept frame (sid 0, CMD_UNSPECIFIED), the link's
+ * parameters for this device. Empty (all defaults) from an aranya that predates it.
+ *
+ * @generated from message aranya.LinkAccept
+ */
+export type LinkAccept = Message<"aranya.LinkAccept"> & {
+  /**
+   * How often aranya sends a keepalive on this link (the EdgeDevice's
+   * spec.connectivity.timers.keepaliveInterval, else aranya's links.websocket.keepalive); the
+   * device closes the link after 2.5 intervals without hearing anything. 0: the device's default.
+   *
+   * @generated from field: uint32 keepalive_seconds = 1;
+   */
+  keepaliveSeconds: number;
+};
+
+/**
+ * Describes the message aranya.LinkAccept.
+ * Use `create(LinkAcceptSchema)` to create a new message.
+ */
+export const LinkAcceptSchema: GenMessage<LinkAccept> = /*@__PURE__*/
+  messageDesc(file_aranya_session, 2);
+
+/**
  * CMD_REJECT payload.
  *
  * @generated from message aranya.RejectCmd
@@ -153,7 +177,7 @@ export type RejectCmd = Message<"aranya.RejectCmd"> & {
  * Use `create(RejectCmdSchema)` to create a new message.
  */
 export const RejectCmdSchema: GenMessage<RejectCmd> = /*@__PURE__*/
-  messageDesc(file_aranya_session, 2);
+  messageDesc(file_aranya_session, 3);
 
 /**
  * @generated from enum aranya.RejectCmd.Reason
@@ -189,7 +213,7 @@ export enum RejectCmd_Reason {
  * Describes the enum aranya.RejectCmd.Reason.
  */
 export const RejectCmd_ReasonSchema: GenEnum<RejectCmd_Reason> = /*@__PURE__*/
-  enumDesc(file_aranya_session, 2, 0);
+  enumDesc(file_aranya_session, 3, 0);
 
 /**
  * CMD_SESSION_CLOSE payload (may be empty: the envelope's sid is closed).
@@ -208,7 +232,7 @@ export type SessionCloseCmd = Message<"aranya.SessionCloseCmd"> & {
  * Use `create(SessionCloseCmdSchema)` to create a new message.
  */
 export const SessionCloseCmdSchema: GenMessage<SessionCloseCmd> = /*@__PURE__*/
-  messageDesc(file_aranya_session, 3);
+  messageDesc(file_aranya_session, 4);
 
 /**
  * MSG_ERROR payload.
@@ -237,7 +261,7 @@ export type ErrorMsg = Message<"aranya.ErrorMsg"> & {
  * Use `create(ErrorMsgSchema)` to create a new message.
  */
 export const ErrorMsgSchema: GenMessage<ErrorMsg> = /*@__PURE__*/
-  messageDesc(file_aranya_session, 4);
+  messageDesc(file_aranya_session, 5);
 
 /**
  * @generated from enum aranya.ErrorMsg.Kind
@@ -300,7 +324,7 @@ export enum ErrorMsg_Kind {
  * Describes the enum aranya.ErrorMsg.Kind.
  */
 export const ErrorMsg_KindSchema: GenEnum<ErrorMsg_Kind> = /*@__PURE__*/
-  enumDesc(file_aranya_session, 4, 0);
+  enumDesc(file_aranya_session, 5, 0);
 
 /**
  * MSG_DONE payload (may be empty).
@@ -319,5 +343,5 @@ export type DoneMsg = Message<"aranya.DoneMsg"> & {
  * Use `create(DoneMsgSchema)` to create a new message.
  */
 export const DoneMsgSchema: GenMessage<DoneMsg> = /*@__PURE__*/
-  messageDesc(file_aranya_session, 5);
+  messageDesc(file_aranya_session, 6);
 

@@ -1,0 +1,63 @@
+/**
+ * The websocket listener's per-device keepalive: the interval reaches arhat's
+ * dialer in the accept frame, and both ends keep to it. (Everything else about
+ * the transport is in e2e/link/conformance_test.ts.)
+ */
+import assert from "node:assert/strict";
+import { WebSocketLinkDialer } from "../../../arhat/connectivity/websocket/ws_link_dialer.ts";
+import { testTls } from "../../../e2e/link/test_tls.ts";
+import { MemoryLinkRegistry } from "../registry.ts";
+import { StaticAuthenticator } from "../static_authenticator.ts";
+import { WebSocketLinkServer } from "./ws_link_server.ts";
+
+Deno.test({
+  name: "a device's keepalive interval reaches the device and holds the link",
+  // node:https and ws keep sockets and timers until the server stops; stopped in finally.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const tls = await testTls();
+    const auth = new StaticAuthenticator();
+    auth.setToken("ns/fast", "t1");
+    auth.setToken("ns/plain", "t2");
+    const server = new WebSocketLinkServer({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: tls.cert, key: tls.key },
+      authenticator: auth,
+      registry: new MemoryLinkRegistry(),
+      keepaliveMs: 120_000,
+      keepaliveFor: (device) => device === "ns/fast" ? 1000 : undefined,
+    });
+    const ac = new AbortController();
+    const run = server.run(ac.signal, () => {});
+    await server.ready;
+    const dial = (device: string, token: string) =>
+      new WebSocketLinkDialer({
+        url: `wss://localhost:${server.port}/v1/link`,
+        device,
+        token,
+        tls: { ca: tls.ca },
+        // What an old aranya would mean; the accept frame overrides it.
+        keepaliveMs: 60_000,
+      }).dial(ac.signal);
+    const fast = await dial("ns/fast", "t1");
+    const plain = await dial("ns/plain", "t2");
+    try {
+      const interval = (l: unknown) => (l as { keepaliveMs: number }).keepaliveMs;
+      assert.equal(interval(fast), 1000, "the device's own interval");
+      assert.equal(interval(plain), 120_000, "the listener's default");
+      // The device closes the link after 2.5 s without a word from aranya: open after 4 s means
+      // aranya kept sending at the device's interval (and got answers).
+      let closed = false;
+      fast.closed.then(() => closed = true);
+      await new Promise((r) => setTimeout(r, 4000));
+      assert.equal(closed, false);
+    } finally {
+      fast.close("done");
+      plain.close("done");
+      ac.abort();
+      await run;
+    }
+  },
+});
