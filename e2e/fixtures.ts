@@ -73,8 +73,9 @@ export async function useCluster(): Promise<ClusterHandle> {
   // helpers) never stop each other's control plane; folders of processes that died are
   // swept (their components stopped) first.
   const base = `${CACHE}/cluster-standalone`;
-  await sweepStandalone(base);
-  const dir = `${base}/${Deno.pid}`;
+  const ns = await pidNamespace();
+  await sweepStandalone(base, ns);
+  const dir = `${base}/${ns}-${Deno.pid}`;
   const cp = await startControlPlane({ dir });
   return clusterHandle(cp.kubeconfig, async () => {
     await cp.stop();
@@ -82,7 +83,17 @@ export async function useCluster(): Promise<ClusterHandle> {
   });
 }
 
-async function sweepStandalone(base: string): Promise<void> {
+/**
+ * This process's PID namespace (its inode number): a run in another namespace
+ * (an isolated conformance run) sees other PIDs, so only folders of our own
+ * namespace are judged by their PID.
+ */
+async function pidNamespace(): Promise<string> {
+  const link = await Deno.readLink("/proc/self/ns/pid").catch(() => "pid:[0]");
+  return /\[(\d+)\]/.exec(link)?.[1] ?? "0";
+}
+
+async function sweepStandalone(base: string, ns: string): Promise<void> {
   let entries: Deno.DirEntry[] = [];
   try {
     entries = await Array.fromAsync(Deno.readDir(base));
@@ -90,8 +101,9 @@ async function sweepStandalone(base: string): Promise<void> {
     return;
   }
   for (const e of entries) {
-    if (!e.isDirectory || !/^[0-9]+$/.test(e.name)) continue;
-    const pid = Number(e.name);
+    const m = /^(\d+)-(\d+)$/.exec(e.name);
+    if (!e.isDirectory || !m || m[1] !== ns) continue;
+    const pid = Number(m[2]);
     const alive = await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
     if (alive && pid !== Deno.pid) continue;
     await stopControlPlane(`${base}/${e.name}`).catch(() => {});

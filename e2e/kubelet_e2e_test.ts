@@ -439,6 +439,32 @@ Deno.test({
       assert.equal(stdout.toString(), "ping over websocket");
       const status = frames.find((f) => f[0] === 3);
       assert.equal(JSON.parse(status!.subarray(1).toString()).status, "Success");
+      // The first WebSocket protocol (channel.k8s.io, as the e2e framework uses it): the
+      // output on channel 1, no status frame on success, a failure's text on channel 3.
+      const oldExec = async (command: string) => {
+        const ws = new WebSocket(
+          `wss://127.0.0.1:${kubeletPort}/exec/${w.ns}/tools/main?${command}&output=1&error=1`,
+          ["channel.k8s.io"],
+          wsOpts,
+        );
+        const got: Buffer[] = [];
+        await new Promise<void>((resolve, reject) => {
+          ws.on("message", (d: Buffer) => got.push(Buffer.from(d)));
+          ws.on("close", () => resolve());
+          ws.on("error", reject);
+        });
+        assert.equal(ws.protocol, "channel.k8s.io");
+        return got;
+      };
+      const ok = await oldExec("command=echo&command=remote+execution+test");
+      assert.equal(
+        Buffer.concat(ok.filter((f) => f[0] === 1).map((f) => f.subarray(1))).toString(),
+        "remote execution test\n",
+      );
+      assert.equal(ok.filter((f) => f[0] === 3 && f.length > 1).length, 0, "no status on success");
+      const bad = await oldExec("command=sh&command=-c&command=exit+3");
+      const failure = bad.find((f) => f[0] === 3 && f.length > 1);
+      assert.match(failure!.subarray(1).toString(), /exit code 3/);
       const pf = new WebSocket(
         `wss://127.0.0.1:${kubeletPort}/portForward/${w.ns}/tools/${uid}?ports=8080`,
         ["portforward.k8s.io"],

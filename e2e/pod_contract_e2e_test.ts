@@ -164,6 +164,16 @@ Deno.test({
         return r?.ok ? await r.text() : undefined;
       }, 30_000);
       assert.equal(page, "edge\n");
+      // The API server reaches the pod IP (pods/proxy): true here, where the device shares the
+      // API server's machine; a device behind NAT does not allow it.
+      assert.equal(
+        await cluster.kubectlOk([
+          "get",
+          "--raw",
+          `/api/v1/namespaces/${w.ns}/pods/web:8080/proxy/index.html`,
+        ]),
+        "edge\n",
+      );
       // The kubelet's service variables: the API server's Service is always among them.
       const apiIP = (await cluster.kubectlOk([
         "get",

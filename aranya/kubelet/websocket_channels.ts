@@ -3,10 +3,11 @@
  * itself uses SPDY, see spdy_upgrade.ts). Built on npm `ws`, which owns the
  * WebSocket framing; the channel protocols on top are ours.
  *
- * - Remote command, `v5.channel.k8s.io` or `v4.channel.k8s.io`: every frame's
- *   first byte is a channel: 0 stdin, 1 stdout, 2 stderr, 3 status (the JSON
- *   status, then the socket closes), 4 terminal size (JSON). v5 adds the
- *   frame [255, channel] that closes a channel (stdin EOF).
+ * - Remote command, `v5.channel.k8s.io` down to `channel.k8s.io`: every
+ *   frame's first byte is a channel: 0 stdin, 1 stdout, 2 stderr, 3 status
+ *   (v4 and v5: the JSON status; older: a failure's text only; then the
+ *   socket closes), 4 terminal size (JSON). v5 adds the frame [255, channel]
+ *   that closes a channel (stdin EOF).
  * - Port-forward, `portforward.k8s.io` or `v4.channel.k8s.io` (or none), one
  *   connection per `ports` entry: data on channel 2i, errors on 2i+1; the
  *   first frame the server sends on each channel carries the port as two
@@ -22,8 +23,19 @@ import type { ForwardChannel } from "./port_forward.ts";
 import type { StreamQuery } from "./routes.ts";
 import { IdleTimer, type StreamUpgrade, terminalSize } from "./stream_util.ts";
 
-/** WebSocket remote command protocols, preferred first. */
-export const WS_REMOTE_COMMAND_PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/**
+ * WebSocket remote command protocols, preferred first. The older ones (v3,
+ * v2, and the first, `channel.k8s.io`) frame the same way but end without a
+ * JSON status: a failure's message goes on channel 3 as plain text, success
+ * sends nothing there (clients such as the e2e framework still use them).
+ */
+export const WS_REMOTE_COMMAND_PROTOCOLS = [
+  "v5.channel.k8s.io",
+  "v4.channel.k8s.io",
+  "v3.channel.k8s.io",
+  "v2.channel.k8s.io",
+  "channel.k8s.io",
+];
 /** WebSocket port-forward protocols, preferred first ("" = no subprotocol). */
 export const WS_PORT_FORWARD_PROTOCOLS = ["portforward.k8s.io", "v4.channel.k8s.io", ""];
 
@@ -148,7 +160,11 @@ export async function serveWebSocketRemoteCommand(
     resizes: opts.query.tty ? resizes() : undefined,
     signal: abort.signal,
   });
-  send(3)(new TextEncoder().encode(JSON.stringify(status)));
+  if (v5 || opts.protocol === "v4.channel.k8s.io") {
+    send(3)(new TextEncoder().encode(JSON.stringify(status)));
+  } else if (status.status !== "Success") {
+    send(3)(new TextEncoder().encode(status.message ?? "command failed"));
+  }
   sizesDone = true;
   pushSize(undefined);
   ws.close(1000);
