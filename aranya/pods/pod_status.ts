@@ -105,7 +105,11 @@ export function podStatusFrom(
       ? pod.spec?.ephemeralContainers
       : pod.spec?.containers;
   const image = (name: string, k: Kind) => specs(k)?.find((c) => c.name === name)?.image ?? "";
-  const initializing = (pod.spec?.initContainers ?? []).length > 0;
+  // Still initializing while any init container has not completed successfully.
+  const initializing = (pod.spec?.initContainers ?? []).some((c) => {
+    const s = byName.get(`i/${c.name}`);
+    return !s || s.state !== ContainerStatus_State.TERMINATED || s.exitCode !== 0;
+  });
   const toJson = (name: string, init: boolean, k: Kind = init ? "i" : "c"): ContainerStatusJson => {
     const c = byName.get(`${k}/${name}`);
     if (!c) {
