@@ -174,6 +174,11 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
               return r?.ok ? await r.text() : undefined;
             }, 20_000);
             assert.equal(viaHostPort, "edge\n");
+            assert.equal(
+              (await execText(rt, web.id, ["hostname"])).trim(),
+              `pod-${u.slice(0, 6)}`,
+              "app containers have the pod's hostname",
+            );
             const hosts = await execText(rt, web.id, ["cat", "/etc/hosts"]);
             assert.match(hosts, /^# Kubernetes-managed hosts file\.\n/);
             assert.ok(hosts.includes(`${s.podIp}\t`), "the pod IP with the pod's hostname");

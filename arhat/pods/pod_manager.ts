@@ -807,6 +807,9 @@ export class PodManager {
         }),
         network: `container:${infraId}`,
         ipcMode: `container:${infraId}`,
+        // The pod's hostname (Podman does not share it through the network namespace; dockerd
+        // does, and takes this too); hostNetwork pods see the device's.
+        utsMode: pod.hostNetwork ? "host" : `container:${infraId}`,
         pidMode: pod.hostPid
           ? "host"
           : role === "ephemeral" && this.#desired.get(pod.uid)?.pidTargets.get(name)

@@ -66,9 +66,10 @@ export interface ContainerSpec {
    * network namespace (how a pod's app containers join its infra container).
    */
   network?: string;
-  /** "container:<id>" or "host" to share the IPC / PID namespace. */
+  /** "container:<id>" or "host" to share the IPC / PID / UTS (hostname) namespace. */
   ipcMode?: string;
   pidMode?: string;
+  utsMode?: string;
   hostname?: string;
   dnsServers?: string[];
   dnsSearches?: string[];

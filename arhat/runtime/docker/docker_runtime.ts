@@ -728,6 +728,7 @@ function createBody(spec: ContainerSpec): Record<string, unknown> {
       NetworkMode: spec.network,
       IpcMode: spec.ipcMode,
       PidMode: spec.pidMode,
+      UTSMode: spec.utsMode,
       Dns: spec.dnsServers,
       DnsSearch: spec.dnsSearches,
       DnsOptions: spec.dnsOptions,
