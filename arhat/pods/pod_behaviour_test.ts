@@ -534,6 +534,35 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
           },
         );
 
+        await t.step(
+          `${engine}: pod sysctls reach the containers; refused ones say why`,
+          async () => {
+            const u = uid();
+            await pm.ensure(pod(u, [{ name: "app", image, command: ["sleep", "3600"] }], {
+              sysctls: { "kernel.shm_rmid_forced": "1" },
+            }));
+            const app = await eventually("the pod to run", async () => {
+              const s = await pm.status(u);
+              return s.phase === PodStatusMsg_Phase.RUNNING
+                ? await pm.findContainer(u, "app")
+                : undefined;
+            }, 60_000);
+            assert.equal(
+              (await execText(rt, app.id, ["cat", "/proc/sys/kernel/shm_rmid_forced"])).trim(),
+              "1",
+            );
+            const bad = uid();
+            await pm.ensure(pod(bad, [{ name: "app", image, command: ["sleep", "3600"] }], {
+              sysctls: { "vm.swappiness": "10" }, // not namespaced: the engines refuse it
+            }));
+            const st = await eventually("the refusal", async () => {
+              const s = await pm.status(bad);
+              return s.containers[0]?.reason === "CreateContainerError" ? s : undefined;
+            }, 30_000);
+            assert.match(st.containers[0]?.message ?? "", /infra container failed/);
+          },
+        );
+
         await t.step(`${engine}: security context, fsGroup, OOM and pull back-off`, async () => {
           const u = uid();
           await pm.ensure(pod(u, [

@@ -109,6 +109,8 @@ interface Desired {
   messages: Map<string, string>;
   /** Why the engine could not start an instance, by engine id. */
   startFailures: Map<string, string>;
+  /** When the pod's infra container may be tried again after it failed. */
+  infraRetry: { backoff: Backoff; notBefore: number };
   /** Ephemeral container -> the engine id of the container whose processes it sees. */
   pidTargets: Map<string, string>;
   /** Images whose last pull failed, and when the next may be tried. */
@@ -311,6 +313,10 @@ export class PodManager {
       startFailures: new Map(),
       pullBackoff: new Map(),
       pidTargets: new Map(),
+      infraRetry: {
+        backoff: new Backoff({ initialMs: 1000, maxMs: 60_000, factor: 2 }),
+        notBefore: 0,
+      },
       failed: false,
     };
   }
@@ -417,6 +423,14 @@ export class PodManager {
     );
   }
 
+  /** Every container of the pod waits with the reason its sandbox could not be made. */
+  #sandboxFailed(d: Desired, message: string): void {
+    this.#log.warn("the pod's infra container failed", { uid: d.cmd.uid, error: message });
+    for (const x of [...d.cmd.initContainers, ...d.cmd.containers]) {
+      d.waiting.set(x.name, { reason: "CreateContainerError", message });
+    }
+  }
+
   /** Sends the pod's status if it changed (after a probe result changed). */
   #reportSoon(uid: string): void {
     const d = this.#desired.get(uid);
@@ -514,9 +528,23 @@ export class PodManager {
     await writeResolvConf(this.#o.stateDir, cmd);
     let infra = existing.find((c) => c.labels[LABEL_ROLE] === "infra");
     if (!infra) {
+      if (Date.now() < d.infraRetry.notBefore) return;
       const id = await this.#create(cmd, undefined, "infra", 0, volumes, undefined);
-      if (!id) return;
-      await this.#o.runtime.startContainer(id);
+      if (!id) {
+        d.infraRetry.notBefore = Date.now() + d.infraRetry.backoff.next();
+        return;
+      }
+      try {
+        await this.#o.runtime.startContainer(id);
+      } catch (err) {
+        // The pod's sandbox cannot run (e.g. a sysctl the engine refuses at start): every
+        // container says why, the infra container goes, and it is tried again with a back-off.
+        this.#sandboxFailed(d, `Starting the pod's infra container failed: ${errorMessage(err)}`);
+        await this.#o.runtime.removeContainer(id).catch(() => {});
+        d.infraRetry.notBefore = Date.now() + d.infraRetry.backoff.next();
+        return;
+      }
+      d.infraRetry.backoff.reset();
       infra = await this.#o.runtime.inspectContainer(id);
       if (!infra) return;
     } else if (infra.state !== "running") {
@@ -850,11 +878,8 @@ export class PodManager {
         d?.waiting.set(name, { reason: "CreateContainerError", message: errorMessage(err) });
       } else {
         // No pod sandbox (e.g. a sysctl the engine refuses): every container says why.
-        for (const x of [...pod.initContainers, ...pod.containers]) {
-          d?.waiting.set(x.name, {
-            reason: "CreateContainerError",
-            message: `Creating the pod's infra container failed: ${errorMessage(err)}`,
-          });
+        if (d) {
+          this.#sandboxFailed(d, `Creating the pod's infra container failed: ${errorMessage(err)}`);
         }
       }
       this.#log.warn("creating a container failed", {
