@@ -934,9 +934,11 @@ export function registryHost(image: string): string {
   return "docker.io";
 }
 
-/** Kubernetes' env name rule (C identifier-ish, dots and dashes allowed). */
+/** Kubernetes' env name rule. */
 function isEnvName(s: string): boolean {
-  return /^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(s);
+  // Kubernetes 1.34's rule (RelaxedEnvironmentVariableValidation, on by default): any
+  // printable ASCII character but "=".
+  return /^[\x20-\x3c\x3e-\x7e]+$/.test(s);
 }
 
 /** key="value" lines, sorted, as the downward API formats labels and annotations. */

@@ -37,7 +37,7 @@ function sources(opts: { tokenFails?: boolean } = {}): PodSources & { tokenCalls
     },
   };
   const configMaps: Record<string, V1ConfigMap> = {
-    app: { metadata: { name: "app" }, data: { MODE: "edge", "bad key": "x", "app.conf": "a=1\n" } },
+    app: { metadata: { name: "app" }, data: { MODE: "edge", "bad=key": "x", "app.conf": "a=1\n" } },
     "kube-root-ca.crt": { metadata: { name: "kube-root-ca.crt" }, data: { "ca.crt": "PEM" } },
   };
   const tokenCalls: unknown[] = [];
@@ -111,7 +111,7 @@ Deno.test("env: plain with $(VAR) expansion, secret, configMap, field and resour
   assert.equal(c.env.PW, "s3cret");
   assert.equal(c.env.user, "bob");
   assert.equal(c.env.CM_MODE, "edge");
-  assert.equal(c.env["CM_bad key"], undefined);
+  assert.equal(c.env["CM_bad=key"], undefined);
   assert.equal(c.env.MODE, "edge");
   assert.equal(c.env.POD, "web");
   assert.equal(c.env.NS, "ns");
@@ -516,4 +516,30 @@ Deno.test("podHostname: at most 63 characters, no trailing '-' or '.'", () => {
   const long = "termination-message-container091ad9c5-fd3f-4459-a36b-8ff13b8e1b24";
   assert.equal(podHostname(long), long.slice(0, 63));
   assert.equal(podHostname(`${"a".repeat(62)}-bc`), "a".repeat(62));
+});
+
+Deno.test("envFrom keeps every key Kubernetes 1.34 allows (printable ASCII but '=')", async () => {
+  const s = sources();
+  s.configMap = (_ns, name) =>
+    Promise.resolve(
+      name === "cm"
+        ? { metadata: { name }, data: { "data-1": "a", "1st.key": "b", "bad=key": "c" } }
+        : undefined,
+    );
+  const warnings: string[] = [];
+  const cmd = await resolvePod(
+    pod({
+      containers: [{
+        name: "app",
+        image: "busybox",
+        envFrom: [{ configMapRef: { name: "cm" }, prefix: "p-" }],
+      }],
+    }),
+    { sources: s, hostIP: "10.0.0.1", warn: (m) => warnings.push(m) },
+  );
+  const env = cmd.containers[0]!.env;
+  assert.equal(env["p-data-1"], "a");
+  assert.equal(env["p-1st.key"], "b");
+  assert.equal(env["p-bad=key"], undefined);
+  assert.match(warnings.join("\n"), /"bad=key" is not a valid environment variable name/);
 });
