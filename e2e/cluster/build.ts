@@ -40,7 +40,8 @@ export async function pinnedVersion(): Promise<string> {
   return m[1];
 }
 
-function ldflags(version: string): string {
+/** The -ldflags that stamp `version` into the Kubernetes binaries (also e2e/conformance's). */
+export function ldflags(version: string): string {
   const [major, minor] = version.slice(1).split(".");
   const x = (pkg: string, key: string, value: string) => `-X ${pkg}.${key}=${value}`;
   const base = "k8s.io/component-base/version";
