@@ -18,7 +18,14 @@ export function volumeDigest(cmd: Pick<PodEnsureCmd, "volumes">): string {
       const files = s.value.files.map((f) => [f.path, f.mode, sha256Hex(f.data)]);
       parts.push(JSON.stringify([v.name, "data", files]));
     } else {
-      parts.push(JSON.stringify([v.name, s.case ?? "", s.value ?? null]));
+      // Sources other than files are small messages; 64-bit fields (a memory emptyDir's
+      // size limit) are bigints, which JSON has no form for.
+      parts.push(
+        JSON.stringify(
+          [v.name, s.case ?? "", s.value ?? null],
+          (_k, x) => typeof x === "bigint" ? x.toString() : x,
+        ),
+      );
     }
   }
   return sha256Hex(parts.join("\n"));

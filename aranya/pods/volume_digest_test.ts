@@ -41,3 +41,12 @@ Deno.test("volume digest: changes with any file's bytes, path or mode, nothing e
   );
   assert.notEqual(volumeDigest(cmd([])), base, "a file removed");
 });
+
+Deno.test("volume digest: a memory emptyDir (a 64-bit size limit) digests, and its size counts", () => {
+  const mem = (size: bigint) =>
+    create(PodEnsureCmdSchema, {
+      volumes: [{ name: "m", source: { case: "memoryDir", value: { sizeLimitBytes: size } } }],
+    });
+  assert.equal(volumeDigest(mem(1n << 20n)), volumeDigest(mem(1n << 20n)));
+  assert.notEqual(volumeDigest(mem(1n << 20n)), volumeDigest(mem(2n << 20n)));
+});
