@@ -143,6 +143,7 @@ export function podStatusFrom(
     type: string,
     ok: boolean,
     reason?: string,
+    message?: string,
   ): PodConditionJson => {
     const prev = previous.get(type);
     const status = ok ? "True" : "False";
@@ -151,14 +152,32 @@ export function podStatusFrom(
       type,
       status,
       ...(ok || !reason ? {} : { reason }),
+      ...(ok || !message ? {} : { message }),
       lastProbeTime: null,
       lastTransitionTime: since,
     };
   };
+  // The kubelet's condition messages name the containers in question, in spec order.
+  const incompleteNames = initContainerStatuses.filter((s) => s.state.terminated?.exitCode !== 0)
+    .map((s) => s.name);
+  const incomplete = incompleteNames.length
+    ? `containers with incomplete status: [${incompleteNames.join(" ")}]`
+    : undefined;
+  const unready = containerStatuses.filter((s) => !s.ready).map((s) => s.name);
+  const unreadyMessage = phase === "Succeeded" || phase === "Failed" || unready.length === 0
+    ? undefined
+    : `containers with unready status: [${unready.join(" ")}]`;
   // Readiness gates: the pod is Ready only when every gate's condition (set by others) is True.
   const gates = (pod.spec?.readinessGates ?? []).filter((g) =>
     previous.get(g.conditionType)?.status !== "True"
   );
+  const readyMessage = () =>
+    unreadyMessage ??
+      (gates.length
+        ? `corresponding condition of pod readiness gate "${
+          gates[0]!.conditionType
+        }" does not exist.`
+        : undefined);
   const notReady = phase === "Succeeded" || phase === "Failed"
     ? "PodCompleted"
     : containersReady && gates.length
@@ -170,9 +189,9 @@ export function podStatusFrom(
     phase,
     conditions: [
       cond("PodReadyToStartContainers", msg.phase !== PodStatusMsg_Phase.DELETED),
-      cond("Initialized", initialized, "ContainersNotInitialized"),
-      cond("Ready", containersReady && gates.length === 0, notReady),
-      cond("ContainersReady", containersReady, notReady),
+      cond("Initialized", initialized, "ContainersNotInitialized", incomplete),
+      cond("Ready", containersReady && gates.length === 0, notReady, readyMessage()),
+      cond("ContainersReady", containersReady, notReady, unreadyMessage),
       cond("PodScheduled", true),
     ],
     containerStatuses,

@@ -152,3 +152,16 @@ Deno.test("pod status: readiness gates keep the pod not Ready until their condit
   c = Object.fromEntries(podStatusFrom(msg, gated, ctx).conditions.map((x) => [x.type, x]));
   assert.equal(c.Ready!.status, "True");
 });
+
+Deno.test("pod status: condition messages name the containers, as the kubelet's do", () => {
+  const msg = create(PodStatusMsgSchema, {
+    uid: "u1",
+    phase: PodStatusMsg_Phase.PENDING,
+    containers: [{ name: "init", init: true, state: ContainerStatus_State.RUNNING }],
+  });
+  const ctx = { hostIP: "10.1.1.1", runtime: "podman", now: "2026-11-28T10:00:05Z" };
+  const c = Object.fromEntries(podStatusFrom(msg, pod, ctx).conditions.map((x) => [x.type, x]));
+  assert.equal(c.Initialized!.message, "containers with incomplete status: [init]");
+  assert.equal(c.ContainersReady!.message, "containers with unready status: [app side]");
+  assert.equal(c.Ready!.message, "containers with unready status: [app side]");
+});
