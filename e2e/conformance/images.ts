@@ -31,7 +31,7 @@ import { fileSha256Hex, sha256Hex } from "../../common/digest.ts";
 import { CACHE, ensureDir, exists, removeAll } from "../paths.ts";
 import { run } from "../process.ts";
 import { EngineClient, type RegistryAuth } from "../services/engine_client.ts";
-import { AGNHOST, NNP } from "./build.ts";
+import { AGNHOST, MODULE_DIR, NNP } from "./build.ts";
 
 /** Where rootfs tarballs are cached. */
 const IMAGES_DIR = `${CACHE}/conformance/images`;
@@ -98,6 +98,13 @@ async function addAgnhost(root: string): Promise<void> {
   await Deno.chmod(`${root}/agnhost`, 0o755);
   // The entrypoint specs run /agnhost-2; Deno.symlink needs unscoped permissions, ln does not.
   await run("sh", ["-c", 'ln -s agnhost "$0/agnhost-2"', root]);
+  // The test certificate and key netexec serves HTTPS with (--tls-cert-file /localhost.crt), as
+  // upstream's Dockerfile adds them from the module's test/images/agnhost/porter.
+  const porter = `${await kubernetesModuleDir()}/test/images/agnhost/porter`;
+  for (const f of ["localhost.crt", "localhost.key"]) {
+    await Deno.copyFile(`${porter}/${f}`, `${root}/${f}`);
+    await Deno.chmod(`${root}/${f}`, 0o644);
+  }
   await ensureDir(`${root}/uploads`);
   await ensureDir(`${root}/usr/bin`);
   await Deno.copyFile(CURL_SHIM, `${root}/usr/bin/curl`);
@@ -112,6 +119,15 @@ async function addAgnhost(root: string): Promise<void> {
     "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
     { append: true },
   );
+}
+
+/** The pinned k8s.io/kubernetes module's folder in the Go module cache. */
+async function kubernetesModuleDir(): Promise<string> {
+  const dir = (await run("go", ["list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], {
+    cwd: MODULE_DIR,
+  })).trim();
+  if (!dir) throw new Error("go list found no k8s.io/kubernetes module folder");
+  return dir;
 }
 
 async function addWebServer(root: string, docRoot: string, program: string): Promise<void> {
@@ -189,7 +205,7 @@ const RECIPES: Record<string, Recipe> = {
 };
 
 /** Bumped when the base layout changes, so cached layers are rebuilt. */
-const BASE_VERSION = "3";
+const BASE_VERSION = "4";
 
 /** Builds (cached by its inputs) the layer tarball `name`; returns its path and digest of inputs. */
 async function buildLayer(name: string, recipe: Recipe): Promise<{ tar: string; key: string }> {
