@@ -20,21 +20,13 @@ import {
   RestartPolicy,
 } from "../proto/gen/aranya/pod_pb.ts";
 import { PodDeleteCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
-import { arhatConfig, FakeAranya, kill, spawnArhat } from "../e2e/arhat_harness.ts";
+import { kill } from "../e2e/arhat_harness.ts";
+import { rssMB, startBenchArhat } from "./bench_arhat.ts";
 import { useServices } from "../e2e/fixtures.ts";
 import { testTls } from "../e2e/link/test_tls.ts";
-import { ROOT } from "../e2e/paths.ts";
 
 const PODS = Number(Deno.env.get("ARANYA_BENCH_PODS") ?? 50);
 const say = (s: string) => console.error(`[bench:arhat] ${s}`);
-
-async function rssMB(pid: number): Promise<number> {
-  const out = await new Deno.Command("ps", {
-    args: ["-o", "rss=", "-p", String(pid)],
-    stdout: "piped",
-  }).output();
-  return +(Number(new TextDecoder().decode(out.stdout).trim()) / 1024).toFixed(1);
-}
 
 const pct = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
@@ -48,23 +40,12 @@ if (import.meta.main) {
       const socket = engine === "podman"
         ? services.endpoints.podmanSocket
         : services.endpoints.dockerSocket;
-      const base = `${ROOT}/.cache/arhat-e2e/bench-${crypto.randomUUID().slice(0, 8)}`;
-      await Deno.mkdir(base, { recursive: true });
-      await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
-      const aranya = new FakeAranya();
-      await aranya.start();
-      await Deno.writeTextFile(
-        `${base}/config.yaml`,
-        arhatConfig({
-          socket,
-          image: services.endpoints.testImage,
-          stateDir: `${base}/state`,
-          port: aranya.port,
-          ca: `${base}/ca.crt`,
-          allowHost: false,
-        }),
-      );
-      const arhat = spawnArhat(`${base}/config.yaml`);
+      const { aranya, arhat } = await startBenchArhat({
+        name: "bench",
+        socket,
+        image: services.endpoints.testImage,
+        ca: tls.ca,
+      });
       try {
         const c = await aranya.connected();
         await new Promise((r) => setTimeout(r, 5000));

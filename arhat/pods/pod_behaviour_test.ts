@@ -25,19 +25,9 @@ import { eventually, useServices } from "../../e2e/fixtures.ts";
 import { CACHE } from "../../e2e/paths.ts";
 import { EngineClient } from "../../e2e/services/mod.ts";
 import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
-import type { ContainerRuntime } from "../runtime/runtime.ts";
 import { PodManager } from "./pod_manager.ts";
+import { execText } from "./testing/exec_text.ts";
 import type { PodStatusInit } from "./pod_status.ts";
-
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-async function execText(rt: ContainerRuntime, id: string, cmd: string[]): Promise<string> {
-  const h = await rt.exec(id, { cmd, stdout: true, stderr: true });
-  let out = "";
-  for await (const c of h.output) out += dec(c.data);
-  await h.exitCode;
-  return out;
-}
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -28,10 +28,10 @@ import {
   PodStatusMsg_Phase,
   RestartPolicy,
 } from "../../proto/gen/aranya/pod_pb.ts";
-import { arhatConfig, FakeAranya, kill, spawnArhat } from "../../e2e/arhat_harness.ts";
+import { kill } from "../../e2e/arhat_harness.ts";
+import { rssMB, startBenchArhat } from "../bench_arhat.ts";
 import { useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
-import { ROOT } from "../../e2e/paths.ts";
 import { EngineClient } from "../../e2e/services/mod.ts";
 import { DockerRuntime } from "../../arhat/runtime/docker/docker_runtime.ts";
 import { flatSummary } from "../summary.ts";
@@ -53,10 +53,6 @@ const dec = new TextDecoder();
 async function run(cmd: string, argv: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "null" }).output();
   return dec.decode(out.stdout);
-}
-
-async function rssMB(pid: number): Promise<number> {
-  return +(Number((await run("ps", ["-o", "rss=", "-p", String(pid)])).trim()) / 1024).toFixed(1);
 }
 
 interface Sample {
@@ -84,23 +80,12 @@ if (import.meta.main) {
       const socket = engine === "podman"
         ? services.endpoints.podmanSocket
         : services.endpoints.dockerSocket;
-      const base = `${ROOT}/.cache/arhat-e2e/probes-${crypto.randomUUID().slice(0, 8)}`;
-      await Deno.mkdir(base, { recursive: true });
-      await Deno.writeTextFile(`${base}/ca.crt`, tls.ca);
-      const aranya = new FakeAranya();
-      await aranya.start();
-      await Deno.writeTextFile(
-        `${base}/config.yaml`,
-        arhatConfig({
-          socket,
-          image: services.endpoints.testImage,
-          stateDir: `${base}/state`,
-          port: aranya.port,
-          ca: `${base}/ca.crt`,
-          allowHost: false,
-        }),
-      );
-      const arhat = spawnArhat(`${base}/config.yaml`);
+      const { aranya, arhat } = await startBenchArhat({
+        name: "probes",
+        socket,
+        image: services.endpoints.testImage,
+        ca: tls.ca,
+      });
       const engineApi = new EngineClient(socket);
       const runtime = new DockerRuntime({ socket });
       const uid = crypto.randomUUID();
