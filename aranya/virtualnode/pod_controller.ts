@@ -591,7 +591,9 @@ export class PodController {
       cmd = await resolvePod(pod, {
         sources: {
           ...objects,
-          services: (namespace) => this.#servicesOf(namespace),
+          // A pod's first send sees the Services that exist now (the kubelet's rule: those
+          // present when the container starts); later refreshes may share a recent list.
+          services: (namespace) => this.#servicesOf(namespace, !o.sent),
           serviceAccountToken: async (req) => {
             try {
               return await this.#tokens.get(req);
@@ -786,12 +788,13 @@ export class PodController {
 
   /**
    * The Services of a namespace, for the pods' service environment variables:
-   * one list shared for 10 s by every pod resolved in that time.
+   * one list shared for 10 s by the refreshes of running pods; `fresh` (a
+   * pod's first send) reads it anew.
    */
-  #servicesOf(namespace: string): Promise<V1Service[]> {
+  #servicesOf(namespace: string, fresh: boolean): Promise<V1Service[]> {
     const now = this.#now();
     const hit = this.#serviceLists.get(namespace);
-    if (hit && now - hit.at < 10_000) return hit.value;
+    if (hit && !fresh && now - hit.at < 10_000) return hit.value;
     const value = this.#o.core.listNamespacedService({ namespace }).then(
       (l) => l.items,
       (err) => {

@@ -332,20 +332,24 @@ export class PodManager {
     for (const c of containers) {
       if (!hasEnded(c) || d.messages.has(c.id) || c.labels[LABEL_ROLE] === "infra") continue;
       const spec = this.#specOf(d.cmd, c.labels[LABEL_CONTAINER] ?? "");
-      d.messages.set(
-        c.id,
-        await readTerminationMessage({
-          runtime: this.#o.runtime,
-          file: terminationMessageFile(
-            this.#o.stateDir,
-            d.cmd.uid,
-            c.labels[LABEL_CONTAINER] ?? "",
-            Number(c.labels[LABEL_RESTART_COUNT] ?? 0),
-          ),
-          container: c,
-          fallbackToLogs: spec?.terminationMessageFallbackToLogs ?? false,
-        }),
-      );
+      const message = await readTerminationMessage({
+        runtime: this.#o.runtime,
+        file: terminationMessageFile(
+          this.#o.stateDir,
+          d.cmd.uid,
+          c.labels[LABEL_CONTAINER] ?? "",
+          Number(c.labels[LABEL_RESTART_COUNT] ?? 0),
+        ),
+        container: c,
+        fallbackToLogs: spec?.terminationMessageFallbackToLogs ?? false,
+      });
+      // An empty message from the logs may only mean the engine has not flushed them yet: it
+      // is read again on the next status until the instance ended 5 s ago (a file's content is
+      // final once the instance ended).
+      const settled = Date.now() - (Date.parse(c.finishedAt) || 0) > 5000;
+      if (message !== "" || !spec?.terminationMessageFallbackToLogs || settled) {
+        d.messages.set(c.id, message);
+      }
     }
     return {
       restartPolicy: d.cmd.restartPolicy || RestartPolicy.ALWAYS,
@@ -356,6 +360,7 @@ export class PodManager {
       backoff,
       probes: (id: string) => this.#prober.state(id),
       terminationMessages: d.messages,
+
       pod: { namespace: d.cmd.namespace, name: d.cmd.name, uid: d.cmd.uid },
     };
   }
