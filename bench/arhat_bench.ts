@@ -11,6 +11,7 @@
  * Anchors: KubeEdge's edge agent needs about 70 MB; goal at most 50 MB idle.
  * The last line is one JSON object.
  */
+import { machineInfo } from "./machine.ts";
 import { flatSummary } from "./summary.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { CmdKind } from "../common/envelope.ts";
@@ -119,11 +120,7 @@ if (import.meta.main) {
   console.log(JSON.stringify({
     bench: "arhat",
     summary: flatSummary(results),
-    machine: {
-      cores: navigator.hardwareConcurrency,
-      os: `${Deno.build.os} ${Deno.osRelease()}`,
-      deno: Deno.version.deno,
-    },
+    machine: machineInfo(),
     runs: 1,
     anchors: { kubeedgeEdgeAgentMB: 70, goalIdleRssMB: 50 },
     engines: results,

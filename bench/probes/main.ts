@@ -34,6 +34,7 @@ import { useServices } from "../../e2e/fixtures.ts";
 import { testTls } from "../../e2e/link/test_tls.ts";
 import { EngineClient } from "../../e2e/services/mod.ts";
 import { DockerRuntime } from "../../arhat/runtime/docker/docker_runtime.ts";
+import { machineInfo } from "../machine.ts";
 import { flatSummary } from "../summary.ts";
 
 const { values: args } = parseArgs({
@@ -244,11 +245,7 @@ if (import.meta.main) {
   console.log(JSON.stringify({
     bench: "probes",
     summary: flatSummary(results),
-    machine: {
-      cores: navigator.hardwareConcurrency,
-      os: `${Deno.build.os} ${Deno.osRelease()}`,
-      deno: Deno.version.deno,
-    },
+    machine: machineInfo(),
     runs: 1,
     goal: "engine processes and arhat RSS at the end where they were early in the run",
     engines: results,

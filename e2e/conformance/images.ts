@@ -30,6 +30,7 @@
 import { fileSha256Hex, sha256Hex } from "../../common/digest.ts";
 import { CACHE, ensureDir, exists, removeAll } from "../paths.ts";
 import { run } from "../process.ts";
+import { busyboxRootfs } from "../services/busybox_rootfs.ts";
 import { EngineClient, type RegistryAuth } from "../services/engine_client.ts";
 import { AGNHOST, MODULE_DIR, NNP } from "./build.ts";
 
@@ -219,20 +220,7 @@ async function buildLayer(name: string, recipe: Recipe): Promise<{ tar: string; 
   if (await exists(tar)) return { tar, key };
   const root = `${IMAGES_DIR}/rootfs-${name}-${crypto.randomUUID().slice(0, 8)}`;
   try {
-    for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "usr/bin"]) {
-      await ensureDir(`${root}/${d}`);
-    }
-    await Deno.copyFile("/bin/busybox", `${root}/bin/busybox`);
-    await Deno.chmod(`${root}/bin/busybox`, 0o755);
-    const applets = (await run("busybox", ["--list"])).split("\n").filter((a) =>
-      a && a !== "busybox"
-    );
-    // Deno.symlink needs unscoped read+write permissions; one `ln` loop in sh does not.
-    await run("sh", [
-      "-c",
-      'cd "$0" && for a in $APPLETS; do ln -s busybox "$a"; done',
-      `${root}/bin`,
-    ], { env: { APPLETS: applets.join(" ") } });
+    await busyboxRootfs(root, ["usr/bin"]);
     await Deno.writeTextFile(
       `${root}/etc/passwd`,
       "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",

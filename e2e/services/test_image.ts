@@ -5,6 +5,7 @@
  */
 import { ensureDir, removeAll, stateDir } from "../paths.ts";
 import { run } from "../process.ts";
+import { busyboxRootfs } from "./busybox_rootfs.ts";
 import { EngineClient, type RegistryAuth } from "./engine_client.ts";
 
 /** Name of the image as imported into each engine. */
@@ -28,22 +29,7 @@ async function buildRootfsTarOnce(): Promise<Uint8Array<ArrayBuffer>> {
   } catch { /* build it */ }
   const root = `${dir}/rootfs-${crypto.randomUUID()}`;
   await removeAll(root);
-  for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var"]) {
-    await ensureDir(`${root}/${d}`);
-  }
-  await Deno.copyFile("/bin/busybox", `${root}/bin/busybox`);
-  await Deno.chmod(`${root}/bin/busybox`, 0o755);
-  const applets = (await run("busybox", ["--list"])).split("\n").filter((a) =>
-    a && a !== "busybox"
-  );
-  // Deno.symlink needs unscoped read+write permissions; one `ln` loop in sh does not.
-  await run("sh", [
-    "-c",
-    'cd "$0" && for a in $APPLETS; do ln -s busybox "$a"; done',
-    `${root}/bin`,
-  ], {
-    env: { APPLETS: applets.join(" ") },
-  });
+  await busyboxRootfs(root);
   await Deno.writeTextFile(`${root}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
   await Deno.writeTextFile(`${root}/etc/group`, "root:x:0:\n");
   await Deno.chmod(`${root}/tmp`, 0o1777);
