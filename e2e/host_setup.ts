@@ -18,6 +18,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "docker-registry": "a local image registry with basic auth",
   "apache2-utils": "htpasswd, to make the registry's bcrypt password file",
   "busybox-static": "the rootfs of the local test image",
+  "netcat-openbsd": "the nc of the conformance agnhost image (UDP, as upstream's)",
   "protobuf-compiler": "protoc, to generate proto/gen/",
   "openssl": "PKI for the local control plane",
   "util-linux": "setpriv, so services die with the test harness",
@@ -41,9 +42,12 @@ async function missingPackages(names: string[]): Promise<string[]> {
   return missing;
 }
 
-/** Installs whatever of {@link HOST_PACKAGES} is missing. */
-export async function ensureHostPackages(log: (line: string) => void): Promise<void> {
-  const missing = await missingPackages(Object.keys(HOST_PACKAGES));
+/** Installs whatever of `packages` (default {@link HOST_PACKAGES}) is missing. */
+export async function ensureHostPackages(
+  log: (line: string) => void,
+  packages: Readonly<Record<string, string>> = HOST_PACKAGES,
+): Promise<void> {
+  const missing = await missingPackages(Object.keys(packages));
   if (missing.length === 0) {
     log("host packages: all present");
     return;

@@ -7,12 +7,17 @@
  *   file written at run time ({@link writeRepoList}); `e2e.test --list-images`
  *   with that file then names every image with the tag the framework expects,
  *   so no tag is written down here.
- * - Each image is one layer: a busybox-static rootfs (Debian's busybox-static,
- *   as e2e/services/test_image.ts builds it) plus what the image adds:
+ * - Each image is one layer: a busybox rootfs (Debian's busybox, built from
+ *   its source with the one option that makes its sh keep environment names
+ *   such as `data-1`, as upstream's busybox does: busybox_build.ts), plus
+ *   what the image adds:
  *   agnhost: the static agnhost built from the same Kubernetes module, its
  *   /agnhost-2 link, /uploads, the user and group defined in upstream's image
  *   and a curl stand-in on busybox wget (curl_shim.sh; the specs curl from
- *   agnhost containers) (ENTRYPOINT /agnhost, CMD pause, as upstream); busybox: nothing (CMD sh);
+ *   agnhost containers), Debian's netcat-openbsd as `nc` with its libraries
+ *   (upstream's image adds netcat-openbsd; the specs send UDP with `nc -u`,
+ *   which busybox's nc lacks) (ENTRYPOINT /agnhost, CMD pause, as upstream);
+ *   busybox: nothing (CMD sh);
  *   nonroot: the busybox layer as USER 1234; nonewprivs: nonewprivs' nnp from
  *   the same module, set-uid root (CMD nnp);
  *   pause: the agnhost layer with ENTRYPOINT `/agnhost pause`; httpd and nginx:
@@ -33,6 +38,7 @@ import { run } from "../process.ts";
 import { busyboxRootfs } from "../services/busybox_rootfs.ts";
 import { EngineClient, type RegistryAuth } from "../services/engine_client.ts";
 import { AGNHOST, MODULE_DIR, NNP } from "./build.ts";
+import { BUSYBOX } from "./busybox_build.ts";
 
 /** Where rootfs tarballs are cached. */
 const IMAGES_DIR = `${CACHE}/conformance/images`;
@@ -108,6 +114,7 @@ async function addAgnhost(root: string): Promise<void> {
   }
   await ensureDir(`${root}/uploads`);
   await ensureDir(`${root}/usr/bin`);
+  await copyWithLibraries(root, NETCAT, "/usr/bin/nc");
   await Deno.copyFile(CURL_SHIM, `${root}/usr/bin/curl`);
   await Deno.chmod(`${root}/usr/bin/curl`, 0o755);
   await Deno.writeTextFile(
@@ -120,6 +127,27 @@ async function addAgnhost(root: string): Promise<void> {
     "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
     { append: true },
   );
+}
+
+/**
+ * Copies the dynamically linked `program` to `dest` inside `root` with every
+ * library `ldd` resolves for it (and the loader) at the same paths.
+ */
+async function copyWithLibraries(root: string, program: string, dest: string): Promise<void> {
+  const paths = (await run("ldd", [program])).split("\n").flatMap((line) => {
+    const m = line.match(/(?:=>\s*)?(\/\S+)\s+\(0x/);
+    return m?.[1] ? [m[1]] : [];
+  });
+  if (paths.length === 0) throw new Error(`ldd found no libraries of "${program}"`);
+  const copies: [string, string][] = [
+    [program, dest],
+    ...paths.map((p): [string, string] => [p, p]),
+  ];
+  for (const [from, to] of copies) {
+    await ensureDir(`${root}${to.replace(/\/[^/]*$/, "")}`);
+    await Deno.copyFile(from, `${root}${to}`);
+    await Deno.chmod(`${root}${to}`, 0o755);
+  }
 }
 
 /** The pinned k8s.io/kubernetes module's folder in the Go module cache. */
@@ -154,11 +182,16 @@ async function addNnp(root: string): Promise<void> {
   await Deno.chmod(`${root}/usr/local/bin/nnp`, 0o4755);
 }
 
+/** netcat-openbsd, the `nc` of upstream's agnhost image. */
+const NETCAT = "/bin/nc.openbsd";
+
 /** The curl stand-in put into agnhost (busybox wget underneath). */
 const CURL_SHIM = new URL("./curl_shim.sh", import.meta.url).pathname;
 
 const agnhostDigest = async () =>
-  `${await fileSha256Hex(AGNHOST)}:${await fileSha256Hex(CURL_SHIM)}`;
+  `${await fileSha256Hex(AGNHOST)}:${await fileSha256Hex(CURL_SHIM)}:${await fileSha256Hex(
+    NETCAT,
+  )}`;
 const none = () => Promise.resolve("");
 
 /** Recipes by image name (the reference's last path element). */
@@ -206,21 +239,19 @@ const RECIPES: Record<string, Recipe> = {
 };
 
 /** Bumped when the base layout changes, so cached layers are rebuilt. */
-const BASE_VERSION = "4";
+const BASE_VERSION = "6";
 
 /** Builds (cached by its inputs) the layer tarball `name`; returns its path and digest of inputs. */
 async function buildLayer(name: string, recipe: Recipe): Promise<{ tar: string; key: string }> {
-  const busybox = await fileSha256Hex("/bin/busybox");
-  const key = sha256Hex([BASE_VERSION, name, busybox, await recipe.inputs()].join("\0")).slice(
-    0,
-    12,
-  );
+  const busybox = await fileSha256Hex(BUSYBOX);
+  const key = sha256Hex([BASE_VERSION, name, busybox, await recipe.inputs()].join("\0"))
+    .slice(0, 12);
   await ensureDir(IMAGES_DIR);
   const tar = `${IMAGES_DIR}/${name}-${key}.tar`;
   if (await exists(tar)) return { tar, key };
   const root = `${IMAGES_DIR}/rootfs-${name}-${crypto.randomUUID().slice(0, 8)}`;
   try {
-    await busyboxRootfs(root, ["usr/bin"]);
+    await busyboxRootfs(root, ["usr/bin"], BUSYBOX);
     await Deno.writeTextFile(
       `${root}/etc/passwd`,
       "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",

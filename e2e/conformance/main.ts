@@ -41,6 +41,8 @@ import {
 } from "../services/mod.ts";
 import { flatSummary } from "../../bench/summary.ts";
 import { E2E_TEST, ensureSuiteBuilt, GINKGO } from "./build.ts";
+import { BUSYBOX_BUILD_PACKAGES, ensureBusyboxBuilt } from "./busybox_build.ts";
+import { ensureHostPackages } from "../host_setup.ts";
 import { type EdgeDevice, startEdgeDevice } from "./edge_device.ts";
 import { listImages, provideImages, writeRepoList } from "./images.ts";
 import { figures, parseJunit, type RunFigures, summaryLines } from "./report.ts";
@@ -92,6 +94,7 @@ export function parseFlags(args: string[]): ConformanceOptions {
       timeout: { type: "string", default: "240" },
       parallel: { type: "string", default: "1" },
       list: { type: "boolean", default: false },
+      instance: { type: "string", default: "main" },
     },
     strict: true,
   });
@@ -106,7 +109,18 @@ export function parseFlags(args: string[]): ConformanceOptions {
     throw new Error(`--parallel must be 1..16, got "${values.parallel}"`);
   }
   if (values.focus !== undefined) new RegExp(values.focus);
-  return { focus: values.focus, runtime, timeoutMin, parallel, list: values.list ?? false };
+  const instance = values.instance ?? "main";
+  if (!/^[a-z0-9][a-z0-9-]{0,30}$/.test(instance)) {
+    throw new Error(`--instance must be a short lowercase name (a-z, 0-9, -), got "${instance}"`);
+  }
+  return {
+    focus: values.focus,
+    runtime,
+    timeoutMin,
+    parallel,
+    list: values.list ?? false,
+    instance,
+  };
 }
 
 /** What {@link suiteCommand} needs. */
@@ -322,6 +336,8 @@ export async function conformance(opts: ConformanceOptions): Promise<Conformance
   try {
     const cp = await ensureBuilt(say);
     const suite = await ensureSuiteBuilt(say);
+    await ensureHostPackages(say, BUSYBOX_BUILD_PACKAGES);
+    await ensureBusyboxBuilt(say);
     if (suite.built) say(`built e2e.test and agnhost in ${suite.seconds.toFixed(0)} s`);
     say(`Kubernetes ${cp.version}: listing the suite's specs`);
     const specs = await listSpecs(dir);
@@ -436,7 +452,7 @@ if (import.meta.main) {
   } catch (err) {
     say(err instanceof Error ? err.message : String(err));
     say(
-      "usage: deno task conformance [--focus REGEX] [--runtime podman|docker] [--parallel N] [--timeout MIN] [--list]",
+      "usage: deno task conformance [--focus REGEX] [--runtime podman|docker] [--parallel N] [--timeout MIN] [--instance NAME] [--list]",
     );
     Deno.exit(2);
   }

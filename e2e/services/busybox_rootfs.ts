@@ -6,14 +6,22 @@
 import { ensureDir } from "../paths.ts";
 import { run } from "../process.ts";
 
-/** Fills `root` with the folders (plus `extraDirs`), /bin/busybox and its applet links. */
-export async function busyboxRootfs(root: string, extraDirs: string[] = []): Promise<void> {
+/**
+ * Fills `root` with the folders (plus `extraDirs`), `busybox` (default
+ * Debian's static one) as /bin/busybox and its applet links.
+ */
+export async function busyboxRootfs(
+  root: string,
+  extraDirs: string[] = [],
+  busybox?: string,
+): Promise<void> {
   for (const d of ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", ...extraDirs]) {
     await ensureDir(`${root}/${d}`);
   }
-  await Deno.copyFile("/bin/busybox", `${root}/bin/busybox`);
+  await Deno.copyFile(busybox ?? "/bin/busybox", `${root}/bin/busybox`);
   await Deno.chmod(`${root}/bin/busybox`, 0o755);
-  const applets = (await run("busybox", ["--list"])).split("\n").filter((a) =>
+  // Debian's is run by name (the permission set allows "busybox", not its path).
+  const applets = (await run(busybox ?? "busybox", ["--list"])).split("\n").filter((a) =>
     a && a !== "busybox"
   );
   // Deno.symlink needs unscoped read+write permissions; one `ln` loop in sh does not.
