@@ -16,7 +16,8 @@
  * - hooks and termination: a postStart hook's file, and a termination
  *   message in the terminated state;
  * - an ephemeral container (kubectl debug --target) joins the running pod
- *   and sees the target's processes.
+ *   and sees the target's processes;
+ * - the kubelet's container Events (Created, Started) are recorded.
  */
 import assert from "node:assert/strict";
 import { aranyaConfigYaml, waitAranyaReady } from "./aranya_harness.ts";
@@ -198,6 +199,20 @@ Deno.test({
       assert.match(hosts, /^# Kubernetes-managed hosts file\./);
       assert.match(hosts, new RegExp(`${podIP.replaceAll(".", "\\.")}\tweb\n`));
       assert.match(hosts, /123\.45\.67\.89\tfoo\.edge\tbar\.edge/);
+
+      // The kubelet's container Events (what `kubectl describe pod` lists).
+      const events = await eventually("Created and Started Events for web", async () => {
+        const out = await kc([
+          "get",
+          "events",
+          "--field-selector",
+          "involvedObject.name=web",
+          "-o",
+          'jsonpath={range .items[*]}{.reason}: {.message}{"\\n"}{end}',
+        ]);
+        return out.includes("Started container web") ? out : undefined;
+      }, 30_000);
+      assert.match(events, /Created: Created container: web/);
 
       // An ephemeral container (kubectl debug) joins the running pod: no restart of the others,
       // it sees the target container's processes.

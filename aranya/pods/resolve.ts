@@ -724,9 +724,12 @@ class Resolver {
 /**
  * Engine security options for the profiles a device can honour: the engine's
  * default (RuntimeDefault, or nothing said) or none at all (Unconfined).
- * Fields a device cannot meet are refused, naming the field, rather than run
- * without them: a Localhost seccomp or AppArmor profile (no profile files on
- * the device), SELinux options, and an Unmasked /proc.
+ * SELinux options go to the engine as `label=` options, as the kubelet hands
+ * them to its runtime: the engine applies them where SELinux is enabled and
+ * leaves them without effect where it is not (the kubelet's documented
+ * semantics). Fields a device cannot meet are refused, naming the field,
+ * rather than run without them: a Localhost seccomp or AppArmor profile (no
+ * profile files on the device) and an Unmasked /proc.
  */
 function securityOpts(
   sc: NonNullable<V1Container["securityContext"]>,
@@ -748,10 +751,16 @@ function securityOpts(
       `${where}.appArmorProfile: type "Localhost" is not supported on edge devices (use RuntimeDefault or Unconfined)`,
     );
   }
-  if (sc.seLinuxOptions ?? psc.seLinuxOptions) {
-    throw new PodConfigError(
-      `${where}.seLinuxOptions: SELinux labels are not supported on edge devices`,
-    );
+  const selinux = sc.seLinuxOptions ?? psc.seLinuxOptions;
+  for (const key of ["user", "role", "type", "level"] as const) {
+    const value = selinux?.[key];
+    if (!value) continue;
+    if (/[\s\p{Cc}]/u.test(value)) {
+      throw new PodConfigError(
+        `${where}.seLinuxOptions.${key}: "${value}" is not an SELinux ${key}`,
+      );
+    }
+    out.push(`label=${key}:${value}`);
   }
   if (sc.procMount === "Unmasked") {
     throw new PodConfigError(`${where}.procMount: "Unmasked" is not supported on edge devices`);

@@ -390,6 +390,7 @@ Deno.test("probes, hooks and the container contract go to the device with named 
         fsGroup: 1234,
         supplementalGroups: [5],
         sysctls: [{ name: "net.ipv4.ip_local_port_range", value: "1024 65000" }],
+        seLinuxOptions: { level: "s0:c0,c1", type: "spc_t" },
       },
       containers: [{
         name: "web",
@@ -445,7 +446,11 @@ Deno.test("probes, hooks and the container contract go to the device with named 
   assert.equal(c.memoryRequestBytes, 64n * 1024n * 1024n);
   assert.equal(c.runAsNonRoot, true);
   assert.equal(c.noNewPrivileges, true);
-  assert.deepEqual(c.securityOpts, ["seccomp=unconfined"]);
+  assert.deepEqual(c.securityOpts, [
+    "seccomp=unconfined",
+    "label=type:spc_t",
+    "label=level:s0:c0,c1",
+  ]);
   assert.deepEqual(c.supplementalGroups, [5n]);
   assert.equal(cmd.hasFsGroup, true);
   assert.equal(cmd.fsGroup, 1234n);
@@ -471,8 +476,8 @@ Deno.test("fields a device cannot meet are refused, naming the field", async () 
     /spec\.containers\[0\]\.securityContext\.seccompProfile: type "Localhost" is not supported/,
   );
   await refused(
-    { securityContext: { seLinuxOptions: { level: "s0" } } },
-    /securityContext\.seLinuxOptions: SELinux labels are not supported/,
+    { securityContext: { seLinuxOptions: { level: "s0 x" } } },
+    /securityContext\.seLinuxOptions\.level: "s0 x" is not an SELinux level/,
   );
   await refused(
     { securityContext: { procMount: "Unmasked" } },

@@ -13,8 +13,13 @@
  *   hash, which the device turns into delete + create;
  * - the device's pod status (replies and unsolicited MSG_POD_STATUS) becomes
  *   the pod's status (pod_status.ts), written only when it changed;
+ * - a pod not sent yet is admitted first, as the kubelet admits it
+ *   (admission.ts: pod count, cpu/memory requests, host ports against the
+ *   node's other live pods); one that does not fit is marked Failed with the
+ *   kubelet's reason (NodePorts, OutOfpods, ...) and never sent;
  * - a pod being deleted (deletionTimestamp) is stopped on the device with its
- *   grace period, then the object is removed with grace 0 (kubelet
+ *   grace period, written its terminal phase with the containers' ends
+ *   (terminal_status.ts), then the object is removed with grace 0 (kubelet
  *   semantics); a pod that vanished from the API is deleted on the device;
  * - when a device attaches, its pod list is compared with the pods bound to
  *   its node: pods Kubernetes no longer has are removed on the device, pods
@@ -111,9 +116,12 @@ import {
   MESSAGE_DEADLINE_EXCEEDED,
   REASON_DEADLINE_EXCEEDED,
 } from "../pods/active_deadline.ts";
+import { admission, REJECTED_PREFIX, type Rejection } from "../pods/admission.ts";
 import { podStatusFrom, type PodStatusJson, statusChanged } from "../pods/pod_status.ts";
+import { containerEvents } from "../pods/container_events.ts";
 import { PodConfigError, type PodSources, podSpecHash, resolvePod } from "../pods/resolve.ts";
 import { SourceCache } from "../pods/source_cache.ts";
+import { terminatedPodStatus } from "../pods/terminal_status.ts";
 import { TokenCache } from "../pods/token_cache.ts";
 import { volumeDigest } from "../pods/volume_digest.ts";
 
@@ -204,6 +212,8 @@ export class PodController {
   #namespaces?: ListWatch<V1Namespace>;
   /** Pod uid -> what was sent for it. */
   readonly #pods = new Map<string, PodState>();
+  /** Uids of deleted pods whose terminal status was written (until they leave the API). */
+  readonly #terminated = new Set<string>();
   /** Pod keys with work due later (volume checks, token refreshes, deadlines). */
   readonly #due = new DueSet();
   /** Node -> the tenancy rule of its EdgeDevice when last seen (tenancy.ts). */
@@ -501,6 +511,7 @@ export class PodController {
         this.#known.delete(key);
         this.#byNode.get(known.node)?.delete(key);
         this.#forget(known.uid, key);
+        this.#terminated.delete(known.uid);
       }
       if (!pod) return;
     }
@@ -529,17 +540,24 @@ export class PodController {
     const log = this.#log.with({ pod: key, node });
 
     if (pod.metadata?.deletionTimestamp) {
-      const grace = pod.metadata.deletionGracePeriodSeconds ?? 30;
-      await this.#deleteOnDevice(dev, uid, grace);
-      await this.#finishDeletion(pod, "the deleted pod");
+      await this.#terminate(pod, dev, log);
       this.#forget(uid, key);
-      log.info("pod deleted on the device");
       return;
     }
     const phase = pod.status?.phase;
     if ((phase === "Succeeded" || phase === "Failed") && !dev.statuses.has(uid)) {
       this.#forget(uid, key); // finished and not on the device: nothing more is sent for it
       return;
+    }
+    if (!this.#admitted(pod, dev)) {
+      const rejected = admission(this.#live(node, dev), {
+        admitted: (p) => this.#admitted(p, dev!),
+        allocatable: await this.#allocatable(dev),
+      }).get(uid);
+      if (rejected) {
+        await this.#reject(pod, rejected);
+        return;
+      }
     }
 
     const now = this.#now();
@@ -673,6 +691,91 @@ export class PodController {
   }
 
   /**
+   * A deleted pod, as the kubelet ends it: its containers are stopped on the
+   * device with the pod's grace period, the terminal status is written (phase
+   * Succeeded or Failed with the containers' terminated states,
+   * terminal_status.ts), then the object is removed with grace 0. A pod held
+   * by a finalizer stays until its owner removes it, which it may wait for
+   * the terminal phase to do (the Job controller does).
+   */
+  async #terminate(pod: V1Pod, dev: DeviceState, log: Logger): Promise<void> {
+    const uid = pod.metadata!.uid!;
+    const done = this.#terminated.has(uid);
+    const last = dev.statuses.get(uid);
+    let stopped: PodStatusMsg | undefined;
+    if (!done || dev.running.has(uid) || last) {
+      stopped = await this.#deleteOnDevice(
+        dev,
+        uid,
+        pod.metadata?.deletionGracePeriodSeconds ?? 30,
+      );
+      log.info("pod deleted on the device");
+    }
+    const phase = pod.status?.phase;
+    if (!done && phase !== "Succeeded" && phase !== "Failed") {
+      // The device's report after stopping; the last one before it when the device no longer
+      // had the pod (an earlier attempt removed it).
+      const msg = stopped?.containers.length ? stopped : last ?? stopped!;
+      await this.#writeStatus(pod, terminatedPodStatus(msg, pod, await this.#ctx(dev)));
+    }
+    this.#terminated.add(uid);
+    if (!done || pod.metadata?.deletionGracePeriodSeconds !== 0) {
+      await this.#finishDeletion(pod, "the deleted pod");
+    }
+  }
+
+  /**
+   * True when the node admitted `pod`: its device runs it or was sent it, or
+   * its status shows it started (status.startTime, which only the node
+   * writes), or it is the virtual pod (the device itself).
+   */
+  #admitted(pod: V1Pod, dev: DeviceState): boolean {
+    const uid = pod.metadata?.uid ?? "";
+    return this.#virtualKind(pod) === "virtual" || this.#virtualKind(pod) === "pending" ||
+      dev.running.has(uid) || dev.statuses.has(uid) || this.#pods.has(uid) ||
+      Boolean(pod.status?.startTime) || pod.status?.phase === "Running";
+  }
+
+  /**
+   * The pods of `node` that hold or ask for its resources and host ports:
+   * not in a terminal phase, not refused by the tenancy rule, and, when
+   * deleted, only those the node admitted.
+   */
+  #live(node: string, dev: DeviceState): V1Pod[] {
+    return this.podsOn(node).filter((p) => {
+      const phase = p.status?.phase;
+      if (phase === "Succeeded" || phase === "Failed") return false;
+      if (this.refusal(p) !== undefined) return false;
+      return !p.metadata?.deletionTimestamp || this.#admitted(p, dev);
+    });
+  }
+
+  /**
+   * A pod the node does not admit (admission.ts): marked Failed with the
+   * kubelet's reason and "Pod was rejected: ..." message, and a Warning Event;
+   * it is never sent to the device.
+   */
+  async #reject(pod: V1Pod, r: Rejection): Promise<void> {
+    const key = `${pod.metadata?.namespace}/${pod.metadata?.name}`;
+    const message = REJECTED_PREFIX + r.message;
+    try {
+      await this.#o.core.patchNamespacedPodStatus(
+        {
+          name: pod.metadata!.name!,
+          namespace: pod.metadata!.namespace!,
+          body: { status: { phase: "Failed", reason: r.reason, message } },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw fromApiError(`Rejecting pod "${key}"`, err);
+    }
+    this.#log.warn("pod rejected", { pod: key, reason: r.reason, message });
+    this.#o.recordEvent?.(pod, "Warning", r.reason, r.message);
+  }
+
+  /**
    * spec.activeDeadlineSeconds passed: the pod is stopped on the device (its
    * grace period) and marked Failed, reason DeadlineExceeded, as the kubelet
    * does; it is never sent again.
@@ -742,9 +845,15 @@ export class PodController {
       await this.#deleteOnDevice(dev, uid, 0);
     }
     const ref = { name: pod.metadata!.name!, namespace: pod.metadata!.namespace! };
-    if (pod.metadata?.deletionTimestamp) return await this.#finishDeletion(pod, "the refused pod");
+    const phase = pod.status?.phase;
+    const deleting = pod.metadata?.deletionTimestamp !== undefined &&
+      pod.metadata.deletionTimestamp !== null;
+    // A deleted pod leaves with a terminal phase (finalizers may wait for one).
+    if (deleting && (phase === "Failed" || phase === "Succeeded")) {
+      return await this.#finishDeletion(pod, "the refused pod");
+    }
     if (
-      pod.status?.phase === "Failed" && pod.status.reason === REASON_NOT_ALLOWED &&
+      phase === "Failed" && pod.status?.reason === REASON_NOT_ALLOWED &&
       pod.status.message === message
     ) return;
     try {
@@ -761,6 +870,7 @@ export class PodController {
     }
     this.#log.warn("pod refused", { pod: `${ref.namespace}/${ref.name}`, reason: message });
     this.#o.recordEvent?.(pod, "Warning", REASON_NOT_ALLOWED, message);
+    if (deleting) await this.#finishDeletion(pod, "the refused pod");
   }
 
   /**
@@ -884,6 +994,9 @@ export class PodController {
         err,
       );
     }
+    for (const e of containerEvents(pod.status, status, pod.metadata?.name ?? "")) {
+      this.#o.recordEvent?.(pod, e.type, e.reason, e.message);
+    }
   }
 
   /** Waiting containers with reason CreateContainerConfigError, as the kubelet reports it. */
@@ -904,8 +1017,16 @@ export class PodController {
     }
   }
 
-  async #deleteOnDevice(dev: DeviceState, uid: string, graceSeconds: number): Promise<void> {
-    await dev.device.client.request(
+  /**
+   * Stops and removes pod `uid` on the device; returns what the device
+   * reported once its containers stopped (none when it did not have the pod).
+   */
+  async #deleteOnDevice(
+    dev: DeviceState,
+    uid: string,
+    graceSeconds: number,
+  ): Promise<PodStatusMsg> {
+    const reply = await dev.device.client.request(
       CmdKind.CMD_POD_DELETE,
       toBinary(
         PodDeleteCmdSchema,
@@ -915,6 +1036,11 @@ export class PodController {
     );
     dev.statuses.delete(uid);
     dev.running.delete(uid);
+    try {
+      return fromBinary(PodStatusMsgSchema, reply.payload);
+    } catch {
+      return create(PodStatusMsgSchema, { uid });
+    }
   }
 
   /** Compares the device's pods with Kubernetes': removes orphans, adopts matching specs. */

@@ -60,7 +60,7 @@ import {
   LABEL_SPEC_HASH,
 } from "./labels.ts";
 import { computePodStatus, hasEnded, latestByContainer, type PodStatusInit } from "./pod_status.ts";
-import { removePodDir, writeVolumes } from "./volumes.ts";
+import { ensureSubPath, removePodDir, writeVolumes } from "./volumes.ts";
 import { podResolvConf, writeResolvConf } from "./resolv_conf.ts";
 import { writeHostsFile } from "./hosts_file.ts";
 import { runAction } from "./actions.ts";
@@ -191,6 +191,10 @@ export class PodManager {
     const grace = Math.max(0, graceSeconds);
     const apps = containers.filter((c) => c.labels[LABEL_ROLE] !== "infra");
     await Promise.all(apps.map((c) => this.#stop(d?.cmd, c, grace)));
+    // The containers' ends (exit codes, times) as the kubelet reports a deleted pod's.
+    const after = apps.length
+      ? computePodStatus(await this.#containersOf(uid).catch(() => containers))
+      : before;
     for (const c of containers.filter((c) => c.labels[LABEL_ROLE] === "infra")) {
       await this.#o.runtime.stopContainer(c.id, 1).catch(() => {});
     }
@@ -200,7 +204,7 @@ export class PodManager {
     );
     await removePodDir(this.#o.stateDir, uid);
     const status: PodStatusInit = {
-      ...before,
+      ...after,
       uid,
       namespace: d?.cmd.namespace ?? before.namespace,
       name: d?.cmd.name ?? before.name,
@@ -775,6 +779,15 @@ export class PodManager {
           }))
         ),
         sysctls: pod.sysctls,
+        // The infra container holds every memory emptyDir for the pod's life: the engines mount
+        // such a tmpfs volume when a first container using it starts and unmount it (losing its
+        // files) when the last one stops, so a restarting container alone would find it empty.
+        mounts: pod.volumes.filter((v) => v.source.case === "memoryDir").map((v) => ({
+          hostPath: "",
+          volume: memoryVolumeName(pod.uid, v.name),
+          containerPath: `/.pod-memory/${v.name}`,
+          readOnly: false,
+        })),
         stopTimeoutSeconds: 1,
       };
     } else {
@@ -784,6 +797,14 @@ export class PodManager {
       const messageFile = terminationMessageFile(this.#o.stateDir, pod.uid, name, restart);
       await createTerminationMessageFile(messageFile);
       const hostsFile = await writeHostsFile(this.#o.stateDir, pod, infra?.ipAddress ?? "");
+      // subPath sources exist before the engine sees them (made as the kubelet makes them).
+      const subPaths = new Map<string, string>();
+      for (const m of c.mounts) {
+        const base = volumes.get(m.volume);
+        if (m.subPath && base) {
+          subPaths.set(`${m.volume}\0${m.subPath}`, await ensureSubPath(base, m.subPath));
+        }
+      }
       const groups = [
         ...(pod.hasFsGroup ? [pod.fsGroup] : []),
         ...c.supplementalGroups,
@@ -827,7 +848,7 @@ export class PodManager {
               );
             }
             return {
-              hostPath: m.subPath ? `${base}/${m.subPath}` : base,
+              hostPath: m.subPath ? subPaths.get(`${m.volume}\0${m.subPath}`) ?? base : base,
               containerPath: m.mountPath,
               readOnly: m.readOnly,
             };

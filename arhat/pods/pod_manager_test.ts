@@ -230,7 +230,12 @@ Deno.test("pod manager on real engines", async (t) => {
         });
 
         await t.step(`${engine}: delete removes every container`, async () => {
-          for (const u of uids) await pm.delete(u, 1);
+          // The reply tells how the stopped containers ended (the deleted pod's terminal status).
+          const ended = await pm.delete(uids[0]!, 1);
+          const app = ended.containers?.find((c) => c.name === "app");
+          assert.equal(app?.state, ContainerStatus_State.TERMINATED, JSON.stringify(app));
+          assert.notEqual(app?.exitCode, 0, "killed: sh ignores SIGTERM as PID 1");
+          for (const u of uids.slice(1)) await pm.delete(u, 1);
           for (const u of uids) {
             assert.deepEqual(await rt.listContainers({ [LABEL_POD_UID]: u }), []);
           }

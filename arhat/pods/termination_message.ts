@@ -46,15 +46,32 @@ export async function readTerminationMessage(opts: {
   const text = await readHead(opts.file, MAX_MESSAGE);
   if (text !== "" || !opts.fallbackToLogs || opts.container.exitCode === 0) return text;
   try {
-    const chunks: Uint8Array[] = [];
-    for await (const c of opts.runtime.logs(opts.container.id, { tail: FALLBACK_LINES })) {
+    // The whole log is streamed and only its end kept: the engines' own `tail` is not used
+    // because Podman 4's drops a last line without its newline (`echo -n DONE; false` would
+    // leave no message), and such an unfinished line is exactly what a crash leaves behind.
+    let chunks: Uint8Array[] = [];
+    let kept = 0;
+    for await (const c of opts.runtime.logs(opts.container.id, {})) {
       chunks.push(c.data);
+      kept += c.data.length;
+      while (chunks.length > 1 && kept - chunks[0]!.length >= FALLBACK_BYTES) {
+        kept -= chunks.shift()!.length;
+      }
+      if (chunks.length > 256) chunks = [concatBytes(chunks)];
     }
-    const all = new TextDecoder().decode(concatBytes(chunks));
-    return all.length > FALLBACK_BYTES ? all.slice(all.length - FALLBACK_BYTES) : all;
+    return logTail(new TextDecoder().decode(concatBytes(chunks)));
   } catch {
     return "";
   }
+}
+
+/** The kubelet's fallback message: the last 80 lines of the log, at most its last 2 KiB. */
+export function logTail(text: string): string {
+  const lines = text.split("\n");
+  // A trailing newline ends the last line; it does not start another.
+  const count = text.endsWith("\n") ? FALLBACK_LINES + 1 : FALLBACK_LINES;
+  const last = lines.length > count ? lines.slice(lines.length - count).join("\n") : text;
+  return last.length > FALLBACK_BYTES ? last.slice(last.length - FALLBACK_BYTES) : last;
 }
 
 async function readHead(path: string, max: number): Promise<string> {

@@ -136,3 +136,52 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 export async function removePodDir(stateDir: string, uid: string): Promise<void> {
   await Deno.remove(podDir(stateDir, uid), { recursive: true }).catch(() => {});
 }
+
+/**
+ * The host path of `subPath` inside the volume folder `base`, made (as a
+ * folder with the volume's mode) when it does not exist, as the kubelet does
+ * for subPath and subPathExpr mounts; dockerd refuses a bind mount whose
+ * source is missing. Throws InvalidInputError when the path leaves the
+ * volume, also through a symbolic link a container placed in it (a link to
+ * "/" in an emptyDir must never become a mount of the device's root).
+ */
+export async function ensureSubPath(base: string, subPath: string): Promise<string> {
+  if (subPath.startsWith("/") || subPath.split("/").includes("..")) {
+    throw new InvalidInputError(`subPath "${subPath}" must be relative and stay inside its volume`);
+  }
+  const target = `${base}/${subPath}`;
+  const root = await Deno.realPath(base);
+  const inside = async () => {
+    const real = await Deno.realPath(target);
+    if (real !== root && !real.startsWith(`${root}/`)) {
+      throw new InvalidInputError(
+        `subPath "${subPath}" leaves its volume through a symbolic link (to "${real}")`,
+      );
+    }
+  };
+  try {
+    await inside();
+    return target;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  // Made one level at a time, each checked, so a link planted on the way is never followed.
+  const mode = (await Deno.stat(base)).mode! & 0o7777;
+  let at = base;
+  for (const part of subPath.split("/").filter((p) => p && p !== ".")) {
+    at = `${at}/${part}`;
+    try {
+      await Deno.mkdir(at, { mode });
+      await Deno.chmod(at, mode);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    }
+    const real = await Deno.realPath(at);
+    if (real !== root && !real.startsWith(`${root}/`)) {
+      throw new InvalidInputError(
+        `subPath "${subPath}" leaves its volume through a symbolic link (to "${real}")`,
+      );
+    }
+  }
+  return target;
+}

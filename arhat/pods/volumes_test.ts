@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { VolumeSchema } from "../../proto/gen/aranya/pod_pb.ts";
-import { writeVolumes } from "./volumes.ts";
+import { ensureSubPath, writeVolumes } from "./volumes.ts";
 import { CACHE } from "../../e2e/paths.ts";
 
 async function cacheDir(): Promise<string> {
@@ -16,6 +16,13 @@ async function cacheDir(): Promise<string> {
 }
 
 const enc = new TextEncoder();
+
+/** Deno.symlink needs unscoped read and write permissions; `ln` in sh does not. */
+async function symlink(target: string, path: string): Promise<void> {
+  const out = await new Deno.Command("sh", { args: ["-c", 'ln -s "$0" "$1"', target, path] })
+    .output();
+  assert.ok(out.success, `ln -s ${target} ${path}`);
+}
 
 function dataVolume(files: Record<string, string>, mode = 0o644) {
   return create(VolumeSchema, {
@@ -97,5 +104,33 @@ Deno.test("data volume file paths must stay inside the volume", async () => {
     );
   } finally {
     await Deno.remove(state, { recursive: true });
+  }
+});
+
+Deno.test("ensureSubPath: made with the volume's mode when missing; links out of the volume refused", async () => {
+  const dir = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-subpath-" });
+  try {
+    const base = `${dir}/vol`;
+    await Deno.mkdir(base);
+    await Deno.chmod(base, 0o777);
+    assert.equal(await ensureSubPath(base, "a/b"), `${base}/a/b`);
+    assert.equal((await Deno.stat(`${base}/a/b`)).mode! & 0o777, 0o777);
+    await Deno.writeTextFile(`${base}/file`, "x");
+    assert.equal(await ensureSubPath(base, "file"), `${base}/file`, "an existing file is kept");
+    await symlink("/", `${base}/escape`);
+    await assert.rejects(
+      ensureSubPath(base, "escape"),
+      /leaves its volume through a symbolic link/,
+    );
+    await assert.rejects(ensureSubPath(base, "escape/etc"), /leaves its volume/);
+    await assert.rejects(ensureSubPath(base, "../x"), /must be relative/);
+    await symlink("a", `${base}/inside`);
+    assert.equal(
+      await ensureSubPath(base, "inside/b"),
+      `${base}/inside/b`,
+      "links inside are fine",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
