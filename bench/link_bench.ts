@@ -1,342 +1,216 @@
 /**
- * `deno task bench:link`: per transport, over real sockets on 127.0.0.1
- * (mqtt through a real mosquitto), with aranya's side in this process and the
- * device in a child process:
+ * `deno task bench:link`: what the device link costs.
  *
- * - round trip of a 64-byte unary request (p50/p99, µs), sequential;
- * - pipelined unary requests per second (1000 in flight);
- * - RSS of each side after the traffic;
- * - idle bytes on the wire over a window (default 10 min, all transports at
- *   once; ARANYA_BENCH_IDLE_SECONDS to change), counted by tcpdump on
- *   loopback (frames, so TCP/IP headers and ACKs count), extrapolated to a day.
+ * - idle (link_idle.ts): the real aranya process with its production config
+ *   and one real arhat as shipped (the bundle under its permission set) per
+ *   transport, each with one pod running on Podman, all idle at once; tcpdump
+ *   counts every frame on the links for the window (default 30 min), split by
+ *   direction (device -> aranya, aranya -> device) and kind (keepalive, the
+ *   session messages aranya counted, tcp), extrapolated to a day. MQTT counts
+ *   the device's broker connection and aranya's (shared by the broker's
+ *   devices, divided among them).
+ * - active (link_active.ts): round trip p50/p99 of a 64-byte unary request
+ *   and pipelined requests per second, with aranya's link server in this
+ *   process and the device's dialer in a child process (the link stack only).
  *
- * ARANYA_BENCH_TRANSPORTS (comma list), ARANYA_BENCH_RTT_N and
- * ARANYA_BENCH_PIPELINE_N narrow a run.
+ * Flags: --mode all|idle|active (default all), --window-seconds N (default
+ * 1800, or ARANYA_BENCH_IDLE_SECONDS), --settle-seconds N (default 60),
+ * --keepalive-seconds N (every device's keepalive, for short windows; default
+ * the products' defaults), --mqtt-dynamic-security (per-device broker accounts,
+ * see link_idle.ts), --transports websocket,grpc,mqtt, --rtt-n,
+ * --pipeline-n, --runs, --timeout-min (default: window + 20 min).
  *
- * Anchors: KubeEdge idle ~2.7 MB/day per node; goals: idle <= 200 KB/day,
- * websocket round trip p50 <= 100 µs. The last line is one JSON object.
+ * The control plane and services come from the e2e helpers (the running ones
+ * named by ARANYA_TEST_*, else fresh ones) and are stopped at the end, also on
+ * failure, interruption or timeout. The last line is one JSON object
+ * `{"bench":"link","summary":{...}}` with a flat summary (snake case), the
+ * anchors, the machine and the window; the exit code is 1 when something
+ * could not be measured.
+ *
+ * Anchors: KubeEdge idle ~2.7 MB/day per node; goal <= 200 KB/day per device
+ * on websocket and grpc, moonshot 50 KB/day.
  */
-import { flatSummary } from "./summary.ts";
-import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
-import { CmdKind } from "../common/envelope.ts";
-import type { Link } from "../common/link.ts";
-import { SessionClient } from "../common/session/session_client.ts";
-import { testTls } from "../e2e/link/test_tls.ts";
+import { parseArgs } from "node:util";
+import { errorMessage } from "../common/errors.ts";
 import { CACHE, ensureDir } from "../e2e/paths.ts";
-import { freePort } from "../e2e/process.ts";
-import type { DeviceConfig } from "./link_device.ts";
-import { startCapture } from "./wire_capture.ts";
+import { inBenchWorld } from "./bench_world.ts";
+import { type ActiveFigures, type LinkTransport, measureActive } from "./link_active.ts";
+import { type IdleResult, measureIdle } from "./link_idle.ts";
 import { machineInfo } from "./machine.ts";
+import { flatSummary } from "./summary.ts";
 
-const IDLE_SECONDS = Number(Deno.env.get("ARANYA_BENCH_IDLE_SECONDS") ?? 600);
-const RTT_N = Number(Deno.env.get("ARANYA_BENCH_RTT_N") ?? 5000);
-const PIPE_N = Number(Deno.env.get("ARANYA_BENCH_PIPELINE_N") ?? 20000);
-/** Repetitions of the active measurements; the median of each figure is reported. */
-const RUNS = Number(Deno.env.get("ARANYA_BENCH_RUNS") ?? 3);
-const TRANSPORTS = (Deno.env.get("ARANYA_BENCH_TRANSPORTS") ?? "websocket,mqtt,grpc").split(",");
-
-interface Running {
-  name: string;
-  /** Client ports of the device's own connection, found after it connected (mqtt). */
-  devicePorts?: () => Promise<number[]>;
-  client: SessionClient;
-  /** Ports whose traffic is this transport's. */
-  ports: number[];
-  device: Deno.ChildProcess;
-  deviceOut: ReadableStreamDefaultReader<string>;
-  stop(): Promise<void>;
-  note?: string;
-}
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    mode: { type: "string", default: "all" },
+    "window-seconds": {
+      type: "string",
+      default: Deno.env.get("ARANYA_BENCH_IDLE_SECONDS") ?? "1800",
+    },
+    "settle-seconds": { type: "string", default: "60" },
+    "keepalive-seconds": { type: "string" },
+    transports: {
+      type: "string",
+      default: Deno.env.get("ARANYA_BENCH_TRANSPORTS") ?? "websocket,grpc,mqtt",
+    },
+    "rtt-n": { type: "string", default: Deno.env.get("ARANYA_BENCH_RTT_N") ?? "5000" },
+    "pipeline-n": { type: "string", default: Deno.env.get("ARANYA_BENCH_PIPELINE_N") ?? "20000" },
+    runs: { type: "string", default: Deno.env.get("ARANYA_BENCH_RUNS") ?? "3" },
+    "timeout-min": { type: "string" },
+    "mqtt-dynamic-security": { type: "boolean", default: false },
+  },
+});
 
 const say = (s: string) => console.error(`[bench:link] ${s}`);
+const KB = 1024;
+export const ANCHORS = {
+  kubeedge_idle_bytes_per_day: 2.7 * KB * KB,
+  goal_idle_bytes_per_day: 200 * KB,
+  moonshot_idle_bytes_per_day: 50 * KB,
+};
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
-}
-
-function spawnDevice(config: DeviceConfig) {
-  const child = new Deno.Command("deno", {
-    args: [
-      "run",
-      "-P=e2e",
-      "--no-prompt",
-      new URL("./link_device.ts", import.meta.url).pathname,
-      JSON.stringify(config),
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())
-    .getReader();
-  return { child, lines };
-}
-
-function lineSplitter(): TransformStream<string, string> {
-  let buf = "";
-  return new TransformStream({
-    transform(chunk, c) {
-      buf += chunk;
-      let nl;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        c.enqueue(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    },
-  });
-}
-
-async function readJson(r: ReadableStreamDefaultReader<string>): Promise<Record<string, unknown>> {
-  for (;;) {
-    const { value, done } = await r.read();
-    if (done) throw new Error("The device process ended early");
-    try {
-      return JSON.parse(value);
-    } catch { /* not ours */ }
+function positive(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) {
+    console.error(`bench:link: --${name} must be a positive number (got "${v}")`);
+    Deno.exit(2);
   }
-}
-
-async function setup(name: "websocket" | "mqtt" | "grpc"): Promise<Running | undefined> {
-  const auth = new StaticAuthenticator();
-  const registry = new MemoryLinkRegistry();
-  const device = `bench/${name}-device`;
-  auth.setToken(device, "bench-token");
-  let link: Link | undefined;
-  const onLink = (l: Link) => link = l;
-  const ac = new AbortController();
-  const tls = await testTls();
-  let config: DeviceConfig;
-  let ports: number[];
-  let stopExtra = async () => {};
-  let running: Promise<void>;
-  let note: string | undefined;
-  let devicePorts: (() => Promise<number[]>) | undefined;
-  if (name === "websocket") {
-    const { WebSocketLinkServer } = await import(
-      "../aranya/connectivity/websocket/ws_link_server.ts"
-    );
-    const port = freePort();
-    const server = new WebSocketLinkServer({
-      hostname: "127.0.0.1",
-      port,
-      tls: { cert: tls.cert, key: tls.key },
-      authenticator: auth,
-      registry,
-    });
-    running = server.run(ac.signal, onLink);
-    await server.ready;
-    ports = [port];
-    config = {
-      transport: name,
-      device,
-      token: "bench-token",
-      address: `wss://localhost:${port}/v1/link`,
-      ca: tls.ca,
-    };
-  } else if (name === "mqtt") {
-    const { startMosquitto } = await import("../e2e/services/mosquitto.ts");
-    const { MqttLinkServer } = await import("../aranya/connectivity/mqtt/mqtt_link_server.ts");
-    const broker = await startMosquitto();
-    const server = new MqttLinkServer({
-      url: `mqtt://${broker.address}`,
-      keys: auth,
-      registry,
-    });
-    running = server.run(ac.signal, onLink);
-    await server.ready;
-    const ns = `bench/${name}`;
-    await server.addDevice(device, ns);
-    ports = [Number(broker.address.split(":")[1])];
-    config = {
-      transport: name,
-      device,
-      token: "bench-token",
-      address: `mqtt://${broker.address}`,
-      messageNamespace: ns,
-    };
-    stopExtra = () => broker.stop();
-    note = "idleBytesPerDay counts the device's broker connection; aranya's own broker " +
-      "connection (shared by every device of the broker) is reported apart";
-    devicePorts = async () => {
-      // mosquitto logs "New client connected from 127.0.0.1:PORT as arhat-...".
-      const log = await Deno.readTextFile(broker.logFile);
-      return [...log.matchAll(/New client connected from 127\.0\.0\.1:(\d+) as arhat-/g)]
-        .map((m) => Number(m[1]));
-    };
-  } else {
-    const mod = await import("../aranya/connectivity/grpc/grpc_link_server.ts").catch(() =>
-      undefined
-    );
-    if (!mod) return undefined;
-    const server = new mod.GrpcLinkServer({
-      hostname: "127.0.0.1",
-      port: 0,
-      authenticator: auth,
-      registry,
-    });
-    running = server.run(ac.signal, onLink);
-    await server.ready;
-    ports = [server.port];
-    config = { transport: name, device, token: "bench-token", address: `127.0.0.1:${server.port}` };
-  }
-  const { child, lines } = spawnDevice(config);
-  await readJson(lines);
-  const deadline = Date.now() + 10_000;
-  while (!link && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  if (!link) throw new Error(`${name}: aranya never accepted the device`);
-  const client = new SessionClient(link, { unaryTimeoutMs: 30_000 });
-  client.start();
-  return {
-    name,
-    client,
-    ports,
-    device: child,
-    deviceOut: lines,
-    note,
-    devicePorts,
-    stop: async () => {
-      try {
-        child.stdin.close();
-      } catch { /* closed */ }
-      await child.status;
-      ac.abort();
-      await running;
-      await stopExtra();
-    },
-  };
-}
-
-async function measureActive(r: Running) {
-  const payload = new Uint8Array(64);
-  for (let i = 0; i < 500; i++) await r.client.request(CmdKind.CMD_NODE_INFO_GET, payload);
-  const rtts: number[] = [];
-  for (let i = 0; i < RTT_N; i++) {
-    const t = performance.now();
-    await r.client.request(CmdKind.CMD_NODE_INFO_GET, payload);
-    rtts.push((performance.now() - t) * 1000);
-  }
-  rtts.sort((a, b) => a - b);
-  const t0 = performance.now();
-  let sent = 0;
-  const window = 1000;
-  const worker = async () => {
-    while (sent < PIPE_N) {
-      sent++;
-      await r.client.request(CmdKind.CMD_NODE_INFO_GET, payload);
-    }
-  };
-  await Promise.all(Array.from({ length: window }, worker));
-  const perSec = PIPE_N / ((performance.now() - t0) / 1000);
-  const w = r.device.stdin.getWriter();
-  await w.write(new TextEncoder().encode("rss\n"));
-  w.releaseLock();
-  const rss = (await readJson(r.deviceOut)).rss as number;
-  return {
-    rttP50Us: Math.round(percentile(rtts, 0.5)),
-    rttP99Us: Math.round(percentile(rtts, 0.99)),
-    pipelinedMsgsPerSec: Math.round(perSec),
-    deviceRssMB: +(rss / 2 ** 20).toFixed(1),
-  };
+  return n;
 }
 
 if (import.meta.main) {
+  const mode = args.mode;
+  if (!["all", "idle", "active"].includes(mode)) {
+    console.error(`bench:link: --mode must be all, idle or active (got "${mode}")`);
+    Deno.exit(2);
+  }
+  const transports = args.transports.split(",").filter((t): t is LinkTransport =>
+    t === "websocket" || t === "grpc" || t === "mqtt"
+  );
+  const windowSeconds = positive("window-seconds", args["window-seconds"]);
+  const settleSeconds = Number(args["settle-seconds"]);
+  const keepaliveSeconds = args["keepalive-seconds"]
+    ? positive("keepalive-seconds", args["keepalive-seconds"])
+    : undefined;
+  const timeoutMin = args["timeout-min"]
+    ? positive("timeout-min", args["timeout-min"])
+    : windowSeconds / 60 + 20;
   const machine = machineInfo();
   say(
-    `machine: ${
-      JSON.stringify(machine)
-    }; ${RUNS} runs of ${RTT_N} sequential and ${PIPE_N} pipelined requests per transport (median reported); idle window ${IDLE_SECONDS} s`,
+    `machine: ${JSON.stringify(machine)}; mode ${mode}; transports ${transports.join(",")}; ` +
+      `idle window ${windowSeconds} s; timeout ${timeoutMin.toFixed(0)} min`,
   );
-  const results: Record<string, Record<string, unknown>> = {};
-  const runs: Running[] = [];
-  for (const name of ["websocket", "mqtt", "grpc"] as const) {
-    if (!TRANSPORTS.includes(name)) continue;
-    const r = await setup(name);
-    if (!r) {
-      say(`${name}: not available`);
-      continue;
-    }
-    runs.push(r);
-    const all: Awaited<ReturnType<typeof measureActive>>[] = [];
-    for (let i = 0; i < RUNS; i++) all.push(await measureActive(r));
-    const med = (f: (x: typeof all[number]) => number) =>
-      all.map(f).sort((a, b) => a - b)[Math.floor(all.length / 2)]!;
-    const m = {
-      rttP50Us: med((x) => x.rttP50Us),
-      rttP99Us: med((x) => x.rttP99Us),
-      pipelinedMsgsPerSec: med((x) => x.pipelinedMsgsPerSec),
-      deviceRssMB: med((x) => x.deviceRssMB),
-    };
-    results[name] = {
-      ...m,
-      rttP50UsPerRun: all.map((x) => x.rttP50Us),
-      ...(r.note ? { note: r.note } : {}),
-    };
-    say(
-      `${name}: round trip p50 ${m.rttP50Us} µs, p99 ${m.rttP99Us} µs; ${m.pipelinedMsgsPerSec} msg/s pipelined; device RSS ${m.deviceRssMB} MB`,
-    );
-  }
-  const aranyaRssMB = +(Deno.memoryUsage().rss / 2 ** 20).toFixed(1);
-  say(`aranya side RSS (this process, all transports loaded): ${aranyaRssMB} MB`);
 
-  say(`idle: capturing ${IDLE_SECONDS} s of traffic on every transport at once`);
-  const dir = await ensureDir(`${CACHE}/bench-link`);
-  const captures = await Promise.all(
-    runs.map((r) => startCapture(r.ports, `${dir}/${r.name}.pcap`)),
-  );
-  await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
-  for (let i = 0; i < runs.length; i++) {
-    const r = runs[i]!;
-    const split = r.devicePorts ? await r.devicePorts() : [];
-    const c = await captures[i]!.stop(split);
-    let deviceBytes = c.bytes;
-    let devicePackets = c.packets;
-    if (split.length) {
-      deviceBytes = split.reduce((n, p) => n + (c.byPort.get(p)?.bytes ?? 0), 0);
-      devicePackets = split.reduce((n, p) => n + (c.byPort.get(p)?.packets ?? 0), 0);
-      const shared = Math.round((c.bytes - deviceBytes) * 86400 / IDLE_SECONDS);
-      results[r.name]!.sharedAranyaBytesPerDay = shared;
-      say(
-        `${r.name}: aranya's shared broker connection: ${
-          (shared / 1024).toFixed(0)
-        } KB/day for all devices together`,
-      );
+  // Never hang: at the deadline the measurement is aborted (its waits end, everything it
+  // started is stopped); if that does not end the run within 2 minutes, exit anyway (every
+  // process the bench started dies with it).
+  const ac = new AbortController();
+  const deadline = setTimeout(() => {
+    say(`timed out after ${timeoutMin} min; stopping`);
+    ac.abort();
+    setTimeout(() => {
+      say("cleanup did not finish in 2 min; exiting");
+      Deno.exit(3);
+    }, 120_000);
+  }, timeoutMin * 60_000);
+
+  const errors: string[] = [];
+  let active: Partial<Record<LinkTransport, ActiveFigures>> = {};
+  if (mode !== "idle") {
+    try {
+      active = await measureActive({
+        transports,
+        rttN: positive("rtt-n", args["rtt-n"]),
+        pipelineN: positive("pipeline-n", args["pipeline-n"]),
+        runs: positive("runs", args.runs),
+        say,
+      });
+    } catch (err) {
+      errors.push(`active: ${errorMessage(err)}`);
+      say(`active: could not measure: ${errorMessage(err)}`);
     }
-    const perDay = Math.round(deviceBytes * 86400 / IDLE_SECONDS);
-    results[r.name]!.idleBytesPerDay = perDay;
-    results[r.name]!.idlePackets = devicePackets;
+  }
+  let idle: IdleResult | undefined;
+  if (mode !== "active" && !ac.signal.aborted) {
+    const dir = await ensureDir(`${CACHE}/bench-link`);
+    const r = await inBenchWorld(say, (w) =>
+      measureIdle(w, {
+        transports,
+        windowSeconds,
+        settleSeconds,
+        keepaliveSeconds,
+        mqttDynamicSecurity: args["mqtt-dynamic-security"],
+        dir,
+        signal: ac.signal,
+        say,
+      }));
+    if (r.error) errors.push(`idle: ${r.error}`);
+    idle = r.out;
+  }
+  clearTimeout(deadline);
+
+  const byTransport = <T>(f: (t: LinkTransport) => T | undefined) =>
+    Object.fromEntries(transports.map((t) => [t, f(t)]).filter(([, v]) => v !== undefined));
+  const it = (t: LinkTransport) => idle?.transports[t];
+  for (const t of transports) {
+    if (mode !== "active" && !(it(t)?.bytes_per_day! > 0)) {
+      errors.push(`idle: nothing measured on ${t}`);
+    }
+    if (mode !== "idle" && !active[t]) errors.push(`active: nothing measured on ${t}`);
+  }
+  const kinds = (t: LinkTransport) => {
+    const f = it(t);
+    if (!f) return undefined;
+    return {
+      device_to_aranya: f.device_to_aranya_by_kind,
+      aranya_to_device: f.aranya_to_device_by_kind,
+    };
+  };
+  const summary = flatSummary({
+    idle_bytes_per_day: byTransport((t) => it(t)?.bytes_per_day),
+    idle_bytes_per_day_device_to_aranya: byTransport((t) => it(t)?.device_to_aranya_bytes_per_day),
+    idle_bytes_per_day_aranya_to_device: byTransport((t) => it(t)?.aranya_to_device_bytes_per_day),
+    idle_bytes_per_day_by_kind: byTransport(kinds),
+    idle_bytes_per_day_mqtt_device_leg: it("mqtt")?.legs?.device_leg.bytes_per_day,
+    idle_bytes_per_day_mqtt_aranya_leg: it("mqtt")?.legs?.aranya_leg.bytes_per_day,
+    idle_arhat_rss_mb: byTransport((t) => it(t)?.arhat_rss_mb),
+    idle_aranya_rss_mb: idle?.aranya_rss_mb,
+    idle_window_s: idle?.window_s,
+    rtt_p50_us: byTransport((t) => active[t]?.rtt_p50_us),
+    rtt_p99_us: byTransport((t) => active[t]?.rtt_p99_us),
+    pipelined_msgs_per_s: byTransport((t) => active[t]?.pipelined_msgs_per_s),
+    ...ANCHORS,
+  }, { join: "snake" });
+  for (const t of transports) {
+    const f = it(t);
+    if (!f) continue;
+    const goal = t === "mqtt"
+      ? ""
+      : `; goal 200 KB/day ${
+        f.bytes_per_day <= ANCHORS.goal_idle_bytes_per_day ? "met" : "NOT met"
+      }, moonshot 50 KB/day ${
+        f.bytes_per_day <= ANCHORS.moonshot_idle_bytes_per_day ? "met" : "not met"
+      }`;
     say(
-      `${r.name}: idle ${devicePackets} packets, ${deviceBytes} bytes in ${IDLE_SECONDS} s = ${
-        (perDay / 1024).toFixed(0)
-      } KB/day (${
-        (2.7 * 1024 * 1024 / perDay).toFixed(1)
-      }x less than KubeEdge's ~2.7 MB/day; goal 200 KB/day)`,
+      `${t}: idle ${(f.bytes_per_day / KB).toFixed(1)} KB/day (device->aranya ${
+        (f.device_to_aranya_bytes_per_day / KB).toFixed(1)
+      }, aranya->device ${(f.aranya_to_device_bytes_per_day / KB).toFixed(1)}); ${
+        (ANCHORS.kubeedge_idle_bytes_per_day / f.bytes_per_day).toFixed(1)
+      }x less than KubeEdge's ~2.7 MB/day${goal}`,
     );
   }
-  for (const r of runs) await r.stop();
-  const ws = results.websocket as { rttP50Us?: number } | undefined;
-  if (ws?.rttP50Us) {
-    say(
-      `websocket p50 ${ws.rttP50Us} µs vs goal 100 µs: ${
-        (ws.rttP50Us / 100).toFixed(2)
-      }x of the goal`,
-    );
-  }
+  if (errors.length) say(`could not measure: ${errors.join("; ")}`);
   console.log(JSON.stringify({
     bench: "link",
-    summary: flatSummary({ ...results, aranyaRssMB }),
+    summary,
+    anchors: ANCHORS,
     machine,
-    runs: RUNS,
-    rttSamples: RTT_N,
-    pipelined: PIPE_N,
-    idleSeconds: IDLE_SECONDS,
-    aranyaRssMB,
-    anchors: {
-      kubeedgeIdleBytesPerDay: 2.7 * 1024 * 1024,
-      goalIdleBytesPerDay: 200 * 1024,
-      goalWebsocketRttP50Us: 100,
-    },
-    transports: results,
+    mode,
+    window_s: idle?.window_s ?? windowSeconds,
+    keepalive_override_s: keepaliveSeconds ?? null,
+    idle: idle ?? null,
+    active,
+    ...(errors.length ? { errors } : {}),
   }));
-  Deno.exit(0);
+  Deno.exit(errors.length ? 1 : 0);
 }

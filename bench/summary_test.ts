@@ -17,3 +17,13 @@ Deno.test("flatSummary joins nested keys in camel case and keeps only scalars", 
     },
   );
 });
+
+Deno.test("flatSummary joins with underscores when asked", () => {
+  assert.deepEqual(
+    flatSummary(
+      { idle_bytes_per_day: { websocket: 10, mqtt: { device_leg: 4 } }, window_s: 60, no: null },
+      { join: "snake" },
+    ),
+    { idle_bytes_per_day_websocket: 10, idle_bytes_per_day_mqtt_device_leg: 4, window_s: 60 },
+  );
+});

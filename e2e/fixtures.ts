@@ -89,8 +89,18 @@ export async function useCluster(): Promise<ClusterHandle> {
  * namespace are judged by their PID.
  */
 async function pidNamespace(): Promise<string> {
-  const link = await Deno.readLink("/proc/self/ns/pid").catch(() => "pid:[0]");
-  return /\[(\d+)\]/.exec(link)?.[1] ?? "0";
+  const link = await Deno.readLink("/proc/self/ns/pid").catch(() => "");
+  const fromLink = /\[(\d+)\]/.exec(link)?.[1];
+  if (fromLink) return fromLink;
+  // Deno wants --allow-all for /proc/self/ns; procps reads it for us. Without either, every
+  // isolated run (where this process is often PID 1) would share the name "0-1".
+  const out = await new Deno.Command("ps", {
+    args: ["-o", "pidns=", "-p", String(Deno.pid)],
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => undefined);
+  const fromPs = out ? new TextDecoder().decode(out.stdout).trim() : "";
+  return /^\d+$/.test(fromPs) ? fromPs : "0";
 }
 
 async function sweepStandalone(base: string, ns: string): Promise<void> {
