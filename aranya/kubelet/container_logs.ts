@@ -78,5 +78,22 @@ export async function streamContainerLogs(
   } catch {
     // Started: the stream just ends (the client sees the output it got).
   }
+  await endApart(res);
+}
+
+/**
+ * Ends a chunked response so that its last data and its end do not reach the
+ * reader in one read: the API server's WebSocket log stream (wsstream's
+ * messageCopy) drops the bytes of a read that also returns EOF, and Go's
+ * chunked reader returns both when the terminating chunk is already
+ * buffered. Node would send `write` and `end` of one tick in one segment; the
+ * kubelet flushes each write, so its end comes apart. The data leaves at
+ * once (nothing corks the socket); the end follows after a short pause.
+ */
+async function endApart(res: ServerResponse): Promise<void> {
+  if (!res.destroyed) await new Promise((resolve) => setTimeout(resolve, END_GAP_MS));
   res.end();
 }
+
+/** The pause between the last data and the end of a logs response, ms. */
+const END_GAP_MS = 25;
