@@ -77,6 +77,13 @@ export const CONFIG_DEFAULTS = Object.freeze({
    * min, 206), below AWS NLB's 350 s idle timeout and the common 5-minute NATs.
    */
   grpcKeepalive: "4m",
+  /**
+   * aranya's own MQTT broker connection, usually inside the cluster (no NAT): under kube-proxy
+   * IPVS's 900 s idle timeout and AWS NLB's 350 s (a broker outside the cluster), far under the
+   * brokers' maxima (AWS IoT Core 1200 s); about 60 KB/day for the whole broker connection (30 s
+   * cost 600). The link server's MQTT_SERVER_DEFAULT_KEEPALIVE_SECONDS; see docs/link.md.
+   */
+  mqttKeepalive: "5m",
 });
 
 /** Config `kubelet`. */
@@ -152,6 +159,12 @@ export interface MqttLinkConfig {
    * security plugin (default false).
    */
   dynamicSecurity: boolean;
+  /**
+   * MQTT keepalive of aranya's own broker connection (shared by all devices of
+   * the broker), whole seconds, 1..65535 (config `keepalive`, a duration;
+   * default 5m, see `mqttKeepalive` in CONFIG_DEFAULTS).
+   */
+  keepaliveSeconds: number;
 }
 
 /** aranya's validated config with every default filled in. */
@@ -730,6 +743,15 @@ function readMqtt(r: ConfigReader): MqttLinkConfig | undefined {
     r.problems.add(r.pathOf("username"), "is required when passwordFile is set");
   }
   const dynamicSecurity = r.boolean("dynamicSecurity", { default: false });
+  // MQTT's keepalive is a 16-bit count of seconds.
+  let keepaliveMs = readSeconds(r, "keepalive", CONFIG_DEFAULTS.mqttKeepalive);
+  if (keepaliveMs > 65_535_000) {
+    r.problems.add(
+      r.pathOf("keepalive"),
+      `must be at most 65535s (MQTT's limit); got ${keepaliveMs}ms`,
+    );
+    keepaliveMs = 65_535_000;
+  }
   let tls: ClientTlsFiles | undefined;
   if (r.has("tls")) {
     tls = readClientTls(r.object("tls"));
@@ -741,7 +763,7 @@ function readMqtt(r: ConfigReader): MqttLinkConfig | undefined {
   }
   r.finish();
   if (broker === undefined) return undefined;
-  const mqtt: MqttLinkConfig = { broker, dynamicSecurity };
+  const mqtt: MqttLinkConfig = { broker, dynamicSecurity, keepaliveSeconds: keepaliveMs / 1000 };
   if (username !== undefined) mqtt.username = username;
   if (passwordFile !== undefined) mqtt.passwordFile = passwordFile;
   if (tls !== undefined) mqtt.tls = tls;

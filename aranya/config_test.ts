@@ -112,6 +112,7 @@ links:
     username: aranya
     passwordFile: /secrets/mqtt-password
     dynamicSecurity: true
+    keepalive: 1m30s
     tls: {caFile: /tls/ca.crt, certFile: /tls/m.crt, keyFile: /tls/m.key, serverName: broker.lan}
 `,
     { env: {} },
@@ -160,6 +161,7 @@ links:
         username: "aranya",
         passwordFile: "/secrets/mqtt-password",
         dynamicSecurity: true,
+        keepaliveSeconds: 90,
         tls: {
           caFile: "/tls/ca.crt",
           certFile: "/tls/m.crt",
@@ -187,7 +189,7 @@ links: {mqtt: {broker: "mqtt://\${BROKER}"}}
   assert.equal(config.leaderElection.enabled, false);
   assert.equal(config.leaderElection.leaseDurationMs, 6000);
   assert.deepEqual(config.links, {
-    mqtt: { broker: "mqtt://127.0.0.1:1883", dynamicSecurity: false },
+    mqtt: { broker: "mqtt://127.0.0.1:1883", dynamicSecurity: false, keepaliveSeconds: 300 },
   });
   assert.deepEqual(problemsOf(text, {}, { ELECT: "false", LEASE: "6s", BROKER: "b" }), [
     'api.qps: environment variable "QPS" is not set and "${QPS}" gives no default',
@@ -363,6 +365,30 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
       "links.mqtt.broker: is required",
     ]],
     [
+      "mqtt keepalive not in whole seconds",
+      "links: {mqtt: {broker: 'mqtt://b:1883', keepalive: 1500ms}}\n",
+      {},
+      ["links.mqtt.keepalive: must be whole seconds; got 1500ms"],
+    ],
+    [
+      "mqtt keepalive too short",
+      "links: {mqtt: {broker: 'mqtt://b:1883', keepalive: 0s}}\n",
+      {},
+      ['links.mqtt.keepalive: must be at least 1000ms; got "0s"'],
+    ],
+    [
+      "mqtt keepalive beyond MQTT's limit",
+      "links: {mqtt: {broker: 'mqtt://b:1883', keepalive: 20h}}\n",
+      {},
+      ["links.mqtt.keepalive: must be at most 65535s (MQTT's limit); got 72000000ms"],
+    ],
+    [
+      "mqtt keepalive not a duration",
+      "links: {mqtt: {broker: 'mqtt://b:1883', keepalive: 300}}\n",
+      {},
+      ["links.mqtt.keepalive: must be a string; got 300"],
+    ],
+    [
       "bad flags",
       MINIMAL,
       {
@@ -473,6 +499,7 @@ Deno.test("the documented sample config parses", async () => {
   assert.equal(config.kubeconfig, undefined);
   assert.equal(config.links.mqtt?.broker, "mqtts://mosquitto.aranya-system.svc:8883");
   assert.equal(config.links.mqtt?.dynamicSecurity, true);
+  assert.equal(config.links.mqtt?.keepaliveSeconds, 300);
   const custom = await loadAranyaConfig(["--config", path], {
     ARANYA_MQTT_BROKER: "mqtts://broker.lan:8883",
   });

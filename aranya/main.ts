@@ -28,6 +28,7 @@ import { MemoryLinkRegistry } from "./connectivity/registry.ts";
 import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "./connectivity/websocket/ws_link_server.ts";
 import { GrpcLinkServer } from "./connectivity/grpc/grpc_link_server.ts";
+import { mqttLinkServerOptions } from "./connectivity/mqtt/mqtt_server_options.ts";
 import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
 import { EdgeDeviceController } from "./edgedevice/controller.ts";
 import type { EdgeDevice } from "./edgedevice/types.ts";
@@ -148,21 +149,9 @@ async function serveWhileLeading(
   });
   const links = config.links;
   const mqtt = links.mqtt
-    ? new MqttLinkServer({
-      url: links.mqtt.broker,
-      username: links.mqtt.username,
-      password: links.mqtt.passwordFile
-        ? (await Deno.readTextFile(links.mqtt.passwordFile)).trim()
-        : undefined,
-      ca: links.mqtt.tls?.caFile ? await Deno.readTextFile(links.mqtt.tls.caFile) : undefined,
-      cert: links.mqtt.tls?.certFile ? await Deno.readTextFile(links.mqtt.tls.certFile) : undefined,
-      key: links.mqtt.tls?.keyFile ? await Deno.readTextFile(links.mqtt.tls.keyFile) : undefined,
-      servername: links.mqtt.tls?.serverName,
-      keys: authenticator,
-      dynamicSecurity: links.mqtt.dynamicSecurity,
-      registry,
-      log,
-    })
+    ? new MqttLinkServer(
+      await mqttLinkServerOptions(links.mqtt, { keys: authenticator, registry, log }),
+    )
     : undefined;
   const certificate = createServingCertificate(config.kubelet.tls, {
     clients,

@@ -13,6 +13,10 @@
  *
  * Deleting the device deletes its client (mosquitto disconnects it) and its
  * roles. A changed message namespace gets a new role; the old one is removed.
+ * The client's `textdescription` holds a fingerprint of its password
+ * ({@link passwordFingerprint}), so that {@link ensureDeviceAccount} can
+ * compare before it changes anything: every change of an account makes
+ * mosquitto disconnect the device, without its will.
  *
  * aranya's own broker account must be allowed to use the plugin's control
  * topic and every device topic (docs/security.md says how). Requests go over
@@ -131,42 +135,107 @@ function harmless(r: DynsecResult): boolean {
 }
 
 /**
- * Keeps the broker client and role of `device` as described in the module
- * doc; idempotent (re-sending changes nothing for a device already set up,
- * and does not disconnect it). Throws `UnavailableError` when the broker
- * refuses.
+ * What {@link ensureDeviceAccount} did: created the account, `updated` it (a
+ * changed password, a missing role, roles of an earlier message namespace:
+ * mosquitto disconnects every client of the account for it, without their
+ * wills), or left it `unchanged` (nothing sent that touches the account).
+ */
+export type AccountChange = "created" | "updated" | "unchanged";
+
+/**
+ * The fingerprint of a device's broker password that aranya keeps in the
+ * broker client's `textdescription`: the plugin never returns a password, so
+ * this is how aranya tells whether the account already has the right one. It
+ * reveals nothing: the password is 256 bits derived from the link key.
+ */
+export function passwordFingerprint(password: string): string {
+  return createHash("sha256")
+    .update(`aranya.arhat.dev/mqtt/password-fingerprint\0${password}`)
+    .digest("hex")
+    .slice(0, 32);
+}
+
+/** The `textdescription` aranya gives a device's broker client. */
+export function accountDescription(password: string): string {
+  return `Managed by aranya; password fingerprint ${passwordFingerprint(password)}`;
+}
+
+/**
+ * Brings the broker client and role of `device` to the state described in the
+ * module doc, comparing first: it reads the client (`getClient`) and changes
+ * only what differs, so calling it again and again (aranya does, on every
+ * reconcile of the EdgeDevice) never disconnects a device whose account is
+ * right. mosquitto 2.0 disconnects an account's clients on every
+ * `setClientPassword`, `modifyClient`, `addClientRole` and `removeClientRole`,
+ * even one that changes nothing, and answers an `addClientRole` for a role the
+ * client has with "Internal error". Only a real change (a rotated token, a new
+ * message namespace, an account made by hand or by an aranya that kept no
+ * fingerprint) is sent, and it disconnects the device once. Throws
+ * `UnavailableError` when the broker refuses.
  */
 export async function ensureDeviceAccount(
   dynsec: DynsecClient,
   device: string,
   ns: string,
   password: string,
-): Promise<void> {
+): Promise<AccountChange> {
   const role = deviceRole(device, ns);
-  const results = await dynsec.run([
+  const description = accountDescription(password);
+  const refused = (results: DynsecResult[]) => {
+    const failed = results.filter((r) => !harmless(r));
+    if (failed.length) {
+      throw new UnavailableError(
+        `The broker refused the account of device "${device}": ${
+          failed.map((r) => `${r.command}: ${r.error}`).join("; ")
+        }`,
+      );
+    }
+  };
+  // createRole leaves an existing role alone ("Role already exists").
+  const [roleResult, got] = await dynsec.run([
     { command: "createRole", rolename: role, acls: deviceAcls(ns) },
-    { command: "createClient", username: device, password, roles: [{ rolename: role }] },
-    { command: "setClientPassword", username: device, password },
-    { command: "addClientRole", username: device, rolename: role },
     { command: "getClient", username: device },
   ]);
-  const failed = results.filter((r) => !harmless(r));
-  if (failed.length) {
-    throw new UnavailableError(
-      `The broker refused the account of device "${device}": ${
-        failed.map((r) => `${r.command}: ${r.error}`).join("; ")
-      }`,
-    );
+  refused([roleResult!]);
+  let client = got!;
+  if (client.error !== undefined && /not found/i.test(client.error)) {
+    const [created] = await dynsec.run([{
+      command: "createClient",
+      username: device,
+      password,
+      textdescription: description,
+      roles: [{ rolename: role }],
+    }]);
+    if (created!.error === undefined) return "created";
+    refused([created!]);
+    // Someone created it meanwhile: compare with what is there.
+    client = (await dynsec.run([{ command: "getClient", username: device }]))[0]!;
+  }
+  if (client.error !== undefined) refused([client]);
+  const current = clientOf(client);
+  const commands: DynsecCommand[] = [];
+  if (current?.textdescription !== description) {
+    commands.push({
+      command: "modifyClient",
+      username: device,
+      password,
+      textdescription: description,
+    });
+  }
+  const roles = rolesOf(client);
+  if (!roles.includes(role)) {
+    commands.push({ command: "addClientRole", username: device, rolename: role });
   }
   // Roles of earlier message namespaces go.
-  const roles = rolesOf(results.at(-1));
-  const stale = roles.filter((r) => r.startsWith(ROLE_PREFIX) && r !== role);
-  if (stale.length) {
-    await dynsec.run(stale.flatMap((r) => [
+  for (const r of roles.filter((r) => r.startsWith(ROLE_PREFIX) && r !== role)) {
+    commands.push(
       { command: "removeClientRole", username: device, rolename: r },
       { command: "deleteRole", rolename: r },
-    ]));
+    );
   }
+  if (!commands.length) return "unchanged";
+  refused(await dynsec.run(commands));
+  return "updated";
 }
 
 /** Deletes the broker client of `device` (disconnecting it) and its roles. */
@@ -179,7 +248,16 @@ export async function removeDeviceAccount(dynsec: DynsecClient, device: string):
   ]);
 }
 
+/** The client of a `getClient` answer. */
+interface DynsecClientData {
+  textdescription?: string;
+  roles?: { rolename?: string }[];
+}
+
+function clientOf(r: DynsecResult | undefined): DynsecClientData | undefined {
+  return (r?.data as { client?: DynsecClientData } | undefined)?.client;
+}
+
 function rolesOf(r: DynsecResult | undefined): string[] {
-  const client = (r?.data as { client?: { roles?: { rolename?: string }[] } } | undefined)?.client;
-  return (client?.roles ?? []).map((x) => x.rolename ?? "").filter((x) => x !== "");
+  return (clientOf(r)?.roles ?? []).map((x) => x.rolename ?? "").filter((x) => x !== "");
 }

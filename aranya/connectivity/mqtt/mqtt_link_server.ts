@@ -29,11 +29,28 @@
  *   connection's) is dropped; nothing reaches the session layer unless the
  *   device sent it on this connection.
  *
+ * When a link ends: the device's `OFFLINE` (sent on close, and its will when
+ * the broker ends its session: a lost connection, a keepalive timeout, a
+ * session taken over). The broker does not always say so: mosquitto
+ * disconnects a client "by administrative action" (its dynamic security
+ * account changed or was disabled) without publishing its will. So a link is
+ * never held against its own device: when a new connection of the device
+ * proves its key while aranya holds a link, aranya first probes the old
+ * connection (`MqttServerLink.probe`: a sealed command of no kind on a probe
+ * sid, which the device's session server answers with `MSG_ERROR`, within
+ * `probeTimeoutMs`). An answer means a second agent: it is refused
+ * (`ALREADY_CONNECTED`). No answer means the old connection is gone: that
+ * link closes (`by: "error"`, with a sealed `CMD_REJECT` in case it was alive
+ * after all) and the new one is accepted. And when aranya itself changes a
+ * device's broker account, which makes mosquitto disconnect it, it closes that
+ * device's link at once.
+ *
  * Who may publish or subscribe on a namespace's topics at all is for the
  * broker's ACLs: with `dynamicSecurity` aranya manages one broker client per
  * device (user name "<namespace>/<name>", the password derived from its link
- * key) and a role that allows it only its own topics (dynamic_security.ts).
- * The link's security does not depend on it.
+ * key) and a role that allows it only its own topics (dynamic_security.ts),
+ * level-triggered: every `addDevice` compares the account with what it should
+ * be and changes only what differs. The link's security does not depend on it.
  *
  * Frame sizes: a frame larger than `maxFrameSize` on `{ns}/msg` closes that
  * link (`BaseLink.deliver`); aranya asks the broker (MQTT 5 Maximum Packet
@@ -57,8 +74,10 @@ import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type Deferred, deferred } from "../../../common/deferred.ts";
 import {
+  CmdKind,
   decodeMsg,
   decodeState,
+  encodeCmd,
   MsgKind,
   rejectFrame,
   StateKind,
@@ -136,8 +155,17 @@ export interface MqttLinkServerOptions {
   registry: LinkRegistry;
   /** Largest frame either way (default {@link MQTT_DEFAULT_MAX_FRAME_SIZE}). */
   maxFrameSize?: number;
-  /** MQTT keepalive of aranya's own connection, seconds (default 30). */
+  /**
+   * MQTT keepalive of aranya's own broker connection, whole seconds, 1..65535
+   * (default {@link MQTT_SERVER_DEFAULT_KEEPALIVE_SECONDS}).
+   */
   keepaliveSeconds?: number;
+  /**
+   * How long a device's connection has to answer a liveness probe when another
+   * connection of the device announces itself, ms (default 5000; see the
+   * module doc).
+   */
+  probeTimeoutMs?: number;
   /** Delay between reconnect attempts to the broker, ms (default 1000). */
   reconnectPeriodMs?: number;
   /** How long the broker keeps aranya's session while it is away, seconds (default 300). */
@@ -146,6 +174,25 @@ export interface MqttLinkServerOptions {
   connectTimeoutMs?: number;
   log?: Logger;
 }
+
+/**
+ * Default MQTT keepalive of aranya's own broker connection, seconds. That
+ * connection usually stays inside the cluster: no NAT, no load balancer, so
+ * the keepalive only has to stay under what sits in between there and what
+ * brokers accept: kube-proxy's IPVS mode forgets an idle TCP connection after
+ * 900 s (iptables mode: conntrack's 24 h, Cilium: 6 h), AWS IoT Core accepts
+ * at most 1200 s, mosquitto 65535 s; a broker outside the cluster behind an
+ * AWS NLB (350 s idle timeout) still works. It costs about 60 KB/day for the
+ * whole broker connection (at the former 30 s: about 600 KB/day). A broker
+ * that restarts or closes the connection is noticed at once; only a silently
+ * dead connection (a partition) takes up to two keepalives, 10 minutes, to
+ * notice. Behind something shorter (Azure Load Balancer: 4 minutes), set
+ * `links.mqtt.keepalive` lower. See docs/link.md.
+ */
+export const MQTT_SERVER_DEFAULT_KEEPALIVE_SECONDS = 300;
+
+/** Default of {@link MqttLinkServerOptions.probeTimeoutMs}: well inside a device's dial timeout (15 s). */
+const DEFAULT_PROBE_TIMEOUT_MS = 5_000;
 
 /** Status messages one device may have waiting; more are dropped. */
 const STATUS_QUEUE_LIMIT = 16;
@@ -163,8 +210,10 @@ interface DeviceEntry {
   waiting: number;
   /** Settles when the broker first acknowledged this entry's subscriptions. */
   subscribed: Deferred<void>;
-  /** With dynamic security: whether the device's broker account is set up. */
-  account: "none" | "pending" | "done";
+  /** With dynamic security: an account reconcile is running. */
+  accountRunning: boolean;
+  /** With dynamic security: run the account reconcile again once the running one ends. */
+  accountAgain: boolean;
 }
 
 /** aranya side of the MQTT transport; see the module doc for the protocol. */
@@ -204,6 +253,19 @@ export class MqttLinkServer implements LinkServer {
       throw new InvalidInputError(
         `Broker URL "${opts.url}" must start with "mqtt://" or "mqtts://"`,
       );
+    }
+    const keepalive = opts.keepaliveSeconds;
+    if (
+      keepalive !== undefined &&
+      (!Number.isInteger(keepalive) || keepalive < 1 || keepalive > 65535)
+    ) {
+      throw new InvalidInputError(
+        `Keepalive of ${keepalive} seconds is not a whole number of seconds in 1..65535`,
+      );
+    }
+    const probe = opts.probeTimeoutMs;
+    if (probe !== undefined && (!Number.isFinite(probe) || probe <= 0)) {
+      throw new InvalidInputError(`Probe timeout of ${probe} ms is not a positive number`);
     }
     this.clientId = opts.clientId ?? `aranya-${crypto.randomUUID().slice(0, 8)}`;
     if (opts.dynamicSecurity) this.#dynsec = new DynsecClient(() => this.#client, opts.log);
@@ -257,7 +319,7 @@ export class MqttLinkServer implements LinkServer {
     }
     const existing = this.#byDevice.get(device);
     if (existing?.ns === messageNamespace) {
-      if (existing.account === "none") void this.#ensureAccount(existing);
+      void this.#syncAccount(existing);
       return existing.subscribed.promise;
     }
     const owner = this.#byNamespace.get(messageNamespace);
@@ -276,33 +338,68 @@ export class MqttLinkServer implements LinkServer {
       queue: Promise.resolve(),
       waiting: 0,
       subscribed: deferred<void>(),
-      account: "none",
+      accountRunning: false,
+      accountAgain: false,
     };
     entry.subscribed.promise.catch(() => {});
     this.#byDevice.set(device, entry);
     this.#byNamespace.set(messageNamespace, entry);
     if (this.#connected) this.#subscribe([entry]);
-    void this.#ensureAccount(entry);
+    void this.#syncAccount(entry);
     return entry.subscribed.promise;
   }
 
   /**
-   * With dynamic security: sets up the device's broker account once its link
-   * key is known; a later `addDevice` retries what failed. Never rejects.
+   * With dynamic security: brings the device's broker account in line with its
+   * link key and namespace. Level-triggered: every `addDevice` (aranya calls it
+   * on every reconcile of the EdgeDevice) compares the account with what it
+   * should be and changes only what differs (`ensureDeviceAccount`), so a
+   * connected device is never disconnected by a reconcile; calls while one runs
+   * coalesce into one more run. A change the broker enforces by disconnecting
+   * the device (without its will) closes the device's live link here, so that
+   * its reconnect is accepted. Failures are logged and retried on the next
+   * call. Never rejects.
    */
-  async #ensureAccount(entry: DeviceEntry): Promise<void> {
-    if (!this.#dynsec || entry.account !== "none") return;
-    entry.account = "pending";
+  async #syncAccount(entry: DeviceEntry): Promise<void> {
+    if (!this.#dynsec) return;
+    if (entry.accountRunning) {
+      entry.accountAgain = true;
+      return;
+    }
+    entry.accountRunning = true;
+    try {
+      do {
+        entry.accountAgain = false;
+        await this.#reconcileAccount(entry, this.#dynsec);
+      } while (entry.accountAgain && this.#byDevice.get(entry.device) === entry && !this.#stopped);
+    } finally {
+      entry.accountRunning = false;
+    }
+  }
+
+  async #reconcileAccount(entry: DeviceEntry, dynsec: DynsecClient): Promise<void> {
+    const current = () => this.#byDevice.get(entry.device) === entry && !this.#stopped;
     try {
       await entry.subscribed.promise; // connected, and the response topic subscribed
       const key = await this.#opts.keys.linkKey(entry.device);
       if (!key) throw new UnavailableError("its credentials are not known yet");
-      await ensureDeviceAccount(this.#dynsec, entry.device, entry.ns, brokerPassword(key));
-      entry.account = "done";
-      this.#log.info("device's broker account set up", { device: entry.device });
+      if (!current()) return;
+      // A link accepted before the change is one the broker disconnects for it.
+      const before = entry.live;
+      const change = await ensureDeviceAccount(dynsec, entry.device, entry.ns, brokerPassword(key));
+      if (change === "created") {
+        this.#log.info("device's broker account set up", { device: entry.device });
+      } else if (change === "updated") {
+        this.#log.info("device's broker account updated; the broker disconnected the device", {
+          device: entry.device,
+        });
+        if (before && entry.live === before) {
+          before.lost("The broker disconnected the device: its broker account changed");
+          this.#opts.registry.release(before);
+        }
+      }
     } catch (err) {
-      entry.account = "none";
-      if (this.#byDevice.get(entry.device) === entry) {
+      if (current() && !(err instanceof CanceledError)) {
         this.#log.warn(
           "setting up the device's broker account failed; retried on its next change",
           {
@@ -415,7 +512,7 @@ export class MqttLinkServer implements LinkServer {
       password: o.password,
       protocolVersion: 5,
       clean: false,
-      keepalive: o.keepaliveSeconds ?? 30,
+      keepalive: o.keepaliveSeconds ?? MQTT_SERVER_DEFAULT_KEEPALIVE_SECONDS,
       // The broker drops packets above twice a sealed maximum frame (and headers) instead of
       // sending them: a frame up to that size still arrives and closes its link as too large.
       properties: {
@@ -634,11 +731,41 @@ export class MqttLinkServer implements LinkServer {
       );
       return;
     }
-    if (this.#stopped || epoch !== this.#epoch || this.#byNamespace.get(entry.ns) !== entry) {
+    const stale = () =>
+      this.#stopped || epoch !== this.#epoch || this.#byNamespace.get(entry.ns) !== entry;
+    if (stale()) {
       // The broker connection changed (or the device was removed) meanwhile:
       // the device dials again.
       log.info("dropping an ONLINE from before a reconnect");
       return;
+    }
+    const old = entry.live;
+    if (old && !old.isClosed && this.#opts.registry.get(entry.device) === old) {
+      // The device proved its key on a new connection while aranya holds a link: either a
+      // second agent (the old connection answers: refused), or the old connection is gone
+      // without its will (the broker disconnected it by administrative action). Ask it.
+      if (await old.probe(this.#opts.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS)) {
+        log.warn("refused a second connection of a connected device: its link answers");
+        this.#publish(
+          entry.topics.cmd,
+          rejectFrame(
+            new AlreadyExistsError(`Device "${entry.device}" is already connected`),
+            connectionId,
+          ),
+        );
+        return;
+      }
+      if (!old.isClosed) {
+        log.warn("closing a link that no longer answers: the device connected again", {
+          previous: old.connectionId,
+        });
+        old.lost(`Connection "${old.connectionId}" no longer answers; the device connected again`);
+        this.#opts.registry.release(old);
+      }
+      if (stale()) {
+        log.info("dropping an ONLINE from before a reconnect");
+        return;
+      }
     }
     const na = newNonce();
     const keys = sessionKeys(key, connectionId, nd, na);
@@ -693,6 +820,16 @@ export class MqttLinkServer implements LinkServer {
   }
 }
 
+/** True for the device's answer to a liveness probe (a frame on a probe sid). */
+function isProbeAnswer(frame: Uint8Array): boolean {
+  try {
+    const sid = decodeMsg(frame).sid;
+    return sid >= PROBE_SID_BASE && sid < DEVICE_SID_BIT;
+  } catch {
+    return false; // the session layer judges it
+  }
+}
+
 /** What {@link MqttServerLink} needs from its server. */
 interface MqttServerLinkInit {
   device: string;
@@ -710,6 +847,13 @@ interface MqttServerLinkInit {
   publish(topic: string, frame: Uint8Array): Promise<void>;
 }
 
+/**
+ * Sids of liveness probes: the top 2^32 of aranya's range (below 2^63), which
+ * its session client, counting up from below 2^32, never reaches.
+ */
+const PROBE_SID_BASE = (1n << 63n) - (1n << 32n);
+const DEVICE_SID_BIT = 1n << 63n;
+
 /** One accepted device connection, aranya side. */
 class MqttServerLink extends BaseLink {
   readonly connectionId: string;
@@ -717,6 +861,12 @@ class MqttServerLink extends BaseLink {
   readonly acceptance: Uint8Array;
   readonly #init: MqttServerLinkInit;
   readonly #pending = new Set<(err: Error) => void>();
+  /** Probes sent so far. */
+  #probes = 0n;
+  /** The running probe. */
+  #probing?: Promise<boolean>;
+  /** Resolves the running probe: a frame of this connection arrived. */
+  #heard?: () => void;
 
   constructor(init: MqttServerLinkInit) {
     super(init.device, MQTT_TRANSPORT, init.maxFrameSize);
@@ -734,7 +884,49 @@ class MqttServerLink extends BaseLink {
   /** A sealed frame from `{ns}/msg`: delivered when it opens, dropped otherwise. */
   receive(sealed: Uint8Array): void {
     const frame = this.#init.opener.open(sealed);
-    if (frame) this.deliver(frame);
+    if (!frame) return;
+    this.#heard?.();
+    if (this.#probes > 0n && isProbeAnswer(frame)) return;
+    this.deliver(frame);
+  }
+
+  /**
+   * Whether the device still answers on this connection: sends a sealed
+   * command of no kind (`CMD_UNSPECIFIED`) on a fresh probe sid, which the
+   * device's session server answers at once (`MSG_ERROR`, not supported), and
+   * resolves true when any frame of this connection opens within `timeoutMs`.
+   * Only this connection can answer: its keys are its own. The answer is taken
+   * here and never reaches the session layer.
+   */
+  probe(timeoutMs: number): Promise<boolean> {
+    if (this.isClosed) return Promise.resolve(false);
+    if (this.#probing) return this.#probing; // one at a time
+    const sid = PROBE_SID_BASE + (this.#probes++ % (1n << 32n));
+    this.#probing = new Promise<boolean>((resolve) => {
+      let settled = false;
+      const done = (alive: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#heard = undefined;
+        this.#probing = undefined;
+        resolve(alive);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.#heard = () => done(true);
+      this.closed.then(() => done(false));
+      const frame = encodeCmd({
+        kind: CmdKind.CMD_UNSPECIFIED,
+        sid,
+        seq: 0n,
+        complete: true,
+        payload: new Uint8Array(0),
+      });
+      this.#init.publish(this.#init.cmdTopic, this.#init.sealer.seal(frame)).catch(() =>
+        done(false)
+      );
+    });
+    return this.#probing;
   }
 
   /** The device said OFFLINE (or its will did). */

@@ -11,6 +11,7 @@ import { deferred } from "../../../common/deferred.ts";
 import { encodeMsg, MsgKind } from "../../../common/envelope.ts";
 import {
   AlreadyExistsError,
+  InvalidInputError,
   UnauthenticatedError,
   UnavailableError,
 } from "../../../common/errors.ts";
@@ -19,6 +20,7 @@ import { createCa, issueLeaf } from "../../../e2e/cluster/pki.ts";
 import { ensureDir, stateDir } from "../../../e2e/paths.ts";
 import { freePort, type ServiceProcess, startService, waitReady } from "../../../e2e/process.ts";
 import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
+import { SessionServer } from "../../../common/session/session_server.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
 import { StaticAuthenticator } from "../static_authenticator.ts";
 import { MqttLinkServer, type MqttLinkServerOptions } from "./mqtt_link_server.ts";
@@ -232,6 +234,8 @@ Deno.test("a second connection of a connected device is rejected and nothing fro
   try {
     env.auth.setToken("edge/dev1", "tok");
     const first = await (await env.dialer("edge/dev1", "tok")).dial(AbortSignal.timeout(10_000));
+    // Its session layer answers aranya's liveness probe, as arhat's does.
+    new SessionServer(first, { dispatcher: { handler: () => undefined } }).start();
     const serverLink = await env.nthLink(0);
     const up = collect(serverLink);
     const second = await env.dialer("edge/dev1", "tok");
@@ -750,6 +754,15 @@ Deno.test("the server validates its options without I/O", () => {
   };
   assert.throws(() => new MqttLinkServer({ ...base, url: "ws://x" }), /"ws:\/\/x"/);
   assert.throws(() => new MqttLinkServer({ ...base, maxFrameSize: 1.5 }), /maxFrameSize/);
+  for (const keepaliveSeconds of [0, 1.5, 65536, -1, NaN]) {
+    assert.throws(
+      () => new MqttLinkServer({ ...base, keepaliveSeconds }),
+      (err) =>
+        err instanceof InvalidInputError &&
+        err.message.includes(`Keepalive of ${keepaliveSeconds} seconds`),
+    );
+  }
+  assert.throws(() => new MqttLinkServer({ ...base, probeTimeoutMs: 0 }), /Probe timeout of 0 ms/);
   const server = new MqttLinkServer(base);
   assert.match(server.clientId, /^aranya-[0-9a-f]{8}$/);
   assert.equal(server.maxFrameSize, 128 * 1024);
