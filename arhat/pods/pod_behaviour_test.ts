@@ -386,6 +386,34 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
           },
         );
 
+        await t.step(`${engine}: one pod's long hook holds up no other pod`, async () => {
+          const slow = uid();
+          const quick = uid();
+          // The slow pod's pass waits 45 s in its postStart hook.
+          let slowDone = false;
+          const slowEnsure = pm.ensure(pod(slow, [{
+            name: "slow",
+            image,
+            command: ["sleep", "3600"],
+            postStart: { action: { case: "exec", value: { command: ["sleep", "45"] } } },
+          }])).finally(() => slowDone = true);
+          await pm.ensure(pod(quick, [{
+            name: "crasher",
+            image,
+            command: ["sh", "-c", "sleep 1; exit 1"],
+          }]));
+          // The restart after the 10 s back-off comes from the supervision loop's pass: it must
+          // happen while the slow pod is still in its hook.
+          await eventually("the other pod's container to restart", async () => {
+            const s = await pm.status(quick);
+            return (s.containers[0]?.restartCount ?? 0) >= 1 ? true : undefined;
+          }, 90_000);
+          assert.equal(slowDone, false, "the other pod restarted only after the slow hook ended");
+          await slowEnsure;
+          await pm.delete(slow, 0);
+          await pm.delete(quick, 0);
+        });
+
         await t.step(`${engine}: postStart and preStop hooks`, async () => {
           const u = uid();
           const hostDir = `${stateDir}/hooks-${u.slice(0, 6)}`;

@@ -172,7 +172,9 @@ export class PodManager {
       current.cmd = cmd;
     }
     await this.#o.store?.save(cmd.uid, cmd);
-    await this.#syncOne(cmd.uid);
+    // A pass with this command, after the one that may be running (which read the old one:
+    // returning when it ends would tell aranya of volumes the device has not written yet).
+    await this.#exclusive(cmd.uid, () => this.#sync(cmd.uid));
     return await this.status(cmd.uid);
   }
 
@@ -280,15 +282,15 @@ export class PodManager {
     const interval = this.#o.syncIntervalMs ?? 1000;
     this.#ready.resolve();
     while (!signal.aborted) {
-      // Pods are synced side by side: one pod's slow hook or pull never holds up the others
-      // (a pod still in its previous pass is not started twice).
-      await Promise.all(
-        [...this.#desired.keys()].map((uid) =>
-          this.#syncOne(uid).catch((err) =>
-            this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
-          )
-        ),
-      );
+      // Pods are synced side by side and the loop waits for none of them: one pod's slow hook,
+      // pull or stop never holds up the others' passes (their volume updates, restarts and
+      // status); a pod still in its previous pass is left to finish it.
+      for (const uid of [...this.#desired.keys()]) {
+        if (this.#busy.has(uid)) continue;
+        this.#syncOne(uid).catch((err) =>
+          this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
+        );
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, interval);
         signal.addEventListener("abort", () => {
@@ -297,6 +299,7 @@ export class PodManager {
         }, { once: true });
       });
     }
+    await Promise.allSettled([...this.#busy.values()]);
     this.#prober.close();
   }
 
@@ -477,7 +480,9 @@ export class PodManager {
   #syncOne(uid: string): Promise<void> {
     const running = this.#busy.get(uid);
     if (running) return running;
-    const p = this.#sync(uid).finally(() => this.#busy.delete(uid));
+    const p: Promise<void> = this.#sync(uid).finally(() => {
+      if (this.#busy.get(uid) === p) this.#busy.delete(uid);
+    });
     this.#busy.set(uid, p);
     return p;
   }
