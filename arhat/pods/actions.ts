@@ -219,7 +219,12 @@ async function grpcAction(
   // Loaded on first use: devices without gRPC probes never load the gRPC library.
   const grpc = await import("@grpc/grpc-js");
   const target = `${t.address.includes(":") ? `[${t.address}]` : t.address}:${a.port}`;
-  const client = new grpc.Client(target, grpc.credentials.createInsecure());
+  // A connection of its own per probe, as the kubelet dials one: grpc-js would otherwise share
+  // connections through its global pool, and a probe could ride one the server already dropped
+  // ("read ECONNRESET", "Connection dropped": a failed liveness probe, a needless restart).
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
   try {
     const status = await new Promise<HealthCheckResponse_ServingStatus>((resolve, reject) => {
       client.makeUnaryRequest(
