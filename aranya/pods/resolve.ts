@@ -516,6 +516,7 @@ class Resolver {
       return create(VolumeSchema, {
         name: v.name,
         source: { case: "hostPath", value: v.hostPath.path },
+        hostPathType: v.hostPath.type ?? "",
       });
     }
     const files: VolumeFile[] = [];

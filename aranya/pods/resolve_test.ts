@@ -222,7 +222,7 @@ Deno.test("volumes: secret, configMap items, downwardAPI, emptyDir, hostPath, ku
           downwardAPI: { items: [{ path: "labels", fieldRef: { fieldPath: "metadata.labels" } }] },
         },
         { name: "scratch", emptyDir: {} },
-        { name: "dev", hostPath: { path: "/dev/ttyUSB0" } },
+        { name: "dev", hostPath: { path: "/dev/ttyUSB0", type: "CharDevice" } },
         { name: "missing-ok", secret: { secretName: "nope", optional: true } },
         {
           name: "kube-api-access-abcde",
@@ -278,6 +278,7 @@ Deno.test("volumes: secret, configMap items, downwardAPI, emptyDir, hostPath, ku
     case: "hostPath",
     value: "/dev/ttyUSB0",
   });
+  assert.equal(cmd.volumes.find((v) => v.name === "dev")!.hostPathType, "CharDevice");
   assert.deepEqual(cmd.containers[0]!.mounts.map((m) => [m.volume, m.mountPath, m.readOnly]), [[
     "cfg",
     "/etc/app",

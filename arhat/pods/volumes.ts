@@ -52,6 +52,7 @@ export async function writeVolumes(
     const target = `${base}/${v.name}`;
     switch (v.source.case) {
       case "hostPath":
+        await prepareHostPath(v.source.value, v.hostPathType);
         paths.set(v.name, v.source.value);
         break;
       case "emptyDir":
@@ -184,4 +185,56 @@ export async function ensureSubPath(base: string, subPath: string): Promise<stri
     }
   }
   return target;
+}
+
+/** The test(1) operator that checks each hostPath type (and what it says when it fails). */
+const HOST_PATH_CHECKS: Record<string, [string, string]> = {
+  Directory: ["-d", "a directory"],
+  File: ["-f", "a file"],
+  Socket: ["-S", "a socket"],
+  CharDevice: ["-c", "a character device"],
+  BlockDevice: ["-b", "a block device"],
+};
+
+/**
+ * Checks (or makes) a hostPath volume's path as its Kubernetes type asks,
+ * before any container mounts it: DirectoryOrCreate makes the folder (0755,
+ * with its parents), FileOrCreate an empty file (0644) in an existing folder;
+ * Directory, File, Socket, CharDevice and BlockDevice must exist as such; ""
+ * checks nothing. Throws InvalidInputError naming the path and the type.
+ *
+ * Done with sh (arhat's one allowed program): the device's host paths are
+ * outside arhat's own read and write permissions, as they should stay.
+ */
+export async function prepareHostPath(path: string, type: string): Promise<void> {
+  if (!type) return;
+  if (!path.startsWith("/")) {
+    throw new InvalidInputError(`hostPath "${path}" must be an absolute path`);
+  }
+  let script: string;
+  let want: string;
+  if (type === "DirectoryOrCreate") {
+    script = 'test -d "$1" || { mkdir -p "$1" && chmod 0755 "$1"; }';
+    want = "a directory (made when missing)";
+  } else if (type === "FileOrCreate") {
+    script = 'test -f "$1" || { test ! -e "$1" && : > "$1" && chmod 0644 "$1"; }';
+    want = "a file (made when missing, in an existing folder)";
+  } else if (HOST_PATH_CHECKS[type]) {
+    const [op, what] = HOST_PATH_CHECKS[type]!;
+    script = `test ${op} "$1"`;
+    want = what;
+  } else {
+    throw new InvalidInputError(`hostPath "${path}": type "${type}" is not a hostPath type`);
+  }
+  const out = await new Deno.Command("/bin/sh", {
+    args: ["-c", script, "sh", path],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const why = new TextDecoder().decode(out.stderr).trim();
+    throw new InvalidInputError(
+      `hostPath "${path}" of type "${type}" is not ${want}${why ? `: ${why}` : ""}`,
+    );
+  }
 }

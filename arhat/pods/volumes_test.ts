@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { VolumeSchema } from "../../proto/gen/aranya/pod_pb.ts";
-import { ensureSubPath, writeVolumes } from "./volumes.ts";
+import { ensureSubPath, prepareHostPath, writeVolumes } from "./volumes.ts";
 import { CACHE } from "../../e2e/paths.ts";
 
 async function cacheDir(): Promise<string> {
@@ -130,6 +130,35 @@ Deno.test("ensureSubPath: made with the volume's mode when missing; links out of
       `${base}/inside/b`,
       "links inside are fine",
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("hostPath types: made when asked, checked otherwise, refused clearly", async () => {
+  const dir = await Deno.makeTempDir({ dir: await cacheDir(), prefix: "arhat-hostpath-" });
+  try {
+    await prepareHostPath(`${dir}/a/b`, "DirectoryOrCreate");
+    assert.ok((await Deno.stat(`${dir}/a/b`)).isDirectory);
+    assert.equal((await Deno.stat(`${dir}/a/b`)).mode! & 0o777, 0o755);
+    await prepareHostPath(`${dir}/a/b`, "Directory");
+    await prepareHostPath(`${dir}/f`, "FileOrCreate");
+    assert.ok((await Deno.stat(`${dir}/f`)).isFile);
+    await prepareHostPath(`${dir}/f`, "File");
+    await assert.rejects(
+      prepareHostPath(`${dir}/missing`, "Directory"),
+      /hostPath ".*\/missing" of type "Directory" is not a directory/,
+    );
+    await assert.rejects(prepareHostPath(`${dir}/a`, "File"), /is not a file/);
+    await assert.rejects(prepareHostPath(`${dir}/f`, "DirectoryOrCreate"), /is not a directory/);
+    await assert.rejects(prepareHostPath(`${dir}/no/such/f`, "FileOrCreate"), /is not a file/);
+    await assert.rejects(prepareHostPath(`${dir}/f`, "Socket"), /is not a socket/);
+    await assert.rejects(
+      prepareHostPath(`${dir}/f`, "Weird"),
+      /type "Weird" is not a hostPath type/,
+    );
+    await assert.rejects(prepareHostPath("rel", "Directory"), /must be an absolute path/);
+    await prepareHostPath(`${dir}/nothing-checked`, "");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
