@@ -132,7 +132,9 @@ if (import.meta.main) {
   }
   let idle: IdleResult | undefined;
   if (mode !== "active" && !ac.signal.aborted) {
-    const dir = await ensureDir(`${CACHE}/bench-link`);
+    // A folder per run: a smoke run beside a long one must not write into its capture.
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+    const dir = await ensureDir(`${CACHE}/bench-link/${stamp}-${crypto.randomUUID().slice(0, 8)}`);
     const r = await inBenchWorld(say, (w) =>
       measureIdle(w, {
         transports,
