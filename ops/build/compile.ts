@@ -81,7 +81,7 @@ export function compileArgs(o: CompileArgsOptions): string[] {
   return [
     "compile",
     "--no-prompt",
-    ...(o.bundle ? ["--no-lock", "--config", o.bundle.config] : []),
+    ...(o.bundle ? ["--no-lock", "--config", o.bundle.config, ...o.bundle.runFlags] : []),
     `-P=${o.program}`,
     "--target",
     o.target,

@@ -88,12 +88,17 @@ Deno.test("compileArgs bakes the program's permission set and names the artifact
       "aranya/main.ts",
     ],
   );
-  // arhat: its bundle with the bundle's own permission config, no lockfile (nothing to lock).
+  // arhat: its bundle with the bundle's own permission config and V8 flags, no lockfile.
   assert.deepEqual(
     compileArgs({
       program: "arhat",
       target: X86_64,
-      bundle: { script: "/b/arhat.js", config: "/b/deno.json" },
+      bundle: {
+        script: "/b/arhat.js",
+        chunks: ["/b/chunk-ABCDEFGH.js"],
+        config: "/b/deno.json",
+        runFlags: ["--v8-flags=--x"],
+      },
     }),
     [
       "compile",
@@ -101,6 +106,7 @@ Deno.test("compileArgs bakes the program's permission set and names the artifact
       "--no-lock",
       "--config",
       "/b/deno.json",
+      "--v8-flags=--x",
       "-P=arhat",
       "--target",
       X86_64,

@@ -2,16 +2,16 @@
  * The arhat launcher: what the deployer ships when no compiled arhat exists (deno compile needs
  * the denort runtime, which cannot be downloaded offline).
  *
- * It is four files: this machine's `deno` executable, arhat's bundle and its permission set
- * (bundle.ts: npm packages included, so the device needs no registry), and a shell script that
- * runs `deno run --config deno.json -P=arhat arhat.js`. `deno task compile:arhat` compiles the
+ * It is this machine's `deno` executable, arhat's bundle (its entry and chunks) and its permission
+ * set (bundle.ts: npm packages included, so the device needs no registry), and a shell script that
+ * runs `deno run --config deno.json -P=arhat <V8 flags> arhat.js`. `deno task compile:arhat` compiles the
  * same bundle with the same `--config deno.json -P=arhat`, so the launcher runs the code and the
  * permissions the binary has baked in. The launcher only fits devices of this machine's architecture.
  *
  * @module
  */
 import { errorMessage, InternalError } from "../../common/errors.ts";
-import { bundleProgram, PROJECT_ROOT } from "./bundle.ts";
+import { bundleProgram, PROJECT_ROOT, v8FlagsArgs } from "./bundle.ts";
 
 /** One file of an artifact and where it goes on the device. */
 export interface ArtifactFile {
@@ -35,10 +35,12 @@ export function launcherScript(): string {
   return `#!/bin/sh
 # arhat launcher, installed by "deno task deploy" because no compiled arhat was available.
 # It runs arhat with "deno run" and exactly the permission set the compiled binary has baked in
-# (the "arhat" set of the project's deno.json, copied to ${LAUNCHER_REMOTE.config}).
+# (the "arhat" set of the project's deno.json, copied to ${LAUNCHER_REMOTE.config}) and V8 flags.
 export DENO_DIR=/var/lib/arhat/.deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 exec ${LAUNCHER_REMOTE.deno} run --quiet --no-prompt --no-lock --cached-only \\
-  --config ${LAUNCHER_REMOTE.config} -P=arhat ${LAUNCHER_REMOTE.bundle} "$@"
+  --config ${LAUNCHER_REMOTE.config} -P=arhat ${
+    v8FlagsArgs("arhat").join(" ")
+  } ${LAUNCHER_REMOTE.bundle} "$@"
 `;
 }
 
@@ -60,7 +62,7 @@ export async function buildLauncher(opts: BuildLauncherOptions = {}): Promise<Ar
   const root = opts.root ?? PROJECT_ROOT;
   const out = opts.outDir ?? `${root}/dist/arhat-launcher`;
   await Deno.mkdir(out, { recursive: true });
-  await bundleProgram({ program: "arhat", outDir: out, root });
+  const { chunks } = await bundleProgram({ program: "arhat", outDir: out, root });
   await Deno.writeTextFile(`${out}/arhat`, launcherScript());
   try {
     await Deno.copyFile(Deno.execPath(), `${out}/deno`);
@@ -72,6 +74,12 @@ export async function buildLauncher(opts: BuildLauncherOptions = {}): Promise<Ar
   return [
     { local: `${out}/deno`, remote: LAUNCHER_REMOTE.deno, mode: 0o755 },
     { local: `${out}/arhat.js`, remote: LAUNCHER_REMOTE.bundle, mode: 0o644 },
+    // The bundle's chunks (bundle.ts), which it imports by name from its own folder.
+    ...chunks.map((local) => ({
+      local,
+      remote: `${LAUNCHER_REMOTE.dir}/${local.slice(local.lastIndexOf("/") + 1)}`,
+      mode: 0o644,
+    })),
     { local: `${out}/deno.json`, remote: LAUNCHER_REMOTE.config, mode: 0o644 },
     { local: `${out}/arhat`, remote: "/usr/local/bin/arhat", mode: 0o755 },
   ];

@@ -36,17 +36,26 @@ Deno.test({
   fn: async () => {
     try {
       const files = await buildLauncher({ outDir: OUT });
-      assert.deepEqual(files.map((f) => f.remote), [
-        LAUNCHER_REMOTE.deno,
-        LAUNCHER_REMOTE.bundle,
-        LAUNCHER_REMOTE.config,
-        "/usr/local/bin/arhat",
-      ]);
+      const remotes = files.map((f) => f.remote);
+      assert.deepEqual(remotes.slice(0, 2), [LAUNCHER_REMOTE.deno, LAUNCHER_REMOTE.bundle]);
+      assert.deepEqual(remotes.slice(-2), [LAUNCHER_REMOTE.config, "/usr/local/bin/arhat"]);
+      // The bundle's chunks (the transports, loaded when dialled) go beside it.
+      const chunks = remotes.slice(2, -2);
+      assert.ok(chunks.length > 0);
+      for (const c of chunks) {
+        assert.match(c, /^\/usr\/local\/lib\/arhat\/[\w.-]+-[A-Z0-9]{8}\.js$/);
+      }
+      const bundleText = await Deno.readTextFile(`${OUT}/arhat.js`);
+      assert.match(bundleText, /import\("\.\/ws_link_dialer-[A-Z0-9]{8}\.js"\)/);
+      assert.doesNotMatch(bundleText, /[\u0080-\uffff]/);
       // The shipped permission set is the project's, unchanged: the one compile bakes in.
       const shipped = JSON.parse(await Deno.readTextFile(`${OUT}/deno.json`));
       assert.deepEqual(shipped, { permissions: { arhat: await permissionSet("arhat") } });
       const script = await Deno.readTextFile(`${OUT}/arhat`);
-      assert.match(script, /--config \/usr\/local\/lib\/arhat\/deno.json -P=arhat /);
+      assert.match(
+        script,
+        /--config \/usr\/local\/lib\/arhat\/deno.json -P=arhat --v8-flags=--max-semi-space-size=1,--lite-mode /,
+      );
       assert.doesNotMatch(script, /\s-A\s|--allow-all/);
       // The bundle holds arhat's npm packages: nothing to fetch on the device.
       const bundle = await Deno.readTextFile(`${OUT}/arhat.js`);
