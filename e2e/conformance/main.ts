@@ -46,6 +46,7 @@ import { ensureHostPackages } from "../host_setup.ts";
 import { type EdgeDevice, startEdgeDevice } from "./edge_device.ts";
 import { listImages, provideImages, writeRepoList } from "./images.ts";
 import { figures, parseJunit, type RunFigures, summaryLines } from "./report.ts";
+import { applicableLimits, machineFacts } from "./machine_limits.ts";
 import {
   firstMatch,
   focusRegex,
@@ -67,6 +68,7 @@ export function runDir(instance: string): string {
   return `${CACHE}/conformance/run-${instance}`;
 }
 const SKIP_LIST = `${ROOT}/e2e/conformance/skip_list.yaml`;
+const MACHINE_LIMITS = `${ROOT}/e2e/conformance/machine_limits.yaml`;
 const REACHABLE = `${ROOT}/e2e/conformance/reachable_only_here.yaml`;
 
 /** Flags of `deno task conformance`. */
@@ -258,7 +260,8 @@ export function closingLine(o: {
 }): Record<string, unknown> {
   const f = o.figures;
   const s = o.selection;
-  const skipped = (s?.skipped.length ?? 0) + (f?.skippedAtRuntime.length ?? 0);
+  const skipped = (s?.skipped.length ?? 0) + (s?.machineLimited?.length ?? 0) +
+    (f?.skippedAtRuntime.length ?? 0);
   return {
     bench: "conformance",
     summary: {
@@ -275,11 +278,13 @@ export function closingLine(o: {
         ...(o.tenancy ? { tenancy: o.tenancy } : {}),
       }),
       skip_list: s?.skipped.map((x) => x.name) ?? [],
+      machine_limited: s?.machineLimited?.map((x) => x.name) ?? [],
     },
     focus: o.opts.focus ?? null,
     failed: f?.failed.map((x) => ({ name: x.name, cause: x.cause })) ?? [],
     skipped: [
       ...(s?.skipped.map((x) => ({ name: x.name, reason: `skip_list: ${x.reason}` })) ?? []),
+      ...(s?.machineLimited ?? []),
       ...(f?.skippedAtRuntime.map((x) => ({ name: x.name, reason: x.cause })) ?? []),
     ],
     notRun: f?.notRun ?? [],
@@ -343,6 +348,24 @@ export async function conformance(opts: ConformanceOptions): Promise<Conformance
     const specs = await listSpecs(dir);
     const skipList = await loadPatterns(SKIP_LIST, "skip");
     selection = select(specs, { focus: opts.focus, skipList });
+    const limits = applicableLimits(
+      await Deno.readTextFile(MACHINE_LIMITS),
+      opts.runtime,
+      await machineFacts(),
+    );
+    const limited = selection.run.flatMap((name) => {
+      const hit = firstMatch(name, limits);
+      return hit ? [{ name, reason: hit.reason }] : [];
+    });
+    if (limited.length) {
+      const out = new Set(limited.map((x) => x.name));
+      selection = {
+        ...selection,
+        run: selection.run.filter((n) => !out.has(n)),
+        machineLimited: limited,
+      };
+      for (const x of limited) say(`not run on this machine: ${x.name} (${x.reason})`);
+    }
     say(
       `selected ${selection.selected.length} specs (${selection.skipped.length} in the skip list, ${selection.run.length} to run)`,
     );

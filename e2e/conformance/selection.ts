@@ -86,6 +86,8 @@ export interface Selection {
   skipped: { name: string; reason: string }[];
   /** Selected and not skipped: what e2e.test runs. */
   run: string[];
+  /** Selected but not run for a reason of this machine (machine_limits.yaml), with it. */
+  machineLimited?: { name: string; reason: string }[];
 }
 
 /** Computes the selection from the listed specs, an optional focus regex and the skip list. */
