@@ -21,15 +21,15 @@
 import { waitAranyaReady } from "../e2e/aranya_harness.ts";
 import { binPath } from "../e2e/cluster/build.ts";
 import type { World } from "../e2e/edge_world.ts";
-import { arhatDeviceYaml, websocketMethod } from "../e2e/edge_fixtures.ts";
 import { uniqueName } from "../e2e/fixtures.ts";
 import { errorMessage } from "../common/errors.ts";
-import { freePort, isAlive, type ServiceProcess } from "../e2e/process.ts";
+import { freePort, isAlive } from "../e2e/process.ts";
 import { type Broker, startMosquitto } from "../e2e/services/mosquitto.ts";
 import { rssMB } from "./bench_arhat.ts";
 import type { LinkTransport } from "./link_active.ts";
 import { productionAranyaConfig } from "./link_idle.ts";
-import { buildShippedArhat, type ShippedArhatBundle } from "./shipped_arhat.ts";
+import { buildShippedArhat } from "./shipped_arhat.ts";
+import { type ShippedDevice, shippedDeviceReady, startShippedDevice } from "./shipped_device.ts";
 
 /** Options of {@link measureFootprint}. */
 export interface FootprintOptions {
@@ -96,50 +96,6 @@ async function pool(n: number, width: number, f: (i: number) => Promise<void>): 
 }
 
 /** Spawns a shipped arhat for `transport` (device `name`) against aranya's listeners. */
-async function startDevice(
-  w: World,
-  bundle: ShippedArhatBundle,
-  o: {
-    transport: LinkTransport;
-    name: string;
-    websocketPort: number;
-    grpcPort: number;
-    broker?: Broker;
-  },
-): Promise<{ dir: string; proc: ServiceProcess }> {
-  const ns = `aranya/${w.ns}/${o.name}`;
-  // Room for the pods of the RSS-with-pods figure (the EdgeDevice's default allocatable is 10).
-  const pod = { allocatable: 110 };
-  const spec = o.transport === "websocket"
-    ? { pod }
-    : o.transport === "grpc"
-    ? { pod, connectivity: { method: "grpc" } }
-    : { pod, connectivity: { method: "mqtt", mqttConfig: { messageNamespace: ns } } };
-  const tokenAt = await w.createDevice(o.name, spec);
-  const dir = await bundle.deviceDir(o.name);
-  await Deno.writeTextFile(`${dir}/token`, await Deno.readTextFile(tokenAt), { mode: 0o600 });
-  await Deno.writeTextFile(`${dir}/ca.crt`, w.tls.ca);
-  const methods = o.transport === "websocket"
-    ? websocketMethod(o.websocketPort, `${dir}/token`, `${dir}/ca.crt`)
-    : o.transport === "grpc"
-    ? `    - method: grpc\n      target: localhost:${o.grpcPort}\n      tokenFile: ${dir}/token\n` +
-      `      tls: { caFile: ${dir}/ca.crt }\n`
-    : `    - method: mqtt\n      broker: mqtt://${o.broker!.address}\n      insecure: true\n` +
-      `      tokenFile: ${dir}/token\n      mqtt: { messageNamespace: ${ns} }\n`;
-  await Deno.writeTextFile(
-    `${dir}/config.yaml`,
-    arhatDeviceYaml({
-      namespace: w.ns,
-      name: o.name,
-      stateDir: `${dir}/state`,
-      runtimeSocket: w.runtimeSocket,
-      image: w.services.endpoints.testImage,
-      methods,
-    }),
-  );
-  return { dir, proc: await bundle.spawn(o.name, `${dir}/config.yaml`) };
-}
-
 /** A pod on device `node` running `command` in the test image. */
 function podJson(name: string, node: string, image: string, command: string): string {
   return JSON.stringify({
@@ -227,8 +183,7 @@ export async function measureFootprint(w: World, o: FootprintOptions): Promise<F
     await waitAranyaReady(aranya, httpPort);
     say(`aranya ready; arhat's V8 flags: ${bundle.v8Flags.join(" ") || "none"}`);
 
-    const devices: { transport: LinkTransport; name: string; dir: string; proc: ServiceProcess }[] =
-      [];
+    const devices: ShippedDevice[] = [];
     undo.push(async () => {
       await w.cluster.kubectl(["delete", "namespace", w.ns, "--ignore-not-found", "--wait=false"]);
       await w.cluster.kubectl(["wait", "--for=delete", `namespace/${w.ns}`, "--timeout=60s"]);
@@ -240,20 +195,20 @@ export async function measureFootprint(w: World, o: FootprintOptions): Promise<F
     });
     for (const transport of o.transports) {
       const name = uniqueName(`fp-${transport}`);
-      devices.push({
-        transport,
-        name,
-        ...await startDevice(w, bundle, { transport, name, websocketPort, grpcPort, broker }),
-      });
+      devices.push(
+        await startShippedDevice(w, bundle, {
+          transport,
+          name,
+          websocketPort,
+          grpcPort,
+          broker,
+          // Room for the pods of the RSS-with-pods figure (the CRD's default allocatable is 10).
+          podAllocatable: 110,
+        }),
+      );
     }
     for (const d of devices) {
-      await w.nodeReady(d.name, "True", 120_000).catch(async (err) => {
-        throw new Error(
-          `${d.transport}: ${(err as Error).message}; arhat's log:\n${
-            (await Deno.readTextFile(d.proc.logFile).catch(() => "")).slice(-3000)
-          }`,
-        );
-      });
+      await shippedDeviceReady(w, d);
       await w.kubectl(
         ["apply", "-f", "-"],
         podJson(`idle-${d.transport}`, d.name, w.services.endpoints.testImage, IDLE_POD),
@@ -383,13 +338,14 @@ export async function measureFootprint(w: World, o: FootprintOptions): Promise<F
         undo.push(() => Deno.remove(coldDir, { recursive: true }));
         const cold = await buildShippedArhat(coldDir, { v8Flags: o.v8Flags });
         const name = uniqueName("fp-cold");
-        const d = await startDevice(w, cold, {
+        const d = await startShippedDevice(w, cold, {
           transport: "websocket",
           name,
           websocketPort,
           grpcPort,
+          podAllocatable: 110,
         });
-        devices.push({ transport: "websocket", name, ...d });
+        devices.push(d);
         await w.nodeReady(name, "True", 120_000);
         await sleep(o.settleSeconds * 1000);
         out.first_start_rss_mb = await rssMB(d.proc.pid);

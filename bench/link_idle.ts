@@ -15,16 +15,16 @@
 import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } from "yaml";
 import { waitAranyaReady } from "../e2e/aranya_harness.ts";
 import type { World } from "../e2e/edge_world.ts";
-import { arhatDeviceYaml, websocketMethod } from "../e2e/edge_fixtures.ts";
 import { uniqueName } from "../e2e/fixtures.ts";
 import { ROOT } from "../e2e/paths.ts";
-import { freePort, isAlive, type ServiceProcess } from "../e2e/process.ts";
+import { freePort, isAlive } from "../e2e/process.ts";
 import { type Broker, startMosquitto } from "../e2e/services/mosquitto.ts";
 import { rssMB } from "./bench_arhat.ts";
 import type { LinkTransport } from "./link_active.ts";
 import { type LinkMessages, linkMessagesDelta, readLinkMessages } from "./link_metrics.ts";
 import { KEEPALIVE_SHAPES, type LinkWire, splitLinkWire } from "./link_wire_kinds.ts";
 import { buildShippedArhat } from "./shipped_arhat.ts";
+import { type ShippedDevice, shippedDeviceReady, startShippedDevice } from "./shipped_device.ts";
 import { readPcap, startCapture } from "./wire_capture.ts";
 
 /** Options of {@link measureIdle}. */
@@ -253,8 +253,7 @@ export async function measureIdle(w: World, o: IdleOptions): Promise<IdleResult>
     );
 
     // One EdgeDevice and one shipped arhat per transport.
-    const devices: { transport: LinkTransport; name: string; dir: string; proc: ServiceProcess }[] =
-      [];
+    const devices: ShippedDevice[] = [];
     undo.push(async () => {
       // The namespace goes while aranya and the devices still run, so they stop the pods and
       // remove the finalizers; then the devices stop (World.close stops aranya).
@@ -266,56 +265,19 @@ export async function measureIdle(w: World, o: IdleOptions): Promise<IdleResult>
         await Deno.remove(d.dir, { recursive: true }).catch(() => {});
       }
     });
-    const ka = o.keepaliveSeconds;
     for (const transport of o.transports) {
-      const name = uniqueName(`idle-${transport}`);
-      const ns = `aranya/${w.ns}/${name}`;
-      const spec: Record<string, unknown> = transport === "websocket"
-        ? {}
-        : transport === "grpc"
-        ? { connectivity: { method: "grpc" } }
-        : { connectivity: { method: "mqtt", mqttConfig: { messageNamespace: ns } } };
-      if (ka && transport !== "mqtt") {
-        spec.connectivity = {
-          ...(spec.connectivity as object ?? {}),
-          timers: { keepaliveInterval: `${ka}s` },
-        };
-      }
-      const tokenAt = await w.createDevice(name, spec);
-      const dir = await bundle.deviceDir(name);
-      await Deno.writeTextFile(`${dir}/token`, await Deno.readTextFile(tokenAt), { mode: 0o600 });
-      await Deno.writeTextFile(`${dir}/ca.crt`, w.tls.ca);
-      const tls = `tls: { caFile: ${dir}/ca.crt }`;
-      const methods = transport === "websocket"
-        ? websocketMethod(websocketPort, `${dir}/token`, `${dir}/ca.crt`)
-        : transport === "grpc"
-        ? `    - method: grpc\n      target: localhost:${grpcPort}\n      tokenFile: ${dir}/token\n      ${tls}\n`
-        : `    - method: mqtt\n      broker: mqtt://${broker!.address}\n      insecure: true\n` +
-          `      tokenFile: ${dir}/token\n      mqtt: { messageNamespace: ${ns}${
-            ka ? `, keepaliveSeconds: ${ka}` : ""
-          } }\n`;
-      await Deno.writeTextFile(
-        `${dir}/config.yaml`,
-        arhatDeviceYaml({
-          namespace: w.ns,
-          name,
-          stateDir: `${dir}/state`,
-          runtimeSocket: w.runtimeSocket,
-          image: w.services.endpoints.testImage,
-          methods,
+      devices.push(
+        await startShippedDevice(w, bundle, {
+          transport,
+          name: uniqueName(`idle-${transport}`),
+          websocketPort,
+          grpcPort,
+          broker,
+          keepaliveSeconds: o.keepaliveSeconds,
         }),
       );
-      devices.push({ transport, name, dir, proc: await bundle.spawn(name, `${dir}/config.yaml`) });
     }
-    for (const d of devices) {
-      await w.nodeReady(d.name, "True", 120_000).catch(async (err) => {
-        throw new Error(
-          `${d.transport}: ${(err as Error).message}; arhat's log:\n${
-            (await Deno.readTextFile(d.proc.logFile).catch(() => "")).slice(-3000)
-          }`,
-        );
-      });
-    }
+    for (const d of devices) await shippedDeviceReady(w, d);
     say(`${devices.length} devices Ready; one pod on each`);
     for (const d of devices) {
       await w.kubectl(
@@ -373,7 +335,7 @@ export async function measureIdle(w: World, o: IdleOptions): Promise<IdleResult>
       transports: {},
       window_s: Math.round(window),
       aranya_rss_mb: aranyaRss,
-      ...(ka ? { keepalive_override_s: ka } : {}),
+      ...(o.keepaliveSeconds ? { keepalive_override_s: o.keepaliveSeconds } : {}),
     };
     for (const d of devices) {
       const sessionKinds = linkMessagesDelta(before, after, d.transport);
