@@ -13,6 +13,8 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
+  type V1Node,
+  Watch,
 } from "@kubernetes/client-node";
 import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { sleep } from "../../e2e/process.ts";
@@ -394,17 +396,30 @@ Deno.test({
         "a Node deleted while its EdgeDevice exists comes back within seconds",
         async () => {
           const before = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
+          // Every version of the Node as the API server stored it, from before the delete on.
+          const seen: V1Node[] = [];
+          const watching = await new Watch(kc).watch(
+            "/api/v1/nodes",
+            { fieldSelector: `metadata.name=${name}` },
+            (_type: string, n: V1Node) => seen.push(n),
+            () => {},
+          );
           await cluster.kubectlOk(["delete", "node", name]);
           const started = Date.now();
           const again = await eventually("the Node to be recreated", async () => {
             const r = await cluster.kubectl(["get", "node", name, "-o", "json"]);
             if (r.code !== 0) return undefined;
             const n = JSON.parse(r.stdout);
-            return n.metadata.uid !== before.metadata.uid && n.status?.addresses?.length
-              ? n
-              : undefined;
+            return n.metadata.uid !== before.metadata.uid ? n : undefined;
           }, 15_000);
           assert.ok(Date.now() - started < 15_000);
+          // Created with its address: no version of the new Node is without it.
+          watching.abort();
+          const versions = seen.filter((n) => n.metadata?.uid === again.metadata.uid);
+          assert.ok(versions.length > 0, "the watch saw the new Node");
+          for (const n of versions) {
+            assert.deepEqual(n.status?.addresses, before.status.addresses, "its address");
+          }
           assert.equal(
             again.metadata.annotations["aranya.arhat.dev/edge-device-uid"],
             before.metadata.annotations["aranya.arhat.dev/edge-device-uid"],

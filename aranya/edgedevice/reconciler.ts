@@ -40,6 +40,7 @@ import {
   type CustomObjectsApi,
   type KubernetesObjectApi,
   type V1Node,
+  type V1NodeStatus,
   type V1Pod,
   type V1Secret,
 } from "@kubernetes/client-node";
@@ -372,7 +373,11 @@ export class EdgeDeviceReconciler {
     }
     if (!node) {
       try {
-        node = await this.#o.core.createNode({ body: want });
+        // Created with its addresses (the API server takes a Node's status on create, as a
+        // kubelet registers): the Node never turns Ready without saying where its kubelet is.
+        node = await this.#o.core.createNode({
+          body: { ...want, status: this.#addressStatus(name, undefined) },
+        });
         created = true;
       } catch (err) {
         if (apiStatus(err) !== 409) throw fromApiError(`Creating Node "${name}"`, err);
@@ -433,6 +438,16 @@ export class EdgeDeviceReconciler {
     }
   }
 
+  /** Where aranya serves the kubelet API for Node `name` (keeping `port` when it is still its). */
+  #addressStatus(name: string, port: number | undefined): V1NodeStatus {
+    return {
+      addresses: [{ type: "InternalIP", address: this.#o.kubeletAddress }],
+      daemonEndpoints: {
+        kubeletEndpoint: { Port: this.#o.kubeletPortFor?.(name, port) ?? this.#o.kubeletPort },
+      },
+    };
+  }
+
   /**
    * The Node's status names where aranya serves the kubelet API. Others
    * change a new Node at once (the node lifecycle controller's taints, the
@@ -443,13 +458,12 @@ export class EdgeDeviceReconciler {
     for (let attempt = 1;; attempt++) {
       const addr = node.status?.addresses?.[0];
       const port = node.status?.daemonEndpoints?.kubeletEndpoint?.Port;
-      const want = this.#o.kubeletPortFor?.(name, port) ?? this.#o.kubeletPort;
-      if (addr?.address === this.#o.kubeletAddress && port === want) return;
-      node.status = {
-        ...node.status,
-        addresses: [{ type: "InternalIP", address: this.#o.kubeletAddress }],
-        daemonEndpoints: { kubeletEndpoint: { Port: want } },
-      };
+      const want = this.#addressStatus(name, port);
+      if (
+        addr?.address === this.#o.kubeletAddress &&
+        port === want.daemonEndpoints!.kubeletEndpoint!.Port
+      ) return;
+      node.status = { ...node.status, ...want };
       try {
         await this.#o.core.replaceNodeStatus({ name, body: node });
         return;
