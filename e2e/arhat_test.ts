@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { LABEL_POD_UID } from "../arhat/pods/labels.ts";
+import { LABEL_POD_UID, LABEL_ROLE } from "../arhat/pods/labels.ts";
 import { DockerRuntime } from "../arhat/runtime/docker/docker_runtime.ts";
 import { CmdKind, MsgKind } from "../common/envelope.ts";
 import { ExitCodeError, ForbiddenError } from "../common/errors.ts";
@@ -28,6 +28,7 @@ import {
 } from "../proto/gen/aranya/stream_pb.ts";
 import { arhatConfig, type ArhatProc, FakeAranya, kill, spawnArhat } from "./arhat_harness.ts";
 import { eventually, useServices } from "./fixtures.ts";
+import { EngineClient } from "./services/engine_client.ts";
 import { testTls } from "./link/test_tls.ts";
 import { ROOT } from "./paths.ts";
 
@@ -99,6 +100,17 @@ for (
       let arhat: ArhatProc | undefined;
       const podUid = crypto.randomUUID();
       const flakyUid = crypto.randomUUID();
+      const engineClient = new EngineClient(socket);
+      /** The exec sessions the engine holds for the pod's infra container. */
+      const infraExecs = async (): Promise<string[]> => {
+        const [infra] = (await runtime.listContainers({ [LABEL_POD_UID]: podUid }))
+          .filter((x) => x.labels[LABEL_ROLE] === "infra");
+        assert.ok(infra, "the pod's infra container");
+        const j = await engineClient.call("GET", `/containers/${infra.id}/json`) as {
+          ExecIDs: string[] | null;
+        };
+        return j.ExecIDs ?? [];
+      };
       try {
         await aranya.start();
         await Deno.writeTextFile(`${base}/config.yaml`, cfg(false));
@@ -272,8 +284,49 @@ for (
             30_000,
           );
           assert.equal(out, payload);
+          // arhat dialled the pod's address itself: no exec session in the engine.
+          assert.deepEqual(await infraExecs(), [], "exec sessions of the infra container");
           s.cancel();
         });
+
+        await t.step(
+          "a server on the pod's loopback only is forwarded from inside the pod",
+          async () => {
+            const started = await streamText(
+              c,
+              CmdKind.CMD_EXEC,
+              toBinary(
+                ExecCmdSchema,
+                create(ExecCmdSchema, {
+                  podUid,
+                  container: "app",
+                  command: ["httpd", "-p", "127.0.0.1:8081", "-h", "/cfg"],
+                  stdout: true,
+                  stderr: true,
+                }),
+              ),
+            );
+            assert.equal(started.code, 0, started.err);
+            let out = "";
+            const s = c.stream(
+              CmdKind.CMD_PORT_FORWARD,
+              toBinary(PortForwardCmdSchema, create(PortForwardCmdSchema, { podUid, port: 8081 })),
+              { onStdout: (d) => out += dec(d) },
+            );
+            await s.ready;
+            // Nothing listens on the pod's address: arhat forwards through an exec in the pod
+            // (seen while it runs: dockerd forgets an exec once it ended).
+            assert.ok((await infraExecs()).length >= 1, "an exec session in the infra container");
+            await s.write(enc("GET /greeting HTTP/1.0\r\n\r\n"));
+            await eventually(
+              "the page",
+              () => Promise.resolve(out.includes("hi from a volume") ? true : undefined),
+              30_000,
+            );
+            assert.match(out, /^HTTP\/1\.[01] 200/);
+            s.cancel();
+          },
+        );
 
         await t.step("host attach, logs and port-forward are refused by default", async () => {
           await assert.rejects(
@@ -488,6 +541,7 @@ for (
           }
         }
         void cc;
+        engineClient.close();
         await aranya.stop();
         runtime.close();
         await services.release();

@@ -11,6 +11,7 @@
 import { ForbiddenError, InvalidInputError, NotSupportedError } from "../../common/errors.ts";
 import type { StreamContext } from "../../common/session/session_server.ts";
 import type { ExecCmd } from "../../proto/gen/aranya/stream_pb.ts";
+import { spliceTcp } from "./tcp_splice.ts";
 
 /** What host management may do (arhat config `host`). */
 export interface HostPolicy {
@@ -105,17 +106,7 @@ export function hostManagement(policy: HostPolicy): HostManagement {
 
     async portForward(ctx: StreamContext, port: number): Promise<number> {
       if (!policy.allowPortForward) refuse("port-forward", "allowPortForward");
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await ctx.ready();
-      const up = ctx.input.pipeTo(conn.writable).catch(() => {});
-      try {
-        for await (const c of conn.readable) {
-          if (ctx.signal.aborted) break;
-          await ctx.stdout(c);
-        }
-      } catch { /* reset by the peer */ }
-      await up;
-      return 0;
+      return await spliceTcp(await Deno.connect({ hostname: "127.0.0.1", port }), ctx);
     },
   };
 }

@@ -2,15 +2,20 @@
  * Stream commands on containers: exec, attach, logs, port-forward, and tty
  * resize (which arrives inside the exec/attach session).
  *
- * Port-forward into a pod's network namespace: arhat runs
- * `nc 127.0.0.1 <port>` inside the pod's infra container through an exec and
- * splices the session's bytes into it. That works the same on Docker and
- * Podman, needs no privileges or namespace syscalls in arhat (which Deno
- * cannot make), and the infra image (busybox by default) provides `nc`.
- * A pod on the host network is forwarded with a plain TCP connection.
+ * Port-forward into a pod: arhat dials the pod's own address from the device
+ * (its IP on the engine's network; 127.0.0.1 for a hostNetwork pod) and splices
+ * the session's bytes into that connection: no engine exec, so nothing is left
+ * in the engine (Podman keeps an API exec session's conmon processes for
+ * `exit_command_delay`) and no `nc` copies every byte. When nothing listens
+ * there (a server bound only to the pod's loopback, which the kubelet reaches
+ * from inside the pod's network namespace) or the pod has no address (network
+ * "none"), arhat runs `nc 127.0.0.1 <port>` inside the pod's infra container
+ * through an exec instead: that needs no privileges or namespace syscalls in
+ * arhat (which Deno cannot make), and the infra image (busybox by default)
+ * provides `nc`.
  */
 import { CmdKind } from "../../common/envelope.ts";
-import { InvalidInputError } from "../../common/errors.ts";
+import { errorMessage, InvalidInputError, UnavailableError } from "../../common/errors.ts";
 import type { StreamContext } from "../../common/session/session_server.ts";
 import {
   ExecCmdSchema,
@@ -22,6 +27,7 @@ import type { ContainerRuntime, OutputChunk, StreamHandle } from "../runtime/run
 import type { Handler } from "./agent.ts";
 import { decodePayload } from "./decode.ts";
 import type { HostManagement } from "./handle_host.ts";
+import { spliceTcp } from "./tcp_splice.ts";
 
 /** The container the virtual pod's commands address: the device host. */
 export const HOST_CONTAINER = "host";
@@ -60,6 +66,26 @@ export interface StreamHandlerOptions {
 
 function decodeExec(payload: Uint8Array) {
   return decodePayload(ExecCmdSchema, payload);
+}
+
+/**
+ * A connection to `port` at the pod's `address` (undefined: the pod has none), or undefined when
+ * nothing listens there (a server bound only to the pod's loopback): the caller then forwards
+ * from inside the pod. Other failures (unreachable, timed out) are errors.
+ */
+async function dialPod(
+  address: string | undefined,
+  port: number,
+): Promise<Deno.TcpConn | undefined> {
+  if (!address) return undefined;
+  try {
+    return await Deno.connect({ hostname: address, port });
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused) return undefined;
+    throw new UnavailableError(
+      `Connecting to port ${port} of the pod at "${address}" failed: ${errorMessage(err)}`,
+    );
+  }
 }
 
 /** The stream handlers. */
@@ -138,6 +164,11 @@ export function streamHandlers(o: StreamHandlerOptions): [CmdKind, Handler][] {
             throw new InvalidInputError("Host management is not configured on this device");
           }
           return await o.host.portForward(ctx, cmd.port);
+        }
+        if (!cmd.address) {
+          // The pod's own address, dialled from the device: no engine exec, no process left.
+          const conn = await dialPod(await o.pods.addressOf(cmd.podUid), cmd.port);
+          if (conn) return await spliceTcp(conn, ctx);
         }
         const infra = await o.pods.infraOf(cmd.podUid);
         const handle = await o.runtime.exec(infra.id, {

@@ -268,6 +268,19 @@ export class PodManager {
     return infra;
   }
 
+  /**
+   * The address that reaches pod `uid`'s network from the device itself: 127.0.0.1 for a
+   * hostNetwork pod, its IP on the engine's network otherwise; undefined when it has none
+   * (network "none", or a pod found in the engine but no longer desired).
+   *
+   * @throws NotFoundError when the pod has no infra container on this device.
+   */
+  async addressOf(uid: string): Promise<string | undefined> {
+    const infra = await this.infraOf(uid);
+    const cmd = this.#desired.get(uid)?.cmd;
+    return (cmd && this.#address(cmd, infra)) || undefined;
+  }
+
   /** Every pod found in the runtime or desired, optionally only `uids`. */
   async list(uids?: string[]): Promise<PodStatusInit[]> {
     const all = await this.#o.runtime.listContainers({ [LABEL_MANAGED]: "true" });
