@@ -7,11 +7,12 @@
  * scoped permission set, so the default probe reads such files directly when
  * it can and otherwise through `cat` in a subprocess (`--allow-run=cat`).
  * Memory comes from `Deno.systemMemoryInfo()` (`--allow-sys=systemMemoryInfo`),
- * so `/proc/meminfo` is never needed. Disk space comes from `node:fs`
- * `statfs` (`--allow-sys=statfs`): in-process and without parsing; `df -P -B1`
- * (`--allow-run=df`) is the fallback when `statfs` is not permitted.
+ * so `/proc/meminfo` is never needed. Disk space comes from `df -P -B1`
+ * (`--allow-run=df`); `node:fs` `statfs` (`--allow-sys=statfs`) is the
+ * fallback when df cannot run or answer (a busybox df without `-B`). df comes
+ * first because `node:fs` loads Deno's Node compatibility layer, about 2 MB of
+ * arhat's memory for its life, for one number every 30 s.
  */
-import { statfs } from "node:fs/promises";
 import { NotSupportedError } from "../../common/errors.ts";
 import { type DiskUsage, parseDfOutput } from "./host_parsers.ts";
 
@@ -67,15 +68,28 @@ export async function runCommand(cmd: string, args: string[]): Promise<CommandOu
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
+/** `statfs(2)` of the file system holding `dir`, in blocks of `unit` bytes. */
+export type StatFs = (dir: string) => Promise<{ blocks: bigint; bavail: bigint; unit: bigint }>;
+
+/** node:fs's statfs, imported on first use (see the module doc). */
+export const nodeStatFs: StatFs = async (dir) => {
+  const { statfs } = await import("node:fs/promises");
+  const s = await statfs(dir, { bigint: true });
+  return { blocks: s.blocks, bavail: s.bavail, unit: (s as { frsize?: bigint }).frsize || s.bsize };
+};
+
 /** Options for {@link createSystemProbe}. */
 export interface SystemProbeOptions {
   /** How `cat` and `df` are run (default {@link runCommand}). */
   run?: CommandRunner;
+  /** The fallback for disk space (default {@link nodeStatFs}). */
+  statfs?: StatFs;
 }
 
 /** The probe of the machine arhat runs on; see the module doc. */
 export function createSystemProbe(opts: SystemProbeOptions = {}): SystemProbe {
   const run = opts.run ?? runCommand;
+  const statfs = opts.statfs ?? nodeStatFs;
   return {
     async readFile(path) {
       try {
@@ -99,32 +113,28 @@ export function createSystemProbe(opts: SystemProbeOptions = {}): SystemProbe {
     },
 
     async diskUsage(dir) {
+      let why: string;
       try {
-        const s = await statfs(dir, { bigint: true });
-        const unit = (s as { frsize?: bigint }).frsize || s.bsize;
-        return { total: Number(s.blocks * unit), available: Number(s.bavail * unit) };
+        const out = await run("df", ["-P", "-B1", dir]);
+        const usage = out.code === 0 ? parseDfOutput(out.stdout) : undefined;
+        if (usage) return usage;
+        why = `df exited with code ${out.code}: ${out.stderr.trim() || out.stdout.trim()}`;
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.NotFound)) {
+          throw err;
+        }
+        why = `"df" cannot run (--allow-run=df, and df on the PATH)`;
+      }
+      try {
+        const s = await statfs(dir);
+        return { total: Number(s.blocks * s.unit), available: Number(s.bavail * s.unit) };
       } catch (err) {
         if (!(err instanceof Deno.errors.NotCapable)) throw err;
-      }
-      let out: CommandOutput;
-      try {
-        out = await run("df", ["-P", "-B1", dir]);
-      } catch (err) {
-        if (err instanceof Deno.errors.NotCapable) {
-          throw new NotSupportedError(
-            `Cannot measure the disk of "${dir}": neither statfs (--allow-sys=statfs) nor "df" (--allow-run=df) is allowed`,
-            { cause: err },
-          );
-        }
-        throw err;
-      }
-      const usage = out.code === 0 ? parseDfOutput(out.stdout) : undefined;
-      if (!usage) {
         throw new NotSupportedError(
-          `Cannot measure the disk of "${dir}": df exited with code ${out.code}: ${out.stderr.trim()}`,
+          `Cannot measure the disk of "${dir}": ${why}, and statfs is not allowed (--allow-sys=statfs)`,
+          { cause: err },
         );
       }
-      return usage;
     },
 
     memory() {

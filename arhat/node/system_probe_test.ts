@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { NotSupportedError } from "../../common/errors.ts";
 import { parseDfOutput, parseLoadavg } from "./host_parsers.ts";
-import { type CommandRunner, createSystemProbe } from "./system_probe.ts";
+import { type CommandRunner, createSystemProbe, nodeStatFs } from "./system_probe.ts";
 import { permittedRunner } from "./testing/sh_runner.ts";
 
 const STATE_DIR = new URL("../../.cache", import.meta.url).pathname;
@@ -63,19 +63,47 @@ Deno.test("SystemProbe.diskUsage() agrees with df about the state dir's file sys
   await assert.rejects(probe.diskUsage(`${STATE_DIR}/no-such-dir-${crypto.randomUUID()}`));
 });
 
-Deno.test({
-  name: "SystemProbe.diskUsage() names both ways to allow it when neither is permitted",
-  // Skipped (reported as ignored) under a permission set that grants statfs, as the e2e and
-  // arhat sets do: the error it checks cannot happen there. It runs under e.g. `deno test -R -W`.
-  ignore: Deno.permissions.querySync({ name: "sys", kind: "statfs" }).state === "granted",
-  fn: async () => {
-    const probe = createSystemProbe({ run: notCapable });
-    await assert.rejects(probe.diskUsage(STATE_DIR), (err: unknown) => {
-      assert.ok(err instanceof NotSupportedError);
-      assert.match(err.message, /--allow-sys=statfs.*--allow-run=df/);
-      return true;
-    });
-  },
+Deno.test("SystemProbe.diskUsage() asks df first and never loads statfs when df answers", async () => {
+  const { calls, run } = spy(permittedRunner);
+  let statfsCalls = 0;
+  const probe = createSystemProbe({
+    run,
+    statfs: (dir) => {
+      statfsCalls++;
+      return nodeStatFs(dir);
+    },
+  });
+  const usage = await probe.diskUsage(STATE_DIR);
+  assert.deepEqual(calls, [`df -P -B1 ${STATE_DIR}`]);
+  assert.equal(statfsCalls, 0);
+  assert.ok(usage.total > 0);
+});
+
+Deno.test("SystemProbe.diskUsage() falls back to statfs when df cannot run or answer", async () => {
+  for (
+    const run of [
+      notCapable,
+      (() => Promise.reject(new Deno.errors.NotFound("df"))) as CommandRunner,
+      // A busybox df without -B.
+      () => Promise.resolve({ code: 1, stdout: "", stderr: "df: unrecognized option" }),
+    ]
+  ) {
+    const usage = await createSystemProbe({ run, statfs: nodeStatFs }).diskUsage(STATE_DIR);
+    const df = parseDfOutput((await permittedRunner("df", ["-P", "-B1", STATE_DIR])).stdout)!;
+    assert.equal(usage.total, df.total);
+  }
+});
+
+Deno.test("SystemProbe.diskUsage() names both ways to allow it when neither is permitted", async () => {
+  const probe = createSystemProbe({
+    run: notCapable,
+    statfs: () => Promise.reject(new Deno.errors.NotCapable('Requires sys access to "statfs"')),
+  });
+  await assert.rejects(probe.diskUsage(STATE_DIR), (err: unknown) => {
+    assert.ok(err instanceof NotSupportedError);
+    assert.match(err.message, /--allow-run=df.*--allow-sys=statfs/);
+    return true;
+  });
 });
 
 Deno.test("SystemProbe.memory() and cpuCount() report this machine", () => {

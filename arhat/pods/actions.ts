@@ -14,8 +14,6 @@
  * Every action ends within its timeout and reports why it failed in words a
  * user can act on. Nothing here keeps state between calls.
  */
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { sleep } from "../../common/backoff.ts";
 import { concatBytes } from "../../common/bytes.ts";
@@ -137,7 +135,7 @@ async function execAction(
   };
 }
 
-function httpAction(
+async function httpAction(
   t: ActionTarget,
   a: HttpGetAction,
   signal: AbortSignal,
@@ -145,7 +143,10 @@ function httpAction(
 ): Promise<ActionResult> {
   const https = a.scheme.toUpperCase() === "HTTPS";
   const host = a.host || t.address;
-  if (!host) return Promise.resolve({ ok: false, message: "The pod has no IP address to probe" });
+  if (!host) return { ok: false, message: "The pod has no IP address to probe" };
+  // Loaded on the first httpGet action: node:http(s) bring Deno's Node compatibility layer,
+  // memory a device without HTTP probes or hooks should not keep.
+  const { request } = https ? await import("node:https") : await import("node:http");
   const headers: Record<string, string> = { "user-agent": "kube-probe/1.34", accept: "*/*" };
   for (const h of a.headers) headers[h.name.toLowerCase()] = h.value;
   const path = a.path ? (a.path.startsWith("/") ? a.path : `/${a.path}`) : "/";
@@ -161,7 +162,7 @@ function httpAction(
       // The kubelet does not verify a probe's certificate either.
       rejectUnauthorized: false,
     };
-    const req = (https ? httpsRequest : httpRequest)(url, opts, (res) => {
+    const req = request(url, opts, (res) => {
       const code = res.statusCode ?? 0;
       let body = "";
       res.setEncoding("utf8");
