@@ -72,11 +72,11 @@ export async function runCommand(cmd: string, args: string[]): Promise<CommandOu
 export type StatFs = (dir: string) => Promise<{ blocks: bigint; bavail: bigint; unit: bigint }>;
 
 /** node:fs's statfs, imported on first use (see the module doc). */
-export const nodeStatFs: StatFs = async (dir) => {
+export async function nodeStatFs(dir: string): ReturnType<StatFs> {
   const { statfs } = await import("node:fs/promises");
   const s = await statfs(dir, { bigint: true });
   return { blocks: s.blocks, bavail: s.bavail, unit: (s as { frsize?: bigint }).frsize || s.bsize };
-};
+}
 
 /** Options for {@link createSystemProbe}. */
 export interface SystemProbeOptions {
