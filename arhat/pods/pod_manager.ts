@@ -28,7 +28,7 @@
  * desired pod and runs one pass; `run` repeats passes for every desired pod and
  * reports status changes through `onStatus`.
  */
-import { Backoff, type BackoffOptions } from "../../common/backoff.ts";
+import { Backoff, type BackoffOptions, sleep } from "../../common/backoff.ts";
 import { errorMessage, InvalidInputError, isKind, NotFoundError } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { readySignal } from "../../common/lifecycle.ts";
@@ -304,13 +304,9 @@ export class PodManager {
           this.#log.warn("pod sync failed", { uid, error: errorMessage(err) })
         );
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, interval);
-        signal.addEventListener("abort", () => {
-          clearTimeout(t);
-          resolve();
-        }, { once: true });
-      });
+      // sleep() removes its abort listener when the time is up: one added per pass and never
+      // removed would pile up on the long-lived signal for as long as arhat runs.
+      await sleep(interval, signal).catch(() => {});
     }
     await Promise.allSettled([...this.#busy.values()]);
     this.#prober.close();

@@ -253,3 +253,31 @@ Deno.test("pod manager on real engines", async (t) => {
     await services.release();
   }
 });
+
+Deno.test("the supervision loop leaves no abort listener behind per pass", async () => {
+  // No pods, so no engine call: the loop only waits between passes.
+  const pm = new PodManager({
+    runtime: new DockerRuntime({ socket: `${CACHE}/no-engine-${crypto.randomUUID()}.sock` }),
+    stateDir: `${CACHE}/test-pods/${crypto.randomUUID()}`,
+    infraImage: "unused",
+    syncIntervalMs: 5,
+  });
+  const ac = new AbortController();
+  let live = 0;
+  const add = ac.signal.addEventListener.bind(ac.signal);
+  const remove = ac.signal.removeEventListener.bind(ac.signal);
+  ac.signal.addEventListener = ((...a: Parameters<typeof add>) => {
+    if (a[0] === "abort") live++;
+    add(...a);
+  }) as typeof add;
+  ac.signal.removeEventListener = ((...a: Parameters<typeof remove>) => {
+    if (a[0] === "abort") live--;
+    remove(...a);
+  }) as typeof remove;
+  const running = pm.run(ac.signal);
+  await new Promise((r) => setTimeout(r, 300)); // dozens of passes
+  const during = live;
+  ac.abort();
+  await running;
+  assert.ok(during <= 2, `${during} abort listeners on the run signal after 300 ms of passes`);
+});
