@@ -22,6 +22,7 @@ import { freePort } from "./process.ts";
 import { ROOT } from "./paths.ts";
 import { sampleWorkload } from "./samples.ts";
 import { startSshd } from "./services/sshd.ts";
+import { PODMAN_DROP_IN, podmanDropIn } from "../ops/deploy/podman_config.ts";
 import { runDeployTask } from "../ops/deploy/testing/deploy_cli.ts";
 
 const MARKER = "/etc/arhat/.aranya-e2e";
@@ -31,6 +32,7 @@ const DEVICE_FILES = [
   "/etc/arhat",
   "/var/lib/arhat",
   "/var/log/arhat.log",
+  PODMAN_DROP_IN,
 ];
 
 /** Why this test cannot run here, if it cannot. */
@@ -182,6 +184,8 @@ devices:
         const project = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
         assert.deepEqual(shipped.permissions.arhat, project.permissions.arhat);
         assert.equal((await Deno.stat("/etc/arhat/token")).mode! & 0o777, 0o600);
+        // The engine is Podman: its drop-in that ends finished exec sessions' conmons early.
+        assert.equal(await Deno.readTextFile(PODMAN_DROP_IN), podmanDropIn());
         pid = (await Deno.readTextFile("/var/lib/arhat/arhat.pid")).trim();
         assert.match(await sh(`cat /proc/${pid}/cmdline | tr '\\0' ' '`), /-P=arhat/);
         edgeDeviceVersion = JSON.parse((await edgeDevice(good)).stdout).metadata

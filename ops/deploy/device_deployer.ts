@@ -36,6 +36,7 @@ import {
 } from "./device_host.ts";
 import type { RemoteHost } from "./remote_host.ts";
 import { systemdUnit } from "./systemd_unit.ts";
+import { PODMAN_DROP_IN, podmanDropIn, usesPodman } from "./podman_config.ts";
 
 /** Opens the SSH connection to a device. */
 export type Connect = (d: DeviceEntry, signal: AbortSignal) => Promise<RemoteHost>;
@@ -197,6 +198,7 @@ async function wantedFiles(
   const config = arhatConfigYaml({ device: d, links: ctx.inventory.links, withCa: !!caFile });
   mem(DEVICE_PATHS.config, 0o600, enc.encode(config));
   if (init === "systemd") mem(DEVICE_PATHS.unit, 0o644, enc.encode(await systemdUnit()));
+  if (usesPodman(d.runtimeEndpoint)) mem(PODMAN_DROP_IN, 0o644, enc.encode(podmanDropIn()));
   return out;
 }
 
