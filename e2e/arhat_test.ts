@@ -328,6 +328,45 @@ for (
           },
         );
 
+        await t.step("a server that closes after its answer ends the forward", async () => {
+          const started = await streamText(
+            c,
+            CmdKind.CMD_EXEC,
+            toBinary(
+              ExecCmdSchema,
+              create(ExecCmdSchema, {
+                podUid,
+                container: "app",
+                command: ["httpd", "-p", "8082", "-h", "/cfg"],
+                stdout: true,
+                stderr: true,
+              }),
+            ),
+          );
+          assert.equal(started.code, 0, started.err);
+          // Podman still lists the previous step's finished exec for exit_command_delay.
+          const execsBefore = await infraExecs();
+          let out = "";
+          const s = c.stream(
+            CmdKind.CMD_PORT_FORWARD,
+            toBinary(PortForwardCmdSchema, create(PortForwardCmdSchema, { podUid, port: 8082 })),
+            { onStdout: (d) => out += dec(d) },
+          );
+          await s.ready;
+          // Our input stays open: the server's close (HTTP/1.0) alone must end the session.
+          await s.write(enc("GET /greeting HTTP/1.0\r\n\r\n"));
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const ended = await Promise.race([
+            s.done.then(() => true),
+            new Promise<false>((r) => timer = setTimeout(() => r(false), 15_000)),
+          ]).finally(() => clearTimeout(timer));
+          assert.ok(ended, `the forward did not end when the server closed; got ${out.length} B`);
+          assert.match(out, /^HTTP\/1\.[01] 200[\s\S]*hi from a volume/);
+          // Forwarded directly: no new exec session in the engine.
+          const added = (await infraExecs()).filter((id) => !execsBefore.includes(id));
+          assert.deepEqual(added, [], "new exec sessions of the infra container");
+        });
+
         await t.step("host attach, logs and port-forward are refused by default", async () => {
           await assert.rejects(
             streamText(
