@@ -229,6 +229,9 @@ export async function measureFootprint(w: World, o: FootprintOptions): Promise<F
         last.set(d.transport, r);
         max.set(d.transport, Math.max(max.get(d.transport) ?? 0, r));
       }
+      // The series, so growth over the window shows in the log.
+      const at = Math.round((Date.now() - started) / 1000);
+      say(`t=${at}s RSS ${[...last].map(([t, r]) => `${t} ${r} MB`).join(", ")}`);
       if (Date.now() - started >= o.windowSeconds * 1000) break;
       await sleep(every);
     }
