@@ -35,6 +35,12 @@ export interface ShippedArhatBundle {
 export interface ShippedArhatOptions {
   /** V8 flags instead of the shipped ones (to measure them). */
   v8Flags?: readonly string[];
+  /**
+   * The command that is `deno`, program first (default `["deno"]`, this machine's): e.g.
+   * `["/usr/bin/qemu-aarch64-static", "<arm64 deno>"]` runs the bundle as an arm64 device
+   * (e2e/arm64_e2e_test.ts). The arguments after it are the same.
+   */
+  deno?: readonly string[];
 }
 
 /** Bundles arhat into `dir` (created) and returns how to run it. */
@@ -50,9 +56,11 @@ export async function buildShippedArhat(
     : v8Flags.length
     ? [`--v8-flags=${v8Flags.join(",")}`]
     : [];
+  const [cmd = "deno", ...lead] = opts.deno ?? ["deno"];
   const devices = `${dir}/.cache/arhat-e2e`;
   const env = { DENO_DIR: `${dir}/deno-dir`, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
   const args = (arhatConfig: string) => [
+    ...lead,
     "run",
     "--quiet",
     "--no-prompt",
@@ -70,7 +78,7 @@ export async function buildShippedArhat(
     dir,
     v8Flags,
     warm: async () => {
-      await new Deno.Command("deno", {
+      await new Deno.Command(cmd, {
         args: args(`${devices}/no-such-config.yaml`),
         env,
         stdin: "null",
@@ -82,7 +90,7 @@ export async function buildShippedArhat(
     spawn: (name, arhatConfig) =>
       startService({
         name: `arhat ${name}`,
-        cmd: "deno",
+        cmd,
         args: args(arhatConfig),
         env,
         logFile: `${devices}/${name}/arhat.log`,

@@ -90,9 +90,16 @@ export async function startShippedDevice(
   };
 }
 
-/** Waits for the device's Node to be Ready; the error carries the end of arhat's log. */
-export async function shippedDeviceReady(w: World, d: ShippedDevice): Promise<void> {
-  await w.nodeReady(d.name, "True", 120_000).catch(async (err) => {
+/**
+ * Waits for the device's Node to be Ready (`timeoutMs`, default 2 minutes); the error carries the
+ * end of arhat's log.
+ */
+export async function shippedDeviceReady(
+  w: World,
+  d: ShippedDevice,
+  timeoutMs = 120_000,
+): Promise<void> {
+  await w.nodeReady(d.name, "True", timeoutMs).catch(async (err) => {
     throw new Error(
       `${d.transport}: ${(err as Error).message}; arhat's log:\n${
         (await Deno.readTextFile(d.proc.logFile).catch(() => "")).slice(-3000)

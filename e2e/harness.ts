@@ -2,7 +2,8 @@
  * The test harness behind `deno task test`, `deno task setup` and
  * `deno task services:up|down`.
  *
- * `setup` installs the host's Debian packages and builds the control plane
+ * `setup` installs the host's Debian packages, fetches Deno's arm64 build for
+ * the arm64 device test (e2e/arm64_setup.ts) and builds the control plane
  * (idempotent). It runs as its own process before `test`, because Deno
  * resolves the `--allow-run` names of deno.json when a process starts, and a
  * freshly installed program would not be allowed in the same process.
@@ -14,6 +15,7 @@
  */
 import { ensureBuilt } from "./cluster/build.ts";
 import { type ControlPlane, startControlPlane } from "./cluster/control_plane.ts";
+import { ensureArm64Deno } from "./arm64_setup.ts";
 import { ensureHostPackages } from "./host_setup.ts";
 import { ensureNodeHelpers } from "./node_setup.ts";
 import { CACHE, ROOT } from "./paths.ts";
@@ -29,6 +31,7 @@ const say = (line: string) => console.error(`[harness] ${line}`);
 async function setup(): Promise<void> {
   const t0 = performance.now();
   await ensureHostPackages(say);
+  await ensureArm64Deno(say);
   await ensureNodeHelpers(say);
   const b = await ensureBuilt(say);
   say(

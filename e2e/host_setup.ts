@@ -8,6 +8,17 @@
  */
 import { run } from "./process.ts";
 
+/**
+ * What the arm64 device test (e2e/arm64_e2e_test.ts) needs to run Deno's arm64 build here: user
+ * emulation and the arm64 C runtime it links (`libc6:arm64` needs `dpkg --add-architecture arm64`,
+ * which {@link ensureHostPackages} does first).
+ */
+export const ARM64_PACKAGES: Readonly<Record<string, string>> = {
+  "qemu-user-static": "qemu-aarch64-static, which runs the arm64 Deno for the arm64 device test",
+  "libc6:arm64": "the arm64 C library the arm64 Deno links (run under qemu-aarch64-static)",
+  "libgcc-s1:arm64": "the arm64 libgcc_s the arm64 Deno links (run under qemu-aarch64-static)",
+};
+
 /** Debian package -> why we need it. */
 export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "podman": "container runtime under test (its Docker-compatible API)",
@@ -26,7 +37,36 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "tcpdump": "bench: idle bytes on the wire",
   "tar": "packing the test image's rootfs",
   "openssh-server": "sshd, the SSH server deploy tests install arhat through",
+  ...ARM64_PACKAGES,
 };
+
+/** dpkg's foreign architectures (`dpkg --add-architecture`) that `names` need (`pkg:arch`). */
+export function foreignArchitectures(names: string[], native: string): string[] {
+  const arches = names.map((n) => /^[^:]+:([a-z0-9-]+)$/.exec(n)?.[1])
+    .filter((a): a is string => a !== undefined && a !== native && a !== "all");
+  return [...new Set(arches)].sort();
+}
+
+async function dpkgOutput(args: string[]): Promise<string> {
+  const out = await new Deno.Command("dpkg", { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(
+      `Command "dpkg ${args.join(" ")}" failed: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/**
+ * The architectures `missing` needs that dpkg does not know yet (added with
+ * `dpkg --add-architecture` before apt-get update).
+ */
+async function architecturesToAdd(missing: string[]): Promise<string[]> {
+  const wanted = foreignArchitectures(missing, await dpkgOutput(["--print-architecture"]));
+  if (wanted.length === 0) return [];
+  const known = (await dpkgOutput(["--print-foreign-architectures"])).split(/\s+/);
+  return wanted.filter((a) => !known.includes(a));
+}
 
 async function missingPackages(names: string[]): Promise<string[]> {
   const missing: string[] = [];
@@ -42,7 +82,10 @@ async function missingPackages(names: string[]): Promise<string[]> {
   return missing;
 }
 
-/** Installs whatever of `packages` (default {@link HOST_PACKAGES}) is missing. */
+/**
+ * Installs whatever of `packages` (default {@link HOST_PACKAGES}) is missing; a package of another
+ * architecture (`name:arch`) gets its architecture added to dpkg first.
+ */
 export async function ensureHostPackages(
   log: (line: string) => void,
   packages: Readonly<Record<string, string>> = HOST_PACKAGES,
@@ -53,11 +96,17 @@ export async function ensureHostPackages(
     return;
   }
   const cmd = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
+  const arches = await architecturesToAdd(missing);
   if (Deno.uid() !== 0) {
+    const add = arches.map((a) => `dpkg --add-architecture ${a} && `).join("");
     throw new Error(
       `Missing Debian packages ${missing.map((m) => `"${m}"`).join(", ")}; ` +
-        `run as root: apt-get update && ${cmd}`,
+        `run as root: ${add}apt-get update && ${cmd}`,
     );
+  }
+  for (const a of arches) {
+    log(`adding the Debian architecture "${a}" (dpkg --add-architecture)`);
+    await run("dpkg", ["--add-architecture", a]);
   }
   log(`installing Debian packages: ${missing.join(", ")}`);
   const env = { DEBIAN_FRONTEND: "noninteractive" };

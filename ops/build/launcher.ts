@@ -2,16 +2,19 @@
  * The arhat launcher: what the deployer ships when no compiled arhat exists (deno compile needs
  * the denort runtime, which cannot be downloaded offline).
  *
- * It is this machine's `deno` executable, arhat's bundle (its entry and chunks) and its permission
- * set (bundle.ts: npm packages included, so the device needs no registry), and a shell script that
- * runs `deno run --config deno.json -P=arhat <V8 flags> arhat.js`. `deno task compile:arhat` compiles the
- * same bundle with the same `--config deno.json -P=arhat`, so the launcher runs the code and the
- * permissions the binary has baked in. The launcher only fits devices of this machine's architecture.
+ * It is a `deno` executable for the device's architecture, arhat's bundle (its entry and chunks)
+ * and its permission set (bundle.ts: npm packages included, so the device needs no registry), and
+ * a shell script that runs `deno run --config deno.json -P=arhat <V8 flags> arhat.js`.
+ * `deno task compile:arhat` compiles the same bundle with the same `--config deno.json -P=arhat`, so
+ * the launcher runs the code and the permissions the binary has baked in. The `deno` is this
+ * machine's own for a device of its architecture, else Deno's npm build of the same version for
+ * the device's (deno_for_arch.ts; e2e/arm64_e2e_test.ts runs the aarch64 one under qemu).
  *
  * @module
  */
 import { errorMessage, InternalError } from "../../common/errors.ts";
 import { bundleProgram, PROJECT_ROOT, v8FlagsArgs } from "./bundle.ts";
+import { denoForArch, type LinuxArch } from "./deno_for_arch.ts";
 
 /** One file of an artifact and where it goes on the device. */
 export interface ArtifactFile {
@@ -49,6 +52,13 @@ export interface BuildLauncherOptions {
   /** Output folder (created); default `<root>/dist/arhat-launcher`. */
   outDir?: string;
   root?: string;
+  /**
+   * The device's architecture (default this machine's): which `deno` is shipped
+   * ({@link denoForArch}: fetched from the npm registry once for another architecture).
+   */
+  arch?: LinuxArch;
+  /** Progress lines (a fetch of another architecture's deno). */
+  log?: (line: string) => void;
 }
 
 /**
@@ -56,7 +66,8 @@ export interface BuildLauncherOptions {
  * with their places on the device, the script last. Rebuilding unchanged sources gives the same
  * bytes, so a re-deploy copies nothing.
  *
- * @throws InternalError when `deno bundle` fails (its output is in the message).
+ * @throws InternalError when `deno bundle` fails (its output is in the message), or the `deno` for
+ *   `arch` cannot be had (deno_for_arch.ts).
  */
 export async function buildLauncher(opts: BuildLauncherOptions = {}): Promise<ArtifactFile[]> {
   const root = opts.root ?? PROJECT_ROOT;
@@ -64,12 +75,11 @@ export async function buildLauncher(opts: BuildLauncherOptions = {}): Promise<Ar
   await Deno.mkdir(out, { recursive: true });
   const { chunks } = await bundleProgram({ program: "arhat", outDir: out, root });
   await Deno.writeTextFile(`${out}/arhat`, launcherScript());
+  const deno = await denoForArch(opts.arch ?? Deno.build.arch, { root, log: opts.log });
   try {
-    await Deno.copyFile(Deno.execPath(), `${out}/deno`);
+    await Deno.copyFile(deno, `${out}/deno`);
   } catch (err) {
-    throw new InternalError(
-      `Copying "${Deno.execPath()}" into the launcher failed: ${errorMessage(err)}`,
-    );
+    throw new InternalError(`Copying "${deno}" into the launcher failed: ${errorMessage(err)}`);
   }
   return [
     { local: `${out}/deno`, remote: LAUNCHER_REMOTE.deno, mode: 0o755 },

@@ -1,13 +1,16 @@
 /**
  * Which arhat program goes to a device of a given architecture: the compiled binary
  * `<dir>/arhat-<target>` (from `deno task compile:arhat`) when it exists, else, when the inventory
- * allows it and the device has this machine's architecture, the launcher (ops/build/launcher.ts).
- * Found (or built) and hashed once per architecture and run, and shared by every device.
+ * allows it, the launcher (ops/build/launcher.ts) with a `deno` for the device's architecture: this
+ * machine's own for its architecture, else Deno's npm build of the same version
+ * (ops/build/deno_for_arch.ts, fetched once). Found (or built) and hashed once per architecture
+ * and run, and shared by every device.
  *
  * @module
  */
 import { fileSha256Hex } from "../../common/digest.ts";
 import { NotFoundError } from "../../common/errors.ts";
+import { PROJECT_ROOT } from "../build/bundle.ts";
 import { type ArtifactFile, buildLauncher } from "../build/launcher.ts";
 import { DEVICE_PATHS } from "./arhat_config.ts";
 import { type Arch, targetOf } from "./inventory.ts";
@@ -30,7 +33,10 @@ export interface ArtifactStoreOptions {
   dir: string;
   /** Allow the launcher when no binary exists. */
   launcher: boolean;
-  /** Where the launcher is built (default: the project's dist/arhat-launcher). */
+  /**
+   * Where the launcher for this machine's architecture is built (default: the project's
+   * dist/arhat-launcher); the one for another architecture goes to `<launcherDir>-<arch>`.
+   */
   launcherDir?: string;
 }
 
@@ -46,6 +52,7 @@ export class ArtifactStore {
   /**
    * The artifact for `arch`, the same one for every device of a run.
    * @throws NotFoundError naming the missing binary and what to do.
+   * @throws InternalError when the launcher cannot be built (bundle, or the `deno` for `arch`).
    */
   forArch(arch: Arch): Promise<Artifact> {
     let a = this.#byArch.get(arch);
@@ -65,17 +72,16 @@ export class ArtifactStore {
         files: await hashed([{ local: binary, remote: DEVICE_PATHS.bin, mode: 0o755 }]),
       };
     }
-    if (this.#o.launcher && arch === Deno.build.arch) {
-      const files = await buildLauncher(this.#o.launcherDir ? { outDir: this.#o.launcherDir } : {});
+    if (this.#o.launcher) {
+      const base = this.#o.launcherDir ?? `${PROJECT_ROOT}/dist/arhat-launcher`;
+      const outDir = arch === Deno.build.arch ? base : `${base}-${arch}`;
+      const files = await buildLauncher({ outDir, arch });
       return { kind: "launcher", files: await hashed(files) };
     }
-    const why = this.#o.launcher
-      ? ` (the launcher only fits devices of this machine's architecture, "${Deno.build.arch}")`
-      : "";
     throw new NotFoundError(
-      `No arhat program for "${arch}": "${binary}" does not exist${why}; build it with ` +
-        `"deno task compile:arhat --target ${target}"` +
-        (this.#o.launcher ? "" : ', or set "artifacts.launcher: true" in the inventory'),
+      `No arhat program for "${arch}": "${binary}" does not exist; build it with ` +
+        `"deno task compile:arhat --target ${target}", or set "artifacts.launcher: true" in ` +
+        "the inventory",
     );
   }
 }

@@ -88,7 +88,7 @@ export interface Inventory {
   artifacts: {
     /** Folder with compiled `arhat-<target>` binaries (absolute). */
     dir: string;
-    /** Ship a `deno run` launcher when no compiled binary exists (this machine's arch only). */
+    /** Ship a `deno run` launcher when no compiled binary exists (ops/build/launcher.ts). */
     launcher: boolean;
   };
   /** How long to wait for aranya to issue a device's credentials, ms. */
