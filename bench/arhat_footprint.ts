@@ -79,10 +79,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Counts the engine's session helpers (conmon) in this PID namespace. */
 async function conmonCount(): Promise<number> {
-  const out = await new Deno.Command("ps", { args: ["-e", "-o", "comm="], stdout: "piped" })
+  const out = await new Deno.Command("ps", { args: ["-e", "-o", "stat=,comm="], stdout: "piped" })
     .output();
-  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim() === "conmon")
-    .length;
+  // Zombies are not counted: they hold no memory, and where nothing reaps orphans (PID 1 of a
+  // private PID namespace that is not an init) every exited conmon stays one.
+  return new TextDecoder().decode(out.stdout).split("\n").map((l) => l.trim().split(/\s+/))
+    .filter(([stat = "", comm]) => comm === "conmon" && !stat.startsWith("Z")).length;
 }
 
 /** Runs `n` calls of `f`, `width` at a time. */
