@@ -11,7 +11,7 @@ import type { V1Pod } from "@kubernetes/client-node";
 import { UnavailableError } from "../../common/errors.ts";
 import { makeTestCerts } from "../../e2e/link/test_certs.ts";
 import { CACHE } from "../../e2e/paths.ts";
-import { freePort } from "../../e2e/process.ts";
+import { freePort, freePortRange } from "../../e2e/process.ts";
 import { KubeAuthenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { KubeletServer } from "./kubelet_server.ts";
@@ -77,7 +77,7 @@ Deno.test("KubeletServer.portFor: the advertised port when free, else the lowest
 
 Deno.test("KubeletServer: the port names the node; client certificates from the client CA; 401, 404, 503", async () => {
   const certs = await makeTestCerts(`${CACHE}/test-tls/${crypto.randomUUID()}`, ["alice"]);
-  const first = freePort();
+  const first = freePortRange(2); // both ports: node-b takes the second
   const t = server({ firstPort: first, portCount: 2, clientCa: certs.ca });
   const kubelet = t.kubelet(certs.server);
   assert.equal(kubelet.portFor("node-a"), first);
