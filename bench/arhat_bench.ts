@@ -71,6 +71,7 @@ async function measurePodStart(
   services: Awaited<ReturnType<typeof useServices>>,
   engine: "podman" | "docker",
   pods: number,
+  say: (line: string) => void,
 ): Promise<PodStart> {
   const tls = await testTls();
   const socket = engine === "podman"
@@ -128,7 +129,11 @@ async function measurePodStart(
         toBinary(PodDeleteCmdSchema, create(PodDeleteCmdSchema, { uid, graceSeconds: 1n })),
       );
     }
+    const order = latencies.map((ms, i) => ({ i, ms }));
     latencies.sort((a, b) => a - b);
+    // Which pods were slow (the first one is the first to use the pod network, for example).
+    const slowest = order.sort((a, b) => b.ms - a.ms).slice(0, 3);
+    say(`${engine}: slowest starts: ${slowest.map((x) => `pod ${x.i} ${Math.round(x.ms)} ms`).join(", ")}`);
     return {
       pod_start_p50_ms: Math.round(pct(latencies, 0.5)),
       pod_start_p99_ms: Math.round(pct(latencies, 0.99)),
@@ -211,6 +216,7 @@ if (import.meta.main) {
             services,
             engine,
             positive("pod-starts", args["pod-starts"]),
+            say,
           );
           engines[engine] = r;
           say(
