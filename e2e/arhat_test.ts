@@ -101,6 +101,24 @@ for (
       const podUid = crypto.randomUUID();
       const flakyUid = crypto.randomUUID();
       const engineClient = new EngineClient(socket);
+      /** Starts busybox httpd in the pod's "app" container on `listen` ("[ip:]port"), serving /cfg. */
+      const startHttpd = async (listen: string) => {
+        const r = await streamText(
+          aranya.client!,
+          CmdKind.CMD_EXEC,
+          toBinary(
+            ExecCmdSchema,
+            create(ExecCmdSchema, {
+              podUid,
+              container: "app",
+              command: ["httpd", "-p", listen, "-h", "/cfg"],
+              stdout: true,
+              stderr: true,
+            }),
+          ),
+        );
+        assert.equal(r.code, 0, r.err);
+      };
       /** The exec sessions the engine holds for the pod's infra container. */
       const infraExecs = async (): Promise<string[]> => {
         const [infra] = (await runtime.listContainers({ [LABEL_POD_UID]: podUid }))
@@ -292,21 +310,7 @@ for (
         await t.step(
           "a server on the pod's loopback only is forwarded from inside the pod",
           async () => {
-            const started = await streamText(
-              c,
-              CmdKind.CMD_EXEC,
-              toBinary(
-                ExecCmdSchema,
-                create(ExecCmdSchema, {
-                  podUid,
-                  container: "app",
-                  command: ["httpd", "-p", "127.0.0.1:8081", "-h", "/cfg"],
-                  stdout: true,
-                  stderr: true,
-                }),
-              ),
-            );
-            assert.equal(started.code, 0, started.err);
+            await startHttpd("127.0.0.1:8081");
             let out = "";
             const s = c.stream(
               CmdKind.CMD_PORT_FORWARD,
@@ -329,21 +333,7 @@ for (
         );
 
         await t.step("a server that closes after its answer ends the forward", async () => {
-          const started = await streamText(
-            c,
-            CmdKind.CMD_EXEC,
-            toBinary(
-              ExecCmdSchema,
-              create(ExecCmdSchema, {
-                podUid,
-                container: "app",
-                command: ["httpd", "-p", "8082", "-h", "/cfg"],
-                stdout: true,
-                stderr: true,
-              }),
-            ),
-          );
-          assert.equal(started.code, 0, started.err);
+          await startHttpd("8082");
           // Podman still lists the previous step's finished exec for exit_command_delay.
           const execsBefore = await infraExecs();
           let out = "";
