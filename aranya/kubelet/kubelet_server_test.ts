@@ -10,6 +10,7 @@ import https from "node:https";
 import type { V1Pod } from "@kubernetes/client-node";
 import { UnavailableError } from "../../common/errors.ts";
 import { makeTestCerts } from "../../e2e/link/test_certs.ts";
+import { eventually } from "../../e2e/fixtures.ts";
 import { CACHE } from "../../e2e/paths.ts";
 import { freePort, freePortRange } from "../../e2e/process.ts";
 import { KubeAuthenticator } from "./authenticator.ts";
@@ -114,13 +115,24 @@ Deno.test("KubeletServer: the port names the node; client certificates from the 
     assert.match(JSON.parse(offline.body).message, /Node "node-a" is offline/);
     // A second node on the next port: the same pod is not on it.
     assert.equal(kubelet.portFor("node-b"), first + 1);
-    await new Promise((r) => setTimeout(r, 100));
-    const other = await get("/containerLogs/ns/p/c", alice, first + 1);
+    // The new port listens soon after (in the background): until then a connection is refused.
+    const other = await eventually(
+      "node-b's port to listen",
+      () =>
+        get("/containerLogs/ns/p/c", alice, first + 1).catch((err) => {
+          if (!/ECONNREFUSED/.test(String(err))) throw err;
+          return undefined;
+        }),
+      10_000,
+    );
     assert.equal(other.status, 404);
     assert.match(JSON.parse(other.body).message, /is not on node "node-b"/);
     kubelet.release("node-b");
-    await new Promise((r) => setTimeout(r, 100));
-    await assert.rejects(get("/pods", alice, first + 1), /ECONNREFUSED|refused/i);
+    await eventually("node-b's port to close", () =>
+      get("/pods", alice, first + 1).then(
+        () => undefined,
+        (err) => /ECONNREFUSED|refused/i.test(String(err)) ? true : undefined,
+      ), 10_000);
   } finally {
     ac.abort();
     await running;
