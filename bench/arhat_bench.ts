@@ -133,7 +133,11 @@ async function measurePodStart(
     latencies.sort((a, b) => a - b);
     // Which pods were slow (the first one is the first to use the pod network, for example).
     const slowest = order.sort((a, b) => b.ms - a.ms).slice(0, 3);
-    say(`${engine}: slowest starts: ${slowest.map((x) => `pod ${x.i} ${Math.round(x.ms)} ms`).join(", ")}`);
+    say(
+      `${engine}: slowest starts: ${
+        slowest.map((x) => `pod ${x.i} ${Math.round(x.ms)} ms`).join(", ")
+      }`,
+    );
     return {
       pod_start_p50_ms: Math.round(pct(latencies, 0.5)),
       pod_start_p99_ms: Math.round(pct(latencies, 0.99)),
