@@ -97,7 +97,6 @@ async function pool(n: number, width: number, f: (i: number) => Promise<void>): 
   );
 }
 
-/** Spawns a shipped arhat for `transport` (device `name`) against aranya's listeners. */
 /** A pod on device `node` running `command` in the test image. */
 function podJson(name: string, node: string, image: string, command: string): string {
   return JSON.stringify({
