@@ -4,7 +4,7 @@
  *
  * `parseAranyaConfig` checks every field, fills the defaults below and throws
  * one `ConfigError` (an `InvalidInputError`) listing every problem, each
- * prefixed with its field path (`leaderElection.renewDeadline: …`) or, for a
+ * prefixed with its field path (`membership.renewDeadline: …`) or, for a
  * flag, with the flag (`--http-listen: …`). Unknown fields are problems too, so
  * a typo never silently falls back to a default. String values may use
  * `${VAR}` and `${VAR:-default}` (`common/env_expand.ts`); numbers, booleans
@@ -12,7 +12,7 @@
  * absolute. Durations become milliseconds (`…Ms` fields).
  *
  * Flags (they override the file): `--kubeconfig <path>`, `--namespace <ns>`
- * (repeatable; replaces `namespaces`), `--leader-elect[=<bool>]`,
+ * (repeatable; replaces `namespaces`), `--membership[=<bool>]`,
  * `--identity <id>`, `--http-listen <host:port>`, `--log-level <level>`.
  *
  * The documented sample is `deploy/aranya/config.sample.yaml`.
@@ -45,21 +45,22 @@ export const SERVICE_ACCOUNT_NAMESPACE_FILE =
 /** Defaults of optional fields. */
 export const CONFIG_DEFAULTS = Object.freeze({
   logLevel: "info" as LogLevel,
-  apiQps: 50,
-  apiBurst: 100,
+  /** docs/scale.md: ~10 requests per new device, one Lease renewal per device per 10 s. */
+  apiQps: 500,
+  apiBurst: 1000,
   authQps: 20,
   authBurst: 40,
   httpListen: "0.0.0.0:8080",
-  leaderElectionEnabled: true,
+  membershipEnabled: true,
   /** Used when aranya does not run in a pod (no POD_NAMESPACE, no service account). */
-  leaderElectionNamespace: "aranya-system",
-  leaderElectionName: "aranya",
+  membershipNamespace: "aranya-system",
+  membershipName: "aranya",
   leaseDuration: "15s",
   renewDeadline: "10s",
   retryPeriod: "2s",
   kubeletAddress: "127.0.0.1",
   kubeletPort: 10250,
-  kubeletPortCount: 1000,
+  kubeletPortCount: 5000,
   kubeletListen: "0.0.0.0",
   kubeletStreamCreationTimeout: "30s",
   kubeletStreamIdleTimeout: "4h",
@@ -184,13 +185,21 @@ export interface AranyaConfig {
   api: { qps: number; burst: number; auth: { qps: number; burst: number } };
   /** Where /healthz, /readyz and /metrics are served. */
   http: { listen: ListenAddress };
-  leaderElection: {
+  /**
+   * The replicas (aranya/replicas/): each holds the Lease `<name>-<identity>`
+   * in `namespace` while it lives; all of them serve devices.
+   */
+  membership: {
+    /** False: this replica is the only one (no membership Lease). */
     enabled: boolean;
-    /** Namespace of the Lease. */
+    /** Namespace of the membership Leases. */
     namespace: string;
-    /** Name of the Lease. */
+    /** Prefix of the membership Leases' names (and their label's value). */
     name: string;
-    /** This replica's identity in the Lease (default: hostname plus a random suffix). */
+    /**
+     * This replica's identity (default: hostname plus a random suffix); a DNS
+     * subdomain, written as the holder of the node Leases of its devices.
+     */
     identity: string;
     leaseDurationMs: number;
     renewDeadlineMs: number;
@@ -216,8 +225,8 @@ export interface AranyaFlags {
   kubeconfig?: string;
   /** `--namespace`, repeatable. */
   namespaces?: string[];
-  /** `--leader-elect`, as written ("true" or "false"). */
-  leaderElect?: string;
+  /** `--membership`, as written ("true" or "false"). */
+  membershipFlag?: string;
   identity?: string;
   httpListen?: string;
   logLevel?: string;
@@ -234,8 +243,8 @@ export interface ParseAranyaConfigOptions {
   /** The host name used for the default identity (default: `Deno.hostname()`, else "aranya"). */
   hostname?: string;
   /**
-   * The pod's namespace, the default of `leaderElection.namespace` (default: the POD_NAMESPACE
-   * variable, else {@link CONFIG_DEFAULTS}.leaderElectionNamespace).
+   * The pod's namespace, the default of `membership.namespace` (default: the POD_NAMESPACE
+   * variable, else {@link CONFIG_DEFAULTS}.membershipNamespace).
    */
   podNamespace?: string;
 }
@@ -246,8 +255,9 @@ export const USAGE = `Usage: aranya [--config <file.yaml>] [flags]
   -c, --config <path>        config file (default ${DEFAULT_CONFIG_PATH})
       --kubeconfig <path>    kubeconfig file (default: KUBECONFIG, else in-cluster)
       --namespace <ns>       watch this namespace (repeatable; none: all namespaces)
-      --leader-elect[=bool]  take part in leader election (default true)
-      --identity <id>        identity in the leader Lease (default: hostname + suffix)
+      --membership[=bool]    share the devices with the other replicas through
+                             membership Leases (default true; false: the only replica)
+      --identity <id>        this replica's identity (default: hostname + suffix)
       --http-listen <h:p>    address of /healthz, /readyz, /metrics (default ${CONFIG_DEFAULTS.httpListen})
       --log-level <level>    debug | info | warn | error (default info)
 `;
@@ -259,8 +269,8 @@ export const USAGE = `Usage: aranya [--config <file.yaml>] [flags]
  *   argument is given.
  */
 export function parseAranyaFlags(argv: readonly string[]): AranyaFlags {
-  // A bare `--leader-elect` means true; parseArgs wants string flags to have a value.
-  const args = argv.map((a) => (a === "--leader-elect" ? "--leader-elect=true" : a));
+  // A bare `--membership` means true; parseArgs wants string flags to have a value.
+  const args = argv.map((a) => (a === "--membership" ? "--membership=true" : a));
   let values: Record<string, string | string[] | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -269,7 +279,7 @@ export function parseAranyaFlags(argv: readonly string[]): AranyaFlags {
         config: { type: "string", short: "c" },
         kubeconfig: { type: "string" },
         namespace: { type: "string", multiple: true },
-        "leader-elect": { type: "string" },
+        "membership": { type: "string" },
         identity: { type: "string" },
         "http-listen": { type: "string" },
         "log-level": { type: "string" },
@@ -285,7 +295,7 @@ export function parseAranyaFlags(argv: readonly string[]): AranyaFlags {
   if (str("config") !== undefined) flags.config = str("config");
   if (str("kubeconfig") !== undefined) flags.kubeconfig = str("kubeconfig");
   if (values.namespace !== undefined) flags.namespaces = values.namespace as string[];
-  if (str("leader-elect") !== undefined) flags.leaderElect = str("leader-elect");
+  if (str("membership") !== undefined) flags.membershipFlag = str("membership");
   if (str("identity") !== undefined) flags.identity = str("identity");
   if (str("http-listen") !== undefined) flags.httpListen = str("http-listen");
   if (str("log-level") !== undefined) flags.logLevel = str("log-level");
@@ -345,7 +355,7 @@ export function parseAranyaConfig(
   const defaults: Defaults = {
     linksIsMapping: isMapping(links),
     hostname: opts.hostname ?? hostnameOrDefault(),
-    podNamespace: opts.podNamespace ?? envNamespace(env) ?? CONFIG_DEFAULTS.leaderElectionNamespace,
+    podNamespace: opts.podNamespace ?? envNamespace(env) ?? CONFIG_DEFAULTS.membershipNamespace,
   };
   const config = readConfig(root, defaults);
   root.finish();
@@ -362,7 +372,18 @@ function isMapping(v: unknown): v is Record<string, unknown> {
 /** A default identity: `<hostname>-<6 random hex digits>`. */
 export function defaultIdentity(hostname: string): string {
   const suffix = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
-  return `${hostname}-${suffix}`;
+  const host = hostname.toLowerCase().replace(/[^a-z0-9.-]/g, "-").replace(/^[^a-z0-9]+/, "")
+    .slice(0, 56).replace(/[^a-z0-9]+$/, "");
+  return `${host || "aranya"}-${suffix}`;
+}
+
+/**
+ * A replica's identity names its membership Lease (`<name>-<identity>`) and is
+ * written as the holder of its devices' node Leases: a DNS subdomain of at most 63 characters.
+ */
+function checkIdentity(v: string): string | undefined {
+  if (v.length > 63) return "must be at most 63 characters";
+  return checkSubdomain(v);
 }
 
 function hostnameOrDefault(): string {
@@ -457,7 +478,7 @@ function readConfig(root: ConfigReader, defaults: Defaults): AranyaConfig {
     }) as LogLevel,
     api: readApi(root.object("api")),
     http: readHttp(root.object("http")),
-    leaderElection: readLeaderElection(root.object("leaderElection"), defaults),
+    membership: readMembership(root.object("membership"), defaults),
     kubelet: readKubelet(root.object("kubelet")),
     node: readNode(root.object("node")),
     pods: readPods(root.object("pods")),
@@ -519,15 +540,15 @@ function readSeconds(r: ConfigReader, key: string, def: string): number {
   return ms;
 }
 
-function readLeaderElection(r: ConfigReader, defaults: Defaults): AranyaConfig["leaderElection"] {
+function readMembership(r: ConfigReader, defaults: Defaults): AranyaConfig["membership"] {
   const identity = r.string("identity", {
     default: "",
-    check: (v) => (v.length <= 128 ? undefined : "must be at most 128 characters"),
+    check: (v) => (v === "" ? undefined : checkIdentity(v)),
   });
-  const enabled = r.boolean("enabled", { default: CONFIG_DEFAULTS.leaderElectionEnabled });
+  const enabled = r.boolean("enabled", { default: CONFIG_DEFAULTS.membershipEnabled });
   const namespace = r.string("namespace", { default: defaults.podNamespace, check: checkLabel });
   const name = r.string("name", {
-    default: CONFIG_DEFAULTS.leaderElectionName,
+    default: CONFIG_DEFAULTS.membershipName,
     check: checkSubdomain,
   });
   const before = r.problems.list.length;
@@ -797,18 +818,19 @@ function applyFlags(
     }
     config.namespaces = out;
   }
-  if (flags.leaderElect !== undefined) {
-    if (flags.leaderElect === "true" || flags.leaderElect === "false") {
-      config.leaderElection.enabled = flags.leaderElect === "true";
+  if (flags.membershipFlag !== undefined) {
+    if (flags.membershipFlag === "true" || flags.membershipFlag === "false") {
+      config.membership.enabled = flags.membershipFlag === "true";
     } else {
-      bad("--leader-elect", "must be true or false", flags.leaderElect);
+      bad("--membership", "must be true or false", flags.membershipFlag);
     }
   }
   if (flags.identity !== undefined) {
-    if (flags.identity === "" || flags.identity.length > 128) {
-      bad("--identity", "must be 1 to 128 characters", flags.identity);
+    const wrong = checkIdentity(flags.identity);
+    if (wrong !== undefined) {
+      bad("--identity", wrong, flags.identity);
     } else {
-      config.leaderElection.identity = flags.identity;
+      config.membership.identity = flags.identity;
     }
   }
   if (flags.httpListen !== undefined) {

@@ -30,17 +30,17 @@ function problemsOf(
 
 Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
   const config = parseAranyaConfig(MINIMAL, { env: {}, hostname: "aranya-7f9c" });
-  assert.match(config.leaderElection.identity, /^aranya-7f9c-[0-9a-f]{6}$/);
+  assert.match(config.membership.identity, /^aranya-7f9c-[0-9a-f]{6}$/);
   const want: AranyaConfig = {
     namespaces: [],
     logLevel: "info",
-    api: { qps: 50, burst: 100, auth: { qps: 20, burst: 40 } },
+    api: { qps: 500, burst: 1000, auth: { qps: 20, burst: 40 } },
     http: { listen: { hostname: "0.0.0.0", port: 8080 } },
-    leaderElection: {
+    membership: {
       enabled: true,
       namespace: "aranya-system",
       name: "aranya",
-      identity: config.leaderElection.identity,
+      identity: config.membership.identity,
       leaseDurationMs: 15_000,
       renewDeadlineMs: 10_000,
       retryPeriodMs: 2_000,
@@ -49,7 +49,7 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
       address: "127.0.0.1",
       listen: "0.0.0.0",
       port: 10250,
-      portCount: 1000,
+      portCount: 5000,
       streamCreationTimeoutMs: 30_000,
       streamIdleTimeoutMs: 4 * 3600_000,
       tls: { kind: "csr" },
@@ -67,14 +67,14 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
   assert.deepEqual(config, want);
   // Two replicas on one host get different identities.
   const other = parseAranyaConfig(MINIMAL, { env: {}, hostname: "aranya-7f9c" });
-  assert.notEqual(other.leaderElection.identity, config.leaderElection.identity);
+  assert.notEqual(other.membership.identity, config.membership.identity);
   // In a pod, the Lease lives in the pod's namespace by default.
   assert.equal(
-    parseAranyaConfig(MINIMAL, { env: { POD_NAMESPACE: "edge-ops" } }).leaderElection.namespace,
+    parseAranyaConfig(MINIMAL, { env: { POD_NAMESPACE: "edge-ops" } }).membership.namespace,
     "edge-ops",
   );
   assert.equal(
-    parseAranyaConfig(MINIMAL, { env: {}, podNamespace: "from-sa" }).leaderElection.namespace,
+    parseAranyaConfig(MINIMAL, { env: {}, podNamespace: "from-sa" }).membership.namespace,
     "from-sa",
   );
 });
@@ -87,7 +87,7 @@ namespaces: [edge-a, edge-b, edge-a]
 logLevel: debug
 api: {qps: 2.5, burst: 7}
 http: {listen: "127.0.0.1:9090"}
-leaderElection:
+membership:
   enabled: false
   namespace: ops
   name: aranya.lock
@@ -123,7 +123,7 @@ links:
     logLevel: "debug",
     api: { qps: 2.5, burst: 7, auth: { qps: 20, burst: 40 } },
     http: { listen: { hostname: "127.0.0.1", port: 9090 } },
-    leaderElection: {
+    membership: {
       enabled: false,
       namespace: "ops",
       name: "aranya.lock",
@@ -178,7 +178,7 @@ Deno.test("parseAranyaConfig() expands ${VAR} in values of every type", () => {
   const text = `
 logLevel: \${LOG_LEVEL:-warn}
 api: {qps: "\${QPS}"}
-leaderElection: {enabled: "\${ELECT}", leaseDuration: "\${LEASE}", renewDeadline: 5s, retryPeriod: 1s}
+membership: {enabled: "\${ELECT}", leaseDuration: "\${LEASE}", renewDeadline: 5s, retryPeriod: 1s}
 links: {mqtt: {broker: "mqtt://\${BROKER}"}}
 `;
   const config = parseAranyaConfig(text, {
@@ -186,8 +186,8 @@ links: {mqtt: {broker: "mqtt://\${BROKER}"}}
   });
   assert.equal(config.logLevel, "warn");
   assert.equal(config.api.qps, 20);
-  assert.equal(config.leaderElection.enabled, false);
-  assert.equal(config.leaderElection.leaseDurationMs, 6000);
+  assert.equal(config.membership.enabled, false);
+  assert.equal(config.membership.leaseDurationMs, 6000);
   assert.deepEqual(config.links, {
     mqtt: { broker: "mqtt://127.0.0.1:1883", dynamicSecurity: false, keepaliveSeconds: 300 },
   });
@@ -202,7 +202,7 @@ kubeconfig: /etc/aranya/kubeconfig
 namespaces: [from-file]
 logLevel: warn
 http: {listen: "0.0.0.0:8080"}
-leaderElection: {enabled: true, identity: file-id}
+membership: {enabled: true, identity: file-id}
 links: {grpc: {}}
 `;
   const flags = parseAranyaFlags([
@@ -211,7 +211,7 @@ links: {grpc: {}}
     "--namespace",
     "a",
     "--namespace=b",
-    "--leader-elect=false",
+    "--membership=false",
     "--identity",
     "flag-id",
     "--http-listen",
@@ -222,7 +222,7 @@ links: {grpc: {}}
   assert.deepEqual(flags, {
     kubeconfig: "rel/kubeconfig",
     namespaces: ["a", "b"],
-    leaderElect: "false",
+    membershipFlag: "false",
     identity: "flag-id",
     httpListen: "127.0.0.1:0",
     logLevel: "debug",
@@ -230,23 +230,23 @@ links: {grpc: {}}
   const config = parseAranyaConfig(file, { env: {}, flags });
   assert.equal(config.kubeconfig, "rel/kubeconfig");
   assert.deepEqual(config.namespaces, ["a", "b"]);
-  assert.equal(config.leaderElection.enabled, false);
-  assert.equal(config.leaderElection.identity, "flag-id");
+  assert.equal(config.membership.enabled, false);
+  assert.equal(config.membership.identity, "flag-id");
   assert.deepEqual(config.http.listen, { hostname: "127.0.0.1", port: 0 });
   assert.equal(config.logLevel, "debug");
-  // A bare --leader-elect means true; absent flags leave the file's values.
+  // A bare --membership means true; absent flags leave the file's values.
   const on = parseAranyaConfig(file.replace("enabled: true", "enabled: false"), {
     env: {},
-    flags: parseAranyaFlags(["--leader-elect", "-c", "/x.yaml"]),
+    flags: parseAranyaFlags(["--membership", "-c", "/x.yaml"]),
   });
-  assert.equal(on.leaderElection.enabled, true);
-  assert.equal(on.leaderElection.identity, "file-id");
+  assert.equal(on.membership.enabled, true);
+  assert.equal(on.membership.identity, "file-id");
   assert.deepEqual(on.namespaces, ["from-file"]);
   assert.equal(on.logLevel, "warn");
 });
 
 Deno.test("parseAranyaFlags() refuses unknown flags, missing values and arguments", () => {
-  for (const argv of [["--bogus"], ["--identity"], ["extra"], ["--leader-elect", "false"]]) {
+  for (const argv of [["--bogus"], ["--identity"], ["extra"], ["--membership", "false"]]) {
     assert.throws(() => parseAranyaFlags(argv), (err: unknown) => {
       assert.ok(err instanceof ConfigError, `${argv}: ${err}`);
       assert.ok(err.message.startsWith("Invalid aranya command line (1 problem):"), err.message);
@@ -292,20 +292,20 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
     [
       "durations",
       MINIMAL +
-      "leaderElection: {leaseDuration: 1.5s, renewDeadline: soon, retryPeriod: 10}\nnode: {heartbeat: 1m, leaseDuration: 40s}\n",
+      "membership: {leaseDuration: 1.5s, renewDeadline: soon, retryPeriod: 10}\nnode: {heartbeat: 1m, leaseDuration: 40s}\n",
       {},
       [
-        "leaderElection.leaseDuration: must be whole seconds; got 1500ms",
-        'leaderElection.renewDeadline: must be a duration such as "10s", "1m30s" or "500ms"; got "soon"',
-        "leaderElection.retryPeriod: must be a string; got 10",
+        "membership.leaseDuration: must be whole seconds; got 1500ms",
+        'membership.renewDeadline: must be a duration such as "10s", "1m30s" or "500ms"; got "soon"',
+        "membership.retryPeriod: must be a string; got 10",
         "node.heartbeat: must be shorter than leaseDuration (40000ms); got 60000ms",
       ],
     ],
     [
       "retry period not below the renew deadline",
-      MINIMAL + "leaderElection: {leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 2s}\n",
+      MINIMAL + "membership: {leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 2s}\n",
       {},
-      ["leaderElection.retryPeriod: must be shorter than renewDeadline (2000ms); got 2000ms"],
+      ["membership.retryPeriod: must be shorter than renewDeadline (2000ms); got 2000ms"],
     ],
     [
       "listen addresses",
@@ -394,7 +394,7 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
       {
         kubeconfig: "",
         namespaces: ["ok", "NOT OK"],
-        leaderElect: "yes",
+        membershipFlag: "yes",
         identity: "",
         httpListen: "localhost",
         logLevel: "trace",
@@ -402,8 +402,8 @@ Deno.test("parseAranyaConfig() names the field of every problem", () => {
       [
         "--kubeconfig: must not be empty",
         '--namespace: must be a DNS label (lowercase letters, digits and "-", at most 63 characters); got "NOT OK"',
-        '--leader-elect: must be true or false; got "yes"',
-        '--identity: must be 1 to 128 characters; got ""',
+        '--membership: must be true or false; got "yes"',
+        '--identity: must be a DNS subdomain (lowercase letters, digits, "-" and ".", at most 253 characters); got ""',
         '--http-listen: must be "host:port" with an IP address, a host name or a bracketed IPv6 address, and a port from 0 to 65535; got "localhost"',
         '--log-level: must be one of "debug", "info", "warn", "error"; got "trace"',
       ],
@@ -472,12 +472,12 @@ Deno.test("loadAranyaConfig() reads --config, applies the other flags and names 
     assert.ok(config.links.websocket);
     await Deno.writeTextFile(`${dir}/bad.yaml`, "links: {grpc: {listen: nope}}\n");
     await assert.rejects(
-      loadAranyaConfig(["-c", `${dir}/bad.yaml`, "--leader-elect=maybe"], {}),
+      loadAranyaConfig(["-c", `${dir}/bad.yaml`, "--membership=maybe"], {}),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         assert.deepEqual(err.problems, [
           'links.grpc.listen: must be "host:port" with an IP address, a host name or a bracketed IPv6 address, and a port from 0 to 65535; got "nope"',
-          '--leader-elect: must be true or false; got "maybe"',
+          '--membership: must be true or false; got "maybe"',
         ]);
         assert.ok(err.message.startsWith(`Invalid aranya config "${dir}/bad.yaml" (2 problems):`));
         return true;
@@ -494,8 +494,8 @@ Deno.test("the documented sample config parses", async () => {
   const path = new URL("../deploy/aranya/config.sample.yaml", import.meta.url).pathname;
   const config = await loadAranyaConfig(["--config", path], { POD_NAMESPACE: "aranya-system" });
   assert.deepEqual(Object.keys(config.links).sort(), ["grpc", "mqtt", "websocket"]);
-  assert.equal(config.leaderElection.namespace, "aranya-system");
-  assert.equal(config.api.qps, 50);
+  assert.equal(config.membership.namespace, "aranya-system");
+  assert.equal(config.api.qps, 500);
   assert.equal(config.kubeconfig, undefined);
   assert.equal(config.links.mqtt?.broker, "mqtts://mosquitto.aranya-system.svc:8883");
   assert.equal(config.links.mqtt?.dynamicSecurity, true);
@@ -504,4 +504,18 @@ Deno.test("the documented sample config parses", async () => {
     ARANYA_MQTT_BROKER: "mqtts://broker.lan:8883",
   });
   assert.equal(custom.links.mqtt?.broker, "mqtts://broker.lan:8883");
+});
+
+Deno.test("membership: the identity names Leases; the old leaderElection section is refused", () => {
+  assert.deepEqual(problemsOf(MINIMAL + "membership: {identity: Replica_1}\n"), [
+    'membership.identity: must be a DNS subdomain (lowercase letters, digits, "-" and ".", at most 253 characters); got "Replica_1"',
+  ]);
+  assert.deepEqual(problemsOf(MINIMAL, { identity: "r".repeat(64) }), [
+    `--identity: must be at most 63 characters; got "${"r".repeat(64)}"`,
+  ]);
+  assert.equal(problemsOf(MINIMAL + "leaderElection: {enabled: true}\n").length, 1);
+  assert.match(problemsOf(MINIMAL + "leaderElection: {enabled: true}\n")[0]!, /^leaderElection: /);
+  // A host name that is no DNS name still gives a usable default identity.
+  const config = parseAranyaConfig(MINIMAL, { env: {}, hostname: "My_Host.Local" });
+  assert.match(config.membership.identity, /^my-host\.local-[0-9a-f]{6}$/);
 });

@@ -1,23 +1,30 @@
 /**
  * aranya, the operator: `aranya --config /etc/aranya/config.yaml [flags]`.
  *
- * Wires the parts together. Always running, on every replica: the ops HTTP
- * server (/healthz, /readyz, /metrics) and leader election through a Lease.
- * While this replica leads (one replica when election is off):
+ * Wires the parts together. Every replica does the same (active-active,
+ * docs/scale.md):
  *
- * 1. the EdgeDevice controller (one EdgeDevice watch) and the pod controller
- *    (one pod watch) start and list;
- * 2. then the device listeners open (websocket, grpc, and the one MQTT broker
+ * 1. the ops HTTP server (/healthz, /readyz, /metrics) and the membership
+ *    (replicas/membership.ts: one Lease per live replica, one watch);
+ * 2. the EdgeDevice controller (one EdgeDevice watch, one edge Node watch)
+ *    reconciling this replica's share of the EdgeDevices, and the pod
+ *    controller (one pod watch) for the devices whose links it holds;
+ * 3. then the device listeners open (websocket, grpc, and the one MQTT broker
  *    connection), so no device is served before the caches are warm;
- * 3. each accepted link gets a DeviceSession (node status, Lease, EdgeDevice
- *    status, virtual pod) and is attached to the pod controller;
- * 4. the kubelet API (aranya/kubelet/) serves every virtual Node, each on its
- *    own port, once the serving certificate is there.
+ * 4. a device's link may land on any replica: the replica takes the device's
+ *    node Lease (replicas/node_lease.ts; it waits while another live replica
+ *    holds it), then runs its DeviceSession (node status with this replica's
+ *    kubelet address and port, Lease, EdgeDevice status, virtual pod) and
+ *    attaches it to the pod controller; MQTT devices, whose link is the
+ *    broker, are served by the replica whose share they are;
+ * 5. the kubelet API (aranya/kubelet/) serves every Node whose device this
+ *    replica holds, each on its own port, once the serving certificate is
+ *    there.
  *
- * When leadership is lost everything above stops and the listeners close, so
- * devices dial again and reach the new leader; their pods keep running on
- * the devices (nothing is deleted on a handover). Every API request goes
- * through one client-side rate limiter.
+ * A replica that cannot renew its membership closes all its links (its
+ * devices dial again and land on another replica) before the others may take
+ * them over. Pods keep running on the devices through any handover. Every
+ * API request goes through one client-side rate limiter.
  */
 import { errorMessage } from "../common/errors.ts";
 import { createLogger, type Logger } from "../common/log.ts";
@@ -32,13 +39,14 @@ import { mqttLinkServerOptions } from "./connectivity/mqtt/mqtt_server_options.t
 import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
 import { EdgeDeviceController } from "./edgedevice/controller.ts";
 import type { EdgeDevice } from "./edgedevice/types.ts";
-import { deviceTimers } from "./edgedevice/device_timers.ts";
+import { deviceTimers, leaseSecondsFor } from "./edgedevice/device_timers.ts";
 import { loadKubeConfig, makeKubeClients } from "./kube/client.ts";
 import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
-import { type LeaderElector, LeaseElector, StaticLeader } from "./leader/lease_elector.ts";
 import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
 import { createMetrics } from "./metrics/registry.ts";
+import { LeaseMembership, type Membership, StaticMembership } from "./replicas/membership.ts";
+import { NodeLease } from "./replicas/node_lease.ts";
 import { DeviceSession } from "./virtualnode/device_session.ts";
 import { PodController } from "./virtualnode/pod_controller.ts";
 import { AuthenticationV1Api, AuthorizationV1Api } from "@kubernetes/client-node";
@@ -63,33 +71,27 @@ export async function runAranya(
     limiter: new TokenBucket({ qps: config.api.qps, burst: config.api.burst }),
     metrics,
   });
-  const le = config.leaderElection;
-  const onChange = (leading: boolean) => {
-    metrics.leader.set(leading ? 1 : 0);
-    log.info(leading ? "leading" : "standing by", { identity: le.identity });
-  };
-  const elector: LeaderElector = le.enabled
-    ? new LeaseElector({
+  const m = config.membership;
+  const membership: Membership = m.enabled
+    ? new LeaseMembership({
+      kubeconfig: kc,
       coordination: clients.coordination,
-      namespace: le.namespace,
-      name: le.name,
-      identity: le.identity,
-      leaseDurationMs: le.leaseDurationMs,
-      renewDeadlineMs: le.renewDeadlineMs,
-      retryPeriodMs: le.retryPeriodMs,
-      onChange,
+      namespace: m.namespace,
+      name: m.name,
+      identity: m.identity,
+      leaseDurationMs: m.leaseDurationMs,
+      renewDeadlineMs: m.renewDeadlineMs,
+      retryPeriodMs: m.retryPeriodMs,
       log,
     })
-    : new StaticLeader(le.identity, onChange);
+    : new StaticMembership(m.identity);
+  membership.onChange(() => metrics.members.set(membership.members().length));
   let serving = false;
   const readiness = (): Readiness => {
-    if (serving) return { ready: true };
-    if (!elector.isLeader) {
-      return {
-        ready: false,
-        reason: `standing by; the leader is "${elector.leader ?? "unknown"}"`,
-      };
+    if (!membership.healthy) {
+      return { ready: false, reason: "not a member: its membership Lease is not renewed" };
     }
+    if (serving) return { ready: true };
     return { ready: false, reason: "starting the controllers and device listeners" };
   };
   const ops = new OpsHttpServer({
@@ -99,28 +101,26 @@ export async function runAranya(
     readiness,
     log,
   });
-  elector.onLeading(async (lead) => {
-    try {
-      await serveWhileLeading(config, clients, metrics, lead, log, () => serving = true);
-    } finally {
-      serving = false;
-    }
-  });
-  const running = [ops.run(signal), elector.run(signal)];
+  const running = [ops.run(signal), membership.run(signal)];
   await ops.ready;
   log.info("aranya started", {
     version: ARANYA_VERSION,
     http: `${config.http.listen.hostname}:${ops.port}`,
-    leaderElection: le.enabled,
+    identity: m.identity,
+    membership: m.enabled,
   });
+  await Promise.race([membership.ready, Promise.all(running)]);
+  metrics.members.set(membership.members().length);
+  running.push(serve(config, clients, metrics, membership, signal, log, () => serving = true));
   await Promise.all(running);
 }
 
-/** Everything the leader runs; resolves when `signal` aborts and all stopped. */
-async function serveWhileLeading(
+/** Everything a replica serves; resolves when `signal` aborts and all stopped. */
+async function serve(
   config: AranyaConfig,
   clients: ReturnType<typeof makeKubeClients>,
   metrics: ReturnType<typeof createMetrics>,
+  membership: Membership,
   signal: AbortSignal,
   log: Logger,
   onServing: () => void,
@@ -138,7 +138,7 @@ async function serveWhileLeading(
     }),
     metrics,
   });
-  const events = new ApiEventRecorder({ core, host: config.leaderElection.identity, log });
+  const events = new ApiEventRecorder({ core, host: membership.identity, log });
   const registry = new MemoryLinkRegistry();
   // A device is known only while its EdgeDevice exists AND owns the Node of its name: a device
   // whose name is taken by another namespace's Node (or a real node) cannot dial in at all.
@@ -163,14 +163,11 @@ async function serveWhileLeading(
     log.error("kubelet serving certificate failed", { error: errorMessage(err) })
   );
   const known = new Set<string>();
-  const onDevice = (ed: EdgeDevice) => {
+  /** MQTT devices are served by the replica whose share they are (their link is the broker). */
+  const mqttShare = (ed: EdgeDevice) => {
     const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
-    known.add(key);
-    metrics.edgeDevices.set(known.size);
-    // A changed tenancy rule re-checks the pods on the device's Node at once.
-    pods.deviceChanged(ed);
     const conn = ed.spec?.connectivity;
-    if (conn?.method !== "mqtt") {
+    if (conn?.method !== "mqtt" || !membership.owns(key)) {
       mqtt?.removeDevice(key);
       return;
     }
@@ -188,6 +185,13 @@ async function serveWhileLeading(
       })
     );
   };
+  const onDevice = (ed: EdgeDevice) => {
+    known.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
+    metrics.edgeDevices.set(known.size);
+    // A changed tenancy rule re-checks the pods on the device's Node at once.
+    pods.deviceChanged(ed);
+    mqttShare(ed);
+  };
   const onDeviceRemoved = (namespace: string, name: string) => {
     const key = `${namespace}/${name}`;
     known.delete(key);
@@ -197,10 +201,6 @@ async function serveWhileLeading(
     // forgotten here rather than served from the token cache).
     authenticator.forget(key);
     registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
-    // The Node's kubelet port goes with the Node: not when a same-named EdgeDevice of another
-    // namespace, which never owned it, is deleted.
-    const owner = edgeDevices.ownerOf(name);
-    if (!owner || owner.metadata?.namespace === namespace) kubelet.release(name);
   };
   const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
     kubeconfig: kc,
@@ -208,11 +208,9 @@ async function serveWhileLeading(
     custom,
     coordination,
     objects: clients.objects,
-    kubeletAddress: config.kubelet.address,
-    kubeletPort: config.kubelet.port,
-    kubeletPortFor: (node, current): number => kubelet.portFor(node, current),
     namespaces: config.namespaces,
     events,
+    owns: (key) => membership.owns(key),
     onDevice,
     onDeviceRemoved,
     // A Node recreated under a connected device gets the device's full node info again.
@@ -220,10 +218,27 @@ async function serveWhileLeading(
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
+  // The share moved: reconcile what is ours now; MQTT devices follow the share. Not a member
+  // any more: close every link now, before the others may take the devices (fencing).
+  membership.onChange(() => {
+    edgeDevices.resync();
+    for (const key of known) {
+      const ed = edgeDevices.device(key);
+      if (ed) mqttShare(ed);
+    }
+    if (!membership.healthy && !signal.aborted) {
+      for (const s of sessions.values()) {
+        registry.get(`${s.namespace}/${s.node}`)?.close(
+          "This aranya replica lost its membership; dial again",
+        );
+      }
+    }
+  });
   const pods: PodController = new PodController({
     kubeconfig: kc,
     core,
     directory: edgeDevices,
+    owns: (key) => membership.owns(key),
     namespaces: config.namespaces,
     kubeletAddress: config.kubelet.address,
     syncIntervalMs: config.pods.syncIntervalMs,
@@ -272,16 +287,37 @@ async function serveWhileLeading(
   );
   const sessions = new Map<string, DeviceSession>();
   const running = new Set<Promise<void>>();
-  const onLink = (link: Link) => {
-    // Authentication already required the EdgeDevice to own the Node of its name; asked again
-    // here, as the link is handed the Node (it may have changed in between).
-    if (!edgeDevices.ownedDevice(link.device)) {
-      log.warn("device link refused: its Node is not this EdgeDevice's", { device: link.device });
-      link.close(`EdgeDevice "${link.device}" does not own the Node of its name any more`);
+  /** Serves `link` once this replica owns the device (its node Lease). */
+  const serveLink = async (link: Link): Promise<void> => {
+    const [, node] = link.device.split("/") as [string, string];
+    const lease = new NodeLease({ coordination, core, node, membership, log });
+    const stop = new AbortController();
+    link.closed.then(() => stop.abort());
+    const timers = () => deviceTimers(edgeDevices.device(link.device));
+    const heartbeatMs = timers().heartbeatMs ?? config.node.heartbeatMs;
+    const leaseSeconds = leaseSecondsFor(
+      heartbeatMs,
+      timers().leaseSeconds ?? Math.round(config.node.leaseDurationMs / 1000),
+    );
+    const got = await lease.acquire(stop.signal, leaseSeconds);
+    if (got !== "held") {
+      if (got === "node-gone") link.close(`Node "${node}" is gone`);
+      return;
+    }
+    let port: number;
+    try {
+      port = kubelet.portFor(node);
+    } catch (err) {
+      log.error("device link refused", { device: link.device, error: errorMessage(err) });
+      await lease.release();
+      link.close(errorMessage(err));
       return;
     }
     const session = new DeviceSession({
       link,
+      lease,
+      kubelet: { address: config.kubelet.address, port },
+      virtualPodUid: () => edgeDevices.virtualPodUid(node),
       core,
       coordination,
       custom,
@@ -290,7 +326,7 @@ async function serveWhileLeading(
       leaseSeconds: Math.round(config.node.leaseDurationMs / 1000),
       statusSyncMs: config.node.statusSyncMs,
       maxPods: () => edgeDevices.device(link.device)?.spec?.pod?.allocatable,
-      timers: () => deviceTimers(edgeDevices.device(link.device)),
+      timers,
       onMessage: (direction, kind) =>
         metrics.linkMessagesTotal.inc({ transport: link.transport, direction, kind }),
       log,
@@ -300,7 +336,10 @@ async function serveWhileLeading(
     const run = session.run().finally(() => {
       metrics.devicesConnected.dec();
       running.delete(run);
-      if (sessions.get(link.device) === session) sessions.delete(link.device);
+      if (sessions.get(link.device) === session) {
+        sessions.delete(link.device);
+        kubelet.release(node);
+      }
     });
     running.add(run);
     pods.attach({
@@ -310,22 +349,41 @@ async function serveWhileLeading(
       closed: link.closed,
     });
   };
+  const onLink = (link: Link) => {
+    // Authentication already required the EdgeDevice to own the Node of its name; asked again
+    // here, as the link is handed the Node (it may have changed in between).
+    if (!edgeDevices.ownedDevice(link.device)) {
+      log.warn("device link refused: its Node is not this EdgeDevice's", { device: link.device });
+      link.close(`EdgeDevice "${link.device}" does not own the Node of its name any more`);
+      return;
+    }
+    if (!membership.healthy) {
+      link.close("This aranya replica is not a member now; dial again");
+      return;
+    }
+    const serving = serveLink(link).catch((err) => {
+      log.warn("device link failed", { device: link.device, error: errorMessage(err) });
+      link.close(errorMessage(err));
+    });
+    running.add(serving);
+    serving.finally(() => running.delete(serving));
+  };
   const servers: LinkServer[] = [];
+  let websocket: WebSocketLinkServer | undefined;
   if (links.websocket) {
     const w = links.websocket;
-    servers.push(
-      new WebSocketLinkServer({
-        hostname: w.listen.hostname,
-        port: w.listen.port,
-        path: w.path,
-        keepaliveMs: w.keepaliveMs,
-        keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
-        tls: await serverTls(w.tls),
-        authenticator,
-        registry,
-        log,
-      }),
-    );
+    websocket = new WebSocketLinkServer({
+      hostname: w.listen.hostname,
+      port: w.listen.port,
+      path: w.path,
+      keepaliveMs: w.keepaliveMs,
+      keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
+      tls: await serverTls(w.tls),
+      authenticator,
+      registry,
+      log,
+    });
+    servers.push(websocket);
   }
   if (links.grpc) {
     const g = links.grpc;
@@ -351,8 +409,9 @@ async function serveWhileLeading(
   if (!signal.aborted) {
     onServing();
     log.info("serving devices", {
-      websocket: links.websocket ? (servers[0] as WebSocketLinkServer).port : undefined,
-      watches: edgeDevices.watches + pods.watches,
+      websocket: websocket?.port,
+      watches: edgeDevices.watches + pods.watches + (membership instanceof LeaseMembership ? 1 : 0),
+      members: membership.members(),
     });
   }
   await Promise.all([...controllers, ...listeners]);

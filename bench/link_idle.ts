@@ -130,7 +130,7 @@ export async function productionAranyaConfig(o: {
   c.kubeconfig = o.kubeconfig;
   c.namespaces = [o.namespace];
   c.http.listen = `127.0.0.1:${o.httpPort}`;
-  c.leaderElection.name = uniqueName("aranya-linkbench");
+  c.membership.name = uniqueName("aranya-linkbench");
   c.kubelet = { ...c.kubelet, address: "127.0.0.1", listen: "127.0.0.1", port: o.kubeletPort };
   c.kubelet.portCount = 4;
   const tls = { certFile: o.certFile, keyFile: o.keyFile };

@@ -130,8 +130,19 @@ export interface AranyaTestConfig {
   grpc?: { port: number; certFile: string; keyFile: string };
   /** Kubelet API: advertised address (default 127.0.0.1), first node port (default 10250), ports. */
   kubelet?: { address?: string; port?: number; portCount?: number };
-  /** Client-side API rate limit (default 50/100). */
+  /** Client-side API rate limit (default: what deploy/ ships, {@link SHIPPED_API}). */
   api?: { qps: number; burst: number };
+  /**
+   * One replica among several: membership Leases `<name>-<identity>` in
+   * aranya-system with these timers (default: the only replica, no Lease).
+   */
+  membership?: {
+    name: string;
+    identity: string;
+    leaseDuration?: string;
+    renewDeadline?: string;
+    retryPeriod?: string;
+  };
   /** Node timers, e.g. "1s" (defaults: aranya's). */
   node?: { heartbeat?: string; leaseDuration?: string; statusSync?: string };
   /** Pods: how often running pods' volumes are resolved again (default aranya's 1m). */
@@ -139,16 +150,28 @@ export interface AranyaTestConfig {
   logLevel?: "debug" | "info" | "warn" | "error";
 }
 
-/** A config file for aranya in tests: leader election off, listeners on 127.0.0.1. */
+/**
+ * The API rate limit deploy/aranya/deployment.yaml ships (kept equal by
+ * e2e/manifests_test.ts), which tests and benches use unless they say otherwise.
+ */
+export const SHIPPED_API = { qps: 500, burst: 1000 };
+
+/** A config file for aranya in tests: the only replica unless told, listeners on 127.0.0.1. */
 export function aranyaConfigYaml(o: AranyaTestConfig): string {
   const node = Object.entries(o.node ?? {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`);
   const lines = [
     `kubeconfig: ${JSON.stringify(o.kubeconfig)}`,
     `namespaces: ${JSON.stringify(o.namespaces)}`,
     `logLevel: ${o.logLevel ?? "info"}`,
-    `api: { qps: ${o.api?.qps ?? 50}, burst: ${o.api?.burst ?? 100} }`,
+    `api: { qps: ${o.api?.qps ?? SHIPPED_API.qps}, burst: ${o.api?.burst ?? SHIPPED_API.burst} }`,
     `http: { listen: "127.0.0.1:${o.httpPort}" }`,
-    `leaderElection: { enabled: false }`,
+    o.membership
+      ? `membership: { enabled: true, namespace: aranya-system, name: ${o.membership.name}, identity: ${o.membership.identity}, leaseDuration: ${
+        o.membership.leaseDuration ?? "15s"
+      }, renewDeadline: ${o.membership.renewDeadline ?? "10s"}, retryPeriod: ${
+        o.membership.retryPeriod ?? "2s"
+      } }`
+      : `membership: { enabled: false }`,
     `kubelet: { address: ${JSON.stringify(o.kubelet?.address ?? "127.0.0.1")}, port: ${
       o.kubelet?.port ?? 10250
     }, portCount: ${o.kubelet?.portCount ?? 8} }`,

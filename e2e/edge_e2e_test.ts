@@ -10,14 +10,16 @@
  *   restarts; `kubectl get ed` columns; /metrics and /healthz; EdgeDevice
  *   deleted -> Node, Lease, virtual pod and Secret gone.
  * - an MQTT device through the real mosquitto works the same way.
- * - two replicas with leader election: the standby serves nothing; killing
- *   the leader hands over, the device reconnects, its pod is not restarted.
+ * - two active replicas: the device is served by the one holding its link
+ *   (node Lease holder, the Node's kubelet port from its range); SIGKILL of
+ *   that one moves the device to the other: Ready, exec works, its container
+ *   is not restarted; the EdgeDevices the dead one reconciled are served too.
  */
 import assert from "node:assert/strict";
 import { aranyaConfigYaml, type AranyaProcess, waitAranyaReady } from "./aranya_harness.ts";
 import { kill } from "./arhat_harness.ts";
 import { eventually, uniqueName } from "./fixtures.ts";
-import { freePort, sleep } from "./process.ts";
+import { freePort, freePortRange, sleep } from "./process.ts";
 import { websocketMethod } from "./edge_fixtures.ts";
 import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
 import { sampleWorkload } from "./samples.ts";
@@ -256,87 +258,126 @@ Deno.test({
 });
 
 Deno.test({
-  name: "e2e: two replicas; killing the leader hands over, the device reconnects, no pod restarts",
+  name:
+    "e2e: two active replicas; SIGKILL of the one serving a device moves it to the other: Ready, exec works, no container restarted",
   ...TEST,
   fn: () =>
-    inWorld(async (w, cluster, services) => {
-      const lease = uniqueName("aranya-leader");
+    inWorld(async (w, _cluster, services) => {
+      const members = uniqueName("aranya-members");
       const ports = [freePort(), freePort()];
       const httpPorts = [freePort(), freePort()];
+      const kubeletPorts = [freePortRange(8), freePortRange(8)];
       const replicas: AranyaProcess[] = [];
       for (const i of [0, 1]) {
-        const yaml = aranyaConfigYaml({
-          kubeconfig: w.kubeconfig,
-          namespaces: [w.ns],
-          httpPort: httpPorts[i]!,
-          websocket: { port: ports[i]!, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-          node: { heartbeat: "1s", leaseDuration: "10s" },
-        }).replace(
-          "leaderElection: { enabled: false }",
-          `leaderElection: { enabled: true, namespace: aranya-system, name: ${lease}, identity: replica-${i}, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 1s }`,
+        replicas.push(
+          await w.startAranya(aranyaConfigYaml({
+            kubeconfig: w.kubeconfig,
+            namespaces: [w.ns],
+            httpPort: httpPorts[i]!,
+            websocket: {
+              port: ports[i]!,
+              certFile: `${w.dir}/tls.crt`,
+              keyFile: `${w.dir}/tls.key`,
+            },
+            kubelet: { port: kubeletPorts[i]!, portCount: 8 },
+            node: { heartbeat: "1s", leaseDuration: "10s" },
+            membership: {
+              name: members,
+              identity: `replica-${i}`,
+              leaseDuration: "4s",
+              renewDeadline: "3s",
+              retryPeriod: "1s",
+            },
+          })),
         );
-        replicas.push(await w.startAranya(yaml));
-        if (i === 0) await waitAranyaReady(replicas[0]!, httpPorts[0]!);
       }
-      // The standby: alive, not ready, no device listener.
-      await eventually("the standby to answer /healthz", async () => {
-        const r = await fetch(`http://127.0.0.1:${httpPorts[1]}/healthz`).catch(() => undefined);
-        await r?.body?.cancel();
-        return r?.ok ? true : undefined;
-      });
-      // (Until its first read of the Lease, the standby says the leader is "unknown".)
-      const ready1 = await eventually("the standby to name the leader", async () => {
-        const r = await fetch(`http://127.0.0.1:${httpPorts[1]}/readyz`);
-        const text = await r.text();
-        return /the leader is "replica-0"/.test(text) ? { status: r.status, text } : undefined;
-      }, 10_000);
-      assert.equal(ready1.status, 503);
-      assert.match(ready1.text, /standing by; the leader is "replica-0"/);
-      await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: ports[1]! }));
+      // Both serve: Ready, and each sees the other as a member.
+      for (const i of [0, 1]) {
+        await waitAranyaReady(replicas[i]!, httpPorts[i]!);
+        await eventually(`replica-${i} to see two members`, async () => {
+          const m = await (await fetch(`http://127.0.0.1:${httpPorts[i]}/metrics`)).text();
+          return /^aranya_replica_members 2$/m.test(m) ? true : undefined;
+        }, 20_000);
+      }
+      const inRange = (port: number, i: number) =>
+        port >= kubeletPorts[i]! && port < kubeletPorts[i]! + 8;
+      const served = async (name: string) => {
+        const node = await w.json(["get", "node", name]);
+        const lease = await w.json(["get", "lease", "-n", "kube-node-lease", name]);
+        const ready = node.status?.conditions?.find((c: { type: string }) => c.type === "Ready");
+        return {
+          port: node.status?.daemonEndpoints?.kubeletEndpoint?.Port as number,
+          holder: lease.spec?.holderIdentity as string,
+          ready: ready?.status as string,
+        };
+      };
 
       const name = uniqueName("ha");
       const token = await w.createDevice(name);
+      // The device lists both replicas, as it would reach them through one Service.
       await w.startArhat(
         name,
         websocketMethod(ports[0]!, token, `${w.arhatDir}/ca.crt`) +
           websocketMethod(ports[1]!, token, `${w.arhatDir}/ca.crt`),
       );
       await w.nodeReady(name, "True");
+      const first = await served(name);
+      assert.equal(first.holder, "replica-0", "the replica holding the link owns the device");
+      assert.ok(inRange(first.port, 0), `the Node's kubelet port ${first.port} is replica-0's`);
       await w.kubectl(
         ["apply", "-f", "-"],
         await sampleWorkload(name, services.endpoints.testImage),
       );
       const pod = await w.runningPod("app=edge-demo");
       const [ctr] = await w.appContainers(pod.metadata.uid);
+      const exec = () =>
+        w.kubectl([
+          "exec",
+          pod.metadata.name,
+          "-c",
+          pod.spec.containers[0].name,
+          "--",
+          "echo",
+          "hi",
+        ]);
+      assert.equal((await exec()).trim(), "hi");
 
+      const killedAt = Date.now();
       await replicas[0]!.kill("SIGKILL");
-      await waitAranyaReady(replicas[1]!, httpPorts[1]!, 30_000);
-      const holder = await cluster.kubectlOk([
-        "get",
-        "lease",
-        lease,
-        "-n",
-        "aranya-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-      ]);
-      assert.equal(holder, "replica-1");
-      // The device dials the new leader; the Node is Ready through it.
-      await eventually("the device served by replica-1", async () => {
+      // replica-1 takes the device once replica-0's membership ran out (4 s), and serves its
+      // Node on one of its own ports.
+      const after = await eventually("the device served by replica-1", async () => {
+        const s = await served(name).catch(() => undefined);
+        return s?.holder === "replica-1" && s.ready === "True" && inRange(s.port, 1)
+          ? s
+          : undefined;
+      }, 60_000);
+      console.log(
+        `failover: ${(Date.now() - killedAt) / 1000} s from SIGKILL to Ready on replica-1`,
+      );
+      assert.ok(inRange(after.port, 1));
+      await eventually("replica-1 to count the device", async () => {
         const m = await (await fetch(`http://127.0.0.1:${httpPorts[1]}/metrics`)).text();
         return /^aranya_devices_connected 1$/m.test(m) ? true : undefined;
-      }, 60_000);
-      await w.nodeReady(name, "True");
+      }, 30_000);
+      // The kubelet API through replica-1: exec and logs work.
+      assert.equal(
+        (await eventually("exec through replica-1", async () => {
+          try {
+            return await exec();
+          } catch {
+            return undefined;
+          }
+        }, 30_000)).trim(),
+        "hi",
+      );
+      // Nothing restarted on the device.
       assert.deepEqual((await w.appContainers(pod.metadata.uid)).map((c) => c.Id), [ctr!.Id]);
       const again = await w.json(["get", "pod", pod.metadata.name]);
       assert.equal(again.status.containerStatuses[0].restartCount, 0);
-      await cluster.kubectl([
-        "delete",
-        "lease",
-        lease,
-        "-n",
-        "aranya-system",
-        "--ignore-not-found",
-      ]);
+      // replica-0's share of the EdgeDevices moved too: a new device is provisioned by replica-1
+      // whichever share its key falls in.
+      const later = [uniqueName("ha"), uniqueName("ha"), uniqueName("ha")];
+      for (const d of later) await w.createDevice(d);
     }),
 });

@@ -12,6 +12,7 @@ import { CONFIG_DEFAULTS as ARHAT_DEFAULTS, DEFAULT_CONFIG_PATH } from "../arhat
 import { artifactPath, compileArgs, TARGETS } from "../ops/build/compile.ts";
 import { applyCrds, eventually, useCluster } from "./fixtures.ts";
 import { ROOT } from "./paths.ts";
+import { SHIPPED_API } from "./aranya_harness.ts";
 
 const DOCKERFILE = `${ROOT}/deploy/Dockerfile`;
 const DEPLOYMENT = `${ROOT}/deploy/aranya/deployment.yaml`;
@@ -191,7 +192,9 @@ Deno.test("the Deployment runs that image as the Dockerfile says, hardened", asy
   assert.ok(c.readinessProbe?.httpGet?.path, "a readiness probe");
   assert.ok(c.resources.requests.cpu && c.resources.requests.memory, "requests");
   assert.ok(c.resources.limits.memory, "a memory limit");
-  assert.equal(config.leaderElection.enabled, true, "two replicas need leader election");
+  assert.equal(config.membership.enabled, true, "two replicas share the devices");
+  // The benches and tests measure at what is shipped.
+  assert.deepEqual({ qps: config.api.qps, burst: config.api.burst }, SHIPPED_API);
   // No command override: the image's ENTRYPOINT runs, with the config where the image expects it.
   assert.equal(c.command, undefined);
   assert.equal(flags.config, cmdConfig);

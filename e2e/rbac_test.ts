@@ -440,9 +440,9 @@ Deno.test("aranya's Deployment: two replicas, probes, hardened, config from a Co
     env: { POD_IP: "10.0.0.7", POD_NAMESPACE: "aranya-system" },
     flags,
   });
-  assert.equal(config.leaderElection.enabled, true);
-  assert.equal(config.leaderElection.namespace, "aranya-system");
-  assert.equal(config.leaderElection.identity, "aranya-5d9c7-x2x7q");
+  assert.equal(config.membership.enabled, true);
+  assert.equal(config.membership.namespace, "aranya-system");
+  assert.equal(config.membership.identity, "aranya-5d9c7-x2x7q");
   assert.equal(config.kubelet.address, "10.0.0.7");
   assert.equal(config.kubeconfig, undefined, "in-cluster: the service account's token");
   assert.equal(config.http.listen.port, ports.http);

@@ -3,11 +3,18 @@
  * or one per watched namespace when `namespaces` lists some (client-node's
  * informer: list, then watch, relist after 410 Gone), and ONE watch on the
  * edge Nodes (label selector arhat.dev/role=EdgeDevice), feed a keyed work
- * queue; the reconciler re-reads state for each key. A Node that is deleted
- * or changed enqueues the EdgeDevices of its name, so a Node deleted while its
- * EdgeDevice exists is recreated within seconds, and a device waiting for a
- * taken name gets it once the name is free. The number of watches does not
- * grow with the number of devices.
+ * queue; the reconciler starts from the cached state for each key. A Node
+ * that is deleted or changed enqueues the EdgeDevices of its name, so a Node
+ * deleted while its EdgeDevice exists is recreated within seconds, and a
+ * device waiting for a taken name gets it once the name is free; a Node whose
+ * EdgeDevice is gone enqueues that key, so it is removed. The number of
+ * watches does not grow with the number of devices.
+ *
+ * Every replica runs the watches (all keep the caches), but a key is
+ * reconciled only by the replica whose share it is (`owns`, from
+ * replicas/membership.ts); `resync` enqueues every key again when the
+ * members change. The hooks (`onDevice`, `onDeviceRemoved`, `onNodeCreated`)
+ * come from the watches on every replica.
  *
  * The two caches also answer, without I/O, who a device and a Node are
  * ({@link EdgeDirectory}): the rest of aranya asks them instead of trusting
@@ -35,6 +42,7 @@ import { WorkQueue } from "../kube/work_queue.ts";
 import { type DeviceHook, type DeviceRemovedHook, EdgeDeviceReconciler } from "./reconciler.ts";
 import {
   ANNOTATION_OWNER_UID,
+  ANNOTATION_VIRTUAL_POD_UID,
   type EdgeDevice,
   GROUP,
   LABEL_NAMESPACE,
@@ -61,6 +69,8 @@ export interface EdgeDirectory {
    * `ownerOf`): the only devices that may dial in and act for a Node.
    */
   ownedDevice(key: string): EdgeDevice | undefined;
+  /** The uid of Node `node`'s virtual pod, as aranya recorded it on the Node. */
+  virtualPodUid(node: string): string | undefined;
 }
 
 /** Options for {@link EdgeDeviceController}. */
@@ -71,26 +81,23 @@ export interface EdgeDeviceControllerOptions {
   coordination: CoordinationV1Api;
   /** Generic object client (default: one made from `kubeconfig`, outside any rate limit). */
   objects?: KubernetesObjectApi;
-  kubeletAddress: string;
-  /** The kubelet port of every Node, unless `kubeletPortFor` is set. */
-  kubeletPort: number;
-  /**
-   * The kubelet port of Node `node` (each node on its own port, see
-   * aranya/kubelet/kubelet_server.ts); `current` is the port it advertises now.
-   */
-  kubeletPortFor?: (node: string, current: number | undefined) => number;
   /** Namespaces to watch; empty or absent: all namespaces. */
   namespaces?: string[];
   /** Where Events go (default: nowhere). */
   events?: EventRecorder;
   /**
-   * Called after each successful reconcile of a device that is not being
-   * deleted (often: on every change and relist; must be cheap and idempotent).
+   * This replica's share of the keys (default: all); see
+   * replicas/membership.ts. Others' keys are not reconciled here.
+   */
+  owns?: (key: string) => boolean;
+  /**
+   * Told of every EdgeDevice seen (added, changed, relisted) on every replica;
+   * must be cheap and idempotent.
    */
   onDevice?: DeviceHook;
-  /** Called after a device's cleanup, or when it is found gone (idempotent). */
+  /** Told when an EdgeDevice is gone or being deleted (idempotent). */
   onDeviceRemoved?: DeviceRemovedHook;
-  /** Called right after a device's Node was (re)created. */
+  /** Told when a device's Node appeared (created, or recreated). */
   onNodeCreated?: DeviceRemovedHook;
   workers?: number;
   /** Told the result of every reconcile (for metrics). */
@@ -148,9 +155,41 @@ export class EdgeDeviceController implements EdgeDirectory {
     return owner?.metadata?.namespace === key.slice(0, slash) ? owner : undefined;
   }
 
+  virtualPodUid(node: string): string | undefined {
+    return this.#nodes?.get(node)?.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
+  }
+
+  /** Enqueues every device and edge Node again (when this replica's share changed). */
+  resync(): void {
+    for (const i of this.#devices) {
+      for (const ed of i.list()) this.queue.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
+    }
+    for (const n of this.#nodes?.list() ?? []) this.#enqueueOrphan(n);
+  }
+
+  /** Enqueues the key of the EdgeDevice Node `node` was made for, when that one is gone. */
+  #enqueueOrphan(node: V1Node): void {
+    const name = node.metadata?.name;
+    const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
+    if (!name || !namespace || !node.metadata?.annotations?.[ANNOTATION_OWNER_UID]) return;
+    // Devices of namespaces this aranya does not serve are another aranya's to clean up.
+    const watched = this.#o.namespaces ?? [];
+    if (watched.length && !watched.includes(namespace)) return;
+    if (this.ownerOf(name) === undefined) this.queue.add(`${namespace}/${name}`);
+  }
+
   /** Number of watches (EdgeDevices and Nodes; independent of the number of devices). */
   get watches(): number {
     return this.#devices.length + (this.#nodes ? 1 : 0);
+  }
+
+  /** Runs a caller's hook; its failures are logged. */
+  #hook(f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      this.#log.warn("an edge device hook failed", { error: errorMessage(err) });
+    }
   }
 
   /** Runs until `signal` aborts. */
@@ -160,15 +199,12 @@ export class EdgeDeviceController implements EdgeDirectory {
       core: this.#o.core,
       custom: this.#o.custom,
       coordination: this.#o.coordination,
-      onNodeCreated: this.#o.onNodeCreated,
-      kubeletAddress: this.#o.kubeletAddress,
-      kubeletPort: this.#o.kubeletPort,
-      kubeletPortFor: this.#o.kubeletPortFor,
       events: this.#o.events,
-      onDevice: this.#o.onDevice,
-      onDeviceRemoved: this.#o.onDeviceRemoved,
+      cachedDevice: (key) => this.device(key),
+      cachedNode: (name) => this.#nodes?.get(name),
       log: this.#log,
     });
+    const owns = this.#o.owns ?? (() => true);
     const namespaces = [...new Set(this.#o.namespaces ?? [])];
     const informers = namespaces.length
       ? namespaces.map((ns) => this.#informer(signal, ns))
@@ -178,7 +214,11 @@ export class EdgeDeviceController implements EdgeDirectory {
     await Promise.all([...informers, this.#nodes].map((i) => i.start()));
     this.#ready.resolve();
     this.#log.info("EdgeDevice controller running");
-    await this.queue.run(signal, (key) => reconciler.reconcile(key));
+    // Relisted caches may hold Nodes whose EdgeDevice went while no aranya ran.
+    for (const n of this.#nodes.list()) this.#enqueueOrphan(n);
+    await this.queue.run(signal, async (key) => {
+      if (owns(key)) await reconciler.reconcile(key);
+    });
     await Promise.all([...informers, this.#nodes].map((i) => i.stop()));
   }
 
@@ -204,8 +244,26 @@ export class EdgeDeviceController implements EdgeDirectory {
         }
       }
     };
-    informer.on("update", enqueue);
-    informer.on("delete", enqueue);
+    // A relist says "add" again for Nodes it already knew: only a new uid is a new Node.
+    const uids = new Map<string, string>();
+    informer.on("add", (node: V1Node) => {
+      this.#enqueueOrphan(node);
+      const name = node.metadata?.name, uid = node.metadata?.uid;
+      const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
+      if (!name || !uid || uids.get(name) === uid) return;
+      uids.set(name, uid);
+      if (namespace) this.#hook(() => this.#o.onNodeCreated?.(namespace, name));
+    });
+    informer.on("update", (node: V1Node) => {
+      enqueue(node);
+      this.#enqueueOrphan(node);
+    });
+    informer.on("delete", (node: V1Node) => {
+      if (uids.get(node.metadata?.name ?? "") === node.metadata?.uid) {
+        uids.delete(node.metadata!.name!);
+      }
+      enqueue(node);
+    });
     informer.on("error", (err: unknown) => {
       this.#log.warn("Node watch failed; restarting", { error: errorMessage(err) });
       setTimeout(() => {
@@ -237,11 +295,22 @@ export class EdgeDeviceController implements EdgeDirectory {
           KubernetesListObject<EdgeDevice>
         >;
     const informer = makeInformer<EdgeDevice>(this.#o.kubeconfig, path, list);
-    const enqueue = (ed: EdgeDevice) =>
-      this.queue.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
-    informer.on("add", enqueue);
-    informer.on("update", enqueue);
-    informer.on("delete", enqueue);
+    const seen = (ed: EdgeDevice) => {
+      const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      this.queue.add(`${namespace}/${name}`);
+      if (ed.metadata?.deletionTimestamp) {
+        this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+      } else {
+        this.#hook(() => this.#o.onDevice?.(ed));
+      }
+    };
+    informer.on("add", seen);
+    informer.on("update", seen);
+    informer.on("delete", (ed: EdgeDevice) => {
+      const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      this.queue.add(`${namespace}/${name}`);
+      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+    });
     informer.on("error", (err: unknown) => {
       this.#log.warn("EdgeDevice watch failed; restarting", {
         namespace: namespace ?? "",

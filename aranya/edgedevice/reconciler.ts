@@ -2,36 +2,41 @@
  * The EdgeDevice reconciler (level-triggered: it re-reads everything for a
  * key and converges):
  *
- * - adds the cleanup finalizer;
+ * - ensures the virtual pod (see virtual_pod.ts), controlled by the
+ *   EdgeDevice through an owner reference;
  * - ensures the Node named after the device, marked with the EdgeDevice's uid
- *   (annotation aranya.arhat.dev/edge-device-uid): labels
- *   arhat.dev/role=EdgeDevice, arhat.dev/name, arhat.dev/namespace (plus the
- *   spec's labels and annotations), the taint arhat.dev/namespace=<ns>:NoSchedule
- *   unless spec.node.namespaceTaint is false (plus the spec's taints); its status addresses (an InternalIP where aranya
- *   serves the kubelet API) and daemonEndpoints. A Node of that name that
- *   aranya did not create for this EdgeDevice (another namespace's device, a
- *   real node) is never adopted, changed or deleted: the EdgeDevice gets
- *   NodeOwned=False and a Warning NodeNameTaken Event, and nothing else is
- *   provisioned;
- * - ensures the virtual pod (see virtual_pod.ts), created with phase Pending
- *   and recorded by uid in the EdgeDevice's status;
- * - records the node in the EdgeDevice status, with phase Pending and
- *   conditions Connected=False/NodeReady=Unknown until the device connects
- *   (the device session writes the status from then on);
+ *   (annotation aranya.arhat.dev/edge-device-uid) and the virtual pod's
+ *   (aranya.arhat.dev/virtual-pod-uid: only aranya writes Nodes, so that
+ *   record cannot be forged by a tenant): labels arhat.dev/role=EdgeDevice,
+ *   arhat.dev/name, arhat.dev/namespace (plus the spec's labels and
+ *   annotations), the taint arhat.dev/namespace=<ns>:NoSchedule unless
+ *   spec.node.namespaceTaint is false (plus the spec's taints). Its status
+ *   (addresses, conditions) is written by the replica that holds the device's
+ *   link (virtualnode/device_session.ts). A Node of that name that aranya did
+ *   not create for this EdgeDevice (another namespace's device, a real node)
+ *   is never adopted, changed or deleted: the EdgeDevice gets NodeOwned=False
+ *   and a Warning NodeNameTaken Event, and nothing else is provisioned;
  * - ensures the device's credentials Secret (a random token, kept once made,
  *   controlled by the EdgeDevice through an owner reference), last: a device
- *   can connect only once it exists;
- * - on deletion removes the Node, the Lease, the virtual pod and the Secret
- *   (each only when it is this EdgeDevice's, with its uid as a precondition),
- *   then the finalizer.
+ *   can connect only once it exists.
  *
- * It records Events on the EdgeDevice: Provisioned, CleanedUp, Warnings
+ * A new device costs three writes here (pod, Node, Secret); its status is
+ * first written when it connects. No finalizer: when the EdgeDevice is gone,
+ * its key still comes here (the informer's delete, or the Node watch for a
+ * Node whose EdgeDevice no longer exists) and the Node of that name carrying
+ * a uid of no existing EdgeDevice of its namespace is deleted, with the
+ * virtual pod (grace 0: no kubelet will finish it); the garbage collector
+ * removes the Secret (owner reference to the EdgeDevice) and the node Lease
+ * (owner reference to the Node). An EdgeDevice still carrying the finalizer of
+ * an earlier aranya is cleaned up that way and the finalizer removed.
+ *
+ * It records Events on the EdgeDevice: CleanedUp (finalizer only), Warnings
  * NodeNameTaken, VirtualPodNameTaken, CredentialsNotOwned, and ReconcileFailed
  * naming what the API refused (repeats aggregate into one Event). Connected
  * and Disconnected are recorded by the device session, which knows the link.
  *
  * Nodes are cluster-scoped and EdgeDevices namespaced, so owner references
- * cannot tie them together: the finalizer and the uid annotation do.
+ * cannot tie them together: the uid annotation does.
  */
 import { Buffer } from "node:buffer";
 import {
@@ -40,7 +45,6 @@ import {
   type CustomObjectsApi,
   type KubernetesObjectApi,
   type V1Node,
-  type V1NodeStatus,
   type V1Pod,
   type V1Secret,
 } from "@kubernetes/client-node";
@@ -56,6 +60,7 @@ import {
 import { nodeTakenStatus, pendingStatus } from "./edge_device_status.ts";
 import {
   ANNOTATION_OWNER_UID,
+  ANNOTATION_VIRTUAL_POD_UID,
   API_VERSION,
   CONDITION_NODE_OWNED,
   credentialsSecretName,
@@ -75,12 +80,9 @@ import {
 } from "./types.ts";
 import { virtualPod } from "./virtual_pod.ts";
 
-/** Called after each successful reconcile of a device that is not being deleted. */
+/** Told about a device (from the informer, on every replica). */
 export type DeviceHook = (ed: EdgeDevice) => void;
-/**
- * Called once a device's cleanup is done, and when a device is found gone;
- * may be called more than once for one device (must be idempotent).
- */
+/** Told `namespace/name` (idempotent: may be called more than once for one device). */
 export type DeviceRemovedHook = (namespace: string, name: string) => void;
 
 /** Options for {@link EdgeDeviceReconciler}. */
@@ -90,18 +92,12 @@ export interface EdgeDeviceReconcilerOptions {
   /** For the Node's Lease (removed with the Node). */
   coordination: CoordinationV1Api;
   custom: CustomObjectsApi;
-  /** Address where aranya serves the kubelet API for every node (an IP). */
-  kubeletAddress: string;
-  /** The kubelet port of every Node, unless `kubeletPortFor` is set. */
-  kubeletPort: number;
-  /** The kubelet port of Node `node` (`current`: the port it advertises now). */
-  kubeletPortFor?: (node: string, current: number | undefined) => number;
   /** Where Events go (default: nowhere). */
   events?: EventRecorder;
-  onDevice?: DeviceHook;
-  onDeviceRemoved?: DeviceRemovedHook;
-  /** Called right after the device's Node was (re)created. */
-  onNodeCreated?: DeviceRemovedHook;
+  /** The EdgeDevice as cached (default: always read from the API). Stale is fine: writes carry resourceVersions. */
+  cachedDevice?: (key: string) => EdgeDevice | undefined;
+  /** The Node as cached (default: always read from the API). */
+  cachedNode?: (name: string) => V1Node | undefined;
   log?: Logger;
   /** Clock, injectable for tests. */
   now?: () => Date;
@@ -140,14 +136,16 @@ export class EdgeDeviceReconciler {
     const key = `${namespace}/${name}`;
     let ed: EdgeDevice;
     try {
-      ed = await this.#o.objects.read<EdgeDevice>({
+      const cached = this.#o.cachedDevice?.(key);
+      // Copied: the cache's object is shared, and this pass may change its status.
+      ed = cached ? structuredClone(cached) : await this.#o.objects.read<EdgeDevice>({
         apiVersion: API_VERSION,
         kind: KIND,
         metadata: { name, namespace },
       });
     } catch (err) {
-      if (isNotFound(err)) { // gone, and its finalizer already ran (or was removed by hand)
-        this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+      if (isNotFound(err)) { // gone: remove what was made for it, if anything is left
+        await this.#removeOrphan(namespace, name, undefined);
         return;
       }
       throw fromApiError(`Reading EdgeDevice "${key}"`, err);
@@ -159,88 +157,85 @@ export class EdgeDeviceReconciler {
       void this.#events.record(ref, type, reason, message);
     };
     if (ed.metadata?.deletionTimestamp) {
+      // Another finalizer holds it: everything of it goes now all the same.
+      await this.#removeOrphan(namespace, name, ed.metadata.uid);
       if (ed.metadata.finalizers?.includes(FINALIZER)) {
-        await this.#cleanup(ed, namespace, name);
-        await event(
+        event(
           "Normal",
           "CleanedUp",
-          `Removed Node "${name}", its Lease, the virtual pod and the credentials Secret`,
+          `Removed Node "${name}", the virtual pod, and with them the Lease and the credentials Secret`,
         );
         await this.#removeFinalizer(ed);
         this.#log.info("edge device removed", { device: key });
       }
-      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
       return;
     }
-    if (!ed.metadata?.finalizers?.includes(FINALIZER)) {
-      ed.metadata = { ...ed.metadata, finalizers: [...(ed.metadata?.finalizers ?? []), FINALIZER] };
-      ed = await this.#replace(ed, `Adding the finalizer to EdgeDevice "${key}"`);
-    }
     const uid = ed.metadata!.uid!;
-    // The Secret comes last: a device can only connect once it exists, and then
-    // its Node, virtual pod and status are there for the device session to write.
-    // What this pass created is told in ONE Event (written even when a later step fails), so
-    // a new device costs one Event write, not three.
-    const created: string[] = [];
-    try {
-      const node = await this.#ensureNode(ed, namespace, name, () => {
-        created.push(`Node "${name}"`);
-        this.#hook(() => this.#o.onNodeCreated?.(namespace, name));
-        return Promise.resolve();
-      });
-      if (node.taken !== undefined) {
-        // Someone else's Node: nothing of it changes, and nothing is provisioned for this
-        // device (no virtual pod bound to that Node, no credentials to dial as it).
-        const cond = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
-        if (cond?.status !== "False" || cond.message !== node.taken) {
-          ed.status = nodeTakenStatus(ed.status, node.taken, this.#now());
-          await this.#replaceStatus(ed);
-          event("Warning", REASON_NODE_NAME_TAKEN, node.taken);
-        }
-        this.#log.warn("edge device's node name is taken", { device: key, why: node.taken });
-        return;
-      }
-      const vp = await this.#ensureVirtualPod(ed, namespace, name);
-      if (vp.created) created.push(`the virtual pod "${namespace}/${name}"`);
-      if (vp.taken !== undefined) event("Warning", "VirtualPodNameTaken", vp.taken);
-      const owned = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
-      if (
-        ed.status?.node !== name || owned?.status !== "True" ||
-        (vp.uid !== undefined && ed.status?.virtualPod?.uid !== vp.uid)
-      ) {
-        ed.status = pendingStatus(
-          ed.status,
-          name,
-          this.#now(),
-          vp.uid !== undefined ? { name, uid: vp.uid } : undefined,
-        );
-        await this.#replaceStatus(ed);
-      }
-      const secret = await this.#ensureSecret(namespace, name, uid);
-      if (secret === "created") {
-        created.push(`Secret "${credentialsSecretName(name)}" with the device's token`);
-      } else if (secret === "foreign") {
-        event(
-          "Warning",
-          "CredentialsNotOwned",
-          `Secret "${namespace}/${
-            credentialsSecretName(name)
-          }" exists but aranya did not create it for this EdgeDevice, so the device cannot authenticate with it; delete it and aranya creates the device's credentials`,
-        );
-      }
-    } finally {
-      if (created.length) event("Normal", "Provisioned", `Created ${created.join(", ")}`);
+    // The Secret comes last: a device can only connect once it exists, and then its Node and
+    // virtual pod are there for the device session to write.
+    const cachedNode = this.#o.cachedNode?.(name);
+    let node = cachedNode ? structuredClone(cachedNode) : await this.#readNode(name);
+    if (node && this.#orphanOf(node, namespace, uid)) {
+      // Made for an earlier EdgeDevice of this name that is gone (deleted while no aranya ran).
+      await this.#removeOrphan(namespace, name, undefined);
+      node = undefined;
     }
-    this.#hook(() => this.#o.onDevice?.(ed));
+    if (node && node.metadata?.annotations?.[ANNOTATION_OWNER_UID] !== uid) {
+      // Someone else's Node: nothing of it changes, and nothing is provisioned for this
+      // device (no virtual pod bound to that Node, no credentials to dial as it).
+      const taken = takenMessage(node, namespace);
+      const cond = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
+      if (cond?.status !== "False" || cond.message !== taken) {
+        ed.status = nodeTakenStatus(ed.status, taken, this.#now());
+        await this.#replaceStatus(ed);
+        event("Warning", REASON_NODE_NAME_TAKEN, taken);
+      }
+      this.#log.warn("edge device's node name is taken", { device: key, why: taken });
+      return;
+    }
+    const vp = await this.#ensureVirtualPod(ed, namespace, name, node);
+    if (vp.taken !== undefined) event("Warning", "VirtualPodNameTaken", vp.taken);
+    const ensured = await this.#ensureNode(ed, namespace, name, node, vp.uid);
+    if (ensured.taken !== undefined) return; // made meanwhile by someone else: the next pass says
+    const owned = ed.status?.conditions?.find((c) => c.type === CONDITION_NODE_OWNED);
+    if (owned && owned.status !== "True") {
+      // The name was taken before and is this device's now.
+      ed.status = pendingStatus(ed.status, name, this.#now());
+      await this.#replaceStatus(ed);
+    }
+    const secret = await this.#ensureSecret(namespace, name, uid);
+    if (secret === "foreign") {
+      event(
+        "Warning",
+        "CredentialsNotOwned",
+        `Secret "${namespace}/${
+          credentialsSecretName(name)
+        }" exists but aranya did not create it for this EdgeDevice, so the device cannot authenticate with it; delete it and aranya creates the device's credentials`,
+      );
+    }
+    if (ed.metadata?.finalizers?.includes(FINALIZER)) await this.#removeFinalizer(ed);
   }
 
-  /** Runs a caller's hook; its failures are logged, not retried. */
-  #hook(f: () => void): void {
+  /** Node `name`, if it exists. */
+  async #readNode(name: string): Promise<V1Node | undefined> {
     try {
-      f();
+      return await this.#o.core.readNode({ name });
     } catch (err) {
-      this.#log.warn("an edge device hook failed", { error: errorMessage(err) });
+      if (isNotFound(err)) return undefined;
+      throw fromApiError(`Reading Node "${name}"`, err);
     }
+  }
+
+  /**
+   * True when `node` was made for an EdgeDevice of `namespace` that no longer
+   * exists: it names that namespace and an EdgeDevice uid other than `uid`
+   * (the one EdgeDevice of that name there now, if any; names are unique).
+   */
+  #orphanOf(node: V1Node, namespace: string, uid: string | undefined): boolean {
+    const owner = node.metadata?.annotations?.[ANNOTATION_OWNER_UID];
+    return owner !== undefined && owner !== uid &&
+      node.metadata?.labels?.[LABEL_NAMESPACE] === namespace &&
+      node.metadata?.labels?.[LABEL_ROLE] === "EdgeDevice";
   }
 
   async #replace(ed: EdgeDevice, what: string): Promise<EdgeDevice> {
@@ -310,7 +305,12 @@ export class EdgeDeviceReconciler {
     return "created";
   }
 
-  #desiredNode(ed: EdgeDevice, namespace: string, name: string): V1Node {
+  #desiredNode(
+    ed: EdgeDevice,
+    namespace: string,
+    name: string,
+    virtualPodUid: string | undefined,
+  ): V1Node {
     const spec = ed.spec?.node ?? {};
     const uid = ed.metadata!.uid!;
     return {
@@ -329,6 +329,7 @@ export class EdgeDeviceReconciler {
         annotations: {
           ...spec.annotations,
           [ANNOTATION_OWNER_UID]: uid,
+          ...(virtualPodUid ? { [ANNOTATION_VIRTUAL_POD_UID]: virtualPodUid } : {}),
           [ANNOTATION_SPEC_KEYS]: JSON.stringify({
             labels: Object.keys(spec.labels ?? {}).sort(),
             annotations: Object.keys(spec.annotations ?? {}).sort(),
@@ -350,51 +351,35 @@ export class EdgeDeviceReconciler {
   }
 
   /**
-   * Ensures the Node (calling `onCreated` right after creating it) and its
-   * addresses. A changed spec.node updates the Node in place (metadata and
-   * spec only: the device's link and the status the device session writes are
-   * untouched). A Node of that name that aranya did not create for this
-   * EdgeDevice (its uid in the owner annotation) is never changed: `taken`
-   * says whose it is.
+   * Ensures the Node (`node`: as just read, if it exists), recording the
+   * virtual pod's uid. A changed spec.node updates the Node in place (metadata
+   * and spec only: the status the device's replica writes is untouched).
+   * `taken`: a Node of that name appeared meanwhile that is not this
+   * EdgeDevice's.
    */
   async #ensureNode(
     ed: EdgeDevice,
     namespace: string,
     name: string,
-    onCreated: () => Promise<unknown>,
+    node: V1Node | undefined,
+    virtualPodUid: string | undefined,
   ): Promise<{ taken?: string }> {
-    const want = this.#desiredNode(ed, namespace, name);
-    let created = false;
-    let node: V1Node | undefined;
-    try {
-      node = await this.#o.core.readNode({ name });
-    } catch (err) {
-      if (!isNotFound(err)) throw fromApiError(`Reading Node "${name}"`, err);
-    }
+    const want = this.#desiredNode(ed, namespace, name, virtualPodUid);
     if (!node) {
       try {
-        // Created with its addresses (the API server takes a Node's status on create, as a
-        // kubelet registers): the Node never turns Ready without saying where its kubelet is.
-        node = await this.#o.core.createNode({
-          body: { ...want, status: this.#addressStatus(name, undefined) },
-        });
-        created = true;
+        await this.#o.core.createNode({ body: want });
+        return {};
       } catch (err) {
         if (apiStatus(err) !== 409) throw fromApiError(`Creating Node "${name}"`, err);
         // Made meanwhile by someone else: whose it is decides below.
-        try {
-          node = await this.#o.core.readNode({ name });
-        } catch (err) {
-          throw fromApiError(`Reading Node "${name}"`, err);
-        }
+        node = await this.#readNode(name);
+        if (!node) return { taken: `Node "${name}" was being created and deleted meanwhile` };
       }
     }
     if (node.metadata?.annotations?.[ANNOTATION_OWNER_UID] !== ed.metadata!.uid) {
       return { taken: takenMessage(node, namespace) };
     }
-    if (created) await onCreated();
-    else node = await this.#ensureNodeMetadata(node, want);
-    await this.#ensureNodeAddress(node);
+    await this.#ensureNodeMetadata(node, want);
     return {};
   }
 
@@ -438,94 +423,66 @@ export class EdgeDeviceReconciler {
     }
   }
 
-  /** Where aranya serves the kubelet API for Node `name` (keeping `port` when it is still its). */
-  #addressStatus(name: string, port: number | undefined): V1NodeStatus {
-    return {
-      addresses: [{ type: "InternalIP", address: this.#o.kubeletAddress }],
-      daemonEndpoints: {
-        kubeletEndpoint: { Port: this.#o.kubeletPortFor?.(name, port) ?? this.#o.kubeletPort },
-      },
-    };
-  }
-
-  /**
-   * The Node's status names where aranya serves the kubelet API. Others
-   * change a new Node at once (the node lifecycle controller's taints, the
-   * device session's status), so a conflict re-reads and tries again.
-   */
-  async #ensureNodeAddress(node: V1Node): Promise<void> {
-    const name = node.metadata!.name!;
-    for (let attempt = 1;; attempt++) {
-      const addr = node.status?.addresses?.[0];
-      const port = node.status?.daemonEndpoints?.kubeletEndpoint?.Port;
-      const want = this.#addressStatus(name, port);
-      if (
-        addr?.address === this.#o.kubeletAddress &&
-        port === want.daemonEndpoints!.kubeletEndpoint!.Port
-      ) return;
-      node.status = { ...node.status, ...want };
-      try {
-        await this.#o.core.replaceNodeStatus({ name, body: node });
-        return;
-      } catch (err) {
-        if (apiStatus(err) !== 409 || attempt >= 4) {
-          throw fromApiError(`Updating the status of Node "${name}"`, err);
-        }
-      }
-      try {
-        node = await this.#o.core.readNode({ name });
-      } catch (err) {
-        throw fromApiError(`Reading Node "${name}"`, err);
-      }
-    }
-  }
-
   /**
    * Ensures the virtual pod (see virtual_pod.ts). The pod of that name is the
-   * device's only when its uid is the one recorded in the EdgeDevice's status
-   * (or, before the first record, when this EdgeDevice controls it by owner
-   * reference); anything else is a look-alike (`taken`) and left alone.
+   * device's only when its uid is the one its Node records (or, before the
+   * Node records one, when this EdgeDevice controls it by owner reference);
+   * anything else is a look-alike (`taken`) and left alone.
    */
   async #ensureVirtualPod(
     ed: EdgeDevice,
     namespace: string,
     name: string,
-  ): Promise<{ uid?: string; created?: boolean; taken?: string }> {
+    node: V1Node | undefined,
+  ): Promise<{ uid?: string; taken?: string }> {
     let pod: V1Pod | undefined;
     try {
       pod = await this.#o.core.readNamespacedPod({ name, namespace });
     } catch (err) {
       if (!isNotFound(err)) throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
     }
+    const recorded = node?.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
     if (!pod) {
       try {
         pod = await this.#o.core.createNamespacedPod({
           namespace,
           body: virtualPod(namespace, name, ed.metadata!.uid!),
         });
-        return { uid: pod.metadata?.uid, created: true };
+        return { uid: pod.metadata?.uid };
       } catch (err) {
         if (apiStatus(err) !== 409) {
           throw fromApiError(`Creating the virtual pod "${namespace}/${name}"`, err);
         }
-        return {}; // made meanwhile: the next pass looks at whose it is
+        return { uid: recorded }; // made meanwhile: the next pass looks at whose it is
       }
     }
-    if (isOurVirtualPod(pod, ed)) return { uid: pod.metadata!.uid };
+    if (isOurVirtualPod(pod, ed, recorded)) return { uid: pod.metadata!.uid };
     return {
+      uid: recorded,
       taken:
         `Pod "${namespace}/${name}" exists but is not the virtual pod aranya created for this EdgeDevice; host access through it is refused. Delete it and aranya creates the virtual pod`,
     };
   }
 
   /**
-   * Removes what aranya created for this EdgeDevice, and only that: the Node
-   * whose owner annotation is its uid, that Node's Lease, the virtual pod with
-   * the recorded uid and the Secret it controls. Each delete carries the uid as
-   * a precondition, so an object replaced meanwhile survives.
+   * Removes the Node `name` and its virtual pod when they were made for an
+   * EdgeDevice of `namespace` that is gone (`deleting`: the uid of one being
+   * deleted). Each delete carries the uid as a precondition, so an object
+   * replaced meanwhile survives. The Secret and the node Lease go with their
+   * owners (the EdgeDevice, the Node) through the garbage collector.
    */
-  async #cleanup(ed: EdgeDevice, namespace: string, name: string): Promise<void> {
-    const uid = ed.metadata!.uid!;
+  async #removeOrphan(
+    namespace: string,
+    name: string,
+    deleting: string | undefined,
+  ): Promise<void> {
+    const node = await this.#readNode(name);
+    if (!node) return;
+    const owner = node.metadata?.annotations?.[ANNOTATION_OWNER_UID];
+    const mine = deleting !== undefined
+      ? owner === deleting
+      : this.#orphanOf(node, namespace, undefined);
+    if (!mine || !owner) return;
     const gone = async (what: string, f: () => Promise<unknown>) => {
       try {
         await f();
@@ -533,43 +490,20 @@ export class EdgeDeviceReconciler {
         if (!isNotFound(err) && apiStatus(err) !== 409) throw fromApiError(`Deleting ${what}`, err);
       }
     };
-    const read = async <T>(what: string, f: () => Promise<T>): Promise<T | undefined> => {
-      try {
-        return await f();
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw fromApiError(`Reading ${what}`, err);
-      }
-    };
-    const node = await read(`Node "${name}"`, () => this.#o.core.readNode({ name }));
-    if (node?.metadata?.annotations?.[ANNOTATION_OWNER_UID] === uid) {
-      const nodeUid = node.metadata.uid!;
-      await gone(
-        `Node "${name}"`,
-        () => this.#o.core.deleteNode({ name, body: { preconditions: { uid: nodeUid } } }),
-      );
-      const lease = await read(
-        `Lease "kube-node-lease/${name}"`,
-        () => this.#o.coordination.readNamespacedLease({ name, namespace: "kube-node-lease" }),
-      );
-      if (lease && lease.metadata?.ownerReferences?.some((r) => r.uid === nodeUid)) {
-        await gone(
-          `Lease "kube-node-lease/${name}"`,
-          () =>
-            this.#o.coordination.deleteNamespacedLease({
-              name,
-              namespace: "kube-node-lease",
-              body: { preconditions: { uid: lease.metadata!.uid } },
-            }),
-        );
-      }
-    }
-    const pod = await read(
-      `Pod "${namespace}/${name}"`,
-      () => this.#o.core.readNamespacedPod({ name, namespace }),
+    const nodeUid = node.metadata!.uid!;
+    await gone(
+      `Node "${name}"`,
+      () => this.#o.core.deleteNode({ name, body: { preconditions: { uid: nodeUid } } }),
     );
+    let pod: V1Pod | undefined;
+    try {
+      pod = await this.#o.core.readNamespacedPod({ name, namespace });
+    } catch (err) {
+      if (!isNotFound(err)) throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
+    }
     const podUid = pod?.metadata?.uid;
-    if (pod && podUid && isOurVirtualPod(pod, ed)) {
+    const recorded = node.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
+    if (pod && podUid && (podUid === recorded || (!recorded && ownedBy(pod.metadata, owner)))) {
       await gone(
         `Pod "${namespace}/${name}"`,
         // In the body: the API server reads delete options from the body when there is one.
@@ -581,22 +515,7 @@ export class EdgeDeviceReconciler {
           }),
       );
     }
-    const secretName = credentialsSecretName(name);
-    const secret = await read(
-      `Secret "${namespace}/${secretName}"`,
-      () => this.#o.core.readNamespacedSecret({ name: secretName, namespace }),
-    );
-    if (secret && ownedBy(secret.metadata, uid)) {
-      await gone(
-        `Secret "${namespace}/${secretName}"`,
-        () =>
-          this.#o.core.deleteNamespacedSecret({
-            name: secretName,
-            namespace,
-            body: { preconditions: { uid: secret.metadata!.uid } },
-          }),
-      );
-    }
+    this.#log.info("edge device's node removed", { device: `${namespace}/${name}` });
   }
 
   async #removeFinalizer(ed: EdgeDevice): Promise<void> {
@@ -618,12 +537,11 @@ export class EdgeDeviceReconciler {
 
 /**
  * True when `pod` is the virtual pod aranya created for `ed`: its uid is the
- * one recorded in the EdgeDevice's status or, before the first record (the
- * status write may not have happened yet), `ed` controls it by owner reference.
+ * one recorded on the Node or, before the first record, `ed` controls it by
+ * owner reference.
  */
-function isOurVirtualPod(pod: V1Pod, ed: EdgeDevice): boolean {
+function isOurVirtualPod(pod: V1Pod, ed: EdgeDevice, recorded: string | undefined): boolean {
   const uid = pod.metadata?.uid;
-  const recorded = ed.status?.virtualPod?.uid;
   return uid !== undefined &&
     (uid === recorded || (!recorded && ownedBy(pod.metadata, ed.metadata!.uid!)));
 }

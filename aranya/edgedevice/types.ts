@@ -22,6 +22,8 @@ export const TAINT_NAMESPACE = "arhat.dev/namespace";
  * before the object exists).
  */
 export const ANNOTATION_OWNER_UID = "aranya.arhat.dev/edge-device-uid";
+/** Annotation on an edge Node: the uid of its device's virtual pod (written by aranya only). */
+export const ANNOTATION_VIRTUAL_POD_UID = "aranya.arhat.dev/virtual-pod-uid";
 
 /** The part of an EdgeDevice aranya uses. */
 export interface EdgeDevice extends KubernetesObject {

@@ -61,7 +61,7 @@ Deno.test("ops server: /healthz, /readyz follows readiness, /metrics shows arany
     metrics.edgeDevices.set(5);
     metrics.reconcileTotal.inc({ controller: "edgedevice", result: "success" }, 2);
     metrics.podSyncsTotal.inc({ result: "error" });
-    metrics.leader.set(1);
+    metrics.members.set(1);
     metrics.apiRequestsTotal.inc({ verb: "get" });
     metrics.apiWritesTotal.inc();
     // Burn some CPU so the CPU counter is clearly above zero.
@@ -77,7 +77,7 @@ Deno.test("ops server: /healthz, /readyz follows readiness, /metrics shows arany
       2,
     );
     assert.equal(sample(m.body, 'aranya_pod_syncs_total{result="error"}'), 1);
-    assert.equal(sample(m.body, "aranya_leader"), 1);
+    assert.equal(sample(m.body, "aranya_replica_members"), 1);
     assert.equal(sample(m.body, 'aranya_api_requests_total{verb="get"}'), 1);
     assert.equal(sample(m.body, "aranya_api_writes_total"), 1);
     assert.match(m.body, /# TYPE process_cpu_seconds_total counter/);
@@ -132,8 +132,8 @@ Deno.test("ops server: a busy port rejects run and ready", async () => {
 Deno.test("metrics registries are independent", async () => {
   const a = createMetrics({ processMetrics: false });
   const b = createMetrics({ processMetrics: false });
-  a.leader.set(1);
-  assert.equal(sample(await a.text(), "aranya_leader"), 1);
-  assert.equal(sample(await b.text(), "aranya_leader"), 0);
+  a.members.set(1);
+  assert.equal(sample(await a.text(), "aranya_replica_members"), 1);
+  assert.equal(sample(await b.text(), "aranya_replica_members"), 0);
   assert.doesNotMatch(await a.text(), /process_/);
 });

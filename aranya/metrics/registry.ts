@@ -27,7 +27,7 @@ export interface AranyaMetrics {
   /** Pod syncs to devices by result. */
   readonly podSyncsTotal: Counter<"result">;
   /** 1 while this replica leads, else 0. */
-  readonly leader: Gauge;
+  readonly members: Gauge;
   /** API requests by verb (get, list, watch, create, update, patch, delete, deletecollection). */
   readonly apiRequestsTotal: Counter<"verb">;
   /** API requests that write (create, update, patch, delete, deletecollection). */
@@ -84,9 +84,9 @@ export function createMetrics(opts: CreateMetricsOptions = {}): AranyaMetrics {
       labelNames: ["result"] as const,
       registers,
     }),
-    leader: new Gauge({
-      name: "aranya_leader",
-      help: "1 while this replica is the leader, else 0.",
+    members: new Gauge({
+      name: "aranya_replica_members",
+      help: "Live aranya replicas as this one sees them (itself included while it is a member).",
       registers,
     }),
     apiRequestsTotal: new Counter({

@@ -1,14 +1,20 @@
 /**
  * What aranya does while one device is connected:
  *
+ * - it starts once this replica holds the node's Lease (replicas/node_lease.ts:
+ *   the device's owner);
  * - on connect it asks for the device's full node info (CMD_NODE_INFO_GET) and
- *   writes it into the Node's status (Ready from the device's own
- *   conditions); writes the EdgeDevice's status (phase Connected, conditions
- *   Connected and NodeReady, lastSeen, agent) and the virtual pod's status
- *   (Running and Ready), and records a Connected Event;
+ *   writes it into the Node's status in one write (Ready from the device's own
+ *   conditions; the os/arch labels; the address and port where THIS replica
+ *   serves the Node's kubelet API); writes the EdgeDevice's status (phase
+ *   Connected, conditions Connected and NodeReady, lastSeen, agent, node and
+ *   virtual pod) and the virtual pod's status (Running and Ready), and records
+ *   a Connected Event;
  * - while the link is up, every heartbeat it renews the node's Lease in
  *   kube-node-lease and asks the device nothing: the link's own liveness
- *   (transport keepalives) is the heartbeat;
+ *   (transport keepalives) is the heartbeat. A renewal that finds another
+ *   replica holding the Lease closes the link (that replica serves the device
+ *   now) and writes nothing more;
  * - the device pushes its node status (unsolicited MSG_NODE_STATUS) when a
  *   condition or a resource changed; the Node status (and with it the
  *   EdgeDevice's NodeReady and lastSeen) is written then, and otherwise
@@ -17,7 +23,9 @@
  *   Lease write per heartbeat and no traffic on its link but keepalives;
  * - when the link closes it marks the Node Ready=False, the EdgeDevice
  *   Disconnected and the virtual pod not Ready (all with reason
- *   EdgeDeviceDisconnected), and records a Warning Disconnected Event.
+ *   EdgeDeviceDisconnected), records a Warning Disconnected Event, and then
+ *   clears itself as the Lease's holder (so a replica the device dials next
+ *   takes over at once).
  *
  * The EdgeDevice's `spec.connectivity.timers` override the heartbeat, lease
  * duration, status sync and unary timeout per device (device_timers.ts).
@@ -29,10 +37,6 @@ import {
   type CoordinationV1Api,
   type CoreV1Api,
   type CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Lease,
-  V1MicroTime,
   type V1Node,
   type V1PodStatus,
 } from "@kubernetes/client-node";
@@ -53,6 +57,7 @@ import {
   connectedStatus,
   disconnectedStatus as edgeDeviceDisconnected,
   type NodeReadyInfo,
+  pendingStatus,
   syncedStatus,
 } from "../edgedevice/edge_device_status.ts";
 import {
@@ -66,7 +71,8 @@ import {
 } from "../edgedevice/types.ts";
 import { disconnectedPodStatus, runningStatus } from "../edgedevice/virtual_pod.ts";
 import { type DeviceTimers, leaseSecondsFor } from "../edgedevice/device_timers.ts";
-import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
+import { apiStatus, fromApiError } from "../kube/errors.ts";
+import type { NodeLease } from "../replicas/node_lease.ts";
 import { type EventRecorder, nullEventRecorder, type ObjectRef } from "../kube/event_recorder.ts";
 import {
   agentInfoFrom,
@@ -78,6 +84,12 @@ import {
 /** Options for {@link DeviceSession}. */
 export interface DeviceSessionOptions {
   link: Link;
+  /** The node's Lease, held by this replica (acquired before the session runs). */
+  lease: NodeLease;
+  /** Where this replica serves the Node's kubelet API (written into the Node's status). */
+  kubelet: { address: string; port: number };
+  /** The virtual pod's uid, when the Node records it (written into the EdgeDevice's status). */
+  virtualPodUid?: () => string | undefined;
   core: CoreV1Api;
   coordination: CoordinationV1Api;
   /** For the EdgeDevice's status subresource. */
@@ -184,6 +196,7 @@ export class DeviceSession {
     try {
       await this.#run();
     } finally {
+      await this.#o.lease.release();
       this.#connected.resolve();
       this.#closed.resolve();
     }
@@ -216,19 +229,17 @@ export class DeviceSession {
     const timers = () => this.#o.timers?.() ?? {};
     const statusSyncMs = () => timers().statusSyncMs ?? this.#o.statusSyncMs ?? 300_000;
     const nowMs = () => this.#now().getTime();
-    /** Writes the Node status from `msg` (`full`: with node info and labels). */
+    /**
+     * Writes the Node status from `msg` (`full`: with node info and labels). One write: the
+     * status subresource of a Node takes its labels too, so the Node never turns Ready without
+     * them (a DaemonSet selecting kubernetes.io/os must not see a Ready Node without).
+     */
     const write = async (msg: NodeStatusMsg, full: boolean): Promise<V1Node> => {
-      if (full) {
-        // Labels first: by the time the Node turns Ready it carries them (a DaemonSet selecting
-        // kubernetes.io/os must not see a Ready Node without).
-        const current = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
-        if (current) await this.#ensureLabels(current, nodeLabelsFrom(msg));
-      }
       const node = await this.#writeNodeStatus((node) => {
         const next = nodeStatusFrom(msg, node.status, this.#now(), this.#o.maxPods?.());
         if (!full) next.nodeInfo = node.status?.nodeInfo;
         return next;
-      });
+      }, full ? nodeLabelsFrom(msg) : undefined);
       known = msg;
       lastKey = nodeStatusKey(msg);
       lastWrite = nowMs();
@@ -259,16 +270,20 @@ export class DeviceSession {
       node = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
     }
     const now = this.#now();
+    const vpUid = this.#o.virtualPodUid?.();
     await this.#writeEdgeDeviceStatus(
       "marking the edge device connected",
       (s) =>
-        connectedStatus(s, {
-          node: this.node,
-          transport: this.#o.link.transport,
-          nodeReady: readyOf(node),
-          agent: agent ? agentInfoFrom(agent) : undefined,
-          now,
-        }),
+        connectedStatus(
+          pendingStatus(s, this.node, now, vpUid ? { name: this.node, uid: vpUid } : undefined),
+          {
+            node: this.node,
+            transport: this.#o.link.transport,
+            nodeReady: readyOf(node),
+            agent: agent ? agentInfoFrom(agent) : undefined,
+            now,
+          },
+        ),
     );
     await this.#writePodStatus(
       "marking the virtual pod running",
@@ -287,7 +302,13 @@ export class DeviceSession {
       const heartbeat = timers().heartbeatMs ?? this.#o.heartbeatMs ?? 10_000;
       if (nowMs() >= nextLease) {
         try {
-          await this.#renewLease(heartbeat);
+          if (!await this.#o.lease.renew(this.#leaseSeconds(heartbeat))) {
+            this.#lost = true;
+            this.#log.info("another replica serves the device now; closing this link");
+            this.#o.link.close("Another aranya replica serves this device now");
+            break;
+          }
+          this.writeCounts.lease++;
         } catch (err) {
           this.#log.warn("lease renewal failed", { error: errorMessage(err) });
         }
@@ -334,8 +355,18 @@ export class DeviceSession {
       this.#wake = undefined;
     }
 
-    // Disconnected.
+    // Disconnected: written only while this replica still owns the device (a replica that took
+    // it over writes its state now).
     const info = closeInfo ?? await closed;
+    if (this.#lost) return;
+    try {
+      if (!await this.#o.lease.renew(this.#leaseSeconds(timers().heartbeatMs ?? 10_000))) {
+        this.#log.info("another replica serves the device now; not marking it disconnected");
+        return;
+      }
+    } catch (err) {
+      this.#log.warn("lease renewal failed", { error: errorMessage(err) });
+    }
     const why = `The link closed (${
       info.by === "local" ? "by aranya" : info.by === "remote" ? "by the device" : "on an error"
     }): ${info.reason}`;
@@ -364,28 +395,41 @@ export class DeviceSession {
     await this.#event("Warning", "Disconnected", why);
   }
 
-  /** Sets the device's well-known labels on the Node (os, arch) when they differ; one patch. */
-  async #ensureLabels(node: V1Node, labels: Record<string, string>): Promise<void> {
-    const have = node.metadata?.labels ?? {};
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return;
-    try {
-      await this.#o.core.patchNode(
-        { name: this.node, body: { metadata: { labels } } },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-      );
-      this.writeCounts.node++;
-    } catch (err) {
-      this.#log.warn("labelling the node failed", { error: errorMessage(err) });
-    }
+  /** Set when another replica took the device over: this session writes nothing more. */
+  #lost = false;
+
+  /** The node Lease's duration for `heartbeatMs`. */
+  #leaseSeconds(heartbeatMs: number): number {
+    return leaseSecondsFor(
+      heartbeatMs,
+      this.#o.timers?.().leaseSeconds ?? this.#o.leaseSeconds ?? 40,
+    );
   }
 
-  /** Read-modify-write of the Node's status; resolves with the Node as written. */
-  #writeNodeStatus(change: (node: V1Node) => V1Node["status"]): Promise<V1Node> {
+  /**
+   * Read-modify-write of the Node's status (with this replica's kubelet
+   * address and port, and `labels` when given); resolves with the Node as written.
+   */
+  #writeNodeStatus(
+    change: (node: V1Node) => V1Node["status"],
+    labels?: Record<string, string>,
+  ): Promise<V1Node> {
+    const { address, port } = this.#o.kubelet;
     return this.#update(
       "node",
       `Updating the status of Node "${this.node}"`,
       () => this.#o.core.readNode({ name: this.node }),
-      (node) => ({ ...node, status: change(node) }),
+      (node) => ({
+        ...node,
+        metadata: labels
+          ? { ...node.metadata, labels: { ...node.metadata?.labels, ...labels } }
+          : node.metadata,
+        status: {
+          ...change(node),
+          addresses: [{ type: "InternalIP", address }],
+          daemonEndpoints: { kubeletEndpoint: { Port: port } },
+        },
+      }),
       (node) => this.#o.core.replaceNodeStatus({ name: this.node, body: node }),
     );
   }
@@ -478,68 +522,6 @@ export class DeviceSession {
         if (apiStatus(err) === 409 && attempt < CONFLICT_ATTEMPTS) continue;
         throw fromApiError(what, err);
       }
-    }
-  }
-
-  async #renewLease(heartbeatMs: number): Promise<void> {
-    const name = this.node;
-    const namespace = "kube-node-lease";
-    // A MicroTime: the API server wants six fractional digits, which V1MicroTime writes.
-    const now = new V1MicroTime(this.#now().getTime());
-    let lease: V1Lease | undefined;
-    try {
-      lease = await this.#o.coordination.readNamespacedLease({ name, namespace });
-    } catch (err) {
-      if (!isNotFound(err)) throw fromApiError(`Reading Lease "${namespace}/${name}"`, err);
-    }
-    const spec = {
-      holderIdentity: name,
-      leaseDurationSeconds: leaseSecondsFor(
-        heartbeatMs,
-        this.#o.timers?.().leaseSeconds ?? this.#o.leaseSeconds ?? 40,
-      ),
-      renewTime: now,
-    };
-    try {
-      if (!lease) {
-        // Owned by the Node, as the kubelet does it: when the Node goes (EdgeDevice deleted) the
-        // garbage collector removes the Lease too, even one a late renewal created. No Node, no
-        // Lease: the device is being removed.
-        let node;
-        try {
-          node = await this.#o.core.readNode({ name });
-        } catch (err) {
-          if (isNotFound(err)) {
-            this.#log.info("node is gone; not creating its lease", { node: name });
-            return;
-          }
-          throw err;
-        }
-        await this.#o.coordination.createNamespacedLease({
-          namespace,
-          body: {
-            apiVersion: "coordination.k8s.io/v1",
-            kind: "Lease",
-            metadata: {
-              name,
-              namespace,
-              ownerReferences: [{
-                apiVersion: "v1",
-                kind: "Node",
-                name,
-                uid: node.metadata!.uid!,
-              }],
-            },
-            spec,
-          },
-        });
-      } else {
-        lease.spec = { ...lease.spec, ...spec };
-        await this.#o.coordination.replaceNamespacedLease({ name, namespace, body: lease });
-      }
-      this.writeCounts.lease++;
-    } catch (err) {
-      throw fromApiError(`Renewing Lease "${namespace}/${name}"`, err);
     }
   }
 }

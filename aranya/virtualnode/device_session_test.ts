@@ -38,6 +38,8 @@ import { ROOT } from "../../e2e/paths.ts";
 import { freePort, sleep } from "../../e2e/process.ts";
 import { kill, spawnArhat } from "../../e2e/arhat_harness.ts";
 import { DeviceSession, type WriteKind } from "./device_session.ts";
+import { StaticMembership } from "../replicas/membership.ts";
+import { NodeLease } from "../replicas/node_lease.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { MsgKind } from "../../common/envelope.ts";
 import { memoryLinkPair } from "../../common/memory_link.ts";
@@ -94,8 +96,6 @@ Deno.test({
       core,
       custom,
       coordination,
-      kubeletAddress: "127.0.0.1",
-      kubeletPort: 10250,
       namespaces: [ns],
       events,
       onDevice: (ed) => hooked.push(ed),
@@ -142,9 +142,14 @@ Deno.test({
       await applyCrds(cluster);
       await cluster.kubectlOk(["create", "namespace", ns]);
       running.push(controller.run(ac.signal));
+      const membership = new StaticMembership("replica-a");
       running.push(server.run(ac.signal, (link) => {
+        const lease = new NodeLease({ coordination, core, node: name, membership });
         const session = new DeviceSession({
           link,
+          lease,
+          kubelet: { address: "127.0.0.1", port: 10266 },
+          virtualPodUid: () => controller.virtualPodUid(name),
           core,
           coordination,
           custom,
@@ -154,7 +159,11 @@ Deno.test({
           maxPods: () => 7,
           onMessage: (direction, kind) => linkMessages.push(`${direction} ${kind}`),
         });
-        const entry = { session, done: false, run: session.run() };
+        const entry = {
+          session,
+          done: false,
+          run: lease.acquire(ac.signal, 40).then(() => session.run()),
+        };
         entry.run.then(() => entry.done = true);
         sessions.push(entry);
       }));
@@ -169,8 +178,7 @@ Deno.test({
         }),
       );
       const token = await waitDeviceToken(cluster, ns, name);
-      await eventually("the Pending status", async () => (await getEd()).status?.node);
-      assert.equal(await statusColumn(), "Pending");
+      assert.equal((await getEd()).status, undefined, "no status before the device connects");
       assert.equal((await getPod()).status.phase, "Pending");
       assert.ok(hooked.some((e) => e.metadata?.name === name), "onDevice was called");
 
@@ -205,6 +213,14 @@ Deno.test({
         assert.equal(node.status.nodeInfo.architecture, "amd64");
         assert.match(node.status.nodeInfo.containerRuntimeVersion, /^podman:\/\//);
         assert.equal(node.status.capacity.pods, "7", "spec.pod.allocatable caps the pods");
+        // Where the replica holding the link serves the kubelet API, and that it holds it.
+        assert.deepEqual(node.status.addresses, [{ type: "InternalIP", address: "127.0.0.1" }]);
+        assert.equal(node.status.daemonEndpoints.kubeletEndpoint.Port, 10266);
+        const lease = JSON.parse(
+          await cluster.kubectlOk(["get", "lease", "-n", "kube-node-lease", name, "-o", "json"]),
+        );
+        assert.equal(lease.spec.holderIdentity, "replica-a");
+        assert.equal(lease.metadata.ownerReferences[0].uid, node.metadata.uid);
         // The labels a kubelet sets, so DaemonSets selecting kubernetes.io/os land here.
         for (
           const [k, v] of Object.entries({
@@ -219,6 +235,8 @@ Deno.test({
         const ed = await getEd();
         assert.equal(ed.status.phase, "Connected");
         assert.equal(ed.status.node, name);
+        assert.equal(ed.status.virtualPod.uid, (await getPod()).metadata.uid);
+        assert.equal(byType(ed.status.conditions).NodeOwned?.status, "True");
         const cond = byType(ed.status.conditions);
         assert.deepEqual(
           [cond.Connected?.status, cond.Connected?.reason, cond.Connected?.message],
@@ -264,10 +282,9 @@ Deno.test({
             pod: atConnect.pod,
             event: atConnect.event,
           },
-          // The Node twice on the first connect: its status, and the os/arch labels (metadata,
-          // which a status write cannot carry); a reconnect finds the labels in place.
-          { node: 2, edgeDevice: 1, pod: 1, event: 1 },
-          "one write of each on connect, and the labels once",
+          // The Node once: its status write carries the os/arch labels too.
+          { node: 1, edgeDevice: 1, pod: 1, event: 1 },
+          "one write of each on connect",
         );
       });
 
@@ -396,6 +413,19 @@ Deno.test({
           assert.equal(cond.NodeReady?.status, "False");
           assert.equal(cond.NodeReady?.reason, "EdgeDeviceDisconnected");
           assert.ok(Date.parse(ed.status.lastSeen) >= Date.parse(lastSeen));
+          // The replica lets go of the device, so one the device dials next takes it at once.
+          assert.equal(
+            await cluster.kubectlOk([
+              "get",
+              "lease",
+              "-n",
+              "kube-node-lease",
+              name,
+              "-o",
+              "jsonpath={.spec.holderIdentity}",
+            ]),
+            "",
+          );
           assert.equal(await statusColumn(), "Disconnected");
 
           const pod = await getPod();
@@ -465,6 +495,13 @@ Deno.test({
     const received: string[] = [];
     const session = new DeviceSession({
       link: cloud,
+      lease: new NodeLease({
+        coordination,
+        core,
+        node: name,
+        membership: new StaticMembership("replica-a"),
+      }),
+      kubelet: { address: "127.0.0.1", port: 10266 },
       core,
       coordination,
       custom,
@@ -532,6 +569,40 @@ Deno.test({
         assert.equal(mp.message, "0.1 GiB of 8 GiB available", "with its newest message");
         assert.deepEqual(sent, ["CMD_NODE_INFO_GET"], "without asking the device");
       });
+
+      await t.step(
+        "another replica took the device: the link closes and nothing more is written",
+        async () => {
+          // As a replica that found this one gone would: the Lease names it now.
+          await cluster.kubectlOk([
+            "patch",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            name,
+            "--type=merge",
+            "-p",
+            JSON.stringify({ spec: { holderIdentity: "replica-b" } }),
+          ]);
+          const info = await cloud.closed;
+          assert.equal(info.by, "local");
+          assert.match(info.reason, /Another aranya replica serves this device now/);
+          const before = { ...session.writeCounts };
+          await run;
+          assert.deepEqual(session.writeCounts, before, "no disconnect writes, no release");
+          assert.equal((await nodeCondition("Ready")).status, "True", "left to replica-b");
+          const holder = await cluster.kubectlOk([
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            name,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+          ]);
+          assert.equal(holder, "replica-b");
+        },
+      );
     } finally {
       cloud.close("test over");
       await run;

@@ -70,7 +70,8 @@
  * Failed with reason NamespaceNotAllowed and a message naming the rule; it is
  * never sent to the device (and is stopped there if the rule changed while it
  * ran). The virtual pod is the pod `<namespace>/<device>` whose uid the
- * EdgeDevice's status records (never a label); it is left to the device
+ * device's Node records (annotation aranya.arhat.dev/virtual-pod-uid, which
+ * only aranya writes; never a label); it is left to the device
  * session, and a pod of that name with another uid is a look-alike that is
  * never sent to the device either.
  */
@@ -134,6 +135,12 @@ export interface PodControllerOptions {
   core: CoreV1Api;
   /** Which EdgeDevice owns a Node (tenancy and the virtual pod come from it). */
   directory: EdgeDirectory;
+  /**
+   * This replica's share of the devices (replicas/membership.ts; default:
+   * all): pods of a device attached nowhere here are refused only by the
+   * replica whose share it is.
+   */
+  owns?: (deviceKey: string) => boolean;
   /** Namespaces whose pods are watched; empty or absent: all. */
   namespaces?: string[];
   /** Address advertised for every edge node (pods' hostIP). */
@@ -382,7 +389,7 @@ export class PodController {
 
   /**
    * True when `pod` is its node's virtual pod: `<namespace>/<name>` of the
-   * EdgeDevice that owns the node, with the uid that EdgeDevice recorded.
+   * EdgeDevice that owns the node, with the uid the node records.
    */
   isVirtualPod(pod: V1Pod): boolean {
     return this.#virtualKind(pod) === "virtual";
@@ -390,8 +397,8 @@ export class PodController {
 
   /**
    * For a pod with the namespace and name of its node's virtual pod: "virtual"
-   * (the uid the EdgeDevice recorded), "pending" (no uid recorded yet: the
-   * cache may trail the status) or "look-alike". Undefined for other pods.
+   * (the uid the Node records), "pending" (no uid recorded yet: the cache may
+   * trail the Node) or "look-alike". Undefined for other pods.
    */
   #virtualKind(pod: V1Pod): "virtual" | "pending" | "look-alike" | undefined {
     const owner = this.#o.directory.ownerOf(pod.spec?.nodeName ?? "");
@@ -399,7 +406,7 @@ export class PodController {
       !owner || pod.metadata?.namespace !== owner.metadata?.namespace ||
       pod.metadata?.name !== owner.metadata?.name
     ) return undefined;
-    const uid = owner.status?.virtualPod?.uid;
+    const uid = this.#o.directory.virtualPodUid(pod.spec!.nodeName!);
     return uid === undefined ? "pending" : uid === pod.metadata?.uid ? "virtual" : "look-alike";
   }
 
@@ -532,7 +539,10 @@ export class PodController {
       dev = undefined;
     }
     if (refused !== undefined) {
-      await this.#refuse(pod, dev, refused);
+      // A device served by another replica: that one refuses it (or this one, if it is this
+      // replica's share while the device is offline).
+      const key = `${owner?.metadata?.namespace}/${owner?.metadata?.name}`;
+      if (dev || (this.#o.owns?.(key) ?? true)) await this.#refuse(pod, dev, refused);
       return;
     }
     if (!dev) return; // not an edge node, or its device is offline: nothing to do now

@@ -10,6 +10,8 @@
  * reconnect, and the others are not restarted; a deleted Deployment's pod is
  * stopped on the device and then removed.
  */
+import { StaticMembership } from "../replicas/membership.ts";
+import { NodeLease } from "../replicas/node_lease.ts";
 import assert from "node:assert/strict";
 import {
   CoordinationV1Api,
@@ -63,8 +65,6 @@ Deno.test({
       core,
       custom,
       coordination,
-      kubeletAddress: "127.0.0.1",
-      kubeletPort: 10250,
       namespaces: [ns],
     });
     const podLog: string[] = [];
@@ -99,7 +99,20 @@ Deno.test({
       await cluster.kubectlOk(["create", "namespace", ns]);
       running.push(controller.run(ac.signal), pods.run(ac.signal));
       running.push(server.run(ac.signal, (link) => {
-        const session = new DeviceSession({ link, core, coordination, custom, heartbeatMs: 1000 });
+        const session = new DeviceSession({
+          link,
+          lease: new NodeLease({
+            coordination,
+            core,
+            node: link.device.split("/")[1]!,
+            membership: new StaticMembership("replica-a"),
+          }),
+          kubelet: { address: "127.0.0.1", port: 10250 },
+          core,
+          coordination,
+          custom,
+          heartbeatMs: 1000,
+        });
         sessions.push(session.run());
         pods.attach({
           device: link.device,

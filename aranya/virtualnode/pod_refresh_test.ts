@@ -136,6 +136,7 @@ Deno.test({
       device: (key) => key === `${ns}/${node}` ? ed : undefined,
       ownerOf: (n) => n === node ? ed : undefined,
       ownedDevice: (key) => key === `${ns}/${node}` ? ed : undefined,
+      virtualPodUid: (n) => n === node ? "not-this-one" : undefined,
     };
     const log: string[] = [];
     // The controller's Namespace list leaves lateNs out (its watch then never hears of it).

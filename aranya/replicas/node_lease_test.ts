@@ -1,0 +1,121 @@
+/**
+ * NodeLease against the real control plane: the first replica takes a free
+ * Lease (creating it, owned by the Node); a second one waits while the holder
+ * is a live member with an unexpired Lease, and takes over once the holder is
+ * not a member any more; the old holder's renewal then reports the loss; a
+ * release lets another replica take it at once; no Node, no Lease.
+ */
+import assert from "node:assert/strict";
+import { CoordinationV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import type { Membership } from "./membership.ts";
+import { NODE_LEASE_NAMESPACE, NodeLease } from "./node_lease.ts";
+
+/** A membership whose live members the test sets. */
+function members(identity: string, live: Set<string>): Membership {
+  return {
+    identity,
+    healthy: true,
+    ready: Promise.resolve(),
+    members: () => [...live].sort(),
+    isLive: (id) => live.has(id),
+    owns: () => true,
+    onChange: () => {},
+    run: () => Promise.resolve(),
+  };
+}
+
+Deno.test({
+  name: "NodeLease: take, wait for a live holder, take over from a gone one, lose, release",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const cluster = await useCluster();
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const node = uniqueName("lease-node");
+    const live = new Set(["r0", "r1"]);
+    const lease = (identity: string) =>
+      new NodeLease({ coordination, core, node, membership: members(identity, live) });
+    const holder = async () => {
+      const l = await coordination.readNamespacedLease({
+        name: node,
+        namespace: NODE_LEASE_NAMESPACE,
+      });
+      return l.spec?.holderIdentity ?? "";
+    };
+    const ac = new AbortController();
+    try {
+      await t.step("no Node: nothing is made", async () => {
+        assert.equal(await lease("r0").acquire(ac.signal, 40), "node-gone");
+      });
+      await cluster.kubectlOk(
+        ["apply", "-f", "-"],
+        JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: node } }),
+      );
+      const r0 = lease("r0");
+      const r1 = lease("r1");
+      await t.step("a free Lease is created, held and owned by the Node", async () => {
+        assert.equal(await r0.acquire(ac.signal, 40), "held");
+        const l = await coordination.readNamespacedLease({
+          name: node,
+          namespace: NODE_LEASE_NAMESPACE,
+        });
+        assert.equal(l.spec?.holderIdentity, "r0");
+        assert.equal(l.spec?.leaseDurationSeconds, 40);
+        assert.equal(l.metadata?.ownerReferences?.[0]?.kind, "Node");
+        assert.equal(await r0.renew(40), true);
+      });
+      await t.step("another replica waits while the holder is live, then takes over", async () => {
+        let result: string | undefined;
+        const taking = r1.acquire(ac.signal, 40, 100).then((r) => result = r);
+        // While r0 is a live member with a fresh Lease, r1 keeps waiting (it re-reads every
+        // 100 ms); r0 renews meanwhile.
+        for (let i = 0; i < 5; i++) {
+          assert.equal(await r0.renew(40), true);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(result, undefined, "still waiting");
+        assert.equal(await holder(), "r0");
+        live.delete("r0"); // r0's membership ran out
+        assert.equal(await taking, "held");
+        assert.equal(await holder(), "r1");
+        assert.equal(r1.previousHolder, "r0");
+        const l = await coordination.readNamespacedLease({
+          name: node,
+          namespace: NODE_LEASE_NAMESPACE,
+        });
+        assert.equal(l.spec?.leaseTransitions, 1);
+      });
+      await t.step("the old holder's renewal reports the loss and writes nothing", async () => {
+        assert.equal(await r0.renew(40), false);
+        assert.equal(await holder(), "r1");
+        await r0.release(); // not its own any more: a no-op
+        assert.equal(await holder(), "r1");
+      });
+      await t.step("a release lets another live replica take it at once", async () => {
+        live.add("r0");
+        await r1.release();
+        assert.equal(await holder(), "");
+        const r0again = lease("r0");
+        assert.equal(await r0again.acquire(ac.signal, 40, 100), "held");
+        assert.equal(await holder(), "r0");
+        assert.equal(r0again.previousHolder, undefined);
+      });
+    } finally {
+      ac.abort();
+      await cluster.kubectl(["delete", "node", node, "--ignore-not-found"]);
+      await cluster.kubectl([
+        "delete",
+        "lease",
+        "-n",
+        NODE_LEASE_NAMESPACE,
+        node,
+        "--ignore-not-found",
+      ]);
+      await cluster.release();
+    }
+  },
+});
