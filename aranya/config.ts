@@ -48,8 +48,9 @@ export const CONFIG_DEFAULTS = Object.freeze({
   /** docs/scale.md: ~10 requests per new device, one Lease renewal per device per 10 s. */
   apiQps: 500,
   apiBurst: 1000,
-  authQps: 20,
-  authBurst: 40,
+  /** One Secret read per device that dials in (a fleet reconnecting after an outage). */
+  authQps: 100,
+  authBurst: 200,
   httpListen: "0.0.0.0:8080",
   membershipEnabled: true,
   /** Used when aranya does not run in a pod (no POD_NAMESPACE, no service account). */

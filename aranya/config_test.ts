@@ -34,7 +34,7 @@ Deno.test("parseAranyaConfig() fills every default of a minimal config", () => {
   const want: AranyaConfig = {
     namespaces: [],
     logLevel: "info",
-    api: { qps: 500, burst: 1000, auth: { qps: 20, burst: 40 } },
+    api: { qps: 500, burst: 1000, auth: { qps: 100, burst: 200 } },
     http: { listen: { hostname: "0.0.0.0", port: 8080 } },
     membership: {
       enabled: true,
@@ -121,7 +121,7 @@ links:
     kubeconfig: "/etc/aranya/kubeconfig",
     namespaces: ["edge-a", "edge-b"],
     logLevel: "debug",
-    api: { qps: 2.5, burst: 7, auth: { qps: 20, burst: 40 } },
+    api: { qps: 2.5, burst: 7, auth: { qps: 100, burst: 200 } },
     http: { listen: { hostname: "127.0.0.1", port: 9090 } },
     membership: {
       enabled: false,

@@ -289,8 +289,15 @@ async function serve(
   const running = new Set<Promise<void>>();
   /** Serves `link` once this replica owns the device (its node Lease). */
   const serveLink = async (link: Link): Promise<void> => {
-    const [, node] = link.device.split("/") as [string, string];
-    const lease = new NodeLease({ coordination, core, node, membership, log });
+    const [namespace, node] = link.device.split("/") as [string, string];
+    const lease = new NodeLease({
+      coordination,
+      core,
+      node,
+      membership,
+      cachedNodeUid: () => edgeDevices.node(node)?.metadata?.uid,
+      log,
+    });
     const stop = new AbortController();
     link.closed.then(() => stop.abort());
     const timers = () => deviceTimers(edgeDevices.device(link.device));
@@ -318,6 +325,11 @@ async function serve(
       lease,
       kubelet: { address: config.kubelet.address, port },
       virtualPodUid: () => edgeDevices.virtualPodUid(node),
+      cached: {
+        node: () => edgeDevices.node(node),
+        edgeDevice: () => edgeDevices.device(link.device),
+        virtualPod: () => pods.pod(namespace, node),
+      },
       core,
       coordination,
       custom,

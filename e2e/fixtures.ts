@@ -9,7 +9,7 @@
  */
 import { binPath, ensureBuilt } from "./cluster/build.ts";
 import { startControlPlane, stopControlPlane } from "./cluster/control_plane.ts";
-import { CACHE, ROOT } from "./paths.ts";
+import { CACHE, ensureDir, ROOT } from "./paths.ts";
 import { sleep } from "./process.ts";
 import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
 
@@ -74,12 +74,19 @@ export async function useCluster(): Promise<ClusterHandle> {
   // swept (their components stopped) first.
   const base = `${CACHE}/cluster-standalone`;
   const ns = await pidNamespace();
-  await sweepStandalone(base, ns);
   const dir = `${base}/${ns}-${Deno.pid}`;
+  // The folder's owner holds a lock on "<folder>.owner" while it lives (flock: seen across PID
+  // namespaces, released by the kernel when the owner dies), taken before the folder exists.
+  await ensureDir(base);
+  const owner = await Deno.open(`${dir}.owner`, { create: true, write: true });
+  await owner.lock(true);
+  await sweepStandalone(base, ns);
   const cp = await startControlPlane({ dir });
   return clusterHandle(cp.kubeconfig, async () => {
     await cp.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(`${dir}.owner`).catch(() => {});
+    owner.close();
   });
 }
 
@@ -112,12 +119,26 @@ async function sweepStandalone(base: string, ns: string): Promise<void> {
   }
   for (const e of entries) {
     const m = /^(\d+)-(\d+)$/.exec(e.name);
-    if (!e.isDirectory || !m || m[1] !== ns) continue;
-    const pid = Number(m[2]);
-    const alive = await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
-    if (alive && pid !== Deno.pid) continue;
-    await stopControlPlane(`${base}/${e.name}`).catch(() => {});
-    await Deno.remove(`${base}/${e.name}`, { recursive: true }).catch(() => {});
+    if (!e.isDirectory || !m || `${m[1]}-${m[2]}` === `${ns}-${Deno.pid}`) continue;
+    const dir = `${base}/${e.name}`;
+    // Its owner's lock decides, whatever PID namespace the owner runs in.
+    const owner = await Deno.open(`${dir}.owner`, { write: true }).catch(() => undefined);
+    if (owner) {
+      const dead = await owner.tryLock(true).catch(() => false);
+      if (dead) {
+        await stopControlPlane(dir).catch(() => {});
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        await Deno.remove(`${dir}.owner`).catch(() => {});
+      }
+      owner.close();
+      continue;
+    }
+    // A folder from before owner locks: judged by its PID, in our own namespace only.
+    if (m[1] !== ns) continue;
+    const alive = await Deno.stat(`/proc/${m[2]}`).then(() => true, () => false);
+    if (alive) continue;
+    await stopControlPlane(dir).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 

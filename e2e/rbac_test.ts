@@ -39,7 +39,12 @@ const ALLOWED: Ask[] = [
   ...["create", "patch", "update"].map((v): Ask => [v, "events", ALL]),
   ...["create", "patch", "update"].map((v): Ask => [v, "events.events.k8s.io", ALL]),
   ...["get", "create", "update", "delete"].map((v): Ask => [v, LEASES, { ns: "kube-node-lease" }]),
-  ...["get", "create", "update"].map((v): Ask => [v, LEASES, { ns: "aranya-system" }]),
+  // Membership: its own Lease (created, renewed, deleted on shutdown) and one watch on all of them.
+  ...["get", "list", "watch", "create", "update", "delete"].map((v): Ask => [
+    v,
+    LEASES,
+    { ns: "aranya-system" },
+  ]),
   // The kubelet API server: caller authentication and authorization, its serving certificate
   // (a CSR it approves itself, for the kubelet serving signer only) and the client CA.
   ["create", "tokenreviews.authentication.k8s.io"],
@@ -85,7 +90,7 @@ const REFUSED: Ask[] = [
   ["update", LEASES, { ns: "default" }],
   ["create", LEASES, { ns: "kube-system" }],
   ["list", LEASES, { ns: "kube-node-lease" }],
-  ["delete", LEASES, { ns: "aranya-system" }],
+  ["delete", LEASES, { ns: "kube-system" }],
   ["*", "*", ALL],
   // Certificates: approve for no other signer, never sign, never touch other CSRs' specs.
   ["approve", SIGNERS, { name: "kubernetes.io/kube-apiserver-client" }],

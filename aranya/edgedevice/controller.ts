@@ -155,6 +155,11 @@ export class EdgeDeviceController implements EdgeDirectory {
     return owner?.metadata?.namespace === key.slice(0, slash) ? owner : undefined;
   }
 
+  /** The edge Node `name` as cached (no I/O; shared: copy before changing it). */
+  node(name: string): V1Node | undefined {
+    return this.#nodes?.get(name);
+  }
+
   virtualPodUid(node: string): string | undefined {
     return this.#nodes?.get(node)?.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
   }

@@ -203,7 +203,8 @@ export class EdgeDeviceReconciler {
       ed.status = pendingStatus(ed.status, name, this.#now());
       await this.#replaceStatus(ed);
     }
-    const secret = await this.#ensureSecret(namespace, name, uid);
+    // A new device (no Node before this pass) has no Secret yet: create it without a read first.
+    const secret = await this.#ensureSecret(namespace, name, uid, node === undefined);
     if (secret === "foreign") {
       event(
         "Warning",
@@ -274,13 +275,21 @@ export class EdgeDeviceReconciler {
     namespace: string,
     name: string,
     uid: string,
+    createFirst: boolean,
   ): Promise<"created" | "exists" | "foreign"> {
     const secretName = credentialsSecretName(name);
-    try {
-      const s = await this.#o.core.readNamespacedSecret({ name: secretName, namespace });
-      return ownedBy(s.metadata, uid) ? "exists" : "foreign";
-    } catch (err) {
-      if (!isNotFound(err)) throw fromApiError(`Reading Secret "${namespace}/${secretName}"`, err);
+    const whose = async (): Promise<"exists" | "foreign" | undefined> => {
+      try {
+        const s = await this.#o.core.readNamespacedSecret({ name: secretName, namespace });
+        return ownedBy(s.metadata, uid) ? "exists" : "foreign";
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw fromApiError(`Reading Secret "${namespace}/${secretName}"`, err);
+      }
+    };
+    if (!createFirst) {
+      const found = await whose();
+      if (found) return found;
     }
     const token = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
     const secret: V1Secret = {
@@ -298,9 +307,11 @@ export class EdgeDeviceReconciler {
     try {
       await this.#o.core.createNamespacedSecret({ namespace, body: secret });
     } catch (err) {
-      // Made meanwhile: the next pass looks at whose it is.
-      if (apiStatus(err) === 409) return "exists";
-      throw fromApiError(`Creating Secret "${namespace}/${secretName}"`, err);
+      if (apiStatus(err) !== 409) {
+        throw fromApiError(`Creating Secret "${namespace}/${secretName}"`, err);
+      }
+      // There already: whose it is decides (made meanwhile and gone again: the next pass).
+      return (await whose()) ?? "exists";
     }
     return "created";
   }
@@ -435,13 +446,17 @@ export class EdgeDeviceReconciler {
     name: string,
     node: V1Node | undefined,
   ): Promise<{ uid?: string; taken?: string }> {
-    let pod: V1Pod | undefined;
-    try {
-      pod = await this.#o.core.readNamespacedPod({ name, namespace });
-    } catch (err) {
-      if (!isNotFound(err)) throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
-    }
+    const read = async (): Promise<V1Pod | undefined> => {
+      try {
+        return await this.#o.core.readNamespacedPod({ name, namespace });
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw fromApiError(`Reading Pod "${namespace}/${name}"`, err);
+      }
+    };
     const recorded = node?.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
+    // A new device (no Node yet) has no virtual pod yet: create it without a read first.
+    let pod = node ? await read() : undefined;
     if (!pod) {
       try {
         pod = await this.#o.core.createNamespacedPod({
@@ -453,7 +468,9 @@ export class EdgeDeviceReconciler {
         if (apiStatus(err) !== 409) {
           throw fromApiError(`Creating the virtual pod "${namespace}/${name}"`, err);
         }
-        return { uid: recorded }; // made meanwhile: the next pass looks at whose it is
+        pod = await read();
+        // Made and gone again meanwhile: the next pass looks at it.
+        if (!pod) return { uid: recorded };
       }
     }
     if (isOurVirtualPod(pod, ed, recorded)) return { uid: pod.metadata!.uid };

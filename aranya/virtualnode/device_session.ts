@@ -38,6 +38,7 @@ import {
   type CoreV1Api,
   type CustomObjectsApi,
   type V1Node,
+  type V1Pod,
   type V1PodStatus,
 } from "@kubernetes/client-node";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
@@ -90,6 +91,16 @@ export interface DeviceSessionOptions {
   kubelet: { address: string; port: number };
   /** The virtual pod's uid, when the Node records it (written into the EdgeDevice's status). */
   virtualPodUid?: () => string | undefined;
+  /**
+   * The objects as the informers cache them, for the first read of each
+   * read-modify-write (a stale one costs a conflict and a read; without them
+   * every write reads first).
+   */
+  cached?: {
+    node?: () => V1Node | undefined;
+    edgeDevice?: () => EdgeDevice | undefined;
+    virtualPod?: () => V1Pod | undefined;
+  };
   core: CoreV1Api;
   coordination: CoordinationV1Api;
   /** For the EdgeDevice's status subresource. */
@@ -418,7 +429,10 @@ export class DeviceSession {
     return this.#update(
       "node",
       `Updating the status of Node "${this.node}"`,
-      () => this.#o.core.readNode({ name: this.node }),
+      this.#cachedFirst(
+        () => this.#o.cached?.node?.(),
+        () => this.#o.core.readNode({ name: this.node }),
+      ),
       (node) => ({
         ...node,
         metadata: labels
@@ -444,12 +458,15 @@ export class DeviceSession {
       const ed = await this.#update(
         "edgeDevice",
         `Updating the status of EdgeDevice "${this.#o.link.device}"`,
-        () =>
-          this.#o.custom.getNamespacedCustomObject({
-            ...params,
-            namespace: this.namespace,
-            name: this.node,
-          }) as Promise<EdgeDevice>,
+        this.#cachedFirst(
+          () => this.#o.cached?.edgeDevice?.(),
+          () =>
+            this.#o.custom.getNamespacedCustomObject({
+              ...params,
+              namespace: this.namespace,
+              name: this.node,
+            }) as Promise<EdgeDevice>,
+        ),
         (ed) => ({ ...ed, status: change(ed.status) }),
         (ed) =>
           this.#o.custom.replaceNamespacedCustomObjectStatus({
@@ -475,7 +492,10 @@ export class DeviceSession {
       await this.#update(
         "pod",
         `Updating the status of the virtual pod "${this.#o.link.device}"`,
-        () => this.#o.core.readNamespacedPod(ref),
+        this.#cachedFirst(
+          () => this.#o.cached?.virtualPod?.(),
+          () => this.#o.core.readNamespacedPod(ref),
+        ),
         (pod) => ({ ...pod, status: change(pod.status ?? {}) }),
         (pod) => this.#o.core.replaceNamespacedPodStatus({ ...ref, body: pod }),
       );
@@ -499,6 +519,20 @@ export class DeviceSession {
   }
 
   /**
+   * A read for {@link #update}: the cached object (a copy) on the first
+   * attempt when there is one, the API after that.
+   */
+  #cachedFirst<T>(
+    cached: () => T | undefined,
+    read: () => Promise<T>,
+  ): (attempt: number) => Promise<T> {
+    return (attempt) => {
+      const c = attempt === 1 ? cached() : undefined;
+      return c ? Promise.resolve(structuredClone(c)) : read();
+    };
+  }
+
+  /**
    * Reads, changes and writes one object; retried when it changed in between
    * (HTTP 409). Throws the domain error naming `what`; writes nothing when
    * `change` returns an equal object.
@@ -506,13 +540,13 @@ export class DeviceSession {
   async #update<T>(
     kind: WriteKind,
     what: string,
-    read: () => Promise<T>,
+    read: (attempt: number) => Promise<T>,
     change: (current: T) => T,
     write: (next: T) => Promise<unknown>,
   ): Promise<T> {
     for (let attempt = 1;; attempt++) {
       try {
-        const current = await read();
+        const current = await read(attempt);
         const next = change(current);
         if (JSON.stringify(next) === JSON.stringify(current)) return current;
         await write(next);
