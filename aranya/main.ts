@@ -45,7 +45,12 @@ import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
 import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
 import { createMetrics } from "./metrics/registry.ts";
-import { LeaseMembership, type Membership, StaticMembership } from "./replicas/membership.ts";
+import {
+  LeaseMembership,
+  type Membership,
+  ownerOf,
+  StaticMembership,
+} from "./replicas/membership.ts";
 import { NodeLease } from "./replicas/node_lease.ts";
 import { DeviceSession } from "./virtualnode/device_session.ts";
 import { PodController } from "./virtualnode/pod_controller.ts";
@@ -200,7 +205,10 @@ async function serve(
     // Tell the device: its link closes; it cannot dial back (its credentials are gone, and
     // forgotten here rather than served from the token cache).
     authenticator.forget(key);
-    registry.get(key)?.close(`EdgeDevice "${key}" was deleted`);
+    const why = `EdgeDevice "${key}" was deleted`;
+    const session = sessions.get(key);
+    if (session) session.remove(why);
+    else registry.get(key)?.close(why);
   };
   const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
     kubeconfig: kc,
@@ -218,10 +226,14 @@ async function serve(
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
-  // The share moved: reconcile what is ours now; MQTT devices follow the share. Not a member
-  // any more: close every link now, before the others may take the devices (fencing).
+  // The share moved: reconcile the keys that are new to this replica; MQTT devices follow the
+  // share. Not a member any more: close every link now, before the others may take the devices
+  // (fencing).
+  let membersBefore = membership.members();
   membership.onChange(() => {
-    edgeDevices.resync();
+    const before = membersBefore;
+    membersBefore = membership.members();
+    edgeDevices.resync((key) => ownerOf(key, before) !== membership.identity);
     for (const key of known) {
       const ed = edgeDevices.device(key);
       if (ed) mqttShare(ed);

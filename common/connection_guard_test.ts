@@ -30,6 +30,27 @@ Deno.test({
       const ok = await fetch(`http://127.0.0.1:${port}/`);
       assert.equal(await ok.text(), "ok");
       assert.ok(guard.timedOut >= 1);
+      // Connections past their first request do not count: more than the cap of them stay open
+      // (a fleet behind one NAT or Ingress), and the cap still applies to silent ones.
+      const served: Deno.Conn[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port });
+        served.push(c);
+        conns.push(c);
+        await c.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        const n = await c.read(buf);
+        assert.ok(n && /200 OK/.test(new TextDecoder().decode(buf.subarray(0, n))));
+      }
+      const refusedBefore = guard.refused;
+      for (let i = 0; i < 3; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      const over = await Deno.connect({ hostname: "127.0.0.1", port });
+      conns.push(over);
+      assert.equal(await over.read(buf), null, "silent ones are still capped");
+      assert.equal(guard.refused, refusedBefore + 1);
+      for (const c of served) {
+        await c.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert.ok(await c.read(buf), "a served connection is still open");
+      }
     } finally {
       for (const c of conns) {
         try {

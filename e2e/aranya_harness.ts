@@ -18,6 +18,7 @@ import { binPath } from "./cluster/build.ts";
 import type { ClusterHandle } from "./fixtures.ts";
 import { CACHE, ensureDir, ROOT } from "./paths.ts";
 import { isAlive, type ServiceProcess, startService, tailLog, waitReady } from "./process.ts";
+import { v8FlagsArgs } from "../ops/build/bundle.ts";
 
 /**
  * Where tests keep the files aranya reads (config, kubeconfig, TLS): its
@@ -214,6 +215,8 @@ export function aranyaArgs(config: string, extra: string[] = []): string[] {
     `--config=${ROOT}/deno.json`,
     "-P=aranya",
     "--no-prompt",
+    // As deploy/ ships it (compiled with these flags): measured with what users run.
+    ...v8FlagsArgs("aranya"),
     `${ROOT}/aranya/main.ts`,
     "--config",
     config,

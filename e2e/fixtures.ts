@@ -10,7 +10,7 @@
 import { binPath, ensureBuilt } from "./cluster/build.ts";
 import { startControlPlane, stopControlPlane } from "./cluster/control_plane.ts";
 import { CACHE, ensureDir, ROOT } from "./paths.ts";
-import { sleep } from "./process.ts";
+import { isAlive, sleep } from "./process.ts";
 import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
 
 /** Result of a command that may fail. */
@@ -135,8 +135,8 @@ async function sweepStandalone(base: string, ns: string): Promise<void> {
     }
     // A folder from before owner locks: judged by its PID, in our own namespace only.
     if (m[1] !== ns) continue;
-    const alive = await Deno.stat(`/proc/${m[2]}`).then(() => true, () => false);
-    if (alive) continue;
+    // Deno's permission check refuses /proc/<pid> without --allow-all: ask procps (isAlive).
+    if (isAlive(Number(m[2]))) continue;
     await stopControlPlane(dir).catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -142,6 +142,7 @@ Deno.test("Dockerfile: the compiled aranya on distroless as a numeric non-root u
     assert.deepEqual(await targetFor(compile, arch), { code: 0, target }, arch);
     const args = compileArgs({ program: "aranya", target });
     assert.ok(args.includes("-P=aranya"), args.join(" "));
+    assert.ok(args.includes("--v8-flags=--optimize-for-size"), "the shipped V8 flags");
     // The artifact the compile step copies out is the one the task writes.
     assert.equal(
       compile.match(/cp "(dist\/aranya-\$target)"/)?.[1]?.replace("$target", target),

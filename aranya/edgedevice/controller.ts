@@ -39,6 +39,7 @@ import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { EventRecorder } from "../kube/event_recorder.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
+import { trimCached } from "../kube/cache_trim.ts";
 import { type DeviceHook, type DeviceRemovedHook, EdgeDeviceReconciler } from "./reconciler.ts";
 import {
   ANNOTATION_OWNER_UID,
@@ -113,6 +114,8 @@ export class EdgeDeviceController implements EdgeDirectory {
   readonly queue: WorkQueue;
   #devices: Cached<EdgeDevice>[] = [];
   #nodes?: Cached<V1Node>;
+  /** The namespaces that have an EdgeDevice of each name (a Node event finds its devices). */
+  readonly #namespacesOf = new Map<string, Set<string>>();
 
   constructor(opts: EdgeDeviceControllerOptions) {
     this.#o = opts;
@@ -164,23 +167,30 @@ export class EdgeDeviceController implements EdgeDirectory {
     return this.#nodes?.get(node)?.metadata?.annotations?.[ANNOTATION_VIRTUAL_POD_UID];
   }
 
-  /** Enqueues every device and edge Node again (when this replica's share changed). */
-  resync(): void {
+  /**
+   * Enqueues every device and orphaned edge Node again, or those whose key
+   * `which` accepts (when this replica's share changed: the keys new to it).
+   */
+  resync(which: (key: string) => boolean = () => true): void {
     for (const i of this.#devices) {
-      for (const ed of i.list()) this.queue.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
+      for (const ed of i.list()) {
+        const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
+        if (which(key)) this.queue.add(key);
+      }
     }
-    for (const n of this.#nodes?.list() ?? []) this.#enqueueOrphan(n);
+    for (const n of this.#nodes?.list() ?? []) this.#enqueueOrphan(n, which);
   }
 
   /** Enqueues the key of the EdgeDevice Node `node` was made for, when that one is gone. */
-  #enqueueOrphan(node: V1Node): void {
+  #enqueueOrphan(node: V1Node, which: (key: string) => boolean = () => true): void {
     const name = node.metadata?.name;
     const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
     if (!name || !namespace || !node.metadata?.annotations?.[ANNOTATION_OWNER_UID]) return;
     // Devices of namespaces this aranya does not serve are another aranya's to clean up.
     const watched = this.#o.namespaces ?? [];
     if (watched.length && !watched.includes(namespace)) return;
-    if (this.ownerOf(name) === undefined) this.queue.add(`${namespace}/${name}`);
+    const key = `${namespace}/${name}`;
+    if (this.ownerOf(name) === undefined && which(key)) this.queue.add(key);
   }
 
   /** Number of watches (EdgeDevices and Nodes; independent of the number of devices). */
@@ -240,14 +250,11 @@ export class EdgeDeviceController implements EdgeDirectory {
       () => this.#o.core.listNode({ labelSelector }) as Promise<V1NodeList>,
       labelSelector,
     );
+    trimCached(informer);
     const enqueue = (node: V1Node) => {
       const name = node.metadata?.name;
       if (!name) return;
-      for (const i of this.#devices) {
-        for (const ed of i.list()) {
-          if (ed.metadata?.name === name) this.queue.add(`${ed.metadata.namespace}/${name}`);
-        }
-      }
+      for (const ns of this.#namespacesOf.get(name) ?? []) this.queue.add(`${ns}/${name}`);
     };
     // A relist says "add" again for Nodes it already knew: only a new uid is a new Node.
     const uids = new Map<string, string>();
@@ -300,8 +307,11 @@ export class EdgeDeviceController implements EdgeDirectory {
           KubernetesListObject<EdgeDevice>
         >;
     const informer = makeInformer<EdgeDevice>(this.#o.kubeconfig, path, list);
+    trimCached(informer);
     const seen = (ed: EdgeDevice) => {
       const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      const set = this.#namespacesOf.get(name) ?? new Set<string>();
+      this.#namespacesOf.set(name, set.add(namespace));
       this.queue.add(`${namespace}/${name}`);
       if (ed.metadata?.deletionTimestamp) {
         this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
@@ -313,6 +323,9 @@ export class EdgeDeviceController implements EdgeDirectory {
     informer.on("update", seen);
     informer.on("delete", (ed: EdgeDevice) => {
       const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      const set = this.#namespacesOf.get(name);
+      set?.delete(namespace);
+      if (set?.size === 0) this.#namespacesOf.delete(name);
       this.queue.add(`${namespace}/${name}`);
       this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
     });

@@ -25,9 +25,9 @@
  * its key still comes here (the informer's delete, or the Node watch for a
  * Node whose EdgeDevice no longer exists) and the Node of that name carrying
  * a uid of no existing EdgeDevice of its namespace is deleted, with the
- * virtual pod (grace 0: no kubelet will finish it); the garbage collector
- * removes the Secret (owner reference to the EdgeDevice) and the node Lease
- * (owner reference to the Node). An EdgeDevice still carrying the finalizer of
+ * virtual pod (grace 0: no kubelet will finish it), the node Lease and the
+ * Secret (each with its uid as a precondition; the garbage collector would
+ * remove the last two too, owned by the Node and the EdgeDevice, but slowly). An EdgeDevice still carrying the finalizer of
  * an earlier aranya is cleaned up that way and the finalizer removed.
  *
  * It records Events on the EdgeDevice: CleanedUp (finalizer only), Warnings
@@ -215,6 +215,16 @@ export class EdgeDeviceReconciler {
       );
     }
     if (ed.metadata?.finalizers?.includes(FINALIZER)) await this.#removeFinalizer(ed);
+  }
+
+  /** What `f` reads, or undefined when it does not exist. */
+  async #read<T>(what: string, f: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await f();
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw fromApiError(`Reading ${what}`, err);
+    }
   }
 
   /** Node `name`, if it exists. */
@@ -484,9 +494,8 @@ export class EdgeDeviceReconciler {
   /**
    * Removes the Node `name` and its virtual pod when they were made for an
    * EdgeDevice of `namespace` that is gone (`deleting`: the uid of one being
-   * deleted). Each delete carries the uid as a precondition, so an object
-   * replaced meanwhile survives. The Secret and the node Lease go with their
-   * owners (the EdgeDevice, the Node) through the garbage collector.
+   * deleted), then the node Lease and the credentials Secret. Each delete
+   * carries the uid as a precondition, so an object replaced meanwhile survives.
    */
   async #removeOrphan(
     namespace: string,
@@ -529,6 +538,41 @@ export class EdgeDeviceReconciler {
             name,
             namespace,
             body: { gracePeriodSeconds: 0, preconditions: { uid: podUid } },
+          }),
+      );
+    }
+    // The garbage collector would remove these two as well, at its own pace (kube-controller-
+    // manager's client rate limit: tens per second); a fleet's deletion should not wait for it.
+    const lease = await this.#read(
+      `Lease "kube-node-lease/${name}"`,
+      () => this.#o.coordination.readNamespacedLease({ name, namespace: "kube-node-lease" }),
+    );
+    const leaseUid = lease?.metadata?.uid;
+    if (leaseUid && lease.metadata?.ownerReferences?.some((r) => r.uid === nodeUid)) {
+      await gone(
+        `Lease "kube-node-lease/${name}"`,
+        () =>
+          this.#o.coordination.deleteNamespacedLease({
+            name,
+            namespace: "kube-node-lease",
+            body: { preconditions: { uid: leaseUid } },
+          }),
+      );
+    }
+    const secretName = credentialsSecretName(name);
+    const secret = await this.#read(
+      `Secret "${namespace}/${secretName}"`,
+      () => this.#o.core.readNamespacedSecret({ name: secretName, namespace }),
+    );
+    const secretUid = secret?.metadata?.uid;
+    if (secretUid && ownedBy(secret.metadata, owner)) {
+      await gone(
+        `Secret "${namespace}/${secretName}"`,
+        () =>
+          this.#o.core.deleteNamespacedSecret({
+            name: secretName,
+            namespace,
+            body: { preconditions: { uid: secretUid } },
           }),
       );
     }

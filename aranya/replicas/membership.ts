@@ -35,6 +35,7 @@ import { readySignal, type Runnable } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { sleep } from "../../common/backoff.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
+import { trimCached } from "../kube/cache_trim.ts";
 
 /** Label on the membership Leases; its value is the configured name. */
 export const LABEL_MEMBERSHIP = "aranya.arhat.dev/membership";
@@ -186,6 +187,7 @@ export class LeaseMembership implements Membership {
         }) as Promise<V1LeaseList>,
       labelSelector,
     );
+    trimCached(informer);
     const observe = (lease: V1Lease) => {
       const id = lease.spec?.holderIdentity;
       const rv = lease.metadata?.resourceVersion ?? "";

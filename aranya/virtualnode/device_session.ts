@@ -207,7 +207,7 @@ export class DeviceSession {
     try {
       await this.#run();
     } finally {
-      await this.#o.lease.release();
+      if (!this.#removed) await this.#o.lease.release();
       this.#connected.resolve();
       this.#closed.resolve();
     }
@@ -270,15 +270,22 @@ export class DeviceSession {
       return await write(msg, true);
     };
 
-    // Connect.
-    let node: V1Node | undefined;
-    try {
-      node = await fullSync();
-      this.#log.info("edge node is ready", { node: this.node });
-    } catch (err) {
-      this.#log.warn("first node status sync failed", { error: errorMessage(err) });
-      this.#needFull = true;
-      node = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
+    // Connect. Of the Node only its Ready and address are kept (not the object, for as long as
+    // the session lives).
+    let nodeReady: NodeReadyInfo | undefined;
+    let hostIP: string | undefined;
+    {
+      let node: V1Node | undefined;
+      try {
+        node = await fullSync();
+        this.#log.info("edge node is ready", { node: this.node });
+      } catch (err) {
+        this.#log.warn("first node status sync failed", { error: errorMessage(err) });
+        this.#needFull = true;
+        node = await this.#o.core.readNode({ name: this.node }).catch(() => undefined);
+      }
+      nodeReady = readyOf(node);
+      hostIP = internalIP(node);
     }
     const now = this.#now();
     const vpUid = this.#o.virtualPodUid?.();
@@ -290,7 +297,7 @@ export class DeviceSession {
           {
             node: this.node,
             transport: this.#o.link.transport,
-            nodeReady: readyOf(node),
+            nodeReady,
             agent: agent ? agentInfoFrom(agent) : undefined,
             now,
           },
@@ -298,7 +305,7 @@ export class DeviceSession {
     );
     await this.#writePodStatus(
       "marking the virtual pod running",
-      (s) => runningStatus(s, { device: this.node, hostIP: internalIP(node), now }),
+      (s) => runningStatus(s, { device: this.node, hostIP, now }),
     );
     await this.#event("Normal", "Connected", `Connected over ${this.#o.link.transport}`);
     this.#connected.resolve();
@@ -369,7 +376,7 @@ export class DeviceSession {
     // Disconnected: written only while this replica still owns the device (a replica that took
     // it over writes its state now).
     const info = closeInfo ?? await closed;
-    if (this.#lost) return;
+    if (this.#lost || this.#removed) return;
     try {
       if (!await this.#o.lease.renew(this.#leaseSeconds(timers().heartbeatMs ?? 10_000))) {
         this.#log.info("another replica serves the device now; not marking it disconnected");
@@ -408,6 +415,18 @@ export class DeviceSession {
 
   /** Set when another replica took the device over: this session writes nothing more. */
   #lost = false;
+  /** Set by `remove`: the device is being deleted; nothing is written on disconnect. */
+  #removed = false;
+
+  /**
+   * The device's EdgeDevice is being deleted: closes the link and writes
+   * nothing more (its Node, Lease, virtual pod and status go with it; the
+   * replica whose share it is removes them). Non-blocking.
+   */
+  remove(reason: string): void {
+    this.#removed = true;
+    this.#o.link.close(reason);
+  }
 
   /** The node Lease's duration for `heartbeatMs`. */
   #leaseSeconds(heartbeatMs: number): number {

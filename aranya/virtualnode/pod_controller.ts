@@ -110,6 +110,7 @@ import type { EdgeDevice } from "../edgedevice/types.ts";
 import { DueSet } from "../kube/due_set.ts";
 import { fromApiError, isNotFound } from "../kube/errors.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
+import { trimCached } from "../kube/cache_trim.ts";
 import {
   activeDeadlineAt,
   deadlineExceededStatus,
@@ -312,6 +313,7 @@ export class PodController {
           ? this.#o.core.listNamespacedPod({ namespace: ns, fieldSelector })
           : this.#o.core.listPodForAllNamespaces({ fieldSelector })) as Promise<V1PodList>;
       const cache = new ListWatch<V1Pod>(path, watch, list, false, undefined, fieldSelector);
+      trimCached(cache);
       const onChange = (pod: V1Pod) => this.#observe(pod);
       cache.on("add", onChange);
       cache.on("update", onChange);
@@ -338,6 +340,7 @@ export class PodController {
         if (key.slice(0, key.indexOf("/")) === name) this.queue.add(key);
       }
     };
+    trimCached(nsCache);
     nsCache.on("add", onNamespace);
     nsCache.on("update", onNamespace);
     nsCache.on("error", (err: unknown) => {

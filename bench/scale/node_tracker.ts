@@ -1,8 +1,11 @@
 /**
  * Follows the Nodes of one bench run through ONE watch (label
  * `arhat.dev/namespace=<ns>`): which exist, when each first turned Ready,
- * when each was deleted; `until` resolves at the event that makes a condition
- * true, so times are the watch's, not a poll interval's.
+ * when each was deleted, and per Node its Ready state now and the kubelet port
+ * it advertises (`status.daemonEndpoints.kubeletEndpoint.Port`, which names
+ * the aranya replica serving it: each replica has its own port range);
+ * `until` resolves at the event that makes a condition true, so times are the
+ * watch's, not a poll interval's.
  */
 import type { CoreV1Api, KubeConfig, V1Node } from "@kubernetes/client-node";
 import { TimeoutError } from "../../common/errors.ts";
@@ -18,14 +21,24 @@ export interface NodeCounts {
   deleted: number;
 }
 
+/** One Node as last seen. */
+export interface NodeState {
+  ready: boolean;
+  /** The kubelet port the Node advertises (undefined: none yet). */
+  port: number | undefined;
+}
+
+/** A condition of {@link NodeTracker.until}: the counts, and every present Node's state. */
+export type NodePredicate = (c: NodeCounts, nodes: ReadonlyMap<string, NodeState>) => boolean;
+
 interface Waiter {
-  pred: (c: NodeCounts) => boolean;
+  pred: NodePredicate;
   resolve: (at: number) => void;
 }
 
 /** Node watch for one run; see the module doc. */
 export class NodeTracker {
-  readonly #present = new Set<string>();
+  readonly #present = new Map<string, NodeState>();
   readonly #readyNow = new Set<string>();
   /** First Ready time (performance.now()) per node. */
   readonly readyAt = new Map<string, number>();
@@ -64,6 +77,11 @@ export class NodeTracker {
     await this.#watch?.stop();
   }
 
+  /** The present Nodes' states (live; do not keep across events). */
+  get nodes(): ReadonlyMap<string, NodeState> {
+    return this.#present;
+  }
+
   counts(): NodeCounts {
     return {
       present: this.#present.size,
@@ -75,10 +93,16 @@ export class NodeTracker {
 
   /**
    * Resolves with the time (performance.now()) of the event that made `pred`
-   * true (now, if it already is); TimeoutError after `timeoutMs`.
+   * true (now, if it already is); TimeoutError after `timeoutMs`, naming the
+   * counts (and `detail()`, when given).
    */
-  until(what: string, pred: (c: NodeCounts) => boolean, timeoutMs: number): Promise<number> {
-    if (pred(this.counts())) return Promise.resolve(performance.now());
+  until(
+    what: string,
+    pred: NodePredicate,
+    timeoutMs: number,
+    detail?: () => string,
+  ): Promise<number> {
+    if (pred(this.counts(), this.#present)) return Promise.resolve(performance.now());
     return new Promise((resolve, reject) => {
       const w: Waiter = {
         pred,
@@ -93,7 +117,7 @@ export class NodeTracker {
           new TimeoutError(
             `Timed out after ${timeoutMs} ms waiting for ${what}; nodes: ${
               JSON.stringify(this.counts())
-            }`,
+            }${detail ? `; ${detail()}` : ""}`,
           ),
         );
       }, timeoutMs);
@@ -105,8 +129,8 @@ export class NodeTracker {
     const name = n.metadata?.name;
     if (!name) return;
     const at = performance.now();
-    this.#present.add(name);
     const ready = n.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
+    this.#present.set(name, { ready, port: n.status?.daemonEndpoints?.kubeletEndpoint?.Port });
     if (ready) {
       this.#readyNow.add(name);
       if (!this.readyAt.has(name)) this.readyAt.set(name, at);
@@ -128,7 +152,7 @@ export class NodeTracker {
   #check(at: number): void {
     if (!this.#waiters.length) return;
     const c = this.counts();
-    const done = this.#waiters.filter((w) => w.pred(c));
+    const done = this.#waiters.filter((w) => w.pred(c, this.#present));
     if (!done.length) return;
     this.#waiters = this.#waiters.filter((w) => !done.includes(w));
     for (const w of done) w.resolve(at);

@@ -15,8 +15,13 @@
  *
  * Other kinds are answered "not supported" by the session layer, as arhat
  * does for what it cannot do; `stats()` counts every kind received, and those
- * it did not answer. A device whose link closes (or whose dial
- * fails) dials again after a jittered back-off, as arhat does.
+ * it did not answer.
+ *
+ * Several aranya replicas: device number k (its `index`, else the order it
+ * was added in) first dials `urls[k % urls.length]`, as a Service spreads
+ * connections; a device whose dial fails or whose link closes moves on to the
+ * next URL and dials it after a jittered back-off (as arhat with several
+ * connectivity methods, or a Service whose dead endpoint was removed, would).
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Agent } from "../../arhat/agent/agent.ts";
@@ -46,12 +51,17 @@ export interface SimDevice {
   name: string;
   /** The token from the device's credentials Secret. */
   token: string;
+  /** The device's number k: it dials urls[k % urls.length] first (default: the order of `add`). */
+  index?: number;
 }
 
 /** Options for {@link SimFleet}. */
 export interface SimFleetOptions {
-  /** aranya's websocket link endpoint, e.g. "wss://localhost:8443/v1/link". */
-  url: string;
+  /**
+   * aranya's websocket link endpoints, one per replica, e.g.
+   * ["wss://localhost:8443/v1/link"]; see the module doc for which one a device dials.
+   */
+  urls: string[];
   /** PEM CA that verifies aranya's serving certificate. */
   ca: string;
   /** Reconnect back-off (default 200 ms growing to 5 s). */
@@ -76,6 +86,10 @@ export interface SimFleetStats {
   commands: Record<string, number>;
   /** Commands answered "not supported", by kind name. */
   unsupported: Record<string, number>;
+  /** Links up now, per URL (same order as `urls`). */
+  connectedByUrl: number[];
+  /** Successful dials per URL. */
+  connectsByUrl: number[];
 }
 
 const GiB = 1024n * 1024n * 1024n;
@@ -175,6 +189,8 @@ export class SimFleet {
   readonly #slots: Slots;
   readonly #commands = new Map<CmdKind, number>();
   readonly #unsupported = new Map<CmdKind, number>();
+  readonly #connectedByUrl: number[];
+  readonly #connectsByUrl: number[];
   #signal?: AbortSignal;
   #devices = 0;
   #connected = 0;
@@ -182,7 +198,10 @@ export class SimFleet {
   #dialFailures = 0;
 
   constructor(opts: SimFleetOptions) {
+    if (!opts.urls.length) throw new Error("SimFleet needs at least one URL");
     this.#o = opts;
+    this.#connectedByUrl = opts.urls.map(() => 0);
+    this.#connectsByUrl = opts.urls.map(() => 0);
     this.#log = opts.log ?? nullLogger;
     this.#slots = new Slots(opts.maxDialing ?? 64);
   }
@@ -194,6 +213,7 @@ export class SimFleet {
 
   /** Adds a device; it dials as soon as the fleet runs (at once if it already does). */
   add(device: SimDevice): void {
+    device = { ...device, index: device.index ?? this.#devices };
     this.#devices++;
     if (this.#signal) this.#loops.push(this.#device(device, this.#signal));
     else this.#pending.push(device);
@@ -210,6 +230,8 @@ export class SimFleet {
       dialFailures: this.#dialFailures,
       commands: byName(this.#commands),
       unsupported: byName(this.#unsupported),
+      connectedByUrl: [...this.#connectedByUrl],
+      connectsByUrl: [...this.#connectsByUrl],
     };
   }
 
@@ -266,21 +288,25 @@ export class SimFleet {
   async #device(device: SimDevice, signal: AbortSignal): Promise<void> {
     const id = `${device.namespace}/${device.name}`;
     const log = this.#log.with({ device: id });
-    const dialer = new WebSocketLinkDialer({
-      url: this.#o.url,
-      device: id,
-      token: device.token,
-      tls: { ca: this.#o.ca },
-      connectTimeoutMs: this.#o.dialTimeoutMs ?? 30_000,
-    });
+    const urls = this.#o.urls;
+    const dialers = urls.map((url) =>
+      new WebSocketLinkDialer({
+        url,
+        device: id,
+        token: device.token,
+        tls: { ca: this.#o.ca },
+        connectTimeoutMs: this.#o.dialTimeoutMs ?? 30_000,
+      })
+    );
     const dispatcher = this.#dispatcher(device);
     const backoff = new Backoff(this.#o.backoff ?? { initialMs: 200, maxMs: 5000 });
+    let u = (device.index ?? 0) % urls.length;
     while (!signal.aborted) {
       let link: Link | undefined;
       let failure: unknown;
       await this.#slots.take();
       try {
-        link = await dialer.dial(signal);
+        link = await dialers[u]!.dial(signal);
       } catch (err) {
         failure = err;
       } finally {
@@ -289,22 +315,27 @@ export class SimFleet {
       if (!link) {
         if (signal.aborted) break;
         this.#dialFailures++;
-        log.debug("dial failed", { error: errorMessage(failure) });
+        log.debug("dial failed", { url: urls[u], error: errorMessage(failure) });
+        u = (u + 1) % urls.length;
         await sleep(backoff.next(), signal);
         continue;
       }
       backoff.reset();
       this.#connects++;
       this.#connected++;
+      this.#connectsByUrl[u]!++;
+      this.#connectedByUrl[u]!++;
       new SessionServer(link, { dispatcher, log }).start();
       const end = await Promise.race([link.closed, aborted(signal).then(() => undefined)]);
       this.#connected--;
+      this.#connectedByUrl[u]!--;
       if (!end) {
         link.close("fleet stopped");
         await link.closed;
         break;
       }
-      log.debug("link closed", { by: end.by, reason: end.reason });
+      log.debug("link closed", { url: urls[u], by: end.by, reason: end.reason });
+      u = (u + 1) % urls.length;
       await sleep(backoff.next(), signal);
     }
   }

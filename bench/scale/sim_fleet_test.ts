@@ -1,11 +1,16 @@
 /**
  * The simulated fleet against aranya's real parts in this process (EdgeDevice
- * controller, websocket listener with Secret authentication, one
- * DeviceSession per link) on the real control plane: three devices connect
- * with their Secrets' tokens, their Nodes turn Ready with the simulated node
- * info, they answer CMD_POD_LIST with no pods, and a device whose link is cut
- * dials again.
+ * controller, two websocket listeners with Secret authentication standing in
+ * for two replicas, one DeviceSession per link) on the real control plane:
+ * three devices connect with their Secrets' tokens over the URLs [A, dead, B]
+ * (device k starts at URL k % 3: device 0 at A, device 1 at the dead one,
+ * whose failed dial moves it on to B, device 2 at B), their Nodes turn Ready
+ * with the simulated node info, they answer CMD_POD_LIST with no pods, and a
+ * device whose link is cut dials the next URLs (the dead one, then B) and is
+ * served there.
  */
+import { StaticMembership } from "../../aranya/replicas/membership.ts";
+import { NodeLease } from "../../aranya/replicas/node_lease.ts";
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
@@ -53,33 +58,44 @@ Deno.test({
     const custom = kc.makeApiClient(CustomObjectsApi);
     const coordination = kc.makeApiClient(CoordinationV1Api);
     const tls = await testTls();
-    const port = freePort();
+    const portA = freePort();
+    const portB = freePort();
+    const deadPort = freePort(); // nothing listens there
     const ac = new AbortController();
     const fleetAc = new AbortController();
     const sessions = new Map<string, DeviceSession>();
     const links = new Map<string, Link>();
+    /** The listener ("A" or "B") each device's latest link arrived at. */
+    const via = new Map<string, "A" | "B">();
     const runs: Promise<void>[] = [];
     const controller = new EdgeDeviceController({
       kubeconfig: kc,
       core,
       custom,
       coordination,
-      kubeletAddress: "127.0.0.1",
-      kubeletPort: 10250,
     });
-    const server = new WebSocketLinkServer({
-      hostname: "127.0.0.1",
-      port,
-      tls: { cert: tls.cert, key: tls.key },
-      authenticator: new SecretAuthenticator({
-        core,
-        cacheMs: 0,
-        devices: (key) => controller.device(key),
-      }),
-      registry: new MemoryLinkRegistry(),
+    const authenticator = new SecretAuthenticator({
+      core,
+      cacheMs: 0,
+      devices: (key) => controller.device(key),
     });
+    const registry = new MemoryLinkRegistry();
+    const servers = { A: portA, B: portB };
+    const listeners = Object.fromEntries(
+      Object.entries(servers).map(([name, port]) => [
+        name,
+        new WebSocketLinkServer({
+          hostname: "127.0.0.1",
+          port,
+          tls: { cert: tls.cert, key: tls.key },
+          authenticator,
+          registry,
+        }),
+      ]),
+    ) as Record<"A" | "B", WebSocketLinkServer>;
+    const url = (port: number) => `wss://localhost:${port}/v1/link`;
     const fleet = new SimFleet({
-      url: `wss://localhost:${port}/v1/link`,
+      urls: [url(portA), url(deadPort), url(portB)],
       ca: tls.ca,
       backoff: { initialMs: 100, maxMs: 1000 },
     });
@@ -87,13 +103,29 @@ Deno.test({
       await applyCrds(cluster);
       await cluster.kubectlOk(["create", "namespace", ns]);
       runs.push(controller.run(ac.signal));
-      runs.push(server.run(ac.signal, (link) => {
-        const s = new DeviceSession({ link, core, coordination, custom, heartbeatMs: 1000 });
+      const onLink = (at: "A" | "B") => (link: Link) => {
+        const s = new DeviceSession({
+          link,
+          lease: new NodeLease({
+            coordination,
+            core,
+            node: link.device.split("/")[1]!,
+            membership: new StaticMembership("replica-a"),
+          }),
+          kubelet: { address: "127.0.0.1", port: 10250 },
+          core,
+          coordination,
+          custom,
+          heartbeatMs: 1000,
+        });
         sessions.set(link.device, s);
         links.set(link.device, link);
+        via.set(link.device, at);
         runs.push(s.run());
-      }));
-      await Promise.all([controller.ready, server.ready]);
+      };
+      runs.push(listeners.A.run(ac.signal, onLink("A")));
+      runs.push(listeners.B.run(ac.signal, onLink("B")));
+      await Promise.all([controller.ready, listeners.A.ready, listeners.B.ready]);
       await cluster.kubectlOk(
         ["apply", "-n", ns, "-f", "-"],
         JSON.stringify({
@@ -122,7 +154,7 @@ Deno.test({
           ]);
           return r.code === 0 && r.stdout ? r.stdout : undefined;
         });
-        fleet.add({ namespace: ns, name, token: atob(b64) });
+        fleet.add({ namespace: ns, name, token: atob(b64), index: names.indexOf(name) });
       }
 
       const nodes = await eventually("all three Nodes Ready", async () => {
@@ -141,6 +173,10 @@ Deno.test({
       assert.equal(stats.devices, 3);
       assert.equal(stats.connected, 3);
       assert.ok((stats.commands.CMD_NODE_INFO_GET ?? 0) >= 3, JSON.stringify(stats));
+      // Device k started at URL k % 3; device 1's dial to the dead URL failed, so it went on to B.
+      assert.deepEqual(names.map((x) => via.get(`${ns}/${x}`)), ["A", "B", "B"]);
+      assert.ok(stats.dialFailures >= 1, JSON.stringify(stats));
+      assert.deepEqual(stats.connectedByUrl, [1, 0, 2]);
 
       // CMD_POD_LIST: an empty list.
       const first = sessions.get(`${ns}/${names[0]}`)!;
@@ -169,16 +205,25 @@ Deno.test({
       );
       assert.equal(fleet.stats().unsupported.CMD_POD_ENSURE, 1);
 
-      // A cut link: the device dials again and is connected once more.
+      // A cut link: the device moves on to the next URLs (the dead one, then B), is connected
+      // once more, and its Node is Ready again through B.
       const connects = stats.connects;
+      const failures = fleet.stats().dialFailures;
       links.get(`${ns}/${names[0]}`)!.close("cut by the test");
-      await eventually("the cut device to dial again", () => {
+      const again = await eventually("the cut device to dial again", () => {
         const s = fleet.stats();
         return Promise.resolve(s.connects > connects && s.connected === 3 ? s : undefined);
       }, 30_000);
+      assert.equal(via.get(`${ns}/${names[0]}`), "B");
+      assert.ok(again.dialFailures > failures, JSON.stringify(again));
+      assert.deepEqual(again.connectedByUrl, [0, 0, 3]);
+      await eventually("the cut device's Node Ready again", async () => {
+        const n = await core.readNode({ name: names[0]! });
+        return ready(n) ? n : undefined;
+      }, 30_000);
     } finally {
       fleetAc.abort();
-      // Delete while the controller still runs, so its finalizer comes off.
+      // Delete while the controller still runs, so it deletes the Nodes.
       await cluster.kubectl(["delete", "ed", "--all", "-n", ns, "--timeout=60s"]);
       ac.abort();
       await Promise.allSettled(runs);

@@ -30,11 +30,15 @@ export type BundledProgram = "arhat" | "aranya";
  * measurement (docs/arhat.md, "Footprint"): arhat's young generation is capped at 1 MB
  * (`--max-semi-space-size=1`; V8's default grows it to 16 MB per semi-space, which an idle agent
  * fills with garbage before it collects), and `--lite-mode` (no optimizing compilers, lazy
- * feedback) saves their code and metadata; arhat's hot paths are I/O bound.
+ * feedback) saves their code and metadata; arhat's hot paths are I/O bound. aranya (compiled
+ * from its sources, not bundled) runs with `--optimize-for-size`: V8 collects its heap sooner
+ * instead of growing it, which bench:scale measured as less than half the peak RSS with 250
+ * devices (330 -> 174 MB) for about 40 % more CPU (docs/scale.md); `--lite-mode` would cost
+ * aranya's request-heavy paths their optimizing compiler.
  */
 export const V8_FLAGS: Readonly<Record<BundledProgram, readonly string[]>> = Object.freeze({
   arhat: Object.freeze(["--max-semi-space-size=1", "--lite-mode"]),
-  aranya: Object.freeze([]),
+  aranya: Object.freeze(["--optimize-for-size"]),
 });
 
 /** The `deno run` / `deno compile` argument that applies {@link V8_FLAGS} of `program`, if any. */

@@ -28,7 +28,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { type Bundle, bundleProgram, PROJECT_ROOT } from "./bundle.ts";
+import { type Bundle, bundleProgram, PROJECT_ROOT, v8FlagsArgs } from "./bundle.ts";
 
 export { PROJECT_ROOT };
 
@@ -81,7 +81,9 @@ export function compileArgs(o: CompileArgsOptions): string[] {
   return [
     "compile",
     "--no-prompt",
-    ...(o.bundle ? ["--no-lock", "--config", o.bundle.config, ...o.bundle.runFlags] : []),
+    ...(o.bundle
+      ? ["--no-lock", "--config", o.bundle.config, ...o.bundle.runFlags]
+      : v8FlagsArgs(o.program)),
     `-P=${o.program}`,
     "--target",
     o.target,

@@ -64,6 +64,7 @@ Deno.test("compileArgs bakes the program's permission set and names the artifact
   assert.deepEqual(compileArgs({ program: "arhat", target: AARCH64 }), [
     "compile",
     "--no-prompt",
+    "--v8-flags=--max-semi-space-size=1,--lite-mode",
     "-P=arhat",
     "--target",
     AARCH64,
@@ -76,6 +77,7 @@ Deno.test("compileArgs bakes the program's permission set and names the artifact
     [
       "compile",
       "--no-prompt",
+      "--v8-flags=--optimize-for-size",
       "-P=aranya",
       "--target",
       X86_64,
