@@ -150,6 +150,15 @@ async function serve(
   const authenticator = new SecretAuthenticator({
     core: authClients.core,
     devices: (key) => edgeDevices.ownedDevice(key),
+    // Provisioned and dialing at once: its Node may trail in this replica's cache. Or this
+    // replica's caches trail the API (a watch restarting after the API server refused it under
+    // load).
+    pending: (key) => {
+      if (!edgeDevices.caughtUp) return true;
+      const ed = edgeDevices.device(key);
+      return ed !== undefined && !ed.metadata?.deletionTimestamp &&
+        edgeDevices.node(ed.metadata!.name!) === undefined;
+    },
     log,
   });
   const links = config.links;
@@ -338,7 +347,6 @@ async function serve(
       kubelet: { address: config.kubelet.address, port },
       virtualPodUid: () => edgeDevices.virtualPodUid(node),
       cached: {
-        node: () => edgeDevices.node(node),
         edgeDevice: () => edgeDevices.device(link.device),
         virtualPod: () => pods.pod(namespace, node),
       },

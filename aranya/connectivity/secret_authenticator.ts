@@ -14,6 +14,12 @@
  * It is also the {@link DeviceKeyring} of the MQTT transport: the device's
  * link key is derived from the same token, under the same checks.
  *
+ * A device that dials while its EdgeDevice is known but the caches have not
+ * caught up with the rest of it yet (`pending`: its Node is not seen yet, as
+ * when a fleet is provisioned and dials at once) is held for up to `pendingMs`
+ * until `devices` knows it, instead of being refused into a redial; at most
+ * `maxPending` such dials wait at once.
+ *
  * Bounded against floods: tokens are cached per device (digests only, up to
  * `maxEntries`), a wrong token is remembered by its digest for `negativeMs`,
  * one Secret read serves concurrent dials of a device, and a device's Secret
@@ -38,6 +44,12 @@ export interface SecretAuthenticatorOptions {
   core: CoreV1Api;
   /** The EdgeDevice "<namespace>/<name>" if it exists, from a cache (no I/O). */
   devices: (key: string) => EdgeDevice | undefined;
+  /** True while the device is known but `devices` cannot answer yet (no I/O). */
+  pending?: (key: string) => boolean;
+  /** Longest wait for a pending device, ms (default 5 s). */
+  pendingMs?: number;
+  /** Most dials waiting at once (default 1024; more are refused at once). */
+  maxPending?: number;
   /** How long a token read from the API is reused, ms (default 30 s). */
   cacheMs?: number;
   /** How long a wrong token is refused without a read, ms (default 30 s). */
@@ -66,6 +78,7 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   readonly #tokens = new Map<string, Entry>();
   readonly #wrong = new Map<string, number>();
   readonly #reading = new Map<string, Promise<Entry>>();
+  #waiting = 0;
 
   constructor(opts: SecretAuthenticatorOptions) {
     this.#o = opts;
@@ -85,7 +98,7 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   async authenticate(device: string, credentials: DeviceCredentials): Promise<void> {
     const refuse = () =>
       new UnauthenticatedError(`Device "${device}" presented no valid credentials`);
-    const uid = this.#uid(device);
+    const uid = this.#uid(device) ?? await this.#settled(device);
     if (!uid) throw refuse();
     // A certificate the listener verified against the device CA names the device exactly.
     if (credentials.certificateCN !== undefined && credentials.certificateCN === device) return;
@@ -107,6 +120,22 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
   async linkKey(device: string, opts: { fresh?: boolean } = {}): Promise<Uint8Array | undefined> {
     const uid = this.#uid(device);
     return uid ? (await this.#entry(device, uid, opts.fresh)).key : undefined;
+  }
+
+  /** Waits (bounded) while the device is pending; then its uid, if it is known by then. */
+  async #settled(device: string): Promise<string | undefined> {
+    const max = this.#o.maxPending ?? 1024;
+    if (!this.#o.pending?.(device) || this.#waiting >= max) return undefined;
+    this.#waiting++;
+    try {
+      const until = Date.now() + (this.#o.pendingMs ?? 5_000);
+      while (Date.now() < until && this.#o.pending(device)) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return this.#uid(device);
+    } finally {
+      this.#waiting--;
+    }
   }
 
   /** The uid of the device's EdgeDevice, when it exists and is not being deleted. */

@@ -155,3 +155,51 @@ Deno.test("secret authenticator: EdgeDevice and owner checks, tokens, rotation, 
     await cluster.release();
   }
 });
+
+Deno.test("secret authenticator: a device whose Node trails in the cache is held, not refused", async () => {
+  const key = "edge/dev-1";
+  const ed: EdgeDevice = { metadata: { namespace: "edge", name: "dev-1", uid: "u-1" } };
+  let known = false;
+  let pending = true;
+  // No Secret read in this test: the certificate path needs none, and an unknown device none.
+  const core = new Proxy({} as CoreV1Api, {
+    get: () => () => Promise.reject(new Error("no API in this test")),
+  });
+  const auth = new SecretAuthenticator({
+    core,
+    devices: (k) => (k === key && known ? ed : undefined),
+    pending: (k) => k === key && pending,
+    pendingMs: 2000,
+  });
+  // Known after 300 ms: the dial waits and is accepted.
+  setTimeout(() => {
+    known = true;
+    pending = false;
+  }, 300);
+  await auth.authenticate(key, { certificateCN: key });
+  // Never known: refused once the wait is over; other devices are refused at once.
+  known = false;
+  pending = true;
+  const short = new SecretAuthenticator({
+    core,
+    devices: () => undefined,
+    pending: (k) => k === key,
+    pendingMs: 300,
+  });
+  const t0 = Date.now();
+  await assert.rejects(short.authenticate(key, { certificateCN: key }), /no valid credentials/);
+  assert.ok(Date.now() - t0 >= 250, "it waited");
+  const t1 = Date.now();
+  await assert.rejects(short.authenticate("edge/other", { certificateCN: "edge/other" }));
+  assert.ok(Date.now() - t1 < 250, "not pending: refused at once");
+  // No room to wait: refused at once.
+  const full = new SecretAuthenticator({
+    core,
+    devices: () => undefined,
+    pending: () => true,
+    maxPending: 0,
+  });
+  const t2 = Date.now();
+  await assert.rejects(full.authenticate(key, { certificateCN: key }));
+  assert.ok(Date.now() - t2 < 250);
+});

@@ -278,9 +278,7 @@ export class EdgeDeviceController implements EdgeDirectory {
     });
     informer.on("error", (err: unknown) => {
       this.#log.warn("Node watch failed; restarting", { error: errorMessage(err) });
-      setTimeout(() => {
-        if (!signal.aborted) informer.start().catch(() => {});
-      }, 1000);
+      this.#restart(informer, signal);
     });
     return informer;
   }
@@ -334,10 +332,28 @@ export class EdgeDeviceController implements EdgeDirectory {
         namespace: namespace ?? "",
         error: errorMessage(err),
       });
-      setTimeout(() => {
-        if (!signal.aborted) informer.start().catch(() => {});
-      }, 1000);
+      this.#restart(informer, signal);
     });
     return informer;
+  }
+
+  /** Informers restarting after an error (their caches may trail the API). */
+  readonly #restarting = new Set<object>();
+
+  /**
+   * False while a watch restarts after an error (the API server may refuse
+   * one under load: 429): the caches may then trail the API for a while.
+   */
+  get caughtUp(): boolean {
+    return this.#restarting.size === 0;
+  }
+
+  /** Restarts `informer` a second after an error; it counts as caught up once it watches again. */
+  #restart(informer: { start(): Promise<void> }, signal: AbortSignal): void {
+    this.#restarting.add(informer);
+    setTimeout(() => {
+      if (signal.aborted) return;
+      informer.start().then(() => this.#restarting.delete(informer), () => {});
+    }, 1000);
   }
 }

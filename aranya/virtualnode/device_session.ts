@@ -97,7 +97,6 @@ export interface DeviceSessionOptions {
    * every write reads first).
    */
   cached?: {
-    node?: () => V1Node | undefined;
     edgeDevice?: () => EdgeDevice | undefined;
     virtualPod?: () => V1Pod | undefined;
   };
@@ -313,7 +312,9 @@ export class DeviceSession {
     // Connected: Lease renewals; Node status from pushes, and from what is known when due.
     let stopped = false;
     closed.then(() => stopped = true);
-    let nextLease = 0;
+    // The Lease was written when this replica took the device: the first renewal is a heartbeat
+    // away.
+    let nextLease = nowMs() + (timers().heartbeatMs ?? this.#o.heartbeatMs ?? 10_000);
     /** A status whose write failed: written again at the next heartbeat. */
     let retry: NodeStatusMsg | undefined;
     while (!stopped) {
@@ -448,10 +449,9 @@ export class DeviceSession {
     return this.#update(
       "node",
       `Updating the status of Node "${this.node}"`,
-      this.#cachedFirst(
-        () => this.#o.cached?.node?.(),
-        () => this.#o.core.readNode({ name: this.node }),
-      ),
+      // Read from the API, not the cache: others write a new Node at once (the node lifecycle
+      // controller's taints), so a cached copy would mostly cost a conflict.
+      () => this.#o.core.readNode({ name: this.node }),
       (node) => ({
         ...node,
         metadata: labels
