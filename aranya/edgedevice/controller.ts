@@ -35,6 +35,7 @@ import {
   type V1NodeList,
 } from "@kubernetes/client-node";
 import { errorMessage } from "../../common/errors.ts";
+import { isNotFound } from "../kube/errors.ts";
 import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { EventRecorder } from "../kube/event_recorder.ts";
@@ -121,7 +122,7 @@ export class EdgeDeviceController implements EdgeDirectory {
     this.#o = opts;
     this.#log = opts.log ?? nullLogger;
     this.queue = new WorkQueue({
-      workers: opts.workers ?? 16,
+      workers: opts.workers ?? 64,
       onResult: opts.onReconcile,
       log: this.#log,
     });
@@ -140,7 +141,54 @@ export class EdgeDeviceController implements EdgeDirectory {
       const ed = i.get(name, namespace);
       if (ed) return ed;
     }
-    return undefined;
+    return this.#restored.get(key);
+  }
+
+  /**
+   * EdgeDevices the watch reported deleted that the API still has (read
+   * back), until the watch shows them again. client-node's informer can drop
+   * objects when its watch is refused under load (seen with 429s at 1000
+   * devices: a whole namespace reported deleted); trusting that would close
+   * live devices' links and refuse their dials.
+   */
+  readonly #restored = new Map<string, EdgeDevice>();
+
+  /**
+   * Tells `onDeviceRemoved` once the API confirms the device is gone (or being
+   * deleted); keeps the device known if it still exists.
+   */
+  async #confirmGone(namespace: string, name: string, signal: AbortSignal): Promise<void> {
+    const key = `${namespace}/${name}`;
+    for (let attempt = 1; attempt <= 5 && !signal.aborted; attempt++) {
+      let ed: EdgeDevice | undefined;
+      try {
+        ed = await this.#o.custom.getNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name,
+        }) as EdgeDevice;
+      } catch (err) {
+        if (!isNotFound(err)) {
+          await new Promise((r) => setTimeout(r, 1000 * attempt));
+          continue;
+        }
+      }
+      if (this.device(key) && !this.#restored.has(key)) return; // the watch has it again
+      if (ed && !ed.metadata?.deletionTimestamp) {
+        this.#log.warn("the EdgeDevice watch reported a device deleted that exists; kept", {
+          device: key,
+        });
+        this.#restored.set(key, ed);
+        this.#namespacesOf.set(name, (this.#namespacesOf.get(name) ?? new Set()).add(namespace));
+        this.queue.add(key);
+        return;
+      }
+      this.#restored.delete(key);
+      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+      return;
+    }
   }
 
   ownerOf(node: string): EdgeDevice | undefined {
@@ -266,11 +314,27 @@ export class EdgeDeviceController implements EdgeDirectory {
       uids.set(name, uid);
       if (namespace) this.#hook(() => this.#o.onNodeCreated?.(namespace, name));
     });
+    // Status writes (the device's replica, the node lifecycle controller) change nothing the
+    // reconciler converges: only a changed identity, metadata or taints enqueue the devices.
+    const shapes = new Map<string, string>();
+    const shape = (n: V1Node) =>
+      JSON.stringify([
+        n.metadata?.uid,
+        n.metadata?.labels,
+        n.metadata?.annotations,
+        n.spec?.taints,
+        n.metadata?.deletionTimestamp,
+      ]);
+    informer.on("add", (node: V1Node) => shapes.set(node.metadata?.name ?? "", shape(node)));
     informer.on("update", (node: V1Node) => {
+      const name = node.metadata?.name ?? "", now = shape(node);
+      if (shapes.get(name) === now) return;
+      shapes.set(name, now);
       enqueue(node);
       this.#enqueueOrphan(node);
     });
     informer.on("delete", (node: V1Node) => {
+      shapes.delete(node.metadata?.name ?? "");
       if (uids.get(node.metadata?.name ?? "") === node.metadata?.uid) {
         uids.delete(node.metadata!.name!);
       }
@@ -306,11 +370,25 @@ export class EdgeDeviceController implements EdgeDirectory {
         >;
     const informer = makeInformer<EdgeDevice>(this.#o.kubeconfig, path, list);
     trimCached(informer);
+    // A status write (the device's replica) changes nothing the reconciler converges: only a new
+    // generation (spec), uid, deletion or finalizers enqueue the key.
+    const generations = new Map<string, string>();
     const seen = (ed: EdgeDevice) => {
       const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      const key = `${namespace}/${name}`;
+      this.#restored.delete(key); // the watch has it again
       const set = this.#namespacesOf.get(name) ?? new Set<string>();
       this.#namespacesOf.set(name, set.add(namespace));
-      this.queue.add(`${namespace}/${name}`);
+      const gen = JSON.stringify([
+        ed.metadata?.uid,
+        ed.metadata?.generation,
+        ed.metadata?.deletionTimestamp,
+        ed.metadata?.finalizers,
+      ]);
+      if (generations.get(key) !== gen) {
+        generations.set(key, gen);
+        this.queue.add(key);
+      }
       if (ed.metadata?.deletionTimestamp) {
         this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
       } else {
@@ -321,11 +399,12 @@ export class EdgeDeviceController implements EdgeDirectory {
     informer.on("update", seen);
     informer.on("delete", (ed: EdgeDevice) => {
       const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
+      generations.delete(`${namespace}/${name}`);
       const set = this.#namespacesOf.get(name);
       set?.delete(namespace);
       if (set?.size === 0) this.#namespacesOf.delete(name);
       this.queue.add(`${namespace}/${name}`);
-      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+      void this.#confirmGone(namespace, name, signal);
     });
     informer.on("error", (err: unknown) => {
       this.#log.warn("EdgeDevice watch failed; restarting", {

@@ -502,7 +502,8 @@ export class EdgeDeviceReconciler {
     name: string,
     deleting: string | undefined,
   ): Promise<void> {
-    const node = await this.#readNode(name);
+    // A cached Node is enough to decide (the deletes carry its uid as a precondition).
+    const node = this.#o.cachedNode?.(name) ?? await this.#readNode(name);
     if (!node) return;
     const owner = node.metadata?.annotations?.[ANNOTATION_OWNER_UID];
     const mine = deleting !== undefined
