@@ -218,6 +218,10 @@ async function serve(
     const session = sessions.get(key);
     if (session) session.remove(why);
     else registry.get(key)?.close(why);
+    // The Node's port goes with the Node: not when a same-named EdgeDevice of another namespace,
+    // which never owned it, is deleted.
+    const owner = edgeDevices.ownerOf(name);
+    if (!session && (!owner || owner.metadata?.namespace === namespace)) kubelet.release(name);
   };
   const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
     kubeconfig: kc,
@@ -232,6 +236,8 @@ async function serve(
     onDeviceRemoved,
     // A Node recreated under a connected device gets the device's full node info again.
     onNodeCreated: (namespace, name) => sessions.get(`${namespace}/${name}`)?.resync(),
+    // The token this replica just made: the device's first dial here needs no Secret read.
+    onCredentials: (device, uid, token) => authenticator.prime(device, uid, token),
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
@@ -308,6 +314,19 @@ async function serve(
   );
   const sessions = new Map<string, DeviceSession>();
   const running = new Set<Promise<void>>();
+  // Ports of offline devices whose Node now names another replica (the device moved while this
+  // one lived) or that are gone: freed once a minute.
+  const sweep = setInterval(() => {
+    for (const [node, port] of kubelet.ports) {
+      const owner = edgeDevices.ownerOf(node);
+      if (owner && sessions.has(`${owner.metadata?.namespace}/${node}`)) continue;
+      const status = edgeDevices.node(node)?.status;
+      const ours = status?.addresses?.some((a) => a.address === config.kubelet.address) &&
+        status?.daemonEndpoints?.kubeletEndpoint?.Port === port;
+      if (!ours) kubelet.release(node);
+    }
+  }, 60_000);
+  signal.addEventListener("abort", () => clearInterval(sweep), { once: true });
   /** Serves `link` once this replica owns the device (its node Lease). */
   const serveLink = async (link: Link): Promise<void> => {
     const [namespace, node] = link.device.split("/") as [string, string];
@@ -327,14 +346,22 @@ async function serve(
       heartbeatMs,
       timers().leaseSeconds ?? Math.round(config.node.leaseDurationMs / 1000),
     );
-    const got = await lease.acquire(stop.signal, leaseSeconds);
+    // A Node no replica wrote yet (no address) has no Lease yet either.
+    const fresh = edgeDevices.node(node)?.status?.addresses === undefined;
+    const got = await lease.acquire(stop.signal, leaseSeconds, 1000, fresh);
     if (got !== "held") {
       if (got === "node-gone") link.close(`Node "${node}" is gone`);
       return;
     }
     let port: number;
     try {
-      port = kubelet.portFor(node);
+      // The port its Node advertises when that is this replica's (a restart, a reconnect).
+      const status = edgeDevices.node(node)?.status;
+      const mine = status?.addresses?.some((a) => a.address === config.kubelet.address);
+      port = kubelet.portFor(
+        node,
+        mine ? status?.daemonEndpoints?.kubeletEndpoint?.Port : undefined,
+      );
     } catch (err) {
       log.error("device link refused", { device: link.device, error: errorMessage(err) });
       await lease.release();
@@ -370,7 +397,9 @@ async function serve(
       running.delete(run);
       if (sessions.get(link.device) === session) {
         sessions.delete(link.device);
-        kubelet.release(node);
+        // An offline device keeps its port (its Node still names it; callers get a clear
+        // "offline" answer); one handed over or deleted frees it.
+        if (session.handedOver) kubelet.release(node);
       }
     });
     running.add(run);

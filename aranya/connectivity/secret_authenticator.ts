@@ -85,6 +85,16 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
     this.#log = opts.log ?? nullLogger;
   }
 
+  /**
+   * Remembers the token this replica just wrote into the device's credentials
+   * Secret (owned by EdgeDevice `uid`), so the device's first dial costs no
+   * read. Its Secret is read as usual once this entry is stale.
+   */
+  prime(device: string, uid: string, token: string): void {
+    const entry: Entry = { uid, readAt: Date.now(), digest: sha256(token), key: linkKey(token) };
+    setBounded(this.#tokens, device, entry, this.#max);
+  }
+
   /** Drops what is cached for `device` (call when the device was removed). */
   forget(device: string): void {
     this.#tokens.delete(device);

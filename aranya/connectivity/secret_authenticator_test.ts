@@ -177,6 +177,11 @@ Deno.test("secret authenticator: a device whose Node trails in the cache is held
     pending = false;
   }, 300);
   await auth.authenticate(key, { certificateCN: key });
+  // A token this replica just wrote into the device's Secret is known without a read (the API
+  // refuses everything here); another token is still refused.
+  auth.prime(key, "u-1", "fresh-token");
+  await auth.authenticate(key, { token: "fresh-token" });
+  await assert.rejects(auth.authenticate(key, { token: "other-token" }));
   // Never known: refused once the wait is over; other devices are refused at once.
   known = false;
   pending = true;

@@ -101,6 +101,8 @@ export interface EdgeDeviceControllerOptions {
   onDeviceRemoved?: DeviceRemovedHook;
   /** Told when a device's Node appeared (created, or recreated). */
   onNodeCreated?: DeviceRemovedHook;
+  /** Told the token of a credentials Secret this replica created. */
+  onCredentials?: (device: string, uid: string, token: string) => void;
   workers?: number;
   /** Told the result of every reconcile (for metrics). */
   onReconcile?: (result: "success" | "error") => void;
@@ -265,6 +267,7 @@ export class EdgeDeviceController implements EdgeDirectory {
       events: this.#o.events,
       cachedDevice: (key) => this.device(key),
       cachedNode: (name) => this.#nodes?.get(name),
+      onCredentials: this.#o.onCredentials,
       log: this.#log,
     });
     const owns = this.#o.owns ?? (() => true);

@@ -94,6 +94,8 @@ export interface EdgeDeviceReconcilerOptions {
   custom: CustomObjectsApi;
   /** Where Events go (default: nowhere). */
   events?: EventRecorder;
+  /** Told the token of a credentials Secret this replica created (for the authenticator). */
+  onCredentials?: (device: string, uid: string, token: string) => void;
   /** The EdgeDevice as cached (default: always read from the API). Stale is fine: writes carry resourceVersions. */
   cachedDevice?: (key: string) => EdgeDevice | undefined;
   /** The Node as cached (default: always read from the API). */
@@ -316,6 +318,7 @@ export class EdgeDeviceReconciler {
     };
     try {
       await this.#o.core.createNamespacedSecret({ namespace, body: secret });
+      this.#o.onCredentials?.(`${namespace}/${name}`, uid, token);
     } catch (err) {
       if (apiStatus(err) !== 409) {
         throw fromApiError(`Creating Secret "${namespace}/${secretName}"`, err);

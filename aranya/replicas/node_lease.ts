@@ -77,9 +77,16 @@ export class NodeLease {
     signal: AbortSignal,
     leaseSeconds: number,
     retryMs = 1000,
+    /** The Node never had a Lease (never connected): create it without a read first. */
+    fresh = false,
   ): Promise<AcquireResult> {
     const me = this.#o.membership.identity;
     let waitingFor: string | undefined;
+    if (fresh) {
+      const made = await this.#create(leaseSeconds);
+      if (made === "node-gone") return made;
+      if (made) return "held";
+    }
     while (!signal.aborted) {
       const lease = await this.#read();
       if (!lease) {

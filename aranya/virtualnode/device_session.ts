@@ -419,6 +419,11 @@ export class DeviceSession {
   /** Set by `remove`: the device is being deleted; nothing is written on disconnect. */
   #removed = false;
 
+  /** True once the device is another replica's, or being deleted (not merely disconnected). */
+  get handedOver(): boolean {
+    return this.#lost || this.#removed;
+  }
+
   /**
    * The device's EdgeDevice is being deleted: closes the link and writes
    * nothing more (its Node, Lease, virtual pod and status go with it; the
