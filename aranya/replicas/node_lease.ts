@@ -128,7 +128,10 @@ export class NodeLease {
     for (let attempt = 1;; attempt++) {
       const lease = this.#lease ?? await this.#read();
       if (!lease) {
-        const made = await this.#create(leaseSeconds);
+        // Gone under a live link: its Node was recreated (the Lease went with the old one), or
+        // the device is being deleted. The Node is read, not taken from the cache, so a Lease is
+        // only made for a Node that exists.
+        const made = await this.#create(leaseSeconds, false);
         if (made === "node-gone") return true; // the device is being removed: nothing to renew
         if (made) return true;
         continue;
@@ -224,9 +227,9 @@ export class NodeLease {
    * does it (the garbage collector removes it with the Node, even one a late
    * renewal made). False: made meanwhile by someone else.
    */
-  async #create(leaseSeconds: number): Promise<boolean | "node-gone"> {
+  async #create(leaseSeconds: number, cached = true): Promise<boolean | "node-gone"> {
     const name = this.#o.node;
-    let uid = this.#o.cachedNodeUid?.();
+    let uid = cached ? this.#o.cachedNodeUid?.() : undefined;
     if (!uid) {
       try {
         uid = (await this.#o.core.readNode({ name })).metadata?.uid;
