@@ -5,42 +5,25 @@
  * figure as a number. The figures are the bench's; here they must only have been measured.
  */
 import assert from "node:assert/strict";
-import { ROOT } from "../e2e/paths.ts";
+import { runBench } from "./smoke.ts";
 
 Deno.test({
   name: "bench:arhat smoke run: measures the shipped arhat per transport and pod starts",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const out = await new Deno.Command("deno", {
-      args: [
-        "run",
-        `--config=${ROOT}/deno.json`,
-        "-P=e2e",
-        `${ROOT}/bench/arhat_bench.ts`,
-        "--window-seconds",
-        "10",
-        "--settle-seconds",
-        "3",
-        "--pods",
-        "2",
-        "--sessions",
-        "5",
-        "--pod-starts",
-        "3",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(
-      out.code,
-      0,
-      `bench:arhat failed:\n${stdout.slice(-2000)}\n${stderr.slice(-4000)}`,
-    );
-    const last = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    assert.equal(last.bench, "arhat");
+    const last = await runBench("arhat", "bench/arhat_bench.ts", [
+      "--window-seconds",
+      "10",
+      "--settle-seconds",
+      "3",
+      "--pods",
+      "2",
+      "--sessions",
+      "5",
+      "--pod-starts",
+      "3",
+    ]);
     const s = last.summary;
     for (
       const key of [

@@ -6,42 +6,29 @@
  * they must only have been measured.
  */
 import assert from "node:assert/strict";
-import { ROOT } from "../e2e/paths.ts";
+import { runBench } from "./smoke.ts";
 
 Deno.test({
   name: "bench:link smoke run: measures every transport and ends with one JSON summary",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const out = await new Deno.Command("deno", {
-      args: [
-        "run",
-        `--config=${ROOT}/deno.json`,
-        "-P=e2e",
-        `${ROOT}/bench/link_bench.ts`,
-        "--window-seconds",
-        "20",
-        "--settle-seconds",
-        "5",
-        "--keepalive-seconds",
-        "5",
-        "--rtt-n",
-        "200",
-        "--pipeline-n",
-        "1000",
-        "--runs",
-        "1",
-        "--timeout-min",
-        "8",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, `bench:link failed:\n${stdout.slice(-2000)}\n${stderr.slice(-4000)}`);
-    const last = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    assert.equal(last.bench, "link");
+    const last = await runBench("link", "bench/link_bench.ts", [
+      "--window-seconds",
+      "20",
+      "--settle-seconds",
+      "5",
+      "--keepalive-seconds",
+      "5",
+      "--rtt-n",
+      "200",
+      "--pipeline-n",
+      "1000",
+      "--runs",
+      "1",
+      "--timeout-min",
+      "8",
+    ]);
     for (const t of ["websocket", "grpc", "mqtt"]) {
       for (
         const key of [

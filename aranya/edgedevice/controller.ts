@@ -35,12 +35,12 @@ import {
   type V1NodeList,
 } from "@kubernetes/client-node";
 import { errorMessage } from "../../common/errors.ts";
-import { isNotFound } from "../kube/errors.ts";
 import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { EventRecorder } from "../kube/event_recorder.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
 import { trimCached } from "../kube/cache_trim.ts";
+import { WatchRestarts } from "../kube/watch_restarts.ts";
 import { type DeviceHook, type DeviceRemovedHook, EdgeDeviceReconciler } from "./reconciler.ts";
 import {
   ANNOTATION_OWNER_UID,
@@ -143,54 +143,7 @@ export class EdgeDeviceController implements EdgeDirectory {
       const ed = i.get(name, namespace);
       if (ed) return ed;
     }
-    return this.#restored.get(key);
-  }
-
-  /**
-   * EdgeDevices the watch reported deleted that the API still has (read
-   * back), until the watch shows them again. client-node's informer can drop
-   * objects when its watch is refused under load (seen with 429s at 1000
-   * devices: a whole namespace reported deleted); trusting that would close
-   * live devices' links and refuse their dials.
-   */
-  readonly #restored = new Map<string, EdgeDevice>();
-
-  /**
-   * Tells `onDeviceRemoved` once the API confirms the device is gone (or being
-   * deleted); keeps the device known if it still exists.
-   */
-  async #confirmGone(namespace: string, name: string, signal: AbortSignal): Promise<void> {
-    const key = `${namespace}/${name}`;
-    for (let attempt = 1; attempt <= 5 && !signal.aborted; attempt++) {
-      let ed: EdgeDevice | undefined;
-      try {
-        ed = await this.#o.custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-          name,
-        }) as EdgeDevice;
-      } catch (err) {
-        if (!isNotFound(err)) {
-          await new Promise((r) => setTimeout(r, 1000 * attempt));
-          continue;
-        }
-      }
-      if (this.device(key) && !this.#restored.has(key)) return; // the watch has it again
-      if (ed && !ed.metadata?.deletionTimestamp) {
-        this.#log.warn("the EdgeDevice watch reported a device deleted that exists; kept", {
-          device: key,
-        });
-        this.#restored.set(key, ed);
-        this.#namespacesOf.set(name, (this.#namespacesOf.get(name) ?? new Set()).add(namespace));
-        this.queue.add(key);
-        return;
-      }
-      this.#restored.delete(key);
-      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
-      return;
-    }
+    return undefined;
   }
 
   ownerOf(node: string): EdgeDevice | undefined {
@@ -272,11 +225,12 @@ export class EdgeDeviceController implements EdgeDirectory {
     });
     const owns = this.#o.owns ?? (() => true);
     const namespaces = [...new Set(this.#o.namespaces ?? [])];
+    this.#restarts = new WatchRestarts({ signal, log: this.#log });
     const informers = namespaces.length
-      ? namespaces.map((ns) => this.#informer(signal, ns))
-      : [this.#informer(signal)];
+      ? namespaces.map((ns) => this.#informer(ns))
+      : [this.#informer()];
     this.#devices = informers;
-    this.#nodes = this.#nodeInformer(signal);
+    this.#nodes = this.#nodeInformer();
     await Promise.all([...informers, this.#nodes].map((i) => i.start()));
     this.#ready.resolve();
     this.#log.info("EdgeDevice controller running");
@@ -293,7 +247,7 @@ export class EdgeDeviceController implements EdgeDirectory {
    * or deletion enqueues every EdgeDevice of the Node's name (its owner, and
    * devices of other namespaces waiting for the name).
    */
-  #nodeInformer(signal: AbortSignal): Cached<V1Node> {
+  #nodeInformer(): Cached<V1Node> {
     const labelSelector = `${LABEL_ROLE}=EdgeDevice`;
     const informer = makeInformer<V1Node>(
       this.#o.kubeconfig,
@@ -343,15 +297,12 @@ export class EdgeDeviceController implements EdgeDirectory {
       }
       enqueue(node);
     });
-    informer.on("error", (err: unknown) => {
-      this.#log.warn("Node watch failed; restarting", { error: errorMessage(err) });
-      this.#restart(informer, signal);
-    });
+    this.#restarts?.keep(informer, "Node");
     return informer;
   }
 
   /** An informer on EdgeDevices in `namespace` (all namespaces when absent) feeding the queue. */
-  #informer(signal: AbortSignal, namespace?: string): Cached<EdgeDevice> {
+  #informer(namespace?: string): Cached<EdgeDevice> {
     const custom = this.#o.custom;
     const path = namespace
       ? `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`
@@ -379,7 +330,6 @@ export class EdgeDeviceController implements EdgeDirectory {
     const seen = (ed: EdgeDevice) => {
       const namespace = ed.metadata?.namespace ?? "", name = ed.metadata?.name ?? "";
       const key = `${namespace}/${name}`;
-      this.#restored.delete(key); // the watch has it again
       const set = this.#namespacesOf.get(name) ?? new Set<string>();
       this.#namespacesOf.set(name, set.add(namespace));
       const gen = JSON.stringify([
@@ -407,35 +357,20 @@ export class EdgeDeviceController implements EdgeDirectory {
       set?.delete(namespace);
       if (set?.size === 0) this.#namespacesOf.delete(name);
       this.queue.add(`${namespace}/${name}`);
-      void this.#confirmGone(namespace, name, signal);
+      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
     });
-    informer.on("error", (err: unknown) => {
-      this.#log.warn("EdgeDevice watch failed; restarting", {
-        namespace: namespace ?? "",
-        error: errorMessage(err),
-      });
-      this.#restart(informer, signal);
-    });
+    this.#restarts?.keep(informer, "EdgeDevice", { namespace: namespace ?? "" });
     return informer;
   }
 
-  /** Informers restarting after an error (their caches may trail the API). */
-  readonly #restarting = new Set<object>();
+  /** Restarts failed watches (set by `run`). */
+  #restarts?: WatchRestarts;
 
   /**
    * False while a watch restarts after an error (the API server may refuse
    * one under load: 429): the caches may then trail the API for a while.
    */
   get caughtUp(): boolean {
-    return this.#restarting.size === 0;
-  }
-
-  /** Restarts `informer` a second after an error; it counts as caught up once it watches again. */
-  #restart(informer: { start(): Promise<void> }, signal: AbortSignal): void {
-    this.#restarting.add(informer);
-    setTimeout(() => {
-      if (signal.aborted) return;
-      informer.start().then(() => this.#restarting.delete(informer), () => {});
-    }, 1000);
+    return this.#restarts?.caughtUp ?? true;
   }
 }

@@ -36,6 +36,7 @@ import { type Logger, nullLogger } from "../../common/log.ts";
 import { sleep } from "../../common/backoff.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import { trimCached } from "../kube/cache_trim.ts";
+import { WatchRestarts } from "../kube/watch_restarts.ts";
 
 /** Label on the membership Leases; its value is the configured name. */
 export const LABEL_MEMBERSHIP = "aranya.arhat.dev/membership";
@@ -207,12 +208,7 @@ export class LeaseMembership implements Membership {
       if (id && lease.metadata?.name === this.leaseName(id)) this.#seen.delete(id);
       this.#update();
     });
-    informer.on("error", (err: unknown) => {
-      this.#log.warn("membership watch failed; restarting", { error: errorMessage(err) });
-      setTimeout(() => {
-        if (!signal.aborted) informer.start().catch(() => {});
-      }, 1000);
-    });
+    new WatchRestarts({ signal, log: this.#log }).keep(informer, "membership");
     let lease: V1Lease | undefined;
     let started = false;
     try {

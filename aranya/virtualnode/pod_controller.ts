@@ -111,6 +111,7 @@ import { DueSet } from "../kube/due_set.ts";
 import { fromApiError, isNotFound } from "../kube/errors.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
 import { trimCached } from "../kube/cache_trim.ts";
+import { WatchRestarts } from "../kube/watch_restarts.ts";
 import {
   activeDeadlineAt,
   deadlineExceededStatus,
@@ -305,6 +306,7 @@ export class PodController {
   async run(signal: AbortSignal): Promise<void> {
     const namespaces = this.#o.namespaces?.length ? this.#o.namespaces : [undefined];
     const watch = new Watch(this.#o.kubeconfig);
+    const restarts = new WatchRestarts({ signal, log: this.#log });
     for (const ns of namespaces) {
       const path = ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods";
       const fieldSelector = "spec.nodeName!=";
@@ -318,12 +320,7 @@ export class PodController {
       cache.on("add", onChange);
       cache.on("update", onChange);
       cache.on("delete", onChange);
-      cache.on("error", (err: unknown) => {
-        this.#log.warn("pod watch failed; restarting", { error: errorMessage(err) });
-        setTimeout(() => {
-          if (!signal.aborted) cache.start().catch(() => {});
-        }, 1000);
-      });
+      restarts.keep(cache, "pod");
       this.#caches.push(cache);
     }
     // ONE Namespace watch: the labels spec.pod.allowedNamespaceSelector matches. A namespace
@@ -343,12 +340,7 @@ export class PodController {
     trimCached(nsCache);
     nsCache.on("add", onNamespace);
     nsCache.on("update", onNamespace);
-    nsCache.on("error", (err: unknown) => {
-      this.#log.warn("Namespace watch failed; restarting", { error: errorMessage(err) });
-      setTimeout(() => {
-        if (!signal.aborted) nsCache.start().catch(() => {});
-      }, 1000);
-    });
+    restarts.keep(nsCache, "Namespace");
     this.#namespaces = nsCache;
     await Promise.all([...this.#caches.map((c) => c.start()), nsCache.start()]);
     this.#ready.resolve();

@@ -10,8 +10,6 @@
  * reconnect, and the others are not restarted; a deleted Deployment's pod is
  * stopped on the device and then removed.
  */
-import { StaticMembership } from "../replicas/membership.ts";
-import { NodeLease } from "../replicas/node_lease.ts";
 import assert from "node:assert/strict";
 import {
   CoordinationV1Api,
@@ -37,7 +35,7 @@ import { type ArhatProc, kill, spawnArhat } from "../../e2e/arhat_harness.ts";
 import { EngineClient } from "../../e2e/services/engine_client.ts";
 import { sampleWorkload } from "../../e2e/samples.ts";
 import { createLogger } from "../../common/log.ts";
-import { DeviceSession } from "./device_session.ts";
+import { onlyReplicaSession } from "./testing/only_replica_session.ts";
 import { PodController } from "./pod_controller.ts";
 
 Deno.test({
@@ -99,20 +97,7 @@ Deno.test({
       await cluster.kubectlOk(["create", "namespace", ns]);
       running.push(controller.run(ac.signal), pods.run(ac.signal));
       running.push(server.run(ac.signal, (link) => {
-        const session = new DeviceSession({
-          link,
-          lease: new NodeLease({
-            coordination,
-            core,
-            node: link.device.split("/")[1]!,
-            membership: new StaticMembership("replica-a"),
-          }),
-          kubelet: { address: "127.0.0.1", port: 10250 },
-          core,
-          coordination,
-          custom,
-          heartbeatMs: 1000,
-        });
+        const session = onlyReplicaSession(link, { core, coordination, custom });
         sessions.push(session.run());
         pods.attach({
           device: link.device,

@@ -5,32 +5,19 @@
  * measured and the device's Lease having been renewed.
  */
 import assert from "node:assert/strict";
-import { ROOT } from "../../e2e/paths.ts";
+import { runBench } from "../smoke.ts";
 
 Deno.test({
   name: "bench:flood smoke run: measures and ends with one JSON summary",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const out = await new Deno.Command("deno", {
-      args: [
-        "run",
-        `--config=${ROOT}/deno.json`,
-        "-P=e2e",
-        `${ROOT}/bench/flood/main.ts`,
-        "--seconds",
-        "12",
-        "--connections",
-        "4",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, `bench:flood failed:\n${stdout}\n${stderr.slice(-3000)}`);
-    const last = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    assert.equal(last.bench, "flood");
+    const last = await runBench("flood", "bench/flood/main.ts", [
+      "--seconds",
+      "12",
+      "--connections",
+      "4",
+    ]);
     const s = last.summary;
     for (const k of ["websocketRefusalsPerSec", "grpcRefusalsPerSec", "kubeletRefusalsPerSec"]) {
       assert.ok(typeof s[k] === "number" && s[k] > 0, `${k}: ${s[k]}`);

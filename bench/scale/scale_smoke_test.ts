@@ -6,36 +6,19 @@
  * values. The figures are the bench's; here they must only have been measured.
  */
 import assert from "node:assert/strict";
-import { ROOT } from "../../e2e/paths.ts";
+import { runBench } from "../smoke.ts";
 
 Deno.test({
   name: "bench:scale smoke run: 30 devices over 2 replicas, failover, one flat JSON summary",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const out = await new Deno.Command("deno", {
-      args: [
-        "run",
-        `--config=${ROOT}/deno.json`,
-        "-P=e2e",
-        `${ROOT}/bench/scale/main.ts`,
-        "--devices",
-        "30",
-        "--replicas",
-        "2",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(
-      out.code,
-      0,
-      `bench:scale failed:\n${stdout.slice(-2000)}\n${stderr.slice(-4000)}`,
-    );
-    const last = JSON.parse(stdout.trim().split("\n").at(-1)!);
-    assert.equal(last.bench, "scale");
+    const last = await runBench("scale", "bench/scale/main.ts", [
+      "--devices",
+      "30",
+      "--replicas",
+      "2",
+    ]);
     const s = last.summary;
     assert.equal(s.devices, 30);
     assert.equal(s.replicas, 2);

@@ -9,8 +9,6 @@
  * device whose link is cut dials the next URLs (the dead one, then B) and is
  * served there.
  */
-import { StaticMembership } from "../../aranya/replicas/membership.ts";
-import { NodeLease } from "../../aranya/replicas/node_lease.ts";
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
@@ -25,7 +23,8 @@ import { SecretAuthenticator } from "../../aranya/connectivity/secret_authentica
 import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../../aranya/edgedevice/controller.ts";
 import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
-import { DeviceSession } from "../../aranya/virtualnode/device_session.ts";
+import type { DeviceSession } from "../../aranya/virtualnode/device_session.ts";
+import { onlyReplicaSession } from "../../aranya/virtualnode/testing/only_replica_session.ts";
 import { CmdKind } from "../../common/envelope.ts";
 import type { Link } from "../../common/link.ts";
 import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
@@ -104,20 +103,7 @@ Deno.test({
       await cluster.kubectlOk(["create", "namespace", ns]);
       runs.push(controller.run(ac.signal));
       const onLink = (at: "A" | "B") => (link: Link) => {
-        const s = new DeviceSession({
-          link,
-          lease: new NodeLease({
-            coordination,
-            core,
-            node: link.device.split("/")[1]!,
-            membership: new StaticMembership("replica-a"),
-          }),
-          kubelet: { address: "127.0.0.1", port: 10250 },
-          core,
-          coordination,
-          custom,
-          heartbeatMs: 1000,
-        });
+        const s = onlyReplicaSession(link, { core, coordination, custom });
         sessions.set(link.device, s);
         links.set(link.device, link);
         via.set(link.device, at);
