@@ -54,7 +54,6 @@ import {
 import { NodeLease } from "./replicas/node_lease.ts";
 import { DeviceSession } from "./virtualnode/device_session.ts";
 import { PodController } from "./virtualnode/pod_controller.ts";
-import { AuthenticationV1Api, AuthorizationV1Api } from "@kubernetes/client-node";
 import { KubeAuthenticator, loadClientCa } from "./kubelet/authenticator.ts";
 import { SubjectAccessReviewAuthorizer } from "./kubelet/authorizer.ts";
 import { KubeletServer } from "./kubelet/kubelet_server.ts";
@@ -79,7 +78,7 @@ export async function runAranya(
   const m = config.membership;
   const membership: Membership = m.enabled
     ? new LeaseMembership({
-      kubeconfig: kc,
+      http: clients.http,
       coordination: clients.coordination,
       namespace: m.namespace,
       name: m.name,
@@ -131,7 +130,7 @@ async function serve(
   onServing: () => void,
 ): Promise<void> {
   const { core, custom, coordination } = clients;
-  const kc = clients.kubeconfig;
+  const kc = clients.access;
   // Reads that callers cause (device credentials, kubelet API callers' TokenReview and
   // SubjectAccessReview) spend a budget of their own: a flood of bad credentials never delays
   // aranya's own requests, the Lease renewals first of all.
@@ -224,11 +223,10 @@ async function serve(
     if (!session && (!owner || owner.metadata?.namespace === namespace)) kubelet.release(name);
   };
   const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
-    kubeconfig: kc,
+    http: clients.http,
     core,
     custom,
     coordination,
-    objects: clients.objects,
     namespaces: config.namespaces,
     events,
     owns: (key) => membership.owns(key),
@@ -262,7 +260,7 @@ async function serve(
     }
   });
   const pods: PodController = new PodController({
-    kubeconfig: kc,
+    http: clients.http,
     core,
     directory: edgeDevices,
     owns: (key) => membership.owns(key),
@@ -290,10 +288,10 @@ async function serve(
       ? await Deno.readTextFile(config.kubelet.clientCaFile)
       : await loadClientCa(core),
     authenticator: new KubeAuthenticator({
-      authentication: authClients.make(AuthenticationV1Api),
+      authentication: authClients.authentication,
     }),
     authorizer: new SubjectAccessReviewAuthorizer({
-      authorization: authClients.make(AuthorizationV1Api),
+      authorization: authClients.authorization,
     }),
     backend: pods,
     stats: deviceStatsSource,

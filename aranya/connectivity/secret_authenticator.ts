@@ -29,7 +29,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
-import type { CoreV1Api } from "@kubernetes/client-node";
+import type { CoreApi } from "../kube/apis.ts";
 import { UnauthenticatedError, UnavailableError } from "../../common/errors.ts";
 import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "../../common/link.ts";
 import { linkKey } from "../../common/mqtt_seal.ts";
@@ -41,7 +41,7 @@ import { credentialsSecretName, type EdgeDevice, ownedBy } from "../edgedevice/t
 /** Options for {@link SecretAuthenticator}. */
 export interface SecretAuthenticatorOptions {
   /** Reads the credentials Secrets (give it a rate limit of its own). */
-  core: CoreV1Api;
+  core: CoreApi;
   /** The EdgeDevice "<namespace>/<name>" if it exists, from a cache (no I/O). */
   devices: (key: string) => EdgeDevice | undefined;
   /** True while the device is known but `devices` cannot answer yet (no I/O). */

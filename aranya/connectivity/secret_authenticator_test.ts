@@ -9,23 +9,23 @@
  * "<namespace>/<name>".
  */
 import assert from "node:assert/strict";
-import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import type { CoreApi } from "../kube/apis.ts";
 import { applyCrds, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
 import { SecretAuthenticator } from "./secret_authenticator.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 Deno.test("secret authenticator: EdgeDevice and owner checks, tokens, rotation, floods, certificates", async () => {
   const cluster = await useCluster();
   const ns = uniqueName("auth");
-  const kc = new KubeConfig();
-  kc.loadFromFile(cluster.kubeconfig);
-  const real = kc.makeApiClient(CoreV1Api);
+  const kc = testClients(cluster.kubeconfig);
+  const real = kc.core;
   let reads = 0;
   // The real client, with its Secret reads counted.
   const core = new Proxy(real, {
     get(target, prop, receiver) {
       if (prop === "readNamespacedSecret") {
-        return (...args: Parameters<CoreV1Api["readNamespacedSecret"]>) => {
+        return (...args: Parameters<CoreApi["readNamespacedSecret"]>) => {
           reads++;
           return target.readNamespacedSecret(...args);
         };
@@ -162,7 +162,7 @@ Deno.test("secret authenticator: a device whose Node trails in the cache is held
   let known = false;
   let pending = true;
   // No Secret read in this test: the certificate path needs none, and an unknown device none.
-  const core = new Proxy({} as CoreV1Api, {
+  const core = new Proxy({} as CoreApi, {
     get: () => () => Promise.reject(new Error("no API in this test")),
   });
   const auth = new SecretAuthenticator({

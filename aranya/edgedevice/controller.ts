@@ -20,26 +20,15 @@
  * ({@link EdgeDirectory}): the rest of aranya asks them instead of trusting
  * names or labels.
  */
-import {
-  type CoordinationV1Api,
-  type CoreV1Api,
-  type CustomObjectsApi,
-  type Informer,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-  KubernetesObjectApi,
-  makeInformer,
-  type ObjectCache,
-  type V1Node,
-  type V1NodeList,
-} from "@kubernetes/client-node";
+import type { KubernetesObject, V1Node } from "@kubernetes/client-node";
+import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import type { EventRecorder } from "../kube/event_recorder.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
-import { trimCached } from "../kube/cache_trim.ts";
+import { Informer } from "../kube/informer.ts";
+import type { KubeHttp } from "../kube/kube_http.ts";
 import { WatchRestarts } from "../kube/watch_restarts.ts";
 import { type DeviceHook, type DeviceRemovedHook, EdgeDeviceReconciler } from "./reconciler.ts";
 import {
@@ -54,7 +43,7 @@ import {
 } from "./types.ts";
 
 /** An informer with its cache. */
-type Cached<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+type Cached<T extends KubernetesObject> = Informer<T>;
 
 /** Who devices and Nodes are, from the controller's caches (no I/O). */
 export interface EdgeDirectory {
@@ -77,12 +66,11 @@ export interface EdgeDirectory {
 
 /** Options for {@link EdgeDeviceController}. */
 export interface EdgeDeviceControllerOptions {
-  kubeconfig: KubeConfig;
-  core: CoreV1Api;
+  /** The transport the informers list and watch through. */
+  http: KubeHttp;
+  core: CoreApi;
   custom: CustomObjectsApi;
-  coordination: CoordinationV1Api;
-  /** Generic object client (default: one made from `kubeconfig`, outside any rate limit). */
-  objects?: KubernetesObjectApi;
+  coordination: CoordinationApi;
   /** Namespaces to watch; empty or absent: all namespaces. */
   namespaces?: string[];
   /** Where Events go (default: nowhere). */
@@ -213,7 +201,6 @@ export class EdgeDeviceController implements EdgeDirectory {
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const reconciler = new EdgeDeviceReconciler({
-      objects: this.#o.objects ?? KubernetesObjectApi.makeApiClient(this.#o.kubeconfig),
       core: this.#o.core,
       custom: this.#o.custom,
       coordination: this.#o.coordination,
@@ -249,13 +236,12 @@ export class EdgeDeviceController implements EdgeDirectory {
    */
   #nodeInformer(): Cached<V1Node> {
     const labelSelector = `${LABEL_ROLE}=EdgeDevice`;
-    const informer = makeInformer<V1Node>(
-      this.#o.kubeconfig,
-      "/api/v1/nodes",
-      () => this.#o.core.listNode({ labelSelector }) as Promise<V1NodeList>,
+    const informer = new Informer<V1Node>({
+      http: this.#o.http,
+      path: "/api/v1/nodes",
       labelSelector,
-    );
-    trimCached(informer);
+      log: this.#log,
+    });
     const enqueue = (node: V1Node) => {
       const name = node.metadata?.name;
       if (!name) return;
@@ -303,27 +289,10 @@ export class EdgeDeviceController implements EdgeDirectory {
 
   /** An informer on EdgeDevices in `namespace` (all namespaces when absent) feeding the queue. */
   #informer(namespace?: string): Cached<EdgeDevice> {
-    const custom = this.#o.custom;
     const path = namespace
       ? `/apis/${GROUP}/${VERSION}/namespaces/${namespace}/${PLURAL}`
       : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
-    const list = () =>
-      (namespace
-        ? custom.listNamespacedCustomObject({
-          group: GROUP,
-          version: VERSION,
-          namespace,
-          plural: PLURAL,
-        })
-        : custom.listClusterCustomObject({
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-        })) as Promise<
-          KubernetesListObject<EdgeDevice>
-        >;
-    const informer = makeInformer<EdgeDevice>(this.#o.kubeconfig, path, list);
-    trimCached(informer);
+    const informer = new Informer<EdgeDevice>({ http: this.#o.http, path, log: this.#log });
     // A status write (the device's replica) changes nothing the reconciler converges: only a new
     // generation (spec), uid, deletion or finalizers enqueue the key.
     const generations = new Map<string, string>();

@@ -10,19 +10,13 @@
  * reconciles only its share.
  */
 import assert from "node:assert/strict";
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  type V1Node,
-  Watch,
-} from "@kubernetes/client-node";
+import type { V1Node } from "@kubernetes/client-node";
 import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { sleep } from "../../e2e/process.ts";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
 import { EdgeDeviceController } from "./controller.ts";
 import { credentialsSecretName, type EdgeDevice } from "./types.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 interface EventView {
   type: string;
@@ -46,16 +40,15 @@ Deno.test({
     const name = uniqueName("dev");
     const failing = uniqueName("dev");
     const other = uniqueName("dev");
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const custom = kc.custom;
+    const coordination = kc.coordination;
     const ac = new AbortController();
     const live: EdgeDevice[] = [];
     const removed: string[] = [];
     const controller = new EdgeDeviceController({
-      kubeconfig: kc,
+      http: kc.http,
       core,
       custom,
       coordination,
@@ -372,12 +365,15 @@ Deno.test({
           const before = JSON.parse(await cluster.kubectlOk(["get", "node", name, "-o", "json"]));
           // Every version of the Node as the API server stored it, from before the delete on.
           const seen: V1Node[] = [];
-          const watching = await new Watch(kc).watch(
+          const watching = new AbortController();
+          const events = kc.http.watch<V1Node>(
             "/api/v1/nodes",
             { fieldSelector: `metadata.name=${name}` },
-            (_type: string, n: V1Node) => seen.push(n),
-            () => {},
+            watching.signal,
           );
+          const watched = (async () => {
+            for await (const ev of events) seen.push(ev.object);
+          })();
           await cluster.kubectlOk(["delete", "node", name]);
           const started = Date.now();
           const again = await eventually("the Node to be recreated", async () => {
@@ -390,6 +386,7 @@ Deno.test({
           // Created with its identity: no version of the new Node is without the EdgeDevice's
           // and the virtual pod's uids.
           watching.abort();
+          await watched;
           const versions = seen.filter((n) => n.metadata?.uid === again.metadata.uid);
           assert.ok(versions.length > 0, "the watch saw the new Node");
           for (const n of versions) {
@@ -482,7 +479,7 @@ Deno.test({
           await cluster.kubectlOk(["delete", "ed", late, "-n", ns, "--wait=true", "--timeout=30s"]);
           await cluster.kubectlOk(["get", "node", late]); // nobody removed it yet
           const again = new EdgeDeviceController({
-            kubeconfig: kc,
+            http: kc.http,
             core,
             custom,
             coordination,
@@ -506,7 +503,7 @@ Deno.test({
         const theirs = uniqueName("dev");
         const mine = uniqueName("dev");
         const shared = new EdgeDeviceController({
-          kubeconfig: kc,
+          http: kc.http,
           core,
           custom,
           coordination,

@@ -39,15 +39,8 @@
  * cannot tie them together: the uid annotation does.
  */
 import { Buffer } from "node:buffer";
-import {
-  type CoordinationV1Api,
-  type CoreV1Api,
-  type CustomObjectsApi,
-  type KubernetesObjectApi,
-  type V1Node,
-  type V1Pod,
-  type V1Secret,
-} from "@kubernetes/client-node";
+import type { V1Node, V1Pod, V1Secret } from "@kubernetes/client-node";
+import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
@@ -87,10 +80,9 @@ export type DeviceRemovedHook = (namespace: string, name: string) => void;
 
 /** Options for {@link EdgeDeviceReconciler}. */
 export interface EdgeDeviceReconcilerOptions {
-  objects: KubernetesObjectApi;
-  core: CoreV1Api;
+  core: CoreApi;
   /** For the Node's Lease (removed with the Node). */
-  coordination: CoordinationV1Api;
+  coordination: CoordinationApi;
   custom: CustomObjectsApi;
   /** Where Events go (default: nowhere). */
   events?: EventRecorder;
@@ -140,11 +132,13 @@ export class EdgeDeviceReconciler {
     try {
       const cached = this.#o.cachedDevice?.(key);
       // Copied: the cache's object is shared, and this pass may change its status.
-      ed = cached ? structuredClone(cached) : await this.#o.objects.read<EdgeDevice>({
-        apiVersion: API_VERSION,
-        kind: KIND,
-        metadata: { name, namespace },
-      });
+      ed = cached ? structuredClone(cached) : await this.#o.custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        name,
+      }) as EdgeDevice;
     } catch (err) {
       if (isNotFound(err)) { // gone: remove what was made for it, if anything is left
         await this.#removeOrphan(namespace, name, undefined);
@@ -253,10 +247,21 @@ export class EdgeDeviceReconciler {
 
   async #replace(ed: EdgeDevice, what: string): Promise<EdgeDevice> {
     try {
-      return await this.#o.objects.replace(ed);
+      return await this.#replaceObject(ed);
     } catch (err) {
       throw fromApiError(what, err);
     }
+  }
+
+  #replaceObject(ed: EdgeDevice): Promise<EdgeDevice> {
+    return this.#o.custom.replaceNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace: ed.metadata!.namespace!,
+      name: ed.metadata!.name!,
+      body: ed,
+    }) as Promise<EdgeDevice>;
   }
 
   /** Writes `ed.status` through the status subresource. */
@@ -588,7 +593,7 @@ export class EdgeDeviceReconciler {
     if (finalizers.length === ed.metadata?.finalizers?.length) return;
     ed.metadata = { ...ed.metadata, finalizers };
     try {
-      await this.#o.objects.replace(ed);
+      await this.#replaceObject(ed);
     } catch (err) {
       if (!isNotFound(err)) {
         throw fromApiError(

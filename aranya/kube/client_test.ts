@@ -4,13 +4,6 @@
  * file, KUBECONFIG or the in-cluster service account.
  */
 import assert from "node:assert/strict";
-import https from "node:https";
-import {
-  AuthenticationV1Api,
-  HttpMethod,
-  KubeConfig,
-  RequestContext,
-} from "@kubernetes/client-node";
 import { CanceledError, InvalidInputError, NotFoundError } from "../../common/errors.ts";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { ROOT } from "../../e2e/paths.ts";
@@ -20,10 +13,11 @@ import {
   loadKubeConfig,
   makeKubeClients,
   SERVICE_ACCOUNT_DIR,
-  SharedAgentAuth,
   withSignal,
 } from "./client.ts";
+import { ApiError, KubeHttp } from "./kube_http.ts";
 import { TokenBucket } from "./rate_limiter.ts";
+import { testClients } from "./testing/test_clients.ts";
 
 Deno.test("apiVerb() tells the Kubernetes verb from method and path", () => {
   const cases: [string, string, string][] = [
@@ -97,7 +91,7 @@ Deno.test({
           body: { metadata: { name: "c1" }, data: { a: "1" } },
         })),
         stamp(clients.coordination.listNamespacedLease({ namespace: ns })),
-        stamp(clients.events.listNamespacedEvent({ namespace: ns })),
+        stamp(clients.core.listNamespacedEvent({ namespace: ns })),
         stamp(
           clients.custom.listClusterCustomObject({
             group: "apiextensions.k8s.io",
@@ -108,21 +102,15 @@ Deno.test({
       ]);
       const spread = Math.max(...stamps) - Math.min(...stamps);
       assert.ok(spread >= 550, `4 requests from 4 clients spread over ${spread.toFixed(0)} ms`);
-      const cm = await clients.objects.read({
-        apiVersion: "v1",
-        kind: "ConfigMap",
-        metadata: { name: "c1", namespace: ns },
-      });
-      assert.deepEqual((cm as { data?: Record<string, string> }).data, { a: "1" });
+      const cm = await clients.core.readNamespacedConfigMap({ name: "c1", namespace: ns });
+      assert.deepEqual(cm.data, { a: "1" });
       await clients.core.patchNamespacedConfigMap({
         name: "c1",
         namespace: ns,
         body: [{ op: "replace", path: "/data/a", value: "2" }],
       });
       await clients.core.deleteNamespacedConfigMap({ name: "c1", namespace: ns });
-      // A client made later shares the limiter and the counters too.
-      const auth = clients.make(AuthenticationV1Api);
-      const review = await auth.createSelfSubjectReview({ body: {} });
+      const review = await clients.authentication.createSelfSubjectReview({ body: {} });
       assert.ok(review.status?.userInfo?.username);
 
       text = await metrics.text();
@@ -130,8 +118,8 @@ Deno.test({
       assert.equal(sample(text, 'aranya_api_requests_total{verb="list"}'), 3, text);
       assert.equal(sample(text, 'aranya_api_requests_total{verb="patch"}'), 1, text);
       assert.equal(sample(text, 'aranya_api_requests_total{verb="delete"}'), 1, text);
-      // 6 namespace reads, the object read and the API discovery the object client does.
-      assert.ok(sample(text, 'aranya_api_requests_total{verb="get"}') >= 7, text);
+      // 6 namespace reads and the ConfigMap read.
+      assert.equal(sample(text, 'aranya_api_requests_total{verb="get"}'), 7, text);
       assert.equal(sample(text, "aranya_api_writes_total"), 4, text);
     } finally {
       await cluster.kubectl(["delete", "namespace", ns, "--wait=false"]);
@@ -171,12 +159,12 @@ Deno.test("loadKubeConfig() takes a file, else KUBECONFIG, and says what is miss
   try {
     const server = /^https:\/\/127\.0\.0\.1:\d+$/;
     const fromFile = loadKubeConfig({ kubeconfig: cluster.kubeconfig, env: {} });
-    assert.match(fromFile.getCurrentCluster()?.server ?? "", server);
+    assert.match(fromFile.server, server);
     const fromEnv = loadKubeConfig({ env: { KUBECONFIG: cluster.kubeconfig } });
-    assert.match(fromEnv.getCurrentCluster()?.server ?? "", server);
+    assert.match(fromEnv.server, server);
     // As kubectl does, KUBECONFIG lists files to merge and skips missing ones.
     const merged = loadKubeConfig({ env: { KUBECONFIG: `/nonexistent/a:${cluster.kubeconfig}` } });
-    assert.match(merged.getCurrentCluster()?.server ?? "", server);
+    assert.match(merged.server, server);
     assert.throws(
       () => loadKubeConfig({ env: { KUBECONFIG: "/nonexistent/a:/nonexistent/b" } }),
       (err: unknown) =>
@@ -211,26 +199,40 @@ Deno.test("loadKubeConfig() in a cluster uses the service account token and CA",
     await cluster.kubectlOk(["create", "namespace", ns]);
     await cluster.kubectlOk(["create", "serviceaccount", "aranya", "-n", ns]);
     const token = (await cluster.kubectlOk(["create", "token", "aranya", "-n", ns])).trim();
-    const admin = new KubeConfig();
-    admin.loadFromFile(cluster.kubeconfig);
-    const caData = admin.getCurrentCluster()?.caData;
-    assert.ok(caData, "the test kubeconfig embeds its CA");
-    const url = new URL(admin.getCurrentCluster()!.server);
+    const admin = loadKubeConfig({ kubeconfig: cluster.kubeconfig, env: {} });
+    assert.ok(admin.caPem, "the test kubeconfig embeds its CA");
+    const url = new URL(admin.server);
     const saDir = `${dir}${SERVICE_ACCOUNT_DIR}`;
     await Deno.mkdir(saDir, { recursive: true });
     await Deno.writeTextFile(`${saDir}/token`, token);
-    await Deno.writeTextFile(`${saDir}/ca.crt`, atob(caData));
+    await Deno.writeTextFile(`${saDir}/ca.crt`, admin.caPem);
     await Deno.writeTextFile(`${saDir}/namespace`, ns);
 
     const kc = loadKubeConfig({
       env: { KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port },
       inClusterPathPrefix: dir,
     });
-    assert.equal(kc.getCurrentCluster()?.server, `https://${url.hostname}:${url.port}`);
-    assert.equal(kc.getContextObject(kc.getCurrentContext())?.namespace, ns);
+    assert.equal(kc.server, `https://${url.hostname}:${url.port}`);
+    assert.equal(kc.namespace, ns);
+    assert.equal(kc.tokenFile, `${saDir}/token`);
     const clients = makeKubeClients(kc, { limiter: new TokenBucket({ qps: 50, burst: 10 }) });
-    const review = await clients.make(AuthenticationV1Api).createSelfSubjectReview({ body: {} });
+    const review = await clients.authentication.createSelfSubjectReview({ body: {} });
     assert.equal(review.status?.userInfo?.username, `system:serviceaccount:${ns}:aranya`);
+
+    // The token file is read again as it rotates (here: replaced by a token the server refuses).
+    const http = new KubeHttp(kc, { tokenRefreshMs: 0 });
+    const whoAmI = {
+      method: "POST",
+      path: "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+      body: {},
+    } as const;
+    await http.request(whoAmI);
+    await Deno.writeTextFile(`${saDir}/token`, "not-a-token");
+    await assert.rejects(
+      http.request(whoAmI),
+      (err: unknown) => err instanceof ApiError && err.code === 401,
+    );
+    http.close();
 
     // Without the token file the error names it.
     assert.throws(
@@ -248,27 +250,70 @@ Deno.test("loadKubeConfig() in a cluster uses the service account token and CA",
   }
 });
 
-Deno.test("every request of the clients shares one keep-alive agent with the kubeconfig's TLS", async () => {
+Deno.test("the kubeconfig's client certificate authenticates every request", async () => {
   const cluster = await useCluster();
   try {
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const auth = new SharedAgentAuth(kc);
-    const server = kc.getCurrentCluster()!.server;
-    const a = new RequestContext(`${server}/api`, HttpMethod.GET);
-    const b = new RequestContext(`${server}/apis`, HttpMethod.GET);
-    await auth.applySecurityAuthentication(a);
-    await auth.applySecurityAuthentication(b);
-    const agent = a.getAgent() as https.Agent & { options: https.AgentOptions };
-    assert.ok(agent, "an agent is set");
-    assert.equal(b.getAgent(), agent, "the same agent for every request");
-    assert.equal(agent.options.keepAlive, true);
-    assert.ok(agent.options.ca, "the cluster CA is kept");
-    assert.ok(agent.options.cert && agent.options.key, "the client certificate is kept");
-    // And requests through it work (many in a row, over the pooled connection).
-    const clients = makeKubeClients(kc, { limiter: new TokenBucket({ qps: 1000, burst: 1000 }) });
+    const clients = testClients(cluster.kubeconfig);
+    assert.ok(clients.access.certPem && clients.access.keyPem, "the test user has a certificate");
+    const review = await clients.authentication.createSelfSubjectReview({ body: {} });
+    assert.ok(review.status?.userInfo?.groups?.includes("system:masters"), JSON.stringify(review));
+    // Many in a row over the kept connections.
     for (let i = 0; i < 20; i++) await clients.core.readNamespace({ name: "default" });
+    // A non-2xx answer is an ApiError with the status and the server's message.
+    await assert.rejects(
+      clients.core.readNamespace({ name: "no-such-namespace-here" }),
+      (err: unknown) =>
+        err instanceof ApiError && err.code === 404 && /not found/.test(err.message),
+    );
+    clients.http.close();
   } finally {
     await cluster.release();
+  }
+});
+
+Deno.test("loadKubeConfig() refuses what aranya does not support, by name", async () => {
+  const dir = `${ROOT}/.cache/test-state/${crypto.randomUUID()}`;
+  await Deno.mkdir(dir, { recursive: true });
+  try {
+    const write = (name: string, user: string, cluster = "server: https://127.0.0.1:6443") => {
+      const text = [
+        "apiVersion: v1",
+        "kind: Config",
+        "current-context: c",
+        "contexts: [{ name: c, context: { cluster: k, user: u } }]",
+        `clusters: [{ name: k, cluster: { ${cluster} } }]`,
+        `users: [{ name: u, user: { ${user} } }]`,
+      ].join("\n");
+      Deno.writeTextFileSync(`${dir}/${name}`, text);
+      return `${dir}/${name}`;
+    };
+    const refused = (file: string, field: string) =>
+      assert.throws(
+        () => loadKubeConfig({ kubeconfig: file, env: {} }),
+        (err: unknown) => err instanceof InvalidInputError && err.message.includes(`"${field}"`),
+      );
+    refused(write("exec.yaml", "exec: { command: aws }"), "exec");
+    refused(write("provider.yaml", "auth-provider: { name: gcp }"), "auth-provider");
+    refused(
+      write("insecure.yaml", "token: t", "server: https://h:1, insecure-skip-tls-verify: true"),
+      "insecure-skip-tls-verify",
+    );
+    refused(write("nofile.yaml", "client-certificate: missing.crt"), "client-certificate");
+    // Relative files are found beside the kubeconfig; a token file is kept as a path.
+    Deno.writeTextFileSync(`${dir}/ca.crt`, "CA PEM");
+    const ok = loadKubeConfig({
+      kubeconfig: write(
+        "ok.yaml",
+        "tokenFile: tok",
+        "server: https://h:1/, certificate-authority: ca.crt",
+      ),
+      env: {},
+    });
+    assert.equal(ok.server, "https://h:1");
+    assert.equal(ok.caPem, "CA PEM");
+    assert.equal(ok.tokenFile, `${dir}/tok`);
+    assert.equal(ok.namespace, "default");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

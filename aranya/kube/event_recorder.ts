@@ -8,7 +8,8 @@
  * event correlator does. Recording never throws into the caller: a failed
  * write is logged and reported as `false`.
  */
-import type { CoreV1Api, CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
+import type { CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
+import type { CoreApi } from "./apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { fromApiError, isNotFound } from "./errors.ts";
@@ -52,7 +53,7 @@ export function refOf(obj: KubernetesObject): ObjectRef {
 
 /** Options for {@link ApiEventRecorder}. */
 export interface ApiEventRecorderOptions {
-  core: CoreV1Api;
+  core: CoreApi;
   /** `source.component` and `reportingComponent` (default "aranya"). */
   component?: string;
   /** `source.host` and `reportingInstance` (for example the replica's identity). */

@@ -5,17 +5,17 @@
  * as false and logged, never thrown.
  */
 import assert from "node:assert/strict";
-import { CoreV1Api, type CoreV1Event, KubeConfig } from "@kubernetes/client-node";
+import type { CoreV1Event } from "@kubernetes/client-node";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { createLogger } from "../../common/log.ts";
 import { ApiEventRecorder, type ObjectRef } from "./event_recorder.ts";
+import { testClients } from "./testing/test_clients.ts";
 
 Deno.test("event recorder", async (t) => {
   const cluster = await useCluster();
   const ns = uniqueName("ev");
-  const kc = new KubeConfig();
-  kc.loadFromFile(cluster.kubeconfig);
-  const core = kc.makeApiClient(CoreV1Api);
+  const kc = testClients(cluster.kubeconfig);
+  const core = kc.core;
   let clock = Date.parse("2030-01-01T00:00:00Z");
   const lines: string[] = [];
   const recorder = new ApiEventRecorder({

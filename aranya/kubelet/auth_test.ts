@@ -5,16 +5,11 @@
  */
 import assert from "node:assert/strict";
 import type { TLSSocket } from "node:tls";
-import {
-  AuthenticationV1Api,
-  AuthorizationV1Api,
-  CoreV1Api,
-  KubeConfig,
-} from "@kubernetes/client-node";
 import { ForbiddenError, UnauthenticatedError } from "../../common/errors.ts";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { KubeAuthenticator, loadClientCa } from "./authenticator.ts";
 import { SubjectAccessReviewAuthorizer } from "./authorizer.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 /** A socket without a client certificate. */
 const noCert = {
@@ -30,8 +25,7 @@ Deno.test({
     const cluster = await useCluster();
     const ns = uniqueName("kauth");
     try {
-      const kc = new KubeConfig();
-      kc.loadFromFile(cluster.kubeconfig);
+      const kc = testClients(cluster.kubeconfig);
       await cluster.kubectlOk(["create", "namespace", ns]);
       await cluster.kubectlOk(["-n", ns, "create", "serviceaccount", "viewer"]);
       await cluster.kubectlOk([
@@ -45,7 +39,7 @@ Deno.test({
       const token = (name: string) => cluster.kubectlOk(["-n", ns, "create", "token", name]);
 
       const authn = new KubeAuthenticator({
-        authentication: kc.makeApiClient(AuthenticationV1Api),
+        authentication: kc.authentication,
       });
       const viewer = await authn.authenticate(noCert, `Bearer ${(await token("viewer")).trim()}`);
       assert.equal(viewer.name, `system:serviceaccount:${ns}:viewer`);
@@ -57,7 +51,7 @@ Deno.test({
       await assert.rejects(authn.authenticate(noCert, undefined), UnauthenticatedError);
 
       const authz = new SubjectAccessReviewAuthorizer({
-        authorization: kc.makeApiClient(AuthorizationV1Api),
+        authorization: kc.authorization,
       });
       await authz.authorize(viewer, "some-node", { verb: "create", subresource: "proxy" });
       await authz.authorize(viewer, "some-node", { verb: "get", subresource: "stats" });
@@ -71,7 +65,7 @@ Deno.test({
           ),
       );
 
-      const ca = await loadClientCa(kc.makeApiClient(CoreV1Api));
+      const ca = await loadClientCa(kc.core);
       assert.match(ca, /-----BEGIN CERTIFICATE-----/);
     } finally {
       await cluster.kubectl(["delete", "clusterrolebinding", `${ns}-stats`, "--ignore-not-found"]);

@@ -15,7 +15,7 @@
  */
 import { createHash } from "node:crypto";
 import type { TLSSocket } from "node:tls";
-import type { AuthenticationV1Api, CoreV1Api } from "@kubernetes/client-node";
+import type { AuthenticationApi, CoreApi } from "../kube/apis.ts";
 import { NotFoundError, UnauthenticatedError } from "../../common/errors.ts";
 import { setBounded } from "../../common/bounded_map.ts";
 import { fromApiError } from "../kube/errors.ts";
@@ -42,7 +42,7 @@ export interface Authenticator {
 /** Options for {@link KubeAuthenticator}. */
 export interface KubeAuthenticatorOptions {
   /** Checks bearer tokens; absent: tokens are refused. */
-  authentication?: AuthenticationV1Api;
+  authentication?: AuthenticationApi;
   /** How long a token review result is reused, ms (default 2 min, failures 10 s). */
   cacheMs?: number;
   now?: () => number;
@@ -140,7 +140,7 @@ export class KubeAuthenticator implements Authenticator {
 }
 
 /** The cluster's client CA bundle (PEM) from `kube-system/extension-apiserver-authentication`. */
-export async function loadClientCa(core: CoreV1Api): Promise<string> {
+export async function loadClientCa(core: CoreApi): Promise<string> {
   let cm;
   try {
     cm = await core.readNamespacedConfigMap({

@@ -4,7 +4,7 @@
  * (as the kubelet's webhook authorizer does). Decisions are cached: allowed
  * for 5 minutes, denied for 30 seconds (the kubelet's defaults).
  */
-import type { AuthorizationV1Api } from "@kubernetes/client-node";
+import type { AuthorizationApi } from "../kube/apis.ts";
 import { ForbiddenError } from "../../common/errors.ts";
 import { fromApiError } from "../kube/errors.ts";
 import type { UserInfo } from "./authenticator.ts";
@@ -22,7 +22,7 @@ export interface Authorizer {
 
 /** Options for {@link SubjectAccessReviewAuthorizer}. */
 export interface SubjectAccessReviewAuthorizerOptions {
-  authorization: AuthorizationV1Api;
+  authorization: AuthorizationApi;
   allowCacheMs?: number;
   denyCacheMs?: number;
   now?: () => number;

@@ -30,7 +30,8 @@
 // @peculiar/x509 needs a Reflect metadata polyfill (tsyringe) loaded BEFORE it: keep this order.
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { CertificatesV1Api, type V1CertificateSigningRequest } from "@kubernetes/client-node";
+import type { V1CertificateSigningRequest } from "@kubernetes/client-node";
+import type { CertificatesApi } from "../kube/apis.ts";
 import { Buffer } from "node:buffer";
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
@@ -141,8 +142,8 @@ export type ServingCertSource =
 
 /** What {@link createServingCertificate} needs besides the source. */
 export interface ServingCertDeps {
-  /** aranya's API clients (rate limited); `core` for Secrets, `make` for certificates.k8s.io. */
-  clients: Pick<KubeClients, "core" | "make">;
+  /** aranya's API clients (rate limited): `core` for Secrets, `certificates` for CSRs. */
+  clients: Pick<KubeClients, "core" | "certificates">;
   /** The advertised kubelet address (config `kubelet.address`), an IP: always an IP SAN. */
   kubeletAddress: string;
   /** Default subject node name for CSRs (e.g. "aranya" or the pod's name). */
@@ -158,7 +159,7 @@ export function createServingCertificate(
   switch (source.kind) {
     case "csr":
       return new CsrServingCertificate({
-        certificates: deps.clients.make(CertificatesV1Api),
+        certificates: deps.clients.certificates,
         nodeName: source.nodeName ?? deps.nodeName,
         ipAddresses: [...new Set([deps.kubeletAddress, ...(source.extraIpAddresses ?? [])])],
         dnsNames: source.dnsNames ?? [],
@@ -185,9 +186,9 @@ export function createServingCertificate(
   }
 }
 
-/** The certificates.k8s.io calls {@link CsrServingCertificate} makes (a CertificatesV1Api fits). */
+/** The certificates.k8s.io calls {@link CsrServingCertificate} makes (a CertificatesApi fits). */
 export type CsrApi = Pick<
-  CertificatesV1Api,
+  CertificatesApi,
   | "createCertificateSigningRequest"
   | "readCertificateSigningRequest"
   | "replaceCertificateSigningRequestApproval"
@@ -196,7 +197,7 @@ export type CsrApi = Pick<
 
 /** Options of {@link CsrServingCertificate}. */
 export interface CsrServingCertificateOptions {
-  /** `clients.make(CertificatesV1Api)` of aranya's kube clients. */
+  /** `clients.certificates` of aranya's kube clients. */
   certificates: CsrApi;
   /** Subject: `CN=system:node:<nodeName>`, `O=system:nodes` (the signer requires exactly that). */
   nodeName: string;

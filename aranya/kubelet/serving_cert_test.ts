@@ -20,7 +20,7 @@ import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import https from "node:https";
 import tls from "node:tls";
-import { CertificatesV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import type { CertificatesApi } from "../kube/apis.ts";
 import { createLogger } from "../../common/log.ts";
 import { ARANYA_E2E_DIR, aranyaKubeconfig } from "../../e2e/aranya_harness.ts";
 import { type ClusterHandle, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
@@ -35,6 +35,7 @@ import {
   type KeyCert,
   SecretServingCertificate,
 } from "./serving_cert.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 /** Keep-alive API sockets and client-node internals outlive single tests; stopped in finally. */
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -115,7 +116,7 @@ Deno.test({
       let offsetMs = 0;
       const changes: KeyCert[] = [];
       const certs = new CsrServingCertificate({
-        certificates: clients.make(CertificatesV1Api),
+        certificates: clients.certificates,
         nodeName,
         ipAddresses: ["127.0.0.1"],
         dnsNames: ["localhost"],
@@ -271,11 +272,10 @@ Deno.test({
 
 /** Clients as the admin (who may approve for any signer). */
 function adminClients(cluster: ClusterHandle) {
-  const kc = new KubeConfig();
-  kc.loadFromFile(cluster.kubeconfig);
+  const kc = testClients(cluster.kubeconfig);
   return {
-    certificates: kc.makeApiClient(CertificatesV1Api),
-    core: kc.makeApiClient(CoreV1Api),
+    certificates: kc.certificates,
+    core: kc.core,
   };
 }
 
@@ -357,7 +357,7 @@ Deno.test({
 });
 
 Deno.test("CSR serving certificate: bad options are refused at construction", () => {
-  const certificates = {} as CertificatesV1Api;
+  const certificates = {} as CertificatesApi;
   assert.throws(
     () =>
       new CsrServingCertificate({
@@ -440,7 +440,7 @@ Deno.test({
         const certs = createServingCertificate(
           { kind: "secret", namespace: ns, name: "kubelet-tls", refreshMs: 100 },
           {
-            clients: { core, make: () => ({}) as never },
+            clients: { core, certificates: {} as never },
             kubeletAddress: "127.0.0.1",
             nodeName: "x",
           },

@@ -22,20 +22,15 @@
  *
  * @module
  */
-import {
-  type CoordinationV1Api,
-  type KubeConfig,
-  makeInformer,
-  type V1Lease,
-  type V1LeaseList,
-  V1MicroTime,
-} from "@kubernetes/client-node";
+import type { V1Lease } from "@kubernetes/client-node";
+import { type CoordinationApi, microTime } from "../kube/apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { readySignal, type Runnable } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { sleep } from "../../common/backoff.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
-import { trimCached } from "../kube/cache_trim.ts";
+import { Informer } from "../kube/informer.ts";
+import type { KubeHttp } from "../kube/kube_http.ts";
 import { WatchRestarts } from "../kube/watch_restarts.ts";
 
 /** Label on the membership Leases; its value is the configured name. */
@@ -94,8 +89,9 @@ export class StaticMembership implements Membership {
 
 /** Options of {@link LeaseMembership}. */
 export interface LeaseMembershipOptions {
-  kubeconfig: KubeConfig;
-  coordination: CoordinationV1Api;
+  /** The transport the member watch lists and watches through. */
+  http: KubeHttp;
+  coordination: CoordinationApi;
   /** Namespace of the Leases (must exist). */
   namespace: string;
   /** Prefix of the Leases' names and their label's value. */
@@ -178,17 +174,12 @@ export class LeaseMembership implements Membership {
   async run(signal: AbortSignal): Promise<void> {
     const o = this.#o;
     const labelSelector = `${LABEL_MEMBERSHIP}=${o.name}`;
-    const informer = makeInformer<V1Lease>(
-      o.kubeconfig,
-      `/apis/coordination.k8s.io/v1/namespaces/${o.namespace}/leases`,
-      () =>
-        o.coordination.listNamespacedLease({
-          namespace: o.namespace,
-          labelSelector,
-        }) as Promise<V1LeaseList>,
+    const informer = new Informer<V1Lease>({
+      http: o.http,
+      path: `/apis/coordination.k8s.io/v1/namespaces/${o.namespace}/leases`,
       labelSelector,
-    );
-    trimCached(informer);
+      log: this.#log,
+    });
     const observe = (lease: V1Lease) => {
       const id = lease.spec?.holderIdentity;
       const rv = lease.metadata?.resourceVersion ?? "";
@@ -222,11 +213,14 @@ export class LeaseMembership implements Membership {
         }
         if (!started && this.#lastRenew > -Infinity) {
           try {
-            await informer.start();
-            started = true;
-            this.#update();
-            this.#ready.resolve();
-            this.#log.info("replica joined", { members: this.#members });
+            // A refused list is told to the restarts, which try again: joined once one listed.
+            if (!informer.synced) await informer.start();
+            if (informer.synced) {
+              started = true;
+              this.#update();
+              this.#ready.resolve();
+              this.#log.info("replica joined", { members: this.#members });
+            }
           } catch (err) {
             this.#log.warn("listing the members failed", { error: errorMessage(err) });
           }
@@ -235,7 +229,7 @@ export class LeaseMembership implements Membership {
         await sleep(jitter(o.retryPeriodMs), signal).catch(() => {});
       }
     } finally {
-      if (started) await informer.stop().catch(() => {});
+      await informer.stop();
       this.#healthy = false;
       this.#members = [];
       this.#emit();
@@ -278,7 +272,7 @@ export class LeaseMembership implements Membership {
     const spec = {
       holderIdentity: this.identity,
       leaseDurationSeconds: Math.round(o.leaseDurationMs / 1000),
-      renewTime: new V1MicroTime(Date.now()),
+      renewTime: microTime(Date.now()),
     };
     let current = last;
     for (let attempt = 1;; attempt++) {

@@ -6,9 +6,9 @@
  * stops owning anything at its renew deadline.
  */
 import assert from "node:assert/strict";
-import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
 import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { LABEL_MEMBERSHIP, LeaseMembership, ownerOf, StaticMembership } from "./membership.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 Deno.test("ownerOf: one owner per key, an even spread, and a leaving member moves only its keys", () => {
   const keys = Array.from({ length: 9000 }, (_, i) => `ns-${i % 7}/device-${i}`);
@@ -36,16 +36,15 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const cluster = await useCluster();
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const coordination = kc.coordination;
     const namespace = uniqueName("members");
     const name = uniqueName("aranya");
     const running: Promise<void>[] = [];
     const stops: AbortController[] = [];
     const start = (identity: string, client = coordination) => {
       const m = new LeaseMembership({
-        kubeconfig: kc,
+        http: kc.http,
         coordination: client,
         namespace,
         name,

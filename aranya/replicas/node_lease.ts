@@ -17,12 +17,8 @@
  *
  * @module
  */
-import {
-  type CoordinationV1Api,
-  type CoreV1Api,
-  type V1Lease,
-  V1MicroTime,
-} from "@kubernetes/client-node";
+import type { V1Lease } from "@kubernetes/client-node";
+import { type CoordinationApi, type CoreApi, microTime } from "../kube/apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { sleep } from "../../common/backoff.ts";
@@ -34,9 +30,9 @@ export const NODE_LEASE_NAMESPACE = "kube-node-lease";
 
 /** Options of {@link NodeLease}. */
 export interface NodeLeaseOptions {
-  coordination: CoordinationV1Api;
+  coordination: CoordinationApi;
   /** For the Node's uid (the Lease's owner reference). */
-  core: CoreV1Api;
+  core: CoreApi;
   /** The Node, which is the Lease's name. */
   node: string;
   membership: Membership;
@@ -197,7 +193,7 @@ export class NodeLease {
 
   /** Replaces `lease` with this replica as holder; false when it changed or went meanwhile. */
   async #write(lease: V1Lease, leaseSeconds: number, transition: boolean): Promise<boolean> {
-    const now = new V1MicroTime(this.#now().getTime());
+    const now = microTime(this.#now().getTime());
     const spec = {
       ...lease.spec,
       holderIdentity: this.#o.membership.identity,
@@ -238,7 +234,7 @@ export class NodeLease {
         throw fromApiError(`Reading Node "${name}"`, err);
       }
     }
-    const now = new V1MicroTime(this.#now().getTime());
+    const now = microTime(this.#now().getTime());
     try {
       this.#lease = await this.#o.coordination.createNamespacedLease({
         namespace: NODE_LEASE_NAMESPACE,

@@ -6,10 +6,10 @@
  * release lets another replica take it at once; no Node, no Lease.
  */
 import assert from "node:assert/strict";
-import { CoordinationV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import type { Membership } from "./membership.ts";
 import { NODE_LEASE_NAMESPACE, NodeLease } from "./node_lease.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 /** A membership whose live members the test sets. */
 function members(identity: string, live: Set<string>): Membership {
@@ -31,10 +31,9 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const cluster = await useCluster();
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const coordination = kc.coordination;
     const node = uniqueName("lease-node");
     const live = new Set(["r0", "r1"]);
     const lease = (identity: string) =>

@@ -33,14 +33,8 @@
  * on a conflict; failures are logged and never end the session.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  type CoordinationV1Api,
-  type CoreV1Api,
-  type CustomObjectsApi,
-  type V1Node,
-  type V1Pod,
-  type V1PodStatus,
-} from "@kubernetes/client-node";
+import type { V1Node, V1Pod, V1PodStatus } from "@kubernetes/client-node";
+import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import { type AranyaError, errorMessage } from "../../common/errors.ts";
 import { deferred } from "../../common/deferred.ts";
@@ -100,8 +94,8 @@ export interface DeviceSessionOptions {
     edgeDevice?: () => EdgeDevice | undefined;
     virtualPod?: () => V1Pod | undefined;
   };
-  core: CoreV1Api;
-  coordination: CoordinationV1Api;
+  core: CoreApi;
+  coordination: CoordinationApi;
   /** For the EdgeDevice's status subresource. */
   custom: CustomObjectsApi;
   /** Where the Connected/Disconnected Events go (default: nowhere). */

@@ -19,12 +19,6 @@
  *   Ready, and a Warning Disconnected Event is recorded.
  */
 import assert from "node:assert/strict";
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-} from "@kubernetes/client-node";
 import { MemoryLinkRegistry } from "../connectivity/registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
@@ -51,6 +45,7 @@ import {
 } from "../../proto/gen/aranya/node_pb.ts";
 import { Agent } from "../../arhat/agent/agent.ts";
 import { nodeHandlers } from "../../arhat/agent/handle_node.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 interface Condition {
   type: string;
@@ -78,11 +73,10 @@ Deno.test({
     const services = await useServices();
     const ns = uniqueName("vn");
     const name = uniqueName("dev");
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const custom = kc.custom;
+    const coordination = kc.coordination;
     const ac = new AbortController();
     const tls = await testTls();
     const port = freePort();
@@ -92,7 +86,7 @@ Deno.test({
     const linkMessages: string[] = [];
     const hooked: EdgeDevice[] = [];
     const controller = new EdgeDeviceController({
-      kubeconfig: kc,
+      http: kc.http,
       core,
       custom,
       coordination,
@@ -475,11 +469,10 @@ Deno.test({
   fn: async (t) => {
     const cluster = await useCluster();
     const name = uniqueName("push");
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const custom = kc.custom;
+    const coordination = kc.coordination;
     // The device: arhat's own node handler over an in-memory link, answering from `current`.
     const [cloud, device] = memoryLinkPair(`default/${name}`);
     let current = nodeMsg({ memoryPressure: false });

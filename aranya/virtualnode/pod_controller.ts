@@ -76,19 +76,8 @@
  * never sent to the device either.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  type CoreV1Api,
-  type KubeConfig,
-  ListWatch,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Namespace,
-  type V1NamespaceList,
-  type V1Pod,
-  type V1PodList,
-  type V1Service,
-  Watch,
-} from "@kubernetes/client-node";
+import type { V1Namespace, V1Pod, V1Service } from "@kubernetes/client-node";
+import type { CoreApi } from "../kube/apis.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import { errorMessage, isKind } from "../../common/errors.ts";
 import { stableJson } from "../../common/stable_json.ts";
@@ -110,7 +99,8 @@ import type { EdgeDevice } from "../edgedevice/types.ts";
 import { DueSet } from "../kube/due_set.ts";
 import { fromApiError, isNotFound } from "../kube/errors.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
-import { trimCached } from "../kube/cache_trim.ts";
+import { Informer } from "../kube/informer.ts";
+import { type KubeHttp, PATCH } from "../kube/kube_http.ts";
 import { WatchRestarts } from "../kube/watch_restarts.ts";
 import {
   activeDeadlineAt,
@@ -133,8 +123,8 @@ export const REASON_NOT_ALLOWED = "NamespaceNotAllowed";
 
 /** Options for {@link PodController}. */
 export interface PodControllerOptions {
-  kubeconfig: KubeConfig;
-  core: CoreV1Api;
+  http: KubeHttp;
+  core: CoreApi;
   /** Which EdgeDevice owns a Node (tenancy and the virtual pod come from it). */
   directory: EdgeDirectory;
   /**
@@ -217,8 +207,8 @@ export class PodController {
   readonly #known = new Map<string, { uid: string; node: string }>();
   /** Node -> pod keys. */
   readonly #byNode = new Map<string, Set<string>>();
-  readonly #caches: ListWatch<V1Pod>[] = [];
-  #namespaces?: ListWatch<V1Namespace>;
+  readonly #caches: Informer<V1Pod>[] = [];
+  #namespaces?: Informer<V1Namespace>;
   /** Pod uid -> what was sent for it. */
   readonly #pods = new Map<string, PodState>();
   /** Uids of deleted pods whose terminal status was written (until they leave the API). */
@@ -305,17 +295,15 @@ export class PodController {
   /** Runs the pod watches and the workers until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const namespaces = this.#o.namespaces?.length ? this.#o.namespaces : [undefined];
-    const watch = new Watch(this.#o.kubeconfig);
     const restarts = new WatchRestarts({ signal, log: this.#log });
     for (const ns of namespaces) {
       const path = ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods";
-      const fieldSelector = "spec.nodeName!=";
-      const list = () =>
-        (ns
-          ? this.#o.core.listNamespacedPod({ namespace: ns, fieldSelector })
-          : this.#o.core.listPodForAllNamespaces({ fieldSelector })) as Promise<V1PodList>;
-      const cache = new ListWatch<V1Pod>(path, watch, list, false, undefined, fieldSelector);
-      trimCached(cache);
+      const cache = new Informer<V1Pod>({
+        http: this.#o.http,
+        path,
+        fieldSelector: "spec.nodeName!=",
+        log: this.#log,
+      });
       const onChange = (pod: V1Pod) => this.#observe(pod);
       cache.on("add", onChange);
       cache.on("update", onChange);
@@ -325,19 +313,17 @@ export class PodController {
     }
     // ONE Namespace watch: the labels spec.pod.allowedNamespaceSelector matches. A namespace
     // relabelled re-checks the pods of that namespace on edge nodes.
-    const nsCache = new ListWatch<V1Namespace>(
-      "/api/v1/namespaces",
-      watch,
-      () => this.#o.core.listNamespace() as Promise<V1NamespaceList>,
-      false,
-    );
+    const nsCache = new Informer<V1Namespace>({
+      http: this.#o.http,
+      path: "/api/v1/namespaces",
+      log: this.#log,
+    });
     const onNamespace = (n: V1Namespace) => {
       const name = n.metadata?.name;
       for (const key of this.#known.keys()) {
         if (key.slice(0, key.indexOf("/")) === name) this.queue.add(key);
       }
     };
-    trimCached(nsCache);
     nsCache.on("add", onNamespace);
     nsCache.on("update", onNamespace);
     restarts.keep(nsCache, "Namespace");
@@ -770,7 +756,7 @@ export class PodController {
           namespace: pod.metadata!.namespace!,
           body: { status: { phase: "Failed", reason: r.reason, message } },
         },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        { contentType: PATCH.merge },
       );
     } catch (err) {
       if (isNotFound(err)) return;
@@ -803,7 +789,7 @@ export class PodController {
           namespace: pod.metadata!.namespace!,
           body: { status: deadlineExceededStatus(pod, now) },
         },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        { contentType: PATCH.merge },
       );
     } catch (err) {
       if (isNotFound(err)) return;
@@ -867,7 +853,7 @@ export class PodController {
           ...ref,
           body: { status: { phase: "Failed", reason: REASON_NOT_ALLOWED, message } },
         },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        { contentType: PATCH.merge },
       );
     } catch (err) {
       if (isNotFound(err)) return;
@@ -990,7 +976,7 @@ export class PodController {
         { name: pod.metadata!.name!, namespace: pod.metadata!.namespace!, body: { status } },
         // Strategic merge: conditions merge by type, so conditions others own (readiness
         // gates, DisruptionTarget) stay; a JSON merge patch would replace the whole list.
-        setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch),
+        { contentType: PATCH.strategic },
       );
     } catch (err) {
       if (isNotFound(err)) return;
@@ -1109,6 +1095,11 @@ export class PodController {
     }
     if (!known || known.uid !== msg.uid) {
       // Not a pod Kubernetes has on this node: wait for the list comparison, then remove it.
+      this.#log.debug("status of a pod not known on this node", {
+        pod: key,
+        uid: msg.uid,
+        known: known?.uid ?? "",
+      });
       dev.synced.then(async () => {
         const again = this.#known.get(key);
         if (again?.uid === msg.uid) return;
@@ -1125,6 +1116,11 @@ export class PodController {
       });
       return;
     }
+    this.#log.debug("pod status from the device", {
+      pod: key,
+      uid: msg.uid,
+      ready: msg.containers.map((c) => `${c.name}=${c.ready}`).join(","),
+    });
     dev.statuses.set(msg.uid, msg);
     this.queue.add(key);
   }

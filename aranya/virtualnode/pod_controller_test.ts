@@ -11,12 +11,6 @@
  * stopped on the device and then removed.
  */
 import assert from "node:assert/strict";
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-} from "@kubernetes/client-node";
 import { MemoryLinkRegistry } from "../connectivity/registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
@@ -37,6 +31,7 @@ import { sampleWorkload } from "../../e2e/samples.ts";
 import { createLogger } from "../../common/log.ts";
 import { onlyReplicaSession } from "./testing/only_replica_session.ts";
 import { PodController } from "./pod_controller.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 Deno.test({
   name: "pods run on the device with resolved env and volumes, and report back",
@@ -48,18 +43,17 @@ Deno.test({
     const services = await useServices();
     const ns = uniqueName("pods");
     const name = uniqueName("dev");
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const custom = kc.custom;
+    const coordination = kc.coordination;
     const engine = new EngineClient(services.endpoints.podmanSocket);
     const ac = new AbortController();
     const tls = await testTls();
     const port = freePort();
     const sessions: Promise<void>[] = [];
     const controller = new EdgeDeviceController({
-      kubeconfig: kc,
+      http: kc.http,
       core,
       custom,
       coordination,
@@ -67,7 +61,7 @@ Deno.test({
     });
     const podLog: string[] = [];
     const pods = new PodController({
-      kubeconfig: kc,
+      http: kc.http,
       core,
       directory: controller,
       namespaces: [ns],

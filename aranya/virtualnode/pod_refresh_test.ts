@@ -19,7 +19,6 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { sleep } from "../../e2e/process.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
@@ -37,6 +36,7 @@ import {
 import type { EdgeDirectory } from "../edgedevice/controller.ts";
 import type { EdgeDevice } from "../edgedevice/types.ts";
 import { PodController } from "./pod_controller.ts";
+import { testClients } from "../kube/testing/test_clients.ts";
 
 const dec = new TextDecoder();
 
@@ -115,9 +115,8 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const cluster = await useCluster();
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
     const ns = uniqueName("refresh");
     const guestNs = uniqueName("guest");
     const otherNs = uniqueName("guest");
@@ -150,7 +149,7 @@ Deno.test({
           : Reflect.get(target, prop, receiver),
     });
     const pods = new PodController({
-      kubeconfig: kc,
+      http: kc.http,
       core: coreHidingLate,
       directory,
       namespaces: [ns, guestNs, otherNs, lateNs],

@@ -147,7 +147,11 @@ async function httpAction(
   // Loaded on the first httpGet action: node:http(s) bring Deno's Node compatibility layer,
   // memory a device without HTTP probes or hooks should not keep.
   const { request } = https ? await import("node:https") : await import("node:http");
-  const headers: Record<string, string> = { "user-agent": "kube-probe/1.34", accept: "*/*" };
+  const headers: Record<string, string> = {
+    "user-agent": "kube-probe/1.34",
+    accept: "*/*",
+    connection: "close",
+  };
   for (const h of a.headers) headers[h.name.toLowerCase()] = h.value;
   const path = a.path ? (a.path.startsWith("/") ? a.path : `/${a.path}`) : "/";
   const url = `${https ? "https" : "http"}://${
@@ -159,6 +163,9 @@ async function httpAction(
       headers,
       signal,
       timeout: timeoutMs,
+      // A connection of its own per probe, as the kubelet's prober (keep-alives off): a pooled
+      // connection could outlive the pod it reached, and pod IPs are reused at once on a bridge.
+      agent: false,
       // The kubelet does not verify a probe's certificate either.
       rejectUnauthorized: false,
     };

@@ -145,6 +145,7 @@ export class PodManager {
       log: this.#log,
       onChange: (uid) => this.#reportSoon(uid),
       onFailure: (f) => this.#probeFailed(f),
+      addressOf: (uid) => this.addressOf(uid),
     });
   }
 
@@ -939,6 +940,12 @@ export class PodManager {
     });
     if (key === d.lastStatus) return;
     d.lastStatus = key;
+    this.#log.debug("pod status reported", {
+      uid: d.cmd.uid,
+      pod: `${d.cmd.namespace}/${d.cmd.name}`,
+      phase: s.phase,
+      ready: s.containers.map((c) => `${c.name}=${c.ready}`).join(","),
+    });
     this.#o.onStatus?.(s);
   }
 }

@@ -53,6 +53,12 @@ export interface ProberOptions {
   onChange: (podUid: string) => void;
   /** A startup or liveness probe failed `failureThreshold` times in a row. */
   onFailure: (f: ProbeFailure) => void;
+  /**
+   * The address network probes of pod `podUid` dial, asked again while a
+   * target's `address` is "" (the engine may not have reported the pod's
+   * network yet when the container was first tracked). Undefined: none yet.
+   */
+  addressOf?: (podUid: string) => Promise<string | undefined>;
   log?: Logger;
 }
 
@@ -168,6 +174,9 @@ export class Prober {
     let successes = 0;
     let failures = 0;
     while (!signal.aborted) {
+      if (!target.address && this.#o.addressOf) {
+        target.address = await this.#o.addressOf(target.podUid).catch(() => undefined) ?? "";
+      }
       const r = await runAction(
         { runtime: this.#o.runtime, containerId: target.containerId, address: target.address },
         probe.action,
@@ -194,6 +203,11 @@ export class Prober {
           : successes >= timing.successThreshold;
         if (ready !== t.state.ready) {
           t.state.ready = ready;
+          this.#log.debug("readiness changed", {
+            pod: target.podUid,
+            container: target.container.name,
+            ready,
+          });
           this.#o.onChange(target.podUid);
         }
       } else if (kind === "startup" && successes >= timing.successThreshold) {

@@ -110,3 +110,44 @@ Deno.test("startup gates liveness; liveness reports a failure once, with its gra
   );
   assert.ok(rt.calls <= 5, `no probe after the failure was reported (${rt.calls} calls)`);
 });
+
+Deno.test("a network probe tracked before the pod had an address asks for it again", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("ok"),
+  );
+  const port = server.addr.port;
+  let asked = 0;
+  const changes: boolean[] = [];
+  const prober = new Prober({
+    runtime: scripted([0]),
+    onChange: () => changes.push(prober.state("c1")!.ready),
+    onFailure: () => assert.fail("readiness never restarts"),
+    // The engine reports the pod's network only from the third question on.
+    addressOf: () => Promise.resolve(++asked >= 3 ? "127.0.0.1" : undefined),
+  });
+  try {
+    prober.track({
+      podUid: "p",
+      containerId: "c1",
+      address: "",
+      startedAtMs: Date.now(),
+      container: create(ContainerSpecSchema, {
+        name: "web",
+        readinessProbe: {
+          action: { case: "httpGet", value: { path: "/", port, scheme: "HTTP" } },
+          periodSeconds: 1,
+        },
+      }),
+    });
+    const deadline = Date.now() + 15_000;
+    while (changes.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(changes, [true]);
+    assert.equal(asked, 3, "asked until it had one, then no more");
+  } finally {
+    prober.close();
+    await server.shutdown();
+  }
+});

@@ -11,13 +11,8 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  type V1Node,
-} from "@kubernetes/client-node";
+import type { V1Node } from "@kubernetes/client-node";
+import { testClients } from "../../aranya/kube/testing/test_clients.ts";
 import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
 import { SecretAuthenticator } from "../../aranya/connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
@@ -51,11 +46,10 @@ Deno.test({
     const cluster = await useCluster();
     const ns = uniqueName("simfleet");
     const names = [0, 1, 2].map((i) => `${ns}-d${i}`);
-    const kc = new KubeConfig();
-    kc.loadFromFile(cluster.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const coordination = kc.makeApiClient(CoordinationV1Api);
+    const kc = testClients(cluster.kubeconfig);
+    const core = kc.core;
+    const custom = kc.custom;
+    const coordination = kc.coordination;
     const tls = await testTls();
     const portA = freePort();
     const portB = freePort();
@@ -68,7 +62,7 @@ Deno.test({
     const via = new Map<string, "A" | "B">();
     const runs: Promise<void>[] = [];
     const controller = new EdgeDeviceController({
-      kubeconfig: kc,
+      http: kc.http,
       core,
       custom,
       coordination,

@@ -81,11 +81,22 @@ export async function removeAllPodmanContainers(): Promise<void> {
 /**
  * Kills conmon processes of the project's storage that outlived their
  * containers: exec sessions whose client went away keep their conmon waiting
- * on its stdio after the container is gone.
+ * on its stdio after the container is gone. Only in this process's mount
+ * namespace: a run isolated in its own namespaces (a conformance run beside
+ * the tests) has its own storage at the same path, and its live containers'
+ * conmon processes must not be touched.
  */
 async function killStrayConmon(): Promise<void> {
   await new Deno.Command("pkill", {
-    args: ["-KILL", "-f", `conmon .*${stateDir("podman")}/`],
+    args: [
+      "-KILL",
+      "--ns",
+      String(Deno.pid),
+      "--nslist",
+      "mnt",
+      "-f",
+      `conmon .*${stateDir("podman")}/`,
+    ],
     stdout: "null",
     stderr: "null",
   }).output().catch(() => {});

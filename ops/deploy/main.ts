@@ -13,12 +13,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { CoreV1Api, KubernetesObjectApi } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
 import { ConfigError } from "../../common/config_reader.ts";
 import { processEnv } from "../../common/env_expand.ts";
 import { errorMessage } from "../../common/errors.ts";
-import { loadKubeConfig, makeKubeClients } from "../../aranya/kube/client.ts";
-import { TokenBucket } from "../../aranya/kube/rate_limiter.ts";
 import { ArtifactStore } from "./artifacts.ts";
 import { type DeployContext, deployDevice, type DeviceResult } from "./device_deployer.ts";
 import { type Inventory, readInventory } from "./inventory.ts";
@@ -75,12 +73,23 @@ export async function main(args: string[], signal: AbortSignal): Promise<number>
   const say = (line: string) => console.log(line);
   if (dryRun) say("dry run: nothing is changed; the API server validates every object");
 
-  const kc = loadKubeConfig(
-    flags.kubeconfig ?? inv.kubeconfig ? { kubeconfig: flags.kubeconfig ?? inv.kubeconfig } : {},
-  );
-  const clients = makeKubeClients(kc, { limiter: new TokenBucket({ qps: 20, burst: 40 }) });
-  const objects: KubernetesObjectApi = clients.objects;
-  const core: CoreV1Api = clients.core;
+  // The deploy tool talks to the API server through client-node (its server-side apply of
+  // deploy/'s objects); aranya itself does not load client-node (aranya/kube/kube_http.ts).
+  const kc = new KubeConfig();
+  const file = flags.kubeconfig ?? inv.kubeconfig;
+  try {
+    if (file) kc.loadFromFile(file);
+    else kc.loadFromDefault();
+  } catch (err) {
+    console.error(`Cannot load kubeconfig${file ? ` "${file}"` : ""}: ${errorMessage(err)}`);
+    return 2;
+  }
+  if (!kc.getCurrentCluster()) {
+    console.error("The kubeconfig has no current context with a cluster");
+    return 2;
+  }
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  const core = kc.makeApiClient(CoreV1Api);
 
   if (inv.aranya.install) {
     say(`aranya: applying deploy/ to ${kc.getCurrentCluster()?.server ?? "the cluster"}`);

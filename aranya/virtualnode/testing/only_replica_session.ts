@@ -4,7 +4,7 @@
  * API advertised at 127.0.0.1:10250, a 1 s heartbeat), for tests that need a
  * connected device but not the replicas.
  */
-import type { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../../kube/apis.ts";
 import type { Link } from "../../../common/link.ts";
 import { StaticMembership } from "../../replicas/membership.ts";
 import { NodeLease } from "../../replicas/node_lease.ts";
@@ -13,7 +13,7 @@ import { DeviceSession } from "../device_session.ts";
 /** A session for `link` as the only replica runs it; the caller runs it. */
 export function onlyReplicaSession(
   link: Link,
-  api: { core: CoreV1Api; coordination: CoordinationV1Api; custom: CustomObjectsApi },
+  api: { core: CoreApi; coordination: CoordinationApi; custom: CustomObjectsApi },
 ): DeviceSession {
   const { core, coordination, custom } = api;
   return new DeviceSession({
