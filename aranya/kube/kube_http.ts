@@ -14,6 +14,11 @@
  * `Deno.HttpClient` carries the cluster's CA and client certificate and keeps
  * a pool of HTTP/1.1 connections for every request.
  *
+ * At most `maxInFlight` requests (default 32) are in flight at once; a 429
+ * answer is retried after its Retry-After (at most 3 times, as client-go
+ * retries), so a full API Priority and Fairness queue slows aranya down
+ * instead of failing its work.
+ *
  * Errors: a response outside 2xx rejects with {@link ApiError} (`code` is the
  * HTTP status, `body` the response text, as `kube/errors.ts` maps them); a
  * transport failure rejects with the platform's error; an abort with the
@@ -21,6 +26,7 @@
  *
  * @module
  */
+import { sleep } from "../../common/backoff.ts";
 import type { AranyaMetrics } from "../metrics/registry.ts";
 import type { ClusterAccess } from "./kubeconfig.ts";
 import type { RateLimiter } from "./rate_limiter.ts";
@@ -89,7 +95,18 @@ export interface KubeHttpOptions {
   metrics?: ApiMetrics;
   /** How long a token file's content is used before it is read again; default 60 s. */
   tokenRefreshMs?: number;
+  /**
+   * Most requests in flight at once (watches not counted); more wait for a slot. Default 32,
+   * what client-node's shared agent allowed: without a cap, 64 workers and a fleet's sessions
+   * overran the API server's fair queues (HTTP 429) at 3,000 devices over 3 replicas.
+   */
+  maxInFlight?: number;
 }
+
+/** Most retries of a request the API server answered 429 (too many requests). */
+const RETRIES_429 = 3;
+/** Longest Retry-After honoured, seconds. */
+const MAX_RETRY_AFTER_S = 10;
 
 /** The verbs of {@link apiVerb}. */
 export type ApiVerb =
@@ -190,22 +207,74 @@ export class KubeHttp {
    *   the signal's reason when aborted.
    */
   async request<T>(req: ApiRequest): Promise<T> {
-    const started = performance.now();
-    await this.#o.limiter?.acquire(req.signal);
-    const target = url(this.#access.server, req.path, req.query);
-    this.#count(req.method, target, started);
-    const headers = this.#headers();
-    if (req.body !== undefined) headers.set("Content-Type", req.contentType ?? "application/json");
-    const res = await fetch(target, {
-      method: req.method,
-      headers,
-      body: req.body === undefined ? undefined : JSON.stringify(req.body),
-      signal: req.signal,
-      client: this.#httpClient(),
+    for (let attempt = 0;; attempt++) {
+      const started = performance.now();
+      await this.#o.limiter?.acquire(req.signal);
+      const target = url(this.#access.server, req.path, req.query);
+      await this.#slot(req.signal);
+      let status: number, text: string, retryAfter: string | null;
+      try {
+        this.#count(req.method, target, started);
+        const headers = this.#headers();
+        if (req.body !== undefined) {
+          headers.set("Content-Type", req.contentType ?? "application/json");
+        }
+        const res = await fetch(target, {
+          method: req.method,
+          headers,
+          body: req.body === undefined ? undefined : JSON.stringify(req.body),
+          signal: req.signal,
+          client: this.#httpClient(),
+        });
+        status = res.status;
+        retryAfter = res.headers.get("Retry-After");
+        text = await res.text();
+      } finally {
+        this.#release();
+      }
+      // As client-go does: a 429 (API Priority and Fairness queues full) is retried after the
+      // server's Retry-After, a few times, before the caller sees it.
+      if (status === 429 && attempt < RETRIES_429) {
+        const after = Math.min(Math.max(Number(retryAfter) || 1, 1), MAX_RETRY_AFTER_S);
+        await sleep(after * 1000 * (0.5 + Math.random() / 2), req.signal);
+        continue;
+      }
+      if (status < 200 || status > 299) {
+        throw new ApiError(status, text, `${req.method} ${req.path}`);
+      }
+      return (text ? JSON.parse(text) : undefined) as T;
+    }
+  }
+
+  #inFlight = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  /** Waits for a free in-flight slot (see `maxInFlight`). */
+  async #slot(signal?: AbortSignal): Promise<void> {
+    if (this.#inFlight < (this.#o.maxInFlight ?? 32)) {
+      this.#inFlight++;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const go = () => {
+        signal?.removeEventListener("abort", cancel);
+        resolve();
+      };
+      const cancel = () => {
+        const i = this.#waiting.indexOf(go);
+        if (i >= 0) this.#waiting.splice(i, 1);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener("abort", cancel, { once: true });
+      this.#waiting.push(go);
     });
-    const text = await res.text();
-    if (!res.ok) throw new ApiError(res.status, text, `${req.method} ${req.path}`);
-    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** Frees a slot: hands it to the first waiter, if any. */
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#inFlight--;
   }
 
   /**
