@@ -141,8 +141,10 @@ export class CoreApi {
   private readonly services: Resource<unknown, V1ServiceList>;
   private readonly serviceAccounts: Resource<unknown>;
   private readonly events: Resource<CoreV1Event, CoreV1EventList>;
+  private readonly http: KubeHttp;
 
   constructor(http: KubeHttp) {
+    this.http = http;
     const r = <T, L = unknown>(plural: string) => new Resource<T, L>(http, "/api/v1", plural);
     this.nodes = r("nodes");
     this.namespaces = r("namespaces");
@@ -194,13 +196,10 @@ export class CoreApi {
     return this.pods.create(p.namespace, p.body, o);
   }
   deleteNamespacedPod(
-    p: InNamespace & { body?: V1DeleteOptions; gracePeriodSeconds?: number },
+    p: InNamespace & { body?: V1DeleteOptions },
     o?: RequestOptions,
   ): Promise<unknown> {
-    const body = p.gracePeriodSeconds === undefined
-      ? p.body
-      : { ...p.body, gracePeriodSeconds: p.gracePeriodSeconds };
-    return this.pods.delete(p.namespace, p.name, body, o);
+    return this.pods.delete(p.namespace, p.name, p.body, o);
   }
   replaceNamespacedPodStatus(p: InNamespace & { body: V1Pod }, o?: RequestOptions): Promise<V1Pod> {
     return this.pods.replace(p.namespace, p.name, p.body, "status", o);
@@ -281,11 +280,6 @@ export class CoreApi {
   listNamespacedEvent(p: Listing, o?: RequestOptions): Promise<CoreV1EventList> {
     const { namespace, ...q } = p;
     return this.events.list(namespace, q, o);
-  }
-
-  /** The transport (for requests no method here covers). */
-  get http(): KubeHttp {
-    return this.nodes.http;
   }
 }
 

@@ -182,9 +182,8 @@ export class Informer<T extends KubeObject> {
           if (ev.type === "BOOKMARK") continue;
           const key = keyOf(ev.object);
           if (ev.type === "DELETED") {
-            const old = this.#objects.get(key) ?? ev.object;
             this.#objects.delete(key);
-            if (old.metadata?.managedFields) delete old.metadata.managedFields;
+            if (ev.object.metadata?.managedFields) delete ev.object.metadata.managedFields;
             this.#emit("delete", ev.object);
           } else {
             this.#store(key, ev.object);
