@@ -40,7 +40,7 @@ import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
 import { EdgeDeviceController } from "./edgedevice/controller.ts";
 import type { EdgeDevice } from "./edgedevice/types.ts";
 import { deviceTimers, leaseSecondsFor } from "./edgedevice/device_timers.ts";
-import { loadKubeConfig, makeKubeClients } from "./kube/client.ts";
+import { type KubeClients, loadKubeConfig, makeKubeClients } from "./kube/client.ts";
 import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
 import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
@@ -60,6 +60,9 @@ import { KubeletServer } from "./kubelet/kubelet_server.ts";
 import { deviceStatsSource } from "./kubelet/device_stats.ts";
 import { createServingCertificate } from "./kubelet/serving_cert.ts";
 
+/** Longest one attempt of an API request may take once sent (see `runAranya`). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
 /** aranya's version. */
 export const ARANYA_VERSION = "0.1.0";
 
@@ -74,12 +77,19 @@ export async function runAranya(
   const clients = makeKubeClients(kc, {
     limiter: new TokenBucket({ qps: config.api.qps, burst: config.api.burst }),
     metrics,
+    timeoutMs: REQUEST_TIMEOUT_MS,
   });
+  // One attempt of a request that has not answered 30 s after it was sent is given up (a
+  // connection that went silent must not hold a worker or a device's heartbeats for good); the
+  // caller retries as after any failure. The API server answers well before: API Priority and
+  // Fairness refuses a request it cannot seat within 15 s with a 429.
   const m = config.membership;
   const membership: Membership = m.enabled
     ? new LeaseMembership({
       http: clients.http,
-      coordination: clients.coordination,
+      // Renewals go ahead of other waiting requests (a burst of work never delays them past
+      // the renew deadline).
+      coordination: clients.heartbeats,
       namespace: m.namespace,
       name: m.name,
       identity: m.identity,
@@ -122,7 +132,7 @@ export async function runAranya(
 /** Everything a replica serves; resolves when `signal` aborts and all stopped. */
 async function serve(
   config: AranyaConfig,
-  clients: ReturnType<typeof makeKubeClients>,
+  clients: KubeClients,
   metrics: ReturnType<typeof createMetrics>,
   membership: Membership,
   signal: AbortSignal,
@@ -234,6 +244,9 @@ async function serve(
     onDeviceRemoved,
     // A Node recreated under a connected device gets the device's full node info again.
     onNodeCreated: (namespace, name) => sessions.get(`${namespace}/${name}`)?.resync(),
+    // A Node turned Unknown by the node lifecycle controller (late heartbeats) while its device
+    // is connected here is written Ready again at once, not at the next status sync.
+    onNodeChanged: (namespace, name, node) => sessions.get(`${namespace}/${name}`)?.nodeSeen(node),
     // The token this replica just made: the device's first dial here needs no Secret read.
     onCredentials: (device, uid, token) => authenticator.prime(device, uid, token),
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
@@ -330,6 +343,7 @@ async function serve(
     const [namespace, node] = link.device.split("/") as [string, string];
     const lease = new NodeLease({
       coordination,
+      heartbeats: clients.heartbeats,
       core,
       node,
       membership,

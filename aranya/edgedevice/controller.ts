@@ -89,6 +89,8 @@ export interface EdgeDeviceControllerOptions {
   onDeviceRemoved?: DeviceRemovedHook;
   /** Told when a device's Node appeared (created, or recreated). */
   onNodeCreated?: DeviceRemovedHook;
+  /** Told of every change of a device's Node (its status included); must be cheap. */
+  onNodeChanged?: (namespace: string, name: string, node: V1Node) => void;
   /** Told the token of a credentials Secret this replica created. */
   onCredentials?: (device: string, uid: string, token: string) => void;
   workers?: number;
@@ -270,6 +272,11 @@ export class EdgeDeviceController implements EdgeDirectory {
       ]);
     informer.on("add", (node: V1Node) => shapes.set(node.metadata?.name ?? "", shape(node)));
     informer.on("update", (node: V1Node) => {
+      const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
+      if (namespace && node.metadata?.name) {
+        const name = node.metadata.name;
+        this.#hook(() => this.#o.onNodeChanged?.(namespace, name, node));
+      }
       const name = node.metadata?.name ?? "", now = shape(node);
       if (shapes.get(name) === now) return;
       shapes.set(name, now);

@@ -286,32 +286,40 @@ export class CoreApi {
 /** coordination.k8s.io/v1 Leases. */
 export class CoordinationApi {
   private readonly leases: Resource<V1Lease, V1LeaseList>;
+  /** Options every call of this client carries (a call's own override them). */
+  private readonly defaults: RequestOptions;
 
-  constructor(http: KubeHttp) {
+  /** `defaults`: e.g. `{ urgent: true }` for a client of heartbeats. */
+  constructor(http: KubeHttp, defaults: RequestOptions = {}) {
     this.leases = new Resource(http, "/apis/coordination.k8s.io/v1", "leases");
+    this.defaults = defaults;
+  }
+
+  private opts(o?: RequestOptions): RequestOptions {
+    return { ...this.defaults, ...o };
   }
 
   readNamespacedLease(p: InNamespace, o?: RequestOptions): Promise<V1Lease> {
-    return this.leases.get(p.namespace, p.name, o);
+    return this.leases.get(p.namespace, p.name, this.opts(o));
   }
   listNamespacedLease(p: Listing, o?: RequestOptions): Promise<V1LeaseList> {
     const { namespace, ...q } = p;
-    return this.leases.list(namespace, q, o);
+    return this.leases.list(namespace, q, this.opts(o));
   }
   createNamespacedLease(
     p: { namespace: string; body: V1Lease },
     o?: RequestOptions,
   ): Promise<V1Lease> {
-    return this.leases.create(p.namespace, p.body, o);
+    return this.leases.create(p.namespace, p.body, this.opts(o));
   }
   replaceNamespacedLease(p: InNamespace & { body: V1Lease }, o?: RequestOptions): Promise<V1Lease> {
-    return this.leases.replace(p.namespace, p.name, p.body, undefined, o);
+    return this.leases.replace(p.namespace, p.name, p.body, undefined, this.opts(o));
   }
   deleteNamespacedLease(
     p: InNamespace & { body?: V1DeleteOptions },
     o?: RequestOptions,
   ): Promise<unknown> {
-    return this.leases.delete(p.namespace, p.name, p.body, o);
+    return this.leases.delete(p.namespace, p.name, p.body, this.opts(o));
   }
 }
 

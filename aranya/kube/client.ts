@@ -28,9 +28,13 @@ export { type ApiMetrics, type ApiVerb, apiVerb, isWrite } from "./kube_http.ts"
 
 /** Options of {@link makeKubeClients}. */
 export interface KubeClientsOptions {
-  /** Shared by every request of every client made here. */
-  limiter: RateLimiter;
+  /** Shared by every request of every client made here; none: no client-side rate limit. */
+  limiter?: RateLimiter;
   metrics?: ApiMetrics;
+  /** Most requests in flight at once (KubeHttp's `maxInFlight`; default 32). */
+  maxInFlight?: number;
+  /** Longest a request may take, ms (KubeHttp's `timeoutMs`; default none). */
+  timeoutMs?: number;
 }
 
 /** The API clients; every request goes through one rate limiter. */
@@ -42,6 +46,11 @@ export interface KubeClients {
   readonly core: CoreApi;
   readonly custom: CustomObjectsApi;
   readonly coordination: CoordinationApi;
+  /**
+   * Leases as heartbeats (membership and node Lease renewals): the same transport, but each
+   * request takes the next free in-flight slot before any other waiting request.
+   */
+  readonly heartbeats: CoordinationApi;
   readonly certificates: CertificatesApi;
   readonly authentication: AuthenticationApi;
   readonly authorization: AuthorizationApi;
@@ -50,13 +59,19 @@ export interface KubeClients {
 /** Builds the clients on `access`; see the module doc. Does no I/O. */
 export function makeKubeClients(access: ClusterAccess, opts: KubeClientsOptions): KubeClients {
   if (!access.server) throw new InvalidInputError("The kubeconfig has no current cluster");
-  const http = new KubeHttp(access, { limiter: opts.limiter, metrics: opts.metrics });
+  const http = new KubeHttp(access, {
+    limiter: opts.limiter,
+    metrics: opts.metrics,
+    maxInFlight: opts.maxInFlight,
+    timeoutMs: opts.timeoutMs,
+  });
   return {
     access,
     http,
     core: new CoreApi(http),
     custom: new CustomObjectsApi(http),
     coordination: new CoordinationApi(http),
+    heartbeats: new CoordinationApi(http, { urgent: true }),
     certificates: new CertificatesApi(http),
     authentication: new AuthenticationApi(http),
     authorization: new AuthorizationApi(http),

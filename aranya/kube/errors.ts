@@ -13,6 +13,8 @@ import {
 
 /** The HTTP status of a client-node ApiException, if `err` is one. */
 export function apiStatus(err: unknown): number | undefined {
+  // Only an HTTP status: a DOMException (a timeout, an abort) has a numeric `code` of its own.
+  if (err instanceof DOMException) return undefined;
   const code = (err as { code?: unknown })?.code;
   return typeof code === "number" ? code : undefined;
 }

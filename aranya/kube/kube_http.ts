@@ -14,7 +14,9 @@
  * `Deno.HttpClient` carries the cluster's CA and client certificate and keeps
  * a pool of HTTP/1.1 connections for every request.
  *
- * At most `maxInFlight` requests (default 32) are in flight at once; a 429
+ * At most `maxInFlight` requests (default 32) are in flight at once, and a
+ * request marked `urgent` (heartbeats) takes the next free slot before the
+ * others waiting; a 429
  * answer is retried after its Retry-After (at most 3 times, as client-go
  * retries), so a full API Priority and Fairness queue slows aranya down
  * instead of failing its work.
@@ -61,6 +63,11 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Content type of the body (patches): default application/json. */
   contentType?: string;
+  /**
+   * Goes ahead of every request not marked so when waiting for an in-flight slot: heartbeats
+   * (Lease renewals), which must not wait behind a burst of other work.
+   */
+  urgent?: boolean;
 }
 
 /** Query parameters; undefined ones are left out. */
@@ -101,6 +108,12 @@ export interface KubeHttpOptions {
    * overran the API server's fair queues (HTTP 429) at 3,000 devices over 3 replicas.
    */
   maxInFlight?: number;
+  /**
+   * Longest one attempt of a request may take once sent (its wait for a token and a slot not
+   * counted), ms, to its answer's last byte; then it fails with a TimeoutError. None by default.
+   * Watches have none.
+   */
+  timeoutMs?: number;
 }
 
 /** Most retries of a request the API server answered 429 (too many requests). */
@@ -207,11 +220,17 @@ export class KubeHttp {
    *   the signal's reason when aborted.
    */
   async request<T>(req: ApiRequest): Promise<T> {
+    const timeoutMs = this.#o.timeoutMs;
     for (let attempt = 0;; attempt++) {
       const started = performance.now();
       await this.#o.limiter?.acquire(req.signal);
       const target = url(this.#access.server, req.path, req.query);
-      await this.#slot(req.signal);
+      await this.#slot(req.signal, req.urgent);
+      let signal = req.signal;
+      if (timeoutMs !== undefined) {
+        const limit = AbortSignal.timeout(timeoutMs);
+        signal = signal ? AbortSignal.any([signal, limit]) : limit;
+      }
       let status: number, text: string, retryAfter: string | null;
       try {
         this.#count(req.method, target, started);
@@ -223,7 +242,7 @@ export class KubeHttp {
           method: req.method,
           headers,
           body: req.body === undefined ? undefined : JSON.stringify(req.body),
-          signal: req.signal,
+          signal,
           client: this.#httpClient(),
         });
         status = res.status;
@@ -247,32 +266,34 @@ export class KubeHttp {
   }
 
   #inFlight = 0;
-  readonly #waiting: (() => void)[] = [];
+  /** Requests waiting for a slot, in order: the urgent ones, then the others. */
+  readonly #waiting = { urgent: [] as (() => void)[], other: [] as (() => void)[] };
 
-  /** Waits for a free in-flight slot (see `maxInFlight`). */
-  async #slot(signal?: AbortSignal): Promise<void> {
+  /** Waits for a free in-flight slot (see `maxInFlight`); `urgent` ones are handed one first. */
+  async #slot(signal?: AbortSignal, urgent = false): Promise<void> {
     if (this.#inFlight < (this.#o.maxInFlight ?? 32)) {
       this.#inFlight++;
       return;
     }
+    const queue = urgent ? this.#waiting.urgent : this.#waiting.other;
     await new Promise<void>((resolve, reject) => {
       const go = () => {
         signal?.removeEventListener("abort", cancel);
         resolve();
       };
       const cancel = () => {
-        const i = this.#waiting.indexOf(go);
-        if (i >= 0) this.#waiting.splice(i, 1);
+        const i = queue.indexOf(go);
+        if (i >= 0) queue.splice(i, 1);
         reject(signal?.reason);
       };
       signal?.addEventListener("abort", cancel, { once: true });
-      this.#waiting.push(go);
+      queue.push(go);
     });
   }
 
-  /** Frees a slot: hands it to the first waiter, if any. */
+  /** Frees a slot: hands it to the first waiter, urgent ones first, if any. */
   #release(): void {
-    const next = this.#waiting.shift();
+    const next = this.#waiting.urgent.shift() ?? this.#waiting.other.shift();
     if (next) next();
     else this.#inFlight--;
   }

@@ -48,8 +48,11 @@ export interface Membership extends Runnable {
   isLive(identity: string): boolean;
   /** True when `key` is this replica's share (never while not healthy). No I/O. */
   owns(key: string): boolean;
-  /** Calls `listener` after the members or this replica's health changed. */
-  onChange(listener: () => void): void;
+  /**
+   * Calls `listener` after the members or this replica's health changed, until the returned
+   * function is called.
+   */
+  onChange(listener: () => void): () => void;
 }
 
 /** The only replica: owns every key, no Lease. */
@@ -78,7 +81,9 @@ export class StaticMembership implements Membership {
     return true;
   }
 
-  onChange(): void {}
+  onChange(): () => void {
+    return () => {};
+  }
 
   async run(signal: AbortSignal): Promise<void> {
     this.#ready.resolve();
@@ -125,7 +130,7 @@ export class LeaseMembership implements Membership {
   readonly #now: () => number;
   readonly #ready = readySignal();
   readonly #seen = new Map<string, Seen>();
-  readonly #listeners: (() => void)[] = [];
+  readonly #listeners = new Set<() => void>();
   #lastRenew = -Infinity;
   #members: string[] = [];
   #healthy = false;
@@ -163,8 +168,10 @@ export class LeaseMembership implements Membership {
     return ownerOf(key, this.#members) === this.identity;
   }
 
-  onChange(listener: () => void): void {
-    this.#listeners.push(listener);
+  onChange(listener: () => void): () => void {
+    const own = () => listener();
+    this.#listeners.add(own);
+    return () => this.#listeners.delete(own);
   }
 
   /**
@@ -256,7 +263,7 @@ export class LeaseMembership implements Membership {
   }
 
   #emit(): void {
-    for (const l of this.#listeners) {
+    for (const l of [...this.#listeners]) {
       try {
         l();
       } catch (err) {

@@ -21,7 +21,6 @@ import type { V1Lease } from "@kubernetes/client-node";
 import { type CoordinationApi, type CoreApi, microTime } from "../kube/apis.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
-import { sleep } from "../../common/backoff.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import type { Membership } from "./membership.ts";
 
@@ -30,7 +29,10 @@ export const NODE_LEASE_NAMESPACE = "kube-node-lease";
 
 /** Options of {@link NodeLease}. */
 export interface NodeLeaseOptions {
+  /** For taking and releasing the Lease. */
   coordination: CoordinationApi;
+  /** For renewing it: a client whose requests go first (default: `coordination`). */
+  heartbeats?: CoordinationApi;
   /** For the Node's uid (the Lease's owner reference). */
   core: CoreApi;
   /** The Node, which is the Lease's name. */
@@ -64,8 +66,9 @@ export class NodeLease {
   previousHolder: string | undefined;
 
   /**
-   * Takes the Lease for this replica, waiting (re-reading every `retryMs`)
-   * while another live replica holds it unexpired. "node-gone": there is no
+   * Takes the Lease for this replica, waiting while another live replica
+   * holds it unexpired (re-reading it when the members change, when it
+   * expires, and after a back-off from `retryMs` up to 8 times it). "node-gone": there is no
    * Node (the device is being removed), so no Lease is made. Throws only
    * when the API refuses something other than a conflict.
    */
@@ -78,6 +81,7 @@ export class NodeLease {
   ): Promise<AcquireResult> {
     const me = this.#o.membership.identity;
     let waitingFor: string | undefined;
+    let waits = 0;
     if (fresh) {
       const made = await this.#create(leaseSeconds);
       if (made === "node-gone") return made;
@@ -108,11 +112,41 @@ export class NodeLease {
       }
       if (waitingFor !== holder) {
         waitingFor = holder;
+        waits = 0;
         this.#log.info("waiting for the replica that holds the device to let go", { holder });
       }
-      await sleep(retryMs, signal).catch(() => {});
+      // Read again when the holder may have let go: at once when the members change (the holder
+      // left), when the Lease expires, else after a back-off from `retryMs` to 8 times it (the
+      // holder clears the Lease when its link closes). Not every `retryMs`: when a replica dies,
+      // all its devices dial the others at once and would each read their Lease every second
+      // until its membership runs out, thousands of reads delaying the renewals of every other
+      // device.
+      const expires = this.#expiresAt(lease) - this.#now().getTime();
+      const backoff = retryMs * 2 ** Math.min(waits++, 3);
+      await this.#membersChanged(Math.max(0, Math.min(backoff, expires)), signal);
     }
     return "aborted";
+  }
+
+  /** Resolves when the members change, after `ms`, or when `signal` aborts. Never rejects. */
+  #membersChanged(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        off();
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      const off = this.#o.membership.onChange(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  /** When `lease` expires, ms since the epoch (by its renewTime and duration). */
+  #expiresAt(lease: V1Lease): number {
+    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+    return renewed + (lease.spec?.leaseDurationSeconds ?? 40) * 1000;
   }
 
   /**
@@ -121,13 +155,14 @@ export class NodeLease {
    */
   async renew(leaseSeconds: number): Promise<boolean> {
     const me = this.#o.membership.identity;
+    const api = this.#o.heartbeats ?? this.#o.coordination;
     for (let attempt = 1;; attempt++) {
-      const lease = this.#lease ?? await this.#read();
+      const lease = this.#lease ?? await this.#read(api);
       if (!lease) {
         // Gone under a live link: its Node was recreated (the Lease went with the old one), or
         // the device is being deleted. The Node is read, not taken from the cache, so a Lease is
         // only made for a Node that exists.
-        const made = await this.#create(leaseSeconds, false);
+        const made = await this.#create(leaseSeconds, false, api);
         if (made === "node-gone") return true; // the device is being removed: nothing to renew
         if (made) return true;
         continue;
@@ -136,7 +171,7 @@ export class NodeLease {
         this.#lease = undefined;
         return false;
       }
-      if (await this.#write(lease, leaseSeconds, false)) return true;
+      if (await this.#write(lease, leaseSeconds, false, api)) return true;
       if (attempt >= 4) {
         throw fromApiError(
           `Renewing Lease "${NODE_LEASE_NAMESPACE}/${this.#o.node}"`,
@@ -174,14 +209,12 @@ export class NodeLease {
     // The kubelet's convention (and an aranya before replicas) writes the node's own name.
     if (holder === "" || holder === me || holder === this.#o.node) return true;
     if (!this.#o.membership.isLive(holder)) return true;
-    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
-    const seconds = lease.spec?.leaseDurationSeconds ?? 40;
-    return renewed + seconds * 1000 < this.#now().getTime();
+    return this.#expiresAt(lease) < this.#now().getTime();
   }
 
-  async #read(): Promise<V1Lease | undefined> {
+  async #read(api = this.#o.coordination): Promise<V1Lease | undefined> {
     try {
-      return await this.#o.coordination.readNamespacedLease({
+      return await api.readNamespacedLease({
         name: this.#o.node,
         namespace: NODE_LEASE_NAMESPACE,
       });
@@ -192,7 +225,12 @@ export class NodeLease {
   }
 
   /** Replaces `lease` with this replica as holder; false when it changed or went meanwhile. */
-  async #write(lease: V1Lease, leaseSeconds: number, transition: boolean): Promise<boolean> {
+  async #write(
+    lease: V1Lease,
+    leaseSeconds: number,
+    transition: boolean,
+    api = this.#o.coordination,
+  ): Promise<boolean> {
     const now = microTime(this.#now().getTime());
     const spec = {
       ...lease.spec,
@@ -204,7 +242,7 @@ export class NodeLease {
         : {}),
     };
     try {
-      this.#lease = await this.#o.coordination.replaceNamespacedLease({
+      this.#lease = await api.replaceNamespacedLease({
         name: this.#o.node,
         namespace: NODE_LEASE_NAMESPACE,
         body: { ...lease, spec },
@@ -223,7 +261,11 @@ export class NodeLease {
    * does it (the garbage collector removes it with the Node, even one a late
    * renewal made). False: made meanwhile by someone else.
    */
-  async #create(leaseSeconds: number, cached = true): Promise<boolean | "node-gone"> {
+  async #create(
+    leaseSeconds: number,
+    cached = true,
+    api = this.#o.coordination,
+  ): Promise<boolean | "node-gone"> {
     const name = this.#o.node;
     let uid = cached ? this.#o.cachedNodeUid?.() : undefined;
     if (!uid) {
@@ -236,7 +278,7 @@ export class NodeLease {
     }
     const now = microTime(this.#now().getTime());
     try {
-      this.#lease = await this.#o.coordination.createNamespacedLease({
+      this.#lease = await api.createNamespacedLease({
         namespace: NODE_LEASE_NAMESPACE,
         body: {
           apiVersion: "coordination.k8s.io/v1",

@@ -3,7 +3,8 @@
  * Lease (creating it, owned by the Node); a second one waits while the holder
  * is a live member with an unexpired Lease, and takes over once the holder is
  * not a member any more; the old holder's renewal then reports the loss; a
- * release lets another replica take it at once; no Node, no Lease.
+ * release lets another replica take it at once; a waiting replica reads again
+ * when the members change, not only at its re-read; no Node, no Lease.
  */
 import assert from "node:assert/strict";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
@@ -11,18 +12,36 @@ import type { Membership } from "./membership.ts";
 import { NODE_LEASE_NAMESPACE, NodeLease } from "./node_lease.ts";
 import { testClients } from "../kube/testing/test_clients.ts";
 
-/** A membership whose live members the test sets. */
-function members(identity: string, live: Set<string>): Membership {
-  return {
-    identity,
-    healthy: true,
-    ready: Promise.resolve(),
-    members: () => [...live].sort(),
-    isLive: (id) => live.has(id),
-    owns: () => true,
-    onChange: () => {},
-    run: () => Promise.resolve(),
-  };
+/** Live members the test sets; `changed()` tells the memberships' listeners. */
+class Members {
+  readonly live: Set<string>;
+  readonly #listeners = new Set<() => void>();
+  constructor(live: string[]) {
+    this.live = new Set(live);
+  }
+  /** How many listeners wait now. */
+  get listening(): number {
+    return this.#listeners.size;
+  }
+  changed(): void {
+    for (const l of [...this.#listeners]) l();
+  }
+  /** A membership of `identity` seeing these members. */
+  of(identity: string): Membership {
+    return {
+      identity,
+      healthy: true,
+      ready: Promise.resolve(),
+      members: () => [...this.live].sort(),
+      isLive: (id) => this.live.has(id),
+      owns: () => true,
+      onChange: (l) => {
+        this.#listeners.add(l);
+        return () => this.#listeners.delete(l);
+      },
+      run: () => Promise.resolve(),
+    };
+  }
 }
 
 Deno.test({
@@ -35,9 +54,10 @@ Deno.test({
     const core = kc.core;
     const coordination = kc.coordination;
     const node = uniqueName("lease-node");
-    const live = new Set(["r0", "r1"]);
+    const members = new Members(["r0", "r1"]);
+    const live = members.live;
     const lease = (identity: string) =>
-      new NodeLease({ coordination, core, node, membership: members(identity, live) });
+      new NodeLease({ coordination, core, node, membership: members.of(identity) });
     const holder = async () => {
       const l = await coordination.readNamespacedLease({
         name: node,
@@ -80,6 +100,7 @@ Deno.test({
         assert.equal(await holder(), "r0");
         live.delete("r0"); // r0's membership ran out
         assert.equal(await taking, "held");
+        assert.equal(members.listening, 0, "the wait stopped listening to the members");
         assert.equal(await holder(), "r1");
         assert.equal(r1.previousHolder, "r0");
         const l = await coordination.readNamespacedLease({
@@ -102,6 +123,18 @@ Deno.test({
         assert.equal(await r0again.acquire(ac.signal, 40, 100), "held");
         assert.equal(await holder(), "r0");
         assert.equal(r0again.previousHolder, undefined);
+      });
+      await t.step("a waiting replica reads again when the members change", async () => {
+        // r0 holds it; r1 waits with a re-read far beyond the test's time: it takes the Lease
+        // only because the change of members wakes it (r0 left).
+        const r1again = lease("r1");
+        const taking = r1again.acquire(ac.signal, 40, 3_600_000);
+        while (members.listening === 0) await new Promise((r) => setTimeout(r, 20));
+        live.delete("r0");
+        members.changed();
+        assert.equal(await taking, "held");
+        assert.equal(await holder(), "r1");
+        assert.equal(members.listening, 0);
       });
     } finally {
       ac.abort();

@@ -177,6 +177,26 @@ export class DeviceSession {
     this.#wake?.();
   }
 
+  /** The Node's Ready status and resourceVersion as this session last wrote them. */
+  #written?: { ready?: string; resourceVersion?: string };
+  /** Set by `nodeSeen`: the next pass writes the Node status again. */
+  #needWrite = false;
+
+  /**
+   * Tells the session the Node as the cache saw it after a change. When another writer changed
+   * its Ready condition (the node lifecycle controller marks it Unknown when the heartbeats came
+   * late), the session writes the device's status again at once, as the kubelet's next status
+   * update does when the Node differs from what it computes. Non-blocking; a no-op before the
+   * first write and once the link closed.
+   */
+  nodeSeen(node: V1Node): void {
+    const w = this.#written;
+    if (!w || node.metadata?.resourceVersion === w.resourceVersion) return;
+    if (readyOf(node)?.status === w.ready) return;
+    this.#needWrite = true;
+    this.#wake?.();
+  }
+
   /** API writes made for this device, all kinds together. */
   get writes(): number {
     return Object.values(this.writeCounts).reduce((a, b) => a + b, 0);
@@ -209,7 +229,12 @@ export class DeviceSession {
   async #run(): Promise<void> {
     const closed = this.#o.link.closed;
     let closeInfo: LinkCloseInfo | undefined;
-    closed.then((i) => closeInfo = i);
+    let stopped = false;
+    closed.then((i) => {
+      closeInfo = i;
+      stopped = true;
+      this.#written = undefined;
+    });
     /** Key of what the Node status was last written from, and when. */
     let lastKey = "";
     let lastWrite = 0;
@@ -244,6 +269,12 @@ export class DeviceSession {
         if (!full) next.nodeInfo = node.status?.nodeInfo;
         return next;
       }, full ? nodeLabelsFrom(msg) : undefined);
+      if (!stopped) {
+        this.#written = {
+          ready: readyOf(node)?.status,
+          resourceVersion: node.metadata?.resourceVersion,
+        };
+      }
       known = msg;
       lastKey = nodeStatusKey(msg);
       lastWrite = nowMs();
@@ -304,8 +335,6 @@ export class DeviceSession {
     this.#connected.resolve();
 
     // Connected: Lease renewals; Node status from pushes, and from what is known when due.
-    let stopped = false;
-    closed.then(() => stopped = true);
     // The Lease was written when this replica took the device: the first renewal is a heartbeat
     // away.
     let nextLease = nowMs() + (timers().heartbeatMs ?? this.#o.heartbeatMs ?? 10_000);
@@ -332,13 +361,15 @@ export class DeviceSession {
       let synced: V1Node | undefined;
       const full = this.#needFull;
       this.#needFull = false;
+      const rewrite = this.#needWrite;
+      this.#needWrite = false;
       const push = pushed;
       pushed = undefined;
       const latest = push ?? known;
       try {
         if (full) synced = await fullSync();
         else if (push && nodeStatusKey(push) !== lastKey) synced = await write(push, false);
-        else if (latest && nowMs() - lastWrite >= statusSyncMs()) {
+        else if (latest && (rewrite || nowMs() - lastWrite >= statusSyncMs())) {
           synced = await write(latest, false);
         } else if (push) known = push;
       } catch (err) {
@@ -354,7 +385,7 @@ export class DeviceSession {
       }
       // New work arrived meanwhile (a push, a resync): look at it now. A failed full sync is
       // retried at the next heartbeat.
-      if (stopped || pushed || (this.#needFull && !full)) continue;
+      if (stopped || pushed || (this.#needFull && !full) || this.#needWrite) continue;
       const due = known && !retry ? Math.min(nextLease, lastWrite + statusSyncMs()) : nextLease;
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([

@@ -8,7 +8,8 @@
  *   Connected Event is recorded;
  * - an idle device costs only Lease renewals and sends and gets nothing on
  *   its link; a periodic sync refreshes lastSeen without asking the device;
- * - changing the device's Node labels keeps the link;
+ * - changing the device's Node labels keeps the link; a Node another writer
+ *   turned Unknown (the node lifecycle controller) is written Ready again;
  * - over an in-memory link with arhat's node handler: nothing is asked after
  *   connect, a pushed MSG_NODE_STATUS change reaches the Node at once, a push
  *   that changes nothing shown is not written, and the Node status is
@@ -378,6 +379,42 @@ Deno.test({
             !linkMessages.slice(messagesBefore).includes("sent CMD_NODE_INFO_GET"),
             linkMessages.slice(messagesBefore).join(", "),
           );
+        },
+      );
+
+      await t.step(
+        "a Node turned Unknown by another writer is written Ready again when seen",
+        async () => {
+          // What the node lifecycle controller writes when the heartbeats came late.
+          const node = await core.readNode({ name });
+          const unknown = await core.replaceNodeStatus({
+            name,
+            body: {
+              ...node,
+              status: {
+                ...node.status,
+                conditions: node.status!.conditions!.map((c) =>
+                  c.type === "Ready"
+                    ? { ...c, status: "Unknown", reason: "NodeStatusUnknown", message: "late" }
+                    : c
+                ),
+              },
+            },
+          });
+          const before = counts(session);
+          session.nodeSeen(unknown);
+          const ready = await eventually("the Node Ready again", async () => {
+            const n = await core.readNode({ name });
+            const r = n.status?.conditions?.find((c) => c.type === "Ready");
+            return r?.status === "True" ? n : undefined;
+          });
+          assert.equal(delta(before, counts(session)).node, 1, "one Node status write");
+          // Its own write seen again (and a Node whose Ready it wrote) writes nothing.
+          const after = counts(session);
+          session.nodeSeen(ready);
+          session.nodeSeen(node);
+          await sleep(2 * HEARTBEAT_MS + 500);
+          assert.equal(delta(after, counts(session)).node, 0, "nothing more written");
         },
       );
 

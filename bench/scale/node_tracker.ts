@@ -26,6 +26,8 @@ export interface NodeState {
   ready: boolean;
   /** The kubelet port the Node advertises (undefined: none yet). */
   port: number | undefined;
+  /** The Ready condition's reason (why a Node is not Ready). */
+  reason?: string;
 }
 
 /** A condition of {@link NodeTracker.until}: the counts, and every present Node's state. */
@@ -129,8 +131,13 @@ export class NodeTracker {
     const name = n.metadata?.name;
     if (!name) return;
     const at = performance.now();
-    const ready = n.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
-    this.#present.set(name, { ready, port: n.status?.daemonEndpoints?.kubeletEndpoint?.Port });
+    const cond = n.status?.conditions?.find((c) => c.type === "Ready");
+    const ready = cond?.status === "True";
+    this.#present.set(name, {
+      ready,
+      port: n.status?.daemonEndpoints?.kubeletEndpoint?.Port,
+      reason: cond?.reason,
+    });
     if (ready) {
       this.#readyNow.add(name);
       if (!this.readyAt.has(name)) this.readyAt.set(name, at);

@@ -586,9 +586,16 @@ export async function runScale(o: ScaleRunOptions): Promise<ScaleResult> {
         failoverMs,
         () => {
           const left = served.filter((x) => !moved(tracker.nodes.get(x)));
+          // Why the Nodes that are not Ready are not (of every replica, by Ready reason).
+          const why: Record<string, number> = {};
+          for (const [, st] of tracker.nodes) {
+            if (!st.ready) why[st.reason ?? "none"] = (why[st.reason ?? "none"] ?? 0) + 1;
+          }
           return `${left.length} not moved yet, e.g. ${
             JSON.stringify(left.slice(0, 5).map((x) => [x, tracker.nodes.get(x) ?? null]))
-          }; fleet: ${JSON.stringify(fleetSummary(fleet))}`;
+          }; not Ready by reason: ${JSON.stringify(why)}; fleet: ${
+            JSON.stringify(fleetSummary(fleet))
+          }`;
         },
       ));
       const after = fleet.stats();
