@@ -227,11 +227,11 @@ function report(n: number, replicas: number, runs: ScaleResult[]) {
     })`,
   );
   say(
-    `fleet N=${n}: ${last.fleet.connectsUntilReady} connects until all Ready (by replica ${
+    `fleet N=${n}: ${last.fleet.connectsUntilReady} connects and ${last.fleet.dialFailuresUntilReady} failed dials until all Ready (by replica ${
       JSON.stringify(last.fleet.connectsUntilReadyByReplica)
-    }), ${last.fleet.connects} in all, ${last.fleet.dialFailures} failed dials; commands aranya sent: ${
-      JSON.stringify(last.fleet.commands)
-    }${
+    }), ${last.fleet.connects} in all, ${last.fleet.dialFailures} failed dials ${
+      JSON.stringify(last.fleet.dialFailuresByReason)
+    }; commands aranya sent: ${JSON.stringify(last.fleet.commands)}${
       Object.keys(last.fleet.unsupported).length
         ? `; not answered by the simulated devices: ${JSON.stringify(last.fleet.unsupported)}`
         : ""

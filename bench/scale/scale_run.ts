@@ -269,8 +269,12 @@ export interface ScaleResult {
     connectsUntilReady: number;
     /** Successful dials per replica until all Nodes were Ready. */
     connectsUntilReadyByReplica: number[];
+    /** Failed dials until all Nodes were Ready (the rest: failover, and deleted devices dialing). */
+    dialFailuresUntilReady: number;
     connects: number;
     dialFailures: number;
+    /** Failed dials by reason. */
+    dialFailuresByReason: Record<string, number>;
     commands: Record<string, number>;
     unsupported: Record<string, number>;
   };
@@ -803,8 +807,10 @@ export async function runScale(o: ScaleRunOptions): Promise<ScaleResult> {
       fleet: {
         connectsUntilReady: readyStats.connects,
         connectsUntilReadyByReplica: readyStats.connectsByUrl,
+        dialFailuresUntilReady: readyStats.dialFailures,
         connects: fleetStats.connects,
         dialFailures: fleetStats.dialFailures,
+        dialFailuresByReason: fleetStats.dialFailuresByReason,
         commands: fleetStats.commands,
         unsupported: fleetStats.unsupported,
       },

@@ -82,6 +82,8 @@ export interface SimFleetStats {
   connects: number;
   /** Failed dials, in total. */
   dialFailures: number;
+  /** Failed dials by reason (the error's message, numbers and names masked). */
+  dialFailuresByReason: Record<string, number>;
   /** Commands received, by kind name. */
   commands: Record<string, number>;
   /** Commands answered "not supported", by kind name. */
@@ -196,6 +198,7 @@ export class SimFleet {
   #connected = 0;
   #connects = 0;
   #dialFailures = 0;
+  readonly #dialFailuresByReason = new Map<string, number>();
 
   constructor(opts: SimFleetOptions) {
     if (!opts.urls.length) throw new Error("SimFleet needs at least one URL");
@@ -228,6 +231,7 @@ export class SimFleet {
       connected: this.#connected,
       connects: this.#connects,
       dialFailures: this.#dialFailures,
+      dialFailuresByReason: Object.fromEntries(this.#dialFailuresByReason),
       commands: byName(this.#commands),
       unsupported: byName(this.#unsupported),
       connectedByUrl: [...this.#connectedByUrl],
@@ -315,6 +319,9 @@ export class SimFleet {
       if (!link) {
         if (signal.aborted) break;
         this.#dialFailures++;
+        const reason = errorMessage(failure).replace(/"[^"]*"/g, '"…"').replace(/\d+/g, "#")
+          .slice(0, 160);
+        this.#dialFailuresByReason.set(reason, (this.#dialFailuresByReason.get(reason) ?? 0) + 1);
         log.debug("dial failed", { url: urls[u], error: errorMessage(failure) });
         u = (u + 1) % urls.length;
         await sleep(backoff.next(), signal);
