@@ -12,6 +12,7 @@ import { startControlPlane, stopControlPlane } from "./cluster/control_plane.ts"
 import { CACHE, ensureDir, ROOT } from "./paths.ts";
 import { isAlive, sleep } from "./process.ts";
 import { endpointsFromEnv, type ServiceEndpoints, startServices } from "./services/mod.ts";
+import { refuseInUnitRun } from "./unit_run.ts";
 
 /** Result of a command that may fail. */
 export interface CommandResult {
@@ -66,6 +67,7 @@ export function clusterHandle(kubeconfig: string, release: () => Promise<void>):
 
 /** The cluster for this test: the harness's (or ARANYA_TEST_KUBECONFIG's), else a fresh one. */
 export async function useCluster(): Promise<ClusterHandle> {
+  refuseInUnitRun("the control plane");
   const existing = Deno.env.get("ARANYA_TEST_KUBECONFIG");
   await ensureBuilt(); // the built kubectl is used even against an existing cluster
   if (existing) return clusterHandle(existing, () => Promise.resolve());
@@ -150,6 +152,7 @@ export interface ServicesHandle {
 
 /** The services for this test: the harness's, else freshly started ones. */
 export async function useServices(): Promise<ServicesHandle> {
+  refuseInUnitRun("the test services (container engines, broker, registry)");
   const existing = endpointsFromEnv();
   if (existing) return { endpoints: existing, release: () => Promise.resolve() };
   const s = await startServices();

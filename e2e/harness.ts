@@ -12,6 +12,9 @@
  * the whole workspace with the same permission set, and stops everything
  * afterwards, also when tests fail or the run is interrupted. Every service is
  * started with PDEATHSIG, so even a killed harness leaves no process behind.
+ *
+ * `unit` runs only the tests that need no service (e2e/unit_run.ts selects
+ * them) and starts nothing: `deno task test:unit`.
  */
 import { ensureBuilt } from "./cluster/build.ts";
 import { type ControlPlane, startControlPlane } from "./cluster/control_plane.ts";
@@ -19,6 +22,7 @@ import { ensureArm64Deno } from "./arm64_setup.ts";
 import { ensureHostPackages } from "./host_setup.ts";
 import { ensureNodeHelpers } from "./node_setup.ts";
 import { CACHE, ROOT } from "./paths.ts";
+import { UNIT_RUN_ENV, unitTestFiles } from "./unit_run.ts";
 import {
   endpointsToEnv,
   type Services,
@@ -125,6 +129,20 @@ async function test(extra: string[]): Promise<number> {
   }
 }
 
+/** Runs the tests that need no service (see e2e/unit_run.ts); starts nothing. */
+async function unit(extra: string[]): Promise<number> {
+  const files = await unitTestFiles();
+  say(`running ${files.length} test files that need no service`);
+  const status = await new Deno.Command("deno", {
+    args: ["test", "-P=e2e", "--no-prompt", ...extra, ...files],
+    cwd: ROOT,
+    env: { [UNIT_RUN_ENV]: "1" },
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  return status.code;
+}
+
 async function servicesUp(): Promise<void> {
   const s = await startServices({ detached: true, log: say });
   for (const [k, v] of Object.entries(endpointsToEnv(s.endpoints))) console.log(`export ${k}=${v}`);
@@ -139,6 +157,8 @@ async function main(args: string[]): Promise<number> {
       return 0;
     case "test":
       return await test(rest);
+    case "unit":
+      return await unit(rest);
     case "services-up":
       await servicesUp();
       return 0;
@@ -147,7 +167,9 @@ async function main(args: string[]): Promise<number> {
       say("services stopped");
       return 0;
     default:
-      console.error(`Usage: harness.ts setup|test|services-up|services-down (got "${verb ?? ""}")`);
+      console.error(
+        `Usage: harness.ts setup|test|unit|services-up|services-down (got "${verb ?? ""}")`,
+      );
       return 2;
   }
 }

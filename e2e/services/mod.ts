@@ -10,6 +10,7 @@ import { SHARED_BROKER, startMosquitto, stopMosquitto } from "./mosquitto.ts";
 import { PODMAN_SOCKET, startPodman, stopPodman } from "./podman.ts";
 import { REGISTRY_PASSWORD, REGISTRY_USER, startRegistry, stopRegistry } from "./registry.ts";
 import { importTestImage, pushTestImage, TEST_IMAGE } from "./test_image.ts";
+import { refuseInUnitRun } from "../unit_run.ts";
 
 export { EngineClient, type RegistryAuth, type StreamResult } from "./engine_client.ts";
 export { DOCKER_SOCKET } from "./dockerd.ts";
@@ -96,6 +97,7 @@ export async function stopLeftoverServices(): Promise<void> {
 export async function startServices(
   opts: { detached?: boolean; log?: (line: string) => void } = {},
 ): Promise<Services> {
+  refuseInUnitRun("the test services (container engines, broker, registry)");
   const log = opts.log ?? (() => {});
   // Detached services (services:up) outlive this process and cannot keep the lock, but they
   // wait for it, so they never stop the engines of a test run in progress.

@@ -7,6 +7,7 @@ import {
   stopFromPidFile,
   waitReady,
 } from "../process.ts";
+import { refuseInUnitRun } from "../unit_run.ts";
 
 /** A running broker. */
 export interface Broker extends ServiceProcess {
@@ -43,6 +44,7 @@ export async function startMosquitto(
     dynamicSecurity?: { adminUser: string; adminPassword: string };
   } = {},
 ): Promise<Broker> {
+  refuseInUnitRun("mosquitto");
   const instance = opts.instance ?? `mosquitto-${crypto.randomUUID().slice(0, 8)}`;
   const dir = stateDir(instance);
   await stopMosquitto(instance);

@@ -14,6 +14,7 @@ import {
   stopPid,
   waitReady,
 } from "../process.ts";
+import { refuseInUnitRun } from "../unit_run.ts";
 
 /** The sshd binary, by absolute path (deno.json's e2e permission set names it so). */
 export const SSHD_BIN = "/usr/sbin/sshd";
@@ -73,6 +74,7 @@ export async function startSshd(
     extraHostKeys?: ("ecdsa" | "rsa")[];
   } = {},
 ): Promise<SshServer> {
+  refuseInUnitRun("sshd");
   const instance = opts.instance ?? `sshd-${crypto.randomUUID().slice(0, 8)}`;
   const dir = stateDir(instance);
   await stopSshd(instance);
