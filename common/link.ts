@@ -4,6 +4,7 @@
  * (websocket, mqtt, grpc) produces Links; the session layer on top never
  * knows which transport it runs on.
  */
+import type { ProtocolError } from "./errors.ts";
 
 /** Why a link closed. */
 export interface LinkCloseInfo {
@@ -40,8 +41,13 @@ export interface Link {
   send(frame: Uint8Array): Promise<void>;
   /** Resolves (never rejects) when the link has closed, by either side. */
   readonly closed: Promise<LinkCloseInfo>;
-  /** Closes the link. Idempotent; pending sends reject. */
-  close(reason?: string): void;
+  /**
+   * Closes the link. Idempotent; pending sends reject. A {@link ProtocolError} as the reason
+   * says the peer broke the protocol (a malformed frame): `closed` reports it by "error", and
+   * the transport says so on the wire where it can (gRPC status 3 INVALID_ARGUMENT, websocket
+   * close code 1002).
+   */
+  close(reason?: string | ProtocolError): void;
 }
 
 /** Checks a device's credentials; implemented by aranya (Secrets) and by tests. */

@@ -4,7 +4,7 @@
  * sends after close. A transport implements `write` and `shutdown`.
  */
 import { deferred } from "./deferred.ts";
-import { InvalidInputError, UnavailableError } from "./errors.ts";
+import { InvalidInputError, ProtocolError, UnavailableError } from "./errors.ts";
 import type { Link, LinkCloseInfo } from "./link.ts";
 
 /** Base class for transport Links. */
@@ -54,10 +54,12 @@ export abstract class BaseLink implements Link {
     return this.write(frame);
   }
 
-  close(reason = "closed"): void {
+  close(reason: string | ProtocolError = "closed"): void {
     if (this.#isClosed) return;
-    this.markClosed("local", reason);
-    this.shutdown(reason);
+    const protocol = reason instanceof ProtocolError;
+    const text = protocol ? reason.message : reason;
+    this.markClosed(protocol ? "error" : "local", text);
+    this.shutdown(text, protocol ? "protocol" : undefined);
   }
 
   /**
@@ -89,6 +91,9 @@ export abstract class BaseLink implements Link {
   /** Writes one frame to the transport (in order, with backpressure). */
   protected abstract write(frame: Uint8Array): Promise<void>;
 
-  /** Tears the transport connection down; called once, after `markClosed`. */
-  protected abstract shutdown(reason: string): void;
+  /**
+   * Tears the transport connection down; called once, after `markClosed`. `fault` "protocol":
+   * the peer broke the protocol (say so on the wire where the transport can).
+   */
+  protected abstract shutdown(reason: string, fault?: "protocol"): void;
 }

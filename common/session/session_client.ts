@@ -421,7 +421,7 @@ export class SessionClient {
         device: this.#link.device,
         error: errorMessage(err),
       });
-      this.#link.close("malformed frame");
+      this.#link.close(new ProtocolError("malformed frame"));
       return;
     }
     if (msg.complete || DATA_KINDS.has(msg.kind)) {

@@ -216,7 +216,7 @@ export class SessionServer {
       cmd = decodeCmd(frame);
     } catch (err) {
       this.#log.warn("closing link after a malformed frame", { error: errorMessage(err) });
-      this.#link.close("malformed frame");
+      this.#link.close(new ProtocolError("malformed frame"));
       return;
     }
     if (cmd.sid === 0n) {

@@ -187,6 +187,8 @@ Deno.test("a malformed frame closes the link, not the process", async () => {
   const { cloud, device } = setup();
   await device.send(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f]));
   const info = await cloud.closed;
-  assert.equal(info.by, "local");
+  // The peer broke the protocol: closed by "error" (a ProtocolError), which the transports
+  // say on the wire (gRPC INVALID_ARGUMENT, websocket 1002).
+  assert.equal(info.by, "error");
   assert.match(info.reason, /malformed/);
 });

@@ -17,9 +17,11 @@
  *
  * The link ends with the call: `link.close()` sends status 0 (OK), server
  * shutdown 14 (UNAVAILABLE), a message above `maxFrameSize` 8
- * (RESOURCE_EXHAUSTED, only that link closes), the device half-closing or
- * canceling closes it "remote". A connection left without calls is closed at
- * the TCP level; no GOAWAY is ever sent (see grpc_server.ts).
+ * (RESOURCE_EXHAUSTED), a malformed message (closed with a ProtocolError by
+ * the session layer) 3 (INVALID_ARGUMENT); only that link closes. The device
+ * half-closing or canceling closes it "remote". A connection left without
+ * calls is closed at the TCP level; GOAWAY goes only to a peer that broke
+ * HTTP/2 itself (see grpc_server.ts).
  */
 import { ENVELOPE_OVERHEAD } from "../../../common/envelope.ts";
 import { CanceledError, errorMessage, UnauthenticatedError } from "../../../common/errors.ts";
@@ -271,10 +273,13 @@ class GrpcServerLink extends BaseLink implements CallListener {
     return this.#call.write(frame);
   }
 
-  protected shutdown(reason: string): void {
-    // BaseLink shuts down with "oversized frame" after markClosed("error").
+  protected shutdown(reason: string, fault?: "protocol"): void {
+    // BaseLink shuts down with "oversized frame" after markClosed("error"); a malformed frame
+    // (the session layer's ProtocolError) is the device's error too.
     const code: GrpcStatusCode = reason === "oversized frame"
       ? GrpcStatus.RESOURCE_EXHAUSTED
+      : fault === "protocol"
+      ? GrpcStatus.INVALID_ARGUMENT
       : GrpcStatus.OK;
     this.#call.end(code, reason);
   }

@@ -29,6 +29,7 @@ import {
   SYNC_PATH,
 } from "./grpc_link_server.ts";
 import { GrpcStatus } from "./grpc_server.ts";
+import { SessionClient } from "../../../common/session/session_client.ts";
 
 const CACHE = new URL("../../../.cache/test-grpc", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -637,5 +638,31 @@ Deno.test("run(): a taken port rejects run and ready; an aborted signal rejects 
     await assert.rejects(early.ready, CanceledError);
   } finally {
     await new Promise((resolve) => blocker.close(resolve));
+  }
+});
+
+Deno.test("a malformed message ends the call with 3 INVALID_ARGUMENT; only that link closes", async () => {
+  const h = await startHarness();
+  try {
+    const other = await connect(h, "ns/dev2", "token-2");
+    // As aranya runs it: the session layer on the link decodes every message.
+    const accepted = h.nextLink();
+    const c = await rawSync(h.port, {
+      [DEVICE_METADATA]: "ns/dev1",
+      authorization: "Bearer token-1",
+    });
+    const link = await accepted;
+    new SessionClient(link).start();
+    c.data(1, grpcFrame(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f])));
+    const t = await c.trailers(1);
+    assert.equal(t.headers?.["grpc-status"], String(GrpcStatus.INVALID_ARGUMENT));
+    assert.equal(t.headers?.["grpc-message"], "malformed frame");
+    assert.deepEqual(await link.closed, { by: "error", reason: "malformed frame" });
+    c.destroy();
+    // The other device's link is untouched.
+    assert.equal(h.registry.get("ns/dev2"), other.aranya);
+    other.device.close();
+  } finally {
+    await h.stop();
   }
 });

@@ -12,11 +12,14 @@
  * spdy_patches.ts; it had no crash in any test of notes/grpc-on-deno.md.
  *
  * Rules this layer keeps:
- * - It never sends GOAWAY. A Deno grpc-js client that gets a GOAWAY on an idle
- *   connection dies (same bug). Calls end with trailers; a connection whose
- *   last call ended is closed at the TCP level once its frames are flushed;
- *   shutdown ends every call with status 14 (UNAVAILABLE), then closes the
- *   TCP connections.
+ * - It sends no GOAWAY to a peer that keeps the protocol. A Deno grpc-js
+ *   client that gets a GOAWAY on an idle connection dies (same bug). Calls end
+ *   with trailers; a connection whose last call ended is closed at the TCP
+ *   level once its frames are flushed; shutdown ends every call with status
+ *   14 (UNAVAILABLE), then closes the TCP connections. A peer that breaks the
+ *   protocol (a bad preface, an oversized or malformed frame) gets GOAWAY with
+ *   the HTTP/2 error code (PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...; RFC 9113
+ *   section 5.4.1), and its connection is closed.
  * - Status always travels in trailers (Trailers-Only when no message was
  *   sent), with `grpc-message` percent-encoded.
  * - Messages are parsed from a chunk list (no quadratic concatenation), are

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import {
+  encodeFrame,
   Flag,
   FrameType,
   grpcFrame,
@@ -452,4 +453,37 @@ Deno.test({
       await server.shutdown();
     }
   },
+});
+
+/** The error code of the first GOAWAY `c` receives. */
+async function goawayCode(c: RawH2Client): Promise<number> {
+  const f = await c.waitFor((f) => f.type === FrameType.GOAWAY);
+  return new DataView(f.payload.buffer, f.payload.byteOffset).getUint32(4);
+}
+
+Deno.test("a peer that breaks HTTP/2 gets GOAWAY with the error's code (RFC 9113 5.4.1)", async () => {
+  const { server, port } = await startEcho();
+  try {
+    // A bad preface: PROTOCOL_ERROR (1).
+    const bad = await RawH2Client.connect({ host: "127.0.0.1", port });
+    bad.write(new TextEncoder().encode("PRI * HTTP/1.1\r\n\r\nXX\r\n\r\n"));
+    assert.equal(await goawayCode(bad), 1);
+    await bad.waitClosed();
+    bad.destroy();
+    // A frame longer than the server's SETTINGS_MAX_FRAME_SIZE (16384): FRAME_SIZE_ERROR (6).
+    const big = await RawH2Client.connect({ host: "127.0.0.1", port });
+    big.start();
+    big.write(encodeFrame(FrameType.PING, 0, 0, new Uint8Array(20_000)));
+    assert.equal(await goawayCode(big), 6);
+    await big.waitClosed();
+    big.destroy();
+    // The server serves the next peer.
+    const good = await rawCall(port);
+    good.data(1, grpcFrame(new Uint8Array([7])), true);
+    const t = await good.trailers(1);
+    assert.equal(t.headers?.["grpc-status"], "0");
+    good.destroy();
+  } finally {
+    await server.shutdown();
+  }
 });

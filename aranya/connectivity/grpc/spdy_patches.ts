@@ -25,6 +25,13 @@
  *   call was reset with CANCEL. A server now treats a NO_ERROR GOAWAY as "the
  *   client opens no more streams": open calls finish, then the socket closes.
  *
+ * - P7 GOAWAY codes: the parser reports a protocol error with a numeric code,
+ *   and the connection handed it to the framer, which looks codes up by name:
+ *   every GOAWAY sent after a peer's protocol error (a bad preface, an
+ *   oversized or malformed frame) said 0 NO_ERROR. A numeric code is now
+ *   turned into its name (in both modes), so the GOAWAY carries
+ *   PROTOCOL_ERROR, FRAME_SIZE_ERROR, ... as RFC 9113 section 5.4.1 asks.
+ *
  * SPDY/3.1 mode (the kubelet API's exec, attach and port-forward, whose peer
  * is the API server's Go spdystream, see aranya/kubelet/):
  *
@@ -165,6 +172,18 @@ export function applySpdyPatches(): void {
       return this._goaway({ lastId: 0x7fffffff, code: "OK", send: false });
     }
     return handleGoaway.call(this, frame);
+  };
+
+  // P7: a protocol error's GOAWAY names its code.
+  const goaway = ConnectionProto._goaway;
+  ConnectionProto._goaway = function (this: Untyped, params: { code: string | number }) {
+    if (typeof params.code === "number") {
+      const c = this._spdyState.constants;
+      const name = c.errorByCode[params.code];
+      const code = name !== undefined && c.goaway[name] !== undefined ? name : "PROTOCOL_ERROR";
+      return goaway.call(this, { ...params, code });
+    }
+    return goaway.call(this, params);
   };
 
   // P5: SPDY streams without :method/:path (a server's parser only).

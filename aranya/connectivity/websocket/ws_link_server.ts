@@ -132,10 +132,11 @@ class WsServerLink extends BaseLink {
     });
   }
 
-  protected shutdown(reason: string): void {
+  protected shutdown(reason: string, fault?: "protocol"): void {
     this.stopKeepalive();
     try {
-      this.ws.close(1000, reason.slice(0, 120));
+      // 1002: the endpoint is closing because of a protocol error (RFC 6455 section 7.4.1).
+      this.ws.close(fault === "protocol" ? 1002 : 1000, reason.slice(0, 120));
     } catch { /* already closing */ }
     setTimeout(() => this.ws.terminate(), 2000).unref?.();
   }

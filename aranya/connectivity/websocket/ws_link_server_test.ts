@@ -1,6 +1,7 @@
 /**
  * The websocket listener's per-device keepalive: the interval reaches arhat's
- * dialer in the accept frame, and both ends keep to it. (Everything else about
+ * dialer in the accept frame, and both ends keep to it; a link closed for the
+ * peer's protocol error closes with code 1002. (Everything else about
  * the transport is in e2e/link/conformance_test.ts.)
  */
 import assert from "node:assert/strict";
@@ -9,6 +10,8 @@ import { testTls } from "../../../e2e/link/test_tls.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
 import { StaticAuthenticator } from "../static_authenticator.ts";
 import { WebSocketLinkServer } from "./ws_link_server.ts";
+import { ProtocolError } from "../../../common/errors.ts";
+import type { Link } from "../../../common/link.ts";
 
 Deno.test({
   name: "a device's keepalive interval reaches the device and holds the link",
@@ -56,6 +59,44 @@ Deno.test({
     } finally {
       fast.close("done");
       plain.close("done");
+      ac.abort();
+      await run;
+    }
+  },
+});
+
+Deno.test({
+  name: "a link closed for a protocol error says so: close code 1002, by error on both ends",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const tls = await testTls();
+    const auth = new StaticAuthenticator();
+    auth.setToken("ns/dev", "t1");
+    const server = new WebSocketLinkServer({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: tls.cert, key: tls.key },
+      authenticator: auth,
+      registry: new MemoryLinkRegistry(),
+    });
+    const ac = new AbortController();
+    const accepted = Promise.withResolvers<Link>();
+    const run = server.run(ac.signal, (link) => accepted.resolve(link));
+    await server.ready;
+    try {
+      const device = await new WebSocketLinkDialer({
+        url: `wss://localhost:${server.port}/v1/link`,
+        device: "ns/dev",
+        token: "t1",
+        tls: { ca: tls.ca },
+      }).dial(ac.signal);
+      const link = await accepted.promise;
+      // What the session layer does with a frame it cannot decode.
+      link.close(new ProtocolError("malformed frame"));
+      assert.deepEqual(await link.closed, { by: "error", reason: "malformed frame" });
+      assert.deepEqual(await device.closed, { by: "error", reason: "code 1002 malformed frame" });
+    } finally {
       ac.abort();
       await run;
     }
