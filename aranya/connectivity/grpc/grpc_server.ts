@@ -9,7 +9,7 @@
  * (denoland/deno#36788; a grpc-js server died after the first client
  * disconnect that followed a long stream). So HTTP/2 framing comes from
  * spdy-transport 3.0.0's http2 mode, pure JS, with the patches in
- * spdy_patches.ts; it had no crash in any test of notes/grpc-on-deno.md.
+ * spdy_patches.ts; it had no crash in any test of docs/grpc-on-deno.md.
  *
  * Rules this layer keeps:
  * - It sends no GOAWAY to a peer that keeps the protocol. A Deno grpc-js

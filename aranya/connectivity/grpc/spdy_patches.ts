@@ -2,7 +2,7 @@
  * Every runtime patch we apply to spdy-transport 3.0.0's HTTP/2 mode, in one
  * place. spdy-transport is unmaintained (last release 2018) and we pin 3.0.0;
  * the patches replace methods on its `Stream` and `Connection` prototypes, no
- * fork. Research and measurements: notes/grpc-on-deno.md (section (a)).
+ * fork. Why spdy-transport, and what was measured: docs/grpc-on-deno.md.
  *
  * - P1 trailers after DATA: spdy-transport has no trailers API. `sendHeaders()`
  *   never sets END_STREAM, and HEADERS go to the framer's synchronous queue,

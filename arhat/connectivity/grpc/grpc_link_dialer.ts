@@ -10,9 +10,10 @@
  * -> `UnauthenticatedError`, 6 ALREADY_EXISTS -> `AlreadyExistsError`, and 14
  * UNAVAILABLE or a connection failure -> `UnavailableError`.
  *
- * Deno specifics (notes/grpc-on-deno.md, section (d)): the grpc-js client runs
+ * Deno specifics (docs/grpc-on-deno.md, "The dialer"): the grpc-js client runs
  * on Deno's `node:http2`, which can abort the process when a GOAWAY hits an
- * idle connection (denoland/deno#36788). aranya never sends GOAWAY; on top of
+ * idle connection (denoland/deno#36788). aranya sends GOAWAY only to a peer
+ * that broke HTTP/2; on top of
  * that the Sync call stays open for the link's lifetime (the connection is
  * never idle), `grpc.client_idle_timeout_ms` makes the client drop an idle
  * channel itself, and each dial uses its own channel, closed with the link.
