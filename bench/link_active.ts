@@ -12,7 +12,7 @@
  * aranya and arhat: the idle figures (link_idle.ts) are the real processes'.
  */
 import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
+import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
 import { CmdKind } from "../common/envelope.ts";
 import type { Link } from "../common/link.ts";
 import { SessionClient } from "../common/session/session_client.ts";

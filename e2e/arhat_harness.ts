@@ -5,7 +5,7 @@
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/static_authenticator.ts";
+import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
 import { WebSocketLinkServer } from "../aranya/connectivity/websocket/ws_link_server.ts";
 import { MsgKind } from "../common/envelope.ts";
 import type { Link } from "../common/link.ts";

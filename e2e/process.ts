@@ -13,6 +13,7 @@
  * cannot redirect to a file, and a pipe would die with a detached parent.
  */
 import { ensureDir } from "./paths.ts";
+import { sleep } from "../common/backoff.ts";
 
 /** What to start. */
 export interface ServiceSpec {
@@ -159,10 +160,8 @@ function cmdlineMentions(pid: number, program: string): boolean {
   return psInfo(pid)?.args.includes(program) ?? false;
 }
 
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+/** Resolves after `ms` milliseconds (the project's one sleep, common/backoff.ts). */
+export { sleep };
 
 /** Last `lines` lines of a log file, for error messages. */
 export async function tailLog(file: string, lines = 30): Promise<string> {

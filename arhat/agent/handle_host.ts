@@ -12,6 +12,7 @@ import { ForbiddenError, InvalidInputError, NotSupportedError } from "../../comm
 import type { StreamContext } from "../../common/session/session_server.ts";
 import type { ExecCmd } from "../../proto/gen/aranya/stream_pb.ts";
 import { spliceTcp } from "./tcp_splice.ts";
+import { shellQuote } from "../../common/shell_quote.ts";
 
 /** What host management may do (arhat config `host`). */
 export interface HostPolicy {
@@ -109,9 +110,4 @@ export function hostManagement(policy: HostPolicy): HostManagement {
       return await spliceTcp(await Deno.connect({ hostname: "127.0.0.1", port }), ctx);
     },
   };
-}
-
-/** Quotes one argument for /bin/sh. */
-export function shellQuote(arg: string): string {
-  return /^[A-Za-z0-9_\/.,:=@%+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
 }

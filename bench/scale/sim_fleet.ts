@@ -31,7 +31,7 @@ import { WebSocketLinkDialer } from "../../arhat/connectivity/websocket/ws_link_
 import { DEFAULT_THRESHOLDS, evaluateNodeConditions } from "../../arhat/node/conditions.ts";
 import { goArch } from "../../arhat/node/host_parsers.ts";
 import { DEFAULT_MAX_PODS, encodeNodeStatus } from "../../arhat/node/node_info.ts";
-import { Backoff, type BackoffOptions } from "../../common/backoff.ts";
+import { Backoff, type BackoffOptions, sleep } from "../../common/backoff.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import { errorMessage } from "../../common/errors.ts";
 import { aborted, readySignal } from "../../common/lifecycle.ts";
@@ -324,7 +324,7 @@ export class SimFleet {
         this.#dialFailuresByReason.set(reason, (this.#dialFailuresByReason.get(reason) ?? 0) + 1);
         log.debug("dial failed", { url: urls[u], error: errorMessage(failure) });
         u = (u + 1) % urls.length;
-        await sleep(backoff.next(), signal);
+        await pause(backoff.next(), signal);
         continue;
       }
       backoff.reset();
@@ -343,19 +343,12 @@ export class SimFleet {
       }
       log.debug("link closed", { url: urls[u], by: end.by, reason: end.reason });
       u = (u + 1) % urls.length;
-      await sleep(backoff.next(), signal);
+      await pause(backoff.next(), signal);
     }
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
+/** Waits `ms`, or until `signal` aborts (then resolves: the caller checks the signal). */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return sleep(ms, signal).catch(() => {});
 }

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../../aranya/connectivity/static_authenticator.ts";
+import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import {
   AlreadyExistsError,

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../../aranya/connectivity/static_authenticator.ts";
+import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
 import { decodeMsg } from "../../common/envelope.ts";
 import type { Link } from "../../common/link.ts";
 import type { TransportHandle } from "./fixture.ts";

@@ -9,6 +9,7 @@ import { InvalidInputError, UnavailableError } from "../../common/errors.ts";
 import { DEVICE_PATHS } from "./arhat_config.ts";
 import type { DeviceEntry } from "./inventory.ts";
 import type { RemoteHost } from "./remote_host.ts";
+import { shellQuote } from "../../common/shell_quote.ts";
 
 /** A file to have on the device: its bytes come from a local file or from memory. */
 export interface WantedFile {
@@ -74,7 +75,7 @@ export async function remoteHashes(
 ): Promise<Map<string, string>> {
   const r = await host.exec(
     `${sudo}sh -c 'for f in "$@"; do [ -f "$f" ] && sha256sum "$f"; done; true' sh ${
-      paths.map(shq).join(" ")
+      paths.map(shellQuote).join(" ")
     }`,
   );
   if (r.code !== 0) {
@@ -101,14 +102,14 @@ export async function installFiles(
       if (f.local) await host.upload(f.local, staged, 0o600);
       else await host.writeFile(staged, f.data!, 0o600);
       cmds.push(
-        `${sudo}install -D -m ${f.mode.toString(8)} -o root -g root ${shq(staged)} ${
-          shq(f.remote)
+        `${sudo}install -D -m ${f.mode.toString(8)} -o root -g root ${shellQuote(staged)} ${
+          shellQuote(f.remote)
         }`,
       );
     }
     await run(host, cmds.join(" && "));
   } finally {
-    await host.exec(`rm -rf ${shq(stage)}`).catch(() => {});
+    await host.exec(`rm -rf ${shellQuote(stage)}`).catch(() => {});
   }
 }
 
@@ -152,7 +153,7 @@ export async function startArhat(
     `cd / && setsid ${DEVICE_PATHS.bin} -c ${DEVICE_PATHS.config} </dev/null >>${DEVICE_PATHS.logFile} 2>&1 &`,
     'echo $! >"$pidf"',
   ].join("\n");
-  await run(host, `${p.sudo}sh -c ${shq(script)}`);
+  await run(host, `${p.sudo}sh -c ${shellQuote(script)}`);
 }
 
 /** Enables arhat's unit (systemd only; a no-op without it). */
@@ -179,9 +180,4 @@ export async function run(host: RemoteHost, command: string): Promise<string> {
     );
   }
   return r.stdout;
-}
-
-/** Single-quotes `s` for sh. */
-export function shq(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
 }

@@ -138,7 +138,7 @@ Deno.test("files: hashes parsed from sha256sum; staged, then installed as root",
   assert.deepEqual([...have], [["/etc/arhat/config.yaml", sum]]);
   assert.match(
     host.calls[0]!,
-    /^sudo -n sh -c .* '\/etc\/arhat\/config.yaml' '\/etc\/arhat\/it'\\''s'$/,
+    /^sudo -n sh -c .* \/etc\/arhat\/config.yaml '\/etc\/arhat\/it'\\''s'$/,
   );
 
   await installFiles(host, "sudo -n ", [
@@ -151,8 +151,8 @@ Deno.test("files: hashes parsed from sha256sum; staged, then installed as root",
     { path: "/tmp/arhat-deploy.AbC123/1", mode: 0o600 },
   ]);
   assert.deepEqual(host.calls.slice(2), [
-    "sudo -n install -D -m 755 -o root -g root '/tmp/arhat-deploy.AbC123/0' '/usr/local/bin/arhat'" +
-    " && sudo -n install -D -m 600 -o root -g root '/tmp/arhat-deploy.AbC123/1' '/etc/arhat/token'",
-    "rm -rf '/tmp/arhat-deploy.AbC123'",
+    "sudo -n install -D -m 755 -o root -g root /tmp/arhat-deploy.AbC123/0 /usr/local/bin/arhat" +
+    " && sudo -n install -D -m 600 -o root -g root /tmp/arhat-deploy.AbC123/1 /etc/arhat/token",
+    "rm -rf /tmp/arhat-deploy.AbC123",
   ]);
 });

@@ -11,7 +11,7 @@ import { makeTestCerts } from "../../../e2e/link/test_certs.ts";
 import { ensureNodeHelpers, NODE_HELPERS_DIR } from "../../../e2e/node_setup.ts";
 import type { Link } from "../../../common/link.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
-import { StaticAuthenticator } from "../static_authenticator.ts";
+import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { GrpcLinkServer, type GrpcLinkServerTls } from "./grpc_link_server.ts";
 
 const CACHE = new URL("../../../.cache/test-grpc", import.meta.url).pathname;

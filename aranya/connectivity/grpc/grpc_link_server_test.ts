@@ -20,7 +20,7 @@ import {
 } from "../../../common/errors.ts";
 import type { DeviceCredentials, Link, LinkCloseInfo } from "../../../common/link.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
-import { StaticAuthenticator } from "../static_authenticator.ts";
+import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {
   DEFAULT_GRPC_MAX_FRAME_SIZE,
   DEVICE_METADATA,

@@ -19,7 +19,7 @@ import { SessionClient } from "../../../common/session/session_client.ts";
 import { SessionServer } from "../../../common/session/session_server.ts";
 import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
-import { StaticAuthenticator } from "../static_authenticator.ts";
+import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {
   DYNSEC_RESPONSE_TOPIC,
   DynsecClient,

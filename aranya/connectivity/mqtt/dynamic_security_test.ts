@@ -13,7 +13,7 @@ import { brokerPassword, linkKey } from "../../../common/mqtt_seal.ts";
 import type { Link } from "../../../common/link.ts";
 import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
-import { StaticAuthenticator } from "../static_authenticator.ts";
+import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer } from "./mqtt_link_server.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);

@@ -22,7 +22,7 @@ import { freePort, type ServiceProcess, startService, waitReady } from "../../..
 import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
 import { SessionServer } from "../../../common/session/session_server.ts";
 import { MemoryLinkRegistry } from "../registry.ts";
-import { StaticAuthenticator } from "../static_authenticator.ts";
+import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer, type MqttLinkServerOptions } from "./mqtt_link_server.ts";
 
 /** A broker, a running server and what it accepted. */

@@ -9,7 +9,7 @@ import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
 import { MqttLinkServer } from "../../../aranya/connectivity/mqtt/mqtt_link_server.ts";
 import { MemoryLinkRegistry } from "../../../aranya/connectivity/registry.ts";
-import { StaticAuthenticator } from "../../../aranya/connectivity/static_authenticator.ts";
+import { StaticAuthenticator } from "../../../aranya/connectivity/testing/static_authenticator.ts";
 import { deferred } from "../../../common/deferred.ts";
 import {
   CmdKind,

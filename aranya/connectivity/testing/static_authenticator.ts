@@ -1,22 +1,24 @@
 /**
- * A {@link DeviceAuthenticator} over a fixed map of device -> token, for
- * tests of the transports (aranya itself runs secret_authenticator.ts). A
+ * A test double: a {@link DeviceAuthenticator} over a fixed map of device ->
+ * token, for tests of the transports (aranya runs secret_authenticator.ts). A
  * verified client certificate whose CN is exactly the device also passes.
  */
-import { UnauthenticatedError } from "../../common/errors.ts";
-import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "../../common/link.ts";
-import { linkKey } from "../../common/mqtt_seal.ts";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { UnauthenticatedError } from "../../../common/errors.ts";
+import type {
+  DeviceAuthenticator,
+  DeviceCredentials,
+  DeviceKeyring,
+} from "../../../common/link.ts";
+import { linkKey } from "../../../common/mqtt_seal.ts";
 
-/** Timing-safe comparison of two strings. */
-export function constantTimeEqual(a: string, b: string): boolean {
-  const ea = new TextEncoder().encode(a);
-  const eb = new TextEncoder().encode(b);
-  let diff = ea.length ^ eb.length;
-  const n = Math.max(ea.length, eb.length);
-  for (let i = 0; i < n; i++) {
-    diff |= (ea[i % (ea.length || 1)] ?? 0) ^ (eb[i % (eb.length || 1)] ?? 0);
-  }
-  return diff === 0 && ea.length === eb.length;
+/**
+ * Timing-safe comparison of two strings: their SHA-256 digests (equal lengths, as
+ * `timingSafeEqual` needs) compared by the platform.
+ */
+function constantTimeEqual(a: string, b: string): boolean {
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  return timingSafeEqual(digest(a), digest(b));
 }
 
 /** Authenticates devices against tokens (and client-certificate CNs) held in memory. */
