@@ -18,6 +18,7 @@
  */
 import { ensureBuilt } from "./cluster/build.ts";
 import { type ControlPlane, startControlPlane } from "./cluster/control_plane.ts";
+import { stopDeadWorkers } from "./cluster/worker_node.ts";
 import { ensureArm64Deno } from "./arm64_setup.ts";
 import { ensureHostPackages } from "./host_setup.ts";
 import { ensureNodeHelpers } from "./node_setup.ts";
@@ -78,6 +79,7 @@ async function test(extra: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
     await stopLeftoverServices();
+    await stopDeadWorkers();
     const external = Deno.env.get("ARANYA_TEST_KUBECONFIG");
     const env: Record<string, string> = {};
     if (external) {

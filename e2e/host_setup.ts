@@ -32,7 +32,12 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "netcat-openbsd": "the nc of the conformance agnhost image (UDP, as upstream's)",
   "protobuf-compiler": "protoc, to generate proto/gen/",
   "openssl": "PKI for the local control plane",
-  "util-linux": "setpriv, so services die with the test harness",
+  "util-linux":
+    "setpriv, so services die with the test harness; unshare and nsenter, the worker node's namespace",
+  "containerd": "the worker node's container runtime (its CRI plugin), beside the pinned kubelet",
+  "containernetworking-plugins":
+    "the worker node's pod network: the CNI bridge, host-local and loopback plugins",
+  "iproute2": "ip, to create and delete the worker node's bridge",
   "procps": "ps, to watch service processes",
   "tcpdump": "bench: idle bytes on the wire",
   "tar": "packing the test image's rootfs",

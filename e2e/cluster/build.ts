@@ -1,13 +1,14 @@
 /**
- * Builds the pinned Kubernetes control plane from upstream Go modules.
+ * Builds the pinned Kubernetes control plane (and the kubelet of the worker
+ * node) from upstream Go modules.
  *
  * The Go module in this folder requires k8s.io/kubernetes at the pinned release
  * and replaces every k8s.io staging module with its published version (what
  * upstream's own go.mod does with local paths). `go build` then compiles
- * kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the
- * module cache, plus our embedded-etcd command. Binaries land in
- * `.cache/cluster/bin/` and are rebuilt only when the pin (go.mod, go.sum, our
- * sources, the version flags) changes.
+ * kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the
+ * kubelet (for e2e/cluster/worker_node.ts) from the module cache, plus our
+ * embedded-etcd command. Binaries land in `.cache/cluster/bin/` and are rebuilt
+ * only when the pin (go.mod, go.sum, our sources, the version flags) changes.
  */
 import { CACHE, ensureDir, exists, ROOT } from "../paths.ts";
 import { sha256Hex } from "../../common/digest.ts";
@@ -23,6 +24,7 @@ export const BINARIES = [
   "kube-controller-manager",
   "kube-scheduler",
   "kubectl",
+  "kubelet",
 ] as const;
 export type Binary = typeof BINARIES[number];
 
@@ -96,6 +98,7 @@ export async function ensureBuilt(log: (line: string) => void = () => {}): Promi
     "k8s.io/kubernetes/cmd/kube-controller-manager",
     "k8s.io/kubernetes/cmd/kube-scheduler",
     "k8s.io/kubernetes/cmd/kubectl",
+    "k8s.io/kubernetes/cmd/kubelet",
     "./cmd/etcd",
   ];
   let out: Deno.CommandOutput;
