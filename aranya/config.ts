@@ -34,6 +34,7 @@ import { ConfigError, ConfigProblems, ConfigReader } from "../common/config_read
 import { envLookup, type EnvSource, processEnv } from "../common/env_expand.ts";
 import { errorMessage, NotFoundError } from "../common/errors.ts";
 import type { LogLevel } from "../common/log.ts";
+import { isIP, isIPv4, isIPv6 } from "node:net";
 
 /** Where aranya looks for its config when `--config` is not given. */
 export const DEFAULT_CONFIG_PATH = "/etc/aranya/config.yaml";
@@ -416,25 +417,12 @@ async function podNamespace(env: EnvSource): Promise<string | undefined> {
   }
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
 const checkLogLevel = (v: string) =>
   (LOG_LEVELS as readonly string[]).includes(v)
     ? undefined
     : `must be one of ${LOG_LEVELS.map((l) => JSON.stringify(l)).join(", ")}`;
 
-function isIPv6(v: string): boolean {
-  if (!/^[0-9a-fA-F:.]+$/.test(v) || !v.includes(":")) return false;
-  try {
-    new URL(`http://[${v}]/`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const checkIp = (v: string) =>
-  IPV4.test(v) || isIPv6(v) ? undefined : "must be an IPv4 or IPv6 address";
+const checkIp = (v: string) => isIP(v) !== 0 ? undefined : "must be an IPv4 or IPv6 address";
 
 /**
  * A "host:port" listen address: `host` is an IPv4 address, a host name or a bracketed IPv6
@@ -450,7 +438,7 @@ export function parseListenAddress(v: string): ListenAddress | undefined {
   if (m[1] !== undefined) return isIPv6(m[1]) ? { hostname: m[1], port } : undefined;
   const host = m[2] ?? "";
   if (host === "") return { hostname: "0.0.0.0", port };
-  if (/^[\d.]+$/.test(host)) return IPV4.test(host) ? { hostname: host, port } : undefined;
+  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? { hostname: host, port } : undefined;
   return DNS_SUBDOMAIN.test(host.toLowerCase()) ? { hostname: host, port } : undefined;
 }
 

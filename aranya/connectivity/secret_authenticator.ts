@@ -37,6 +37,7 @@ import { type Logger, nullLogger } from "../../common/log.ts";
 import { setBounded } from "../../common/bounded_map.ts";
 import { isNotFound } from "../kube/errors.ts";
 import { credentialsSecretName, type EdgeDevice, ownedBy } from "../edgedevice/types.ts";
+import { decodeBase64Text } from "../../common/base64.ts";
 
 /** Options for {@link SecretAuthenticator}. */
 export interface SecretAuthenticatorOptions {
@@ -197,7 +198,10 @@ export class SecretAuthenticator implements DeviceAuthenticator, DeviceKeyring {
           secret: `${namespace}/${credentialsSecretName(name)}`,
         });
       } else if (s.data?.token) {
-        const token = Buffer.from(s.data.token, "base64").toString();
+        const token = decodeBase64Text(
+          s.data.token,
+          `The token of Secret "${namespace}/${credentialsSecretName(name)}"`,
+        );
         entry.digest = sha256(token);
         entry.key = linkKey(token);
       }

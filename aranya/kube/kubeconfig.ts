@@ -20,6 +20,7 @@
 import { parse as parseYaml } from "yaml";
 import { envLookup, type EnvSource, processEnv } from "../../common/env_expand.ts";
 import { errorMessage, InvalidInputError, NotFoundError } from "../../common/errors.ts";
+import { decodeBase64Text } from "../../common/base64.ts";
 
 /** The API server and the credentials for it. */
 export interface ClusterAccess {
@@ -206,11 +207,7 @@ function pem(
 ): string | undefined {
   const data = entry[`${key}-data`];
   if (typeof data === "string" && data) {
-    try {
-      return new TextDecoder().decode(Uint8Array.from(atob(data), (ch) => ch.charCodeAt(0)));
-    } catch (err) {
-      throw new InvalidInputError(`${where}: "${key}-data" is not base64`, { cause: err });
-    }
+    return decodeBase64Text(data, `${where}: "${key}-data"`);
   }
   const file = entry[key];
   if (typeof file !== "string" || !file) return undefined;

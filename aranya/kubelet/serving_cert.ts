@@ -49,6 +49,7 @@ import { readySignal } from "../../common/lifecycle.ts";
 import { type Logger, nullLogger } from "../../common/log.ts";
 import { type KubeClients, withSignal } from "../kube/client.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
+import { decodeBase64Text } from "../../common/base64.ts";
 
 /** A private key and its certificate (chain), both PEM; what a TLS server is configured with. */
 export interface KeyCert {
@@ -522,7 +523,7 @@ export class CsrServingCertificate implements ServingCertificate {
         }
       }
       const cert = csr.status?.certificate;
-      if (cert) return Buffer.from(cert, "base64").toString("utf8");
+      if (cert) return decodeBase64Text(cert, `The certificate of ${what}`);
       const left = deadline - performance.now();
       if (left <= 0) {
         const approved = (csr.status?.conditions ?? []).some((c) => c.type === "Approved");
@@ -764,7 +765,7 @@ export class SecretServingCertificate extends ReloadingServingCertificate {
         const field = (k: string) => {
           const v = secret.data?.[k];
           if (!v) throw new InvalidInputError(`${what} has no "${k}" (or it is empty)`);
-          return Buffer.from(v, "base64").toString("utf8");
+          return decodeBase64Text(v, `"${k}" of ${what}`);
         };
         return { cert: field("tls.crt"), key: field("tls.key") };
       },

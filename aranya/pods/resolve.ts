@@ -61,6 +61,7 @@ import {
 } from "../../proto/gen/aranya/pod_pb.ts";
 import { parseQuantity } from "./quantity.ts";
 import { serviceEnv } from "./service_env.ts";
+import { decodeBase64 } from "../../common/base64.ts";
 
 /** A pod cannot be started because something it references is missing or invalid. */
 export class PodConfigError extends InvalidInputError {
@@ -137,7 +138,7 @@ export function podDns(
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const b64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const b64 = (s: string) => decodeBase64(s, "A Secret or ConfigMap value");
 
 /** A stable hash of the parts of the pod spec whose change means delete + create. */
 export function podSpecHash(pod: V1Pod): string {

@@ -37,6 +37,7 @@ import {
 import type { RemoteHost } from "./remote_host.ts";
 import { systemdUnit } from "./systemd_unit.ts";
 import { PODMAN_DROP_IN, podmanDropIn, usesPodman } from "./podman_config.ts";
+import { decodeBase64Text } from "../../common/base64.ts";
 
 /** Opens the SSH connection to a device. */
 export type Connect = (d: DeviceEntry, signal: AbortSignal) => Promise<RemoteHost>;
@@ -162,7 +163,7 @@ async function deviceToken(
     try {
       const s = await ctx.core.readNamespacedSecret({ name, namespace: d.namespace });
       const b64 = s.data?.token;
-      if (b64) return atob(b64);
+      if (b64) return decodeBase64Text(b64, `The token of Secret "${d.namespace}/${name}"`);
     } catch (err) {
       if (!isNotFound(err)) throw fromApiError(`Reading Secret "${d.namespace}/${name}"`, err);
     }
