@@ -31,7 +31,7 @@ import { createLogger, type Logger } from "../common/log.ts";
 import type { Link, LinkServer } from "../common/link.ts";
 import { processEnv } from "../common/env_expand.ts";
 import { type AranyaConfig, loadAranyaConfig, type ServerTlsFiles, USAGE } from "./config.ts";
-import { MemoryLinkRegistry } from "./connectivity/registry.ts";
+import { MemoryLinkRegistry } from "./connectivity/link_registry.ts";
 import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "./connectivity/websocket/ws_link_server.ts";
 import { GrpcLinkServer } from "./connectivity/grpc/grpc_link_server.ts";
@@ -43,8 +43,8 @@ import { deviceTimers, leaseSecondsFor } from "./edgedevice/device_timers.ts";
 import { type KubeClients, loadKubeConfig, makeKubeClients } from "./kube/client.ts";
 import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
-import { OpsHttpServer, type Readiness } from "./metrics/http_server.ts";
-import { createMetrics } from "./metrics/registry.ts";
+import { OpsHttpServer, type Readiness } from "./metrics/ops_http_server.ts";
+import { createMetrics } from "./metrics/aranya_metrics.ts";
 import {
   LeaseMembership,
   type Membership,

@@ -172,7 +172,10 @@ export interface ArhatConfig {
  * @throws NotFoundError when the file does not exist; ConfigError (an InvalidInputError) listing
  *   every problem when it is not valid YAML or not a valid config.
  */
-export async function loadConfig(path: string, env: EnvSource = processEnv): Promise<ArhatConfig> {
+export async function loadArhatConfig(
+  path: string,
+  env: EnvSource = processEnv,
+): Promise<ArhatConfig> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError } from "../common/config_reader.ts";
 import { InvalidInputError, NotFoundError } from "../common/errors.ts";
-import { type ArhatConfig, loadConfig, parseConfig } from "./config.ts";
+import { type ArhatConfig, loadArhatConfig, parseConfig } from "./config.ts";
 
 const MINIMAL = `
 device: {namespace: edge, name: dev1}
@@ -366,14 +366,14 @@ Deno.test("parseConfig() refuses invalid YAML and duplicate keys", () => {
   assert.match(dup[0]!, /^YAML: Map keys must be unique/);
 });
 
-Deno.test("loadConfig() reads a file and names it in errors", async () => {
+Deno.test("loadArhatConfig() reads a file and names it in errors", async () => {
   const dir = new URL("../.cache/test-state/", import.meta.url).pathname + crypto.randomUUID();
   await Deno.mkdir(dir, { recursive: true });
   try {
     await Deno.writeTextFile(`${dir}/ok.yaml`, MINIMAL);
-    assert.equal((await loadConfig(`${dir}/ok.yaml`, {})).device.name, "dev1");
+    assert.equal((await loadArhatConfig(`${dir}/ok.yaml`, {})).device.name, "dev1");
     await Deno.writeTextFile(`${dir}/bad.yaml`, "device: 1\nconnectivity: {methods: [x]}\n");
-    await assert.rejects(loadConfig(`${dir}/bad.yaml`, {}), (err: unknown) => {
+    await assert.rejects(loadArhatConfig(`${dir}/bad.yaml`, {}), (err: unknown) => {
       assert.ok(err instanceof ConfigError);
       assert.deepEqual(err.problems, [
         "device: must be a mapping; got 1",
@@ -382,7 +382,7 @@ Deno.test("loadConfig() reads a file and names it in errors", async () => {
       assert.ok(err.message.startsWith(`Invalid arhat config "${dir}/bad.yaml" (2 problems):`));
       return true;
     });
-    await assert.rejects(loadConfig(`${dir}/missing.yaml`, {}), NotFoundError);
+    await assert.rejects(loadArhatConfig(`${dir}/missing.yaml`, {}), NotFoundError);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -390,7 +390,7 @@ Deno.test("loadConfig() reads a file and names it in errors", async () => {
 
 Deno.test("the documented sample config parses", async () => {
   const path = new URL("../deploy/arhat/config.sample.yaml", import.meta.url).pathname;
-  const config = await loadConfig(path, {});
+  const config = await loadArhatConfig(path, {});
   assert.deepEqual(config.device, { namespace: "edge", name: "example-edge-device-ws" });
   assert.deepEqual(config.connectivity.methods.map((m) => [m.method, m.priority]), [
     ["websocket", 0],
@@ -407,6 +407,6 @@ Deno.test("the documented sample config parses", async () => {
   assert.ok(mqtt?.method === "mqtt");
   assert.equal(mqtt.mqtt.messageNamespace, "/aranya.arhat.dev/edge/example-edge-device-ws");
   assert.deepEqual(mqtt.backoff, { initialMs: 5000, maxMs: 180_000, factor: 1.5 });
-  const named = await loadConfig(path, { ARHAT_DEVICE_NAME: "pi-7" });
+  const named = await loadArhatConfig(path, { ARHAT_DEVICE_NAME: "pi-7" });
   assert.equal(named.device.name, "pi-7");
 });

@@ -23,7 +23,7 @@ import { nodeHandlers } from "./agent/handle_node.ts";
 import { encodePodStatus, podHandlers } from "./agent/handle_pod.ts";
 import { createStatsSource, statsHandlers } from "./agent/handle_stats.ts";
 import { streamHandlers } from "./agent/handle_stream.ts";
-import { type ArhatConfig, DEFAULT_CONFIG_PATH, loadConfig } from "./config.ts";
+import { type ArhatConfig, DEFAULT_CONFIG_PATH, loadArhatConfig } from "./config.ts";
 import { Connector } from "./connectivity/connector.ts";
 import { dialerFor } from "./connectivity/dialers.ts";
 import { collectNodeStatus, encodeNodeStatus } from "./node/node_info.ts";
@@ -161,7 +161,7 @@ if (import.meta.main) {
   const boot = createLogger({ fields: { component: "arhat" } });
   let config: ArhatConfig;
   try {
-    config = await loadConfig(values.config!);
+    config = await loadArhatConfig(values.config!);
   } catch (err) {
     boot.error("invalid configuration", { error: errorMessage(err) });
     Deno.exit(2);

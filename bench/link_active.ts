@@ -11,7 +11,7 @@
  * Each figure is the median of `runs` runs. This measures the link stack, not
  * aranya and arhat: the idle figures (link_idle.ts) are the real processes'.
  */
-import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
 import { CmdKind } from "../common/envelope.ts";
 import type { Link } from "../common/link.ts";

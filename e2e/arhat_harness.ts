@@ -4,7 +4,7 @@
  * process under its own permission set, and its config.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { MemoryLinkRegistry } from "../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
 import { WebSocketLinkServer } from "../aranya/connectivity/websocket/ws_link_server.ts";
 import { MsgKind } from "../common/envelope.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { CanceledError, InvalidInputError, NotFoundError } from "../../common/errors.ts";
 import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
 import { ROOT } from "../../e2e/paths.ts";
-import { createMetrics } from "../metrics/registry.ts";
+import { createMetrics } from "../metrics/aranya_metrics.ts";
 import {
   apiVerb,
   loadKubeConfig,

@@ -29,7 +29,7 @@
  * @module
  */
 import { sleep } from "../../common/backoff.ts";
-import type { AranyaMetrics } from "../metrics/registry.ts";
+import type { AranyaMetrics } from "../metrics/aranya_metrics.ts";
 import type { ClusterAccess } from "./kubeconfig.ts";
 import type { RateLimiter } from "./rate_limiter.ts";
 

@@ -20,7 +20,7 @@
  *   Ready, and a Warning Disconnected Event is recorded.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../connectivity/link_registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";

@@ -117,6 +117,7 @@ import { SourceCache } from "../pods/source_cache.ts";
 import { terminatedPodStatus } from "../pods/terminal_status.ts";
 import { TokenCache } from "../pods/token_cache.ts";
 import { volumeDigest } from "../pods/volume_digest.ts";
+import type { KubeletBackend } from "../kubelet/kubelet_server.ts";
 
 /** Reason of a pod refused by the tenancy rule (phase Failed). */
 export const REASON_NOT_ALLOWED = "NamespaceNotAllowed";
@@ -196,8 +197,11 @@ interface PodState {
   deadlineExceeded?: boolean;
 }
 
-/** Syncs pods bound to edge nodes with their devices. */
-export class PodController {
+/**
+ * Syncs pods bound to edge nodes with their devices. It is also the kubelet API's
+ * {@link KubeletBackend} (the pods and device sessions that API serves come from here).
+ */
+export class PodController implements KubeletBackend {
   readonly #o: PodControllerOptions;
   readonly #log: Logger;
   readonly #ready = readySignal();

@@ -11,7 +11,7 @@
  * stopped on the device and then removed.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../connectivity/link_registry.ts";
 import { SecretAuthenticator } from "../connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../edgedevice/controller.ts";

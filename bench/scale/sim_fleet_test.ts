@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { V1Node } from "@kubernetes/client-node";
 import { testClients } from "../../aranya/kube/testing/test_clients.ts";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
 import { SecretAuthenticator } from "../../aranya/connectivity/secret_authenticator.ts";
 import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
 import { EdgeDeviceController } from "../../aranya/edgedevice/controller.ts";

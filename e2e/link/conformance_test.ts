@@ -4,7 +4,7 @@
  * common/session runs on top, with the echo dispatcher on the device side.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
 import { CmdKind, MsgKind } from "../../common/envelope.ts";
 import {

@@ -4,7 +4,7 @@
  * is not a `Msg` envelope.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
 import { decodeMsg, encodeMsg, MsgKind } from "../../common/envelope.ts";
 import type { Link } from "../../common/link.ts";

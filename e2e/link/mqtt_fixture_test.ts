@@ -3,7 +3,7 @@
  * real mosquitto: dials, restart, malformed frames, abrupt disconnects.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
 import { decodeMsg } from "../../common/envelope.ts";
 import type { Link } from "../../common/link.ts";

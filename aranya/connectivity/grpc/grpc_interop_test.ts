@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { makeTestCerts } from "../../../e2e/link/test_certs.ts";
 import { ensureNodeHelpers, NODE_HELPERS_DIR } from "../../../e2e/node_setup.ts";
 import type { Link } from "../../../common/link.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { GrpcLinkServer, type GrpcLinkServerTls } from "./grpc_link_server.ts";
 

@@ -19,7 +19,7 @@ import {
   UnavailableError,
 } from "../../../common/errors.ts";
 import type { DeviceCredentials, Link, LinkCloseInfo } from "../../../common/link.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {
   DEFAULT_GRPC_MAX_FRAME_SIZE,

@@ -18,7 +18,7 @@ import { brokerPassword, linkKey } from "../../../common/mqtt_seal.ts";
 import { SessionClient } from "../../../common/session/session_client.ts";
 import { SessionServer } from "../../../common/session/session_server.ts";
 import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {
   DYNSEC_RESPONSE_TOPIC,

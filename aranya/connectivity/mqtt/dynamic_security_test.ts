@@ -12,7 +12,7 @@ import { MqttLinkDialer } from "../../../arhat/connectivity/mqtt/mqtt_link_diale
 import { brokerPassword, linkKey } from "../../../common/mqtt_seal.ts";
 import type { Link } from "../../../common/link.ts";
 import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer } from "./mqtt_link_server.ts";
 

@@ -21,7 +21,7 @@ import { ensureDir, stateDir } from "../../../e2e/paths.ts";
 import { freePort, type ServiceProcess, startService, waitReady } from "../../../e2e/process.ts";
 import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
 import { SessionServer } from "../../../common/session/session_server.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer, type MqttLinkServerOptions } from "./mqtt_link_server.ts";
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { parseAranyaConfig } from "../../config.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MQTT_SERVER_DEFAULT_KEEPALIVE_SECONDS, MqttLinkServer } from "./mqtt_link_server.ts";
 import { mqttLinkServerOptions } from "./mqtt_server_options.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { WebSocketLinkDialer } from "../../../arhat/connectivity/websocket/ws_link_dialer.ts";
 import { testTls } from "../../../e2e/link/test_tls.ts";
-import { MemoryLinkRegistry } from "../registry.ts";
+import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { WebSocketLinkServer } from "./ws_link_server.ts";
 import { ProtocolError } from "../../../common/errors.ts";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
 import { MqttLinkServer } from "../../../aranya/connectivity/mqtt/mqtt_link_server.ts";
-import { MemoryLinkRegistry } from "../../../aranya/connectivity/registry.ts";
+import { MemoryLinkRegistry } from "../../../aranya/connectivity/link_registry.ts";
 import { StaticAuthenticator } from "../../../aranya/connectivity/testing/static_authenticator.ts";
 import { deferred } from "../../../common/deferred.ts";
 import {

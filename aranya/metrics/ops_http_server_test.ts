@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { createMetrics } from "./registry.ts";
-import { OpsHttpServer, type Readiness } from "./http_server.ts";
+import { createMetrics } from "./aranya_metrics.ts";
+import { OpsHttpServer, type Readiness } from "./ops_http_server.ts";
 
 /** The value of the sample `name` (with labels, as written) in exposition `text`. */
 function sample(text: string, name: string): number | undefined {
