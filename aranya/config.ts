@@ -29,11 +29,11 @@ import {
   type ClientTlsFiles,
   DNS_SUBDOMAIN,
   readClientTls,
-} from "../common/config_checks.ts";
-import { ConfigError, ConfigProblems, ConfigReader } from "../common/config_reader.ts";
-import { envLookup, type EnvSource, processEnv } from "../common/env_expand.ts";
-import { errorMessage, NotFoundError } from "../common/errors.ts";
-import type { LogLevel } from "../common/log.ts";
+} from "@aranya/common/config_checks";
+import { ConfigError, ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import { envLookup, type EnvSource, processEnv } from "@aranya/common/env_expand";
+import { errorMessage, NotFoundError } from "@aranya/common/errors";
+import type { LogLevel } from "@aranya/common/log";
 import { isIP, isIPv4, isIPv6 } from "node:net";
 
 /** Where aranya looks for its config when `--config` is not given. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "../common/config_reader.ts";
-import { InvalidInputError, NotFoundError } from "../common/errors.ts";
+import { ConfigError } from "@aranya/common/config_reader";
+import { InvalidInputError, NotFoundError } from "@aranya/common/errors";
 import {
   type AranyaConfig,
   type AranyaFlags,

@@ -26,10 +26,10 @@
  * them over. Pods keep running on the devices through any handover. Every
  * API request goes through one client-side rate limiter.
  */
-import { errorMessage } from "../common/errors.ts";
-import { createLogger, type Logger } from "../common/log.ts";
-import type { Link, LinkServer } from "../common/link.ts";
-import { processEnv } from "../common/env_expand.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { createLogger, type Logger } from "@aranya/common/log";
+import type { Link, LinkServer } from "@aranya/common/link";
+import { processEnv } from "@aranya/common/env_expand";
 import { type AranyaConfig, loadAranyaConfig, type ServerTlsFiles, USAGE } from "./config.ts";
 import { MemoryLinkRegistry } from "./connectivity/link_registry.ts";
 import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";

@@ -1,7 +1,10 @@
 /**
- * aranya, the operator: turns each EdgeDevice into a Kubernetes Node and
- * serves the kubelet API for all of them. The EdgeDevice CRD it owns lives in
- * `deploy/crds/`. Controllers arrive with later work; nothing is exported yet.
+ * `@aranya/aranya`: the operator. It turns each EdgeDevice into a Kubernetes
+ * Node, serves the kubelet API for all of them and runs their pods through the
+ * devices' links; `main.ts` is the program. Its parts are imported by path
+ * through this package's exports (`@aranya/aranya/kube/client`); the tests and
+ * benches of other packages use them so. The EdgeDevice CRD is in
+ * `deploy/crds/`; the architecture is in docs/aranya.md.
  *
  * @module
  */

@@ -20,12 +20,12 @@ import {
   checkSubdomain,
   type ClientTlsFiles,
   readClientTls,
-} from "../common/config_checks.ts";
-import { ConfigProblems, ConfigReader } from "../common/config_reader.ts";
-import { parseDuration } from "../common/duration.ts";
-import { type EnvSource, processEnv } from "../common/env_expand.ts";
-import { errorMessage, NotFoundError } from "../common/errors.ts";
-import type { LogLevel } from "../common/log.ts";
+} from "@aranya/common/config_checks";
+import { ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import { parseDuration } from "@aranya/common/duration";
+import { type EnvSource, processEnv } from "@aranya/common/env_expand";
+import { errorMessage, NotFoundError } from "@aranya/common/errors";
+import type { LogLevel } from "@aranya/common/log";
 
 /** Where arhat looks for its config when not told otherwise. */
 export const DEFAULT_CONFIG_PATH = "/etc/arhat/config.yaml";

@@ -11,11 +11,11 @@
  */
 import { parseArgs } from "node:util";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { MsgKind } from "../common/envelope.ts";
-import { errorMessage } from "../common/errors.ts";
-import { createLogger, type Logger } from "../common/log.ts";
-import { SessionServer } from "../common/session/session_server.ts";
-import { PodEnsureCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
+import { MsgKind } from "@aranya/common/envelope";
+import { errorMessage } from "@aranya/common/errors";
+import { createLogger, type Logger } from "@aranya/common/log";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { Agent } from "./agent/agent.ts";
 import { hostManagement } from "./agent/handle_host.ts";
 import { imageHandlers } from "./agent/handle_image.ts";

@@ -26,18 +26,18 @@
  */
 import { parseArgs } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind } from "../common/envelope.ts";
-import { errorMessage } from "../common/errors.ts";
+import { CmdKind } from "@aranya/common/envelope";
+import { errorMessage } from "@aranya/common/errors";
 import {
   PodDeleteCmdSchema,
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../proto/gen/aranya/pod_pb.ts";
-import { kill } from "../e2e/arhat_harness.ts";
-import { useServices } from "../e2e/fixtures.ts";
-import { testTls } from "../e2e/link/test_tls.ts";
-import { CACHE, ensureDir } from "../e2e/paths.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
+import { kill } from "@aranya/e2e/arhat_harness";
+import { useServices } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { CACHE, ensureDir } from "@aranya/e2e/paths";
 import { type FootprintResult, measureFootprint } from "./arhat_footprint.ts";
 import { rssMB, startBenchArhat } from "./bench_arhat.ts";
 import { inBenchWorld } from "./bench_world.ts";

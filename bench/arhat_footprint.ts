@@ -18,13 +18,13 @@
  * port-forward connections, with the engine's conmon processes counted before
  * and after (those left behind).
  */
-import { waitAranyaReady } from "../e2e/aranya_harness.ts";
-import { binPath } from "../e2e/cluster/build.ts";
-import type { World } from "../e2e/edge_world.ts";
-import { uniqueName } from "../e2e/fixtures.ts";
-import { errorMessage } from "../common/errors.ts";
-import { freePort, isAlive } from "../e2e/process.ts";
-import { type Broker, startMosquitto } from "../e2e/services/mosquitto.ts";
+import { waitAranyaReady } from "@aranya/e2e/aranya_harness";
+import { binPath } from "@aranya/e2e/cluster/build";
+import type { World } from "@aranya/e2e/edge_world";
+import { uniqueName } from "@aranya/e2e/fixtures";
+import { errorMessage } from "@aranya/common/errors";
+import { freePort, isAlive } from "@aranya/e2e/process";
+import { type Broker, startMosquitto } from "@aranya/e2e/services/mosquitto";
 import { rssMB } from "./bench_arhat.ts";
 import type { LinkTransport } from "./link_active.ts";
 import { productionAranyaConfig } from "./link_idle.ts";

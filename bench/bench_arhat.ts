@@ -3,8 +3,8 @@
  * link server playing aranya (FakeAranya), on one engine; and arhat's RSS as
  * `ps` reports it.
  */
-import { arhatConfig, type ArhatProc, FakeAranya, spawnArhat } from "../e2e/arhat_harness.ts";
-import { ROOT } from "../e2e/paths.ts";
+import { arhatConfig, type ArhatProc, FakeAranya, spawnArhat } from "@aranya/e2e/arhat_harness";
+import { ROOT } from "@aranya/e2e/paths";
 
 /** A running arhat and its aranya stand-in. */
 export interface BenchArhat {

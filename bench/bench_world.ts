@@ -4,9 +4,9 @@
  * variables, else fresh ones), one e2e World on Podman, and everything
  * stopped at the end, also on failure or SIGINT/SIGTERM.
  */
-import { errorMessage } from "../common/errors.ts";
-import { World } from "../e2e/edge_world.ts";
-import { useCluster, useServices } from "../e2e/fixtures.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { World } from "@aranya/e2e/edge_world";
+import { useCluster, useServices } from "@aranya/e2e/fixtures";
 
 /**
  * Runs `measure` in a fresh World and stops everything afterwards. Resolves

@@ -11,13 +11,13 @@
  * Each figure is the median of `runs` runs. This measures the link stack, not
  * aranya and arhat: the idle figures (link_idle.ts) are the real processes'.
  */
-import { MemoryLinkRegistry } from "../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
-import { CmdKind } from "../common/envelope.ts";
-import type { Link } from "../common/link.ts";
-import { SessionClient } from "../common/session/session_client.ts";
-import { testTls } from "../e2e/link/test_tls.ts";
-import { freePort } from "../e2e/process.ts";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { CmdKind } from "@aranya/common/envelope";
+import type { Link } from "@aranya/common/link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { freePort } from "@aranya/e2e/process";
 import type { DeviceConfig } from "./link_device.ts";
 
 /** The transports bench:link knows. */
@@ -111,7 +111,7 @@ async function setup(name: LinkTransport): Promise<Running | undefined> {
   let running: Promise<void>;
   if (name === "websocket") {
     const { WebSocketLinkServer } = await import(
-      "../aranya/connectivity/websocket/ws_link_server.ts"
+      "@aranya/aranya/connectivity/websocket/ws_link_server"
     );
     const port = freePort();
     const server = new WebSocketLinkServer({
@@ -131,8 +131,8 @@ async function setup(name: LinkTransport): Promise<Running | undefined> {
       ca: tls.ca,
     };
   } else if (name === "mqtt") {
-    const { startMosquitto } = await import("../e2e/services/mosquitto.ts");
-    const { MqttLinkServer } = await import("../aranya/connectivity/mqtt/mqtt_link_server.ts");
+    const { startMosquitto } = await import("@aranya/e2e/services/mosquitto");
+    const { MqttLinkServer } = await import("@aranya/aranya/connectivity/mqtt/mqtt_link_server");
     const broker = await startMosquitto();
     const server = new MqttLinkServer({
       url: `mqtt://${broker.address}`,
@@ -152,7 +152,7 @@ async function setup(name: LinkTransport): Promise<Running | undefined> {
     };
     stopExtra = () => broker.stop();
   } else {
-    const mod = await import("../aranya/connectivity/grpc/grpc_link_server.ts").catch(() =>
+    const mod = await import("@aranya/aranya/connectivity/grpc/grpc_link_server").catch(() =>
       undefined
     );
     if (!mod) return undefined;

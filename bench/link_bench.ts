@@ -31,8 +31,8 @@
  * on websocket and grpc, moonshot 50 KB/day.
  */
 import { parseArgs } from "node:util";
-import { errorMessage } from "../common/errors.ts";
-import { CACHE, ensureDir } from "../e2e/paths.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { CACHE, ensureDir } from "@aranya/e2e/paths";
 import { inBenchWorld } from "./bench_world.ts";
 import { type ActiveFigures, type LinkTransport, measureActive } from "./link_active.ts";
 import { type IdleResult, measureIdle } from "./link_idle.ts";

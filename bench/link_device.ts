@@ -4,9 +4,9 @@
  * argument, answers with the echo dispatcher, and prints JSON lines:
  * {"ready":true} once connected; {"rss":n} for every "rss" line on stdin.
  */
-import { SessionServer } from "../common/session/session_server.ts";
-import { echoDispatcher } from "../common/session/testing/echo_dispatcher.ts";
-import type { LinkDialer } from "../common/link.ts";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { echoDispatcher } from "@aranya/common/session/testing/echo_dispatcher";
+import type { LinkDialer } from "@aranya/common/link";
 
 /** What the bench tells the device process. */
 export interface DeviceConfig {
@@ -23,7 +23,7 @@ async function makeDialer(c: DeviceConfig): Promise<LinkDialer> {
   switch (c.transport) {
     case "websocket": {
       const { WebSocketLinkDialer } = await import(
-        "../arhat/connectivity/websocket/ws_link_dialer.ts"
+        "@aranya/arhat/connectivity/websocket/ws_link_dialer"
       );
       return new WebSocketLinkDialer({
         url: c.address,
@@ -33,7 +33,7 @@ async function makeDialer(c: DeviceConfig): Promise<LinkDialer> {
       });
     }
     case "mqtt": {
-      const { MqttLinkDialer } = await import("../arhat/connectivity/mqtt/mqtt_link_dialer.ts");
+      const { MqttLinkDialer } = await import("@aranya/arhat/connectivity/mqtt/mqtt_link_dialer");
       return new MqttLinkDialer({
         url: c.address,
         device: c.device,
@@ -42,7 +42,7 @@ async function makeDialer(c: DeviceConfig): Promise<LinkDialer> {
       });
     }
     case "grpc": {
-      const { GrpcLinkDialer } = await import("../arhat/connectivity/grpc/grpc_link_dialer.ts");
+      const { GrpcLinkDialer } = await import("@aranya/arhat/connectivity/grpc/grpc_link_dialer");
       return new GrpcLinkDialer({ target: c.address, device: c.device, token: c.token });
     }
   }

@@ -13,12 +13,12 @@
  * aranya's, divided among the broker's devices (here one).
  */
 import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } from "yaml";
-import { waitAranyaReady } from "../e2e/aranya_harness.ts";
-import type { World } from "../e2e/edge_world.ts";
-import { uniqueName } from "../e2e/fixtures.ts";
-import { ROOT } from "../e2e/paths.ts";
-import { freePort, isAlive } from "../e2e/process.ts";
-import { type Broker, startMosquitto } from "../e2e/services/mosquitto.ts";
+import { waitAranyaReady } from "@aranya/e2e/aranya_harness";
+import type { World } from "@aranya/e2e/edge_world";
+import { uniqueName } from "@aranya/e2e/fixtures";
+import { ROOT } from "@aranya/e2e/paths";
+import { freePort, isAlive } from "@aranya/e2e/process";
+import { type Broker, startMosquitto } from "@aranya/e2e/services/mosquitto";
 import { rssMB } from "./bench_arhat.ts";
 import type { LinkTransport } from "./link_active.ts";
 import { type LinkMessages, linkMessagesDelta, readLinkMessages } from "./link_metrics.ts";

@@ -1,6 +1,8 @@
 /**
- * Benchmarks that print figures (never part of `deno task test` pass/fail).
- * Each bench arrives with the feature it measures; nothing is exported yet.
+ * `@aranya/bench`: the benchmarks (`deno task bench:*`), which print figures
+ * and end with one JSON line holding a flat `summary`; never part of the
+ * test suite's pass/fail except their small smoke runs. Shared parts are
+ * exported by path (`@aranya/bench/summary`).
  *
  * @module
  */

@@ -9,9 +9,9 @@
  * the bundle's deno.json: a device's files (config, token, CA, state) go
  * under {@link ShippedArhatBundle.deviceDir}.
  */
-import { bundleProgram, V8_FLAGS } from "../ops/build/bundle.ts";
-import { ensureDir } from "../e2e/paths.ts";
-import { type ServiceProcess, startService } from "../e2e/process.ts";
+import { bundleProgram, V8_FLAGS } from "@aranya/ops/build/bundle";
+import { ensureDir } from "@aranya/e2e/paths";
+import { type ServiceProcess, startService } from "@aranya/e2e/process";
 
 /** A built bundle. */
 export interface ShippedArhatBundle {

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { World } from "../e2e/edge_world.ts";
-import { arhatDeviceYaml, websocketMethod } from "../e2e/edge_fixtures.ts";
-import type { ServiceProcess } from "../e2e/process.ts";
-import type { Broker } from "../e2e/services/mosquitto.ts";
+import type { World } from "@aranya/e2e/edge_world";
+import { arhatDeviceYaml, websocketMethod } from "@aranya/e2e/edge_fixtures";
+import type { ServiceProcess } from "@aranya/e2e/process";
+import type { Broker } from "@aranya/e2e/services/mosquitto";
 import type { LinkTransport } from "./link_active.ts";
 import type { ShippedArhatBundle } from "./shipped_arhat.ts";
 

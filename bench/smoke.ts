@@ -5,7 +5,7 @@
  * check they were measured.
  */
 import assert from "node:assert/strict";
-import { ROOT } from "../e2e/paths.ts";
+import { ROOT } from "@aranya/e2e/paths";
 
 /** Runs `deno run -P=e2e <script> <args>` (script relative to the repo); returns its closing JSON. */
 export async function runBench(

@@ -3,7 +3,7 @@
  * tcpdump writing a pcap file that we sum up ourselves (frame lengths, so
  * TCP/IP headers and ACKs count, as they would on a metered link).
  */
-import { type ServiceProcess, startService } from "../e2e/process.ts";
+import { type ServiceProcess, startService } from "@aranya/e2e/process";
 
 /** A running capture. */
 export interface Capture {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import https from "node:https";
 import tls from "node:tls";
-import { testTls } from "../e2e/link/test_tls.ts";
+import { testTls } from "@aranya/e2e/link/test_tls";
 import { guardConnections } from "./connection_guard.ts";
 
 Deno.test({

@@ -11,13 +11,13 @@ import {
   type Msg,
   MsgKind,
   MsgSchema,
-} from "../proto/gen/aranya/link_pb.ts";
+} from "@aranya/proto/gen/aranya/link_pb";
 import {
   RejectCmd_Reason,
   RejectCmdSchema,
   StateMsg_Kind,
   StateMsgSchema,
-} from "../proto/gen/aranya/session_pb.ts";
+} from "@aranya/proto/gen/aranya/session_pb";
 import {
   AlreadyExistsError,
   AranyaError,

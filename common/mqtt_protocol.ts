@@ -8,7 +8,7 @@ import type { MqttClient } from "mqtt";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { CmdKind, encodeCmd } from "./envelope.ts";
 import { errorMessage, InvalidInputError, ProtocolError, UnavailableError } from "./errors.ts";
-import { MqttAcceptSchema } from "../proto/gen/aranya/session_pb.ts";
+import { MqttAcceptSchema } from "@aranya/proto/gen/aranya/session_pb";
 
 /** The transport's name. */
 export const MQTT_TRANSPORT = "mqtt";

@@ -5,7 +5,7 @@
  * Condition messages carry current amounts ("3.1 GiB of 8 GiB available")
  * and do not count.
  */
-import type { NodeResources, NodeStatusMsg } from "../proto/gen/aranya/node_pb.ts";
+import type { NodeResources, NodeStatusMsg } from "@aranya/proto/gen/aranya/node_pb";
 
 /** The key of `msg`; equal keys mean the Node would show the same conditions and resources. */
 export function nodeStatusKey(msg: NodeStatusMsg): string {

@@ -18,7 +18,7 @@ import { binPath } from "./cluster/build.ts";
 import type { ClusterHandle } from "./fixtures.ts";
 import { CACHE, ensureDir, ROOT } from "./paths.ts";
 import { isAlive, type ServiceProcess, startService, tailLog, waitReady } from "./process.ts";
-import { v8FlagsArgs } from "../ops/build/bundle.ts";
+import { v8FlagsArgs } from "@aranya/ops/build/bundle";
 
 /**
  * Where tests keep the files aranya reads (config, kubeconfig, TLS): its

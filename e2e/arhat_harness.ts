@@ -4,13 +4,13 @@
  * process under its own permission set, and its config.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { MemoryLinkRegistry } from "../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../aranya/connectivity/testing/static_authenticator.ts";
-import { WebSocketLinkServer } from "../aranya/connectivity/websocket/ws_link_server.ts";
-import { MsgKind } from "../common/envelope.ts";
-import type { Link } from "../common/link.ts";
-import { SessionClient } from "../common/session/session_client.ts";
-import { type PodStatusMsg_Phase, PodStatusMsgSchema } from "../proto/gen/aranya/pod_pb.ts";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { WebSocketLinkServer } from "@aranya/aranya/connectivity/websocket/ws_link_server";
+import { MsgKind } from "@aranya/common/envelope";
+import type { Link } from "@aranya/common/link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { type PodStatusMsg_Phase, PodStatusMsgSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { eventually } from "./fixtures.ts";
 import { testTls } from "./link/test_tls.ts";
 import { ROOT } from "./paths.ts";

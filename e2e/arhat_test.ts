@@ -10,22 +10,22 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { LABEL_POD_UID, LABEL_ROLE } from "../arhat/pods/labels.ts";
-import { DockerRuntime } from "../arhat/runtime/docker/docker_runtime.ts";
-import { CmdKind, MsgKind } from "../common/envelope.ts";
-import { ExitCodeError, ForbiddenError } from "../common/errors.ts";
-import { SessionClient } from "../common/session/session_client.ts";
-import { NodeStatusMsgSchema } from "../proto/gen/aranya/node_pb.ts";
+import { LABEL_POD_UID, LABEL_ROLE } from "@aranya/arhat/pods/labels";
+import { DockerRuntime } from "@aranya/arhat/runtime/docker/docker_runtime";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { ExitCodeError, ForbiddenError } from "@aranya/common/errors";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { NodeStatusMsgSchema } from "@aranya/proto/gen/aranya/node_pb";
 import {
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import {
   ExecCmdSchema,
   LogsCmdSchema,
   PortForwardCmdSchema,
-} from "../proto/gen/aranya/stream_pb.ts";
+} from "@aranya/proto/gen/aranya/stream_pb";
 import { arhatConfig, type ArhatProc, FakeAranya, kill, spawnArhat } from "./arhat_harness.ts";
 import { eventually, useServices } from "./fixtures.ts";
 import { EngineClient } from "./services/engine_client.ts";

@@ -29,8 +29,8 @@ import { ARM64_PACKAGES, ensureHostPackages } from "./host_setup.ts";
 import { freePort } from "./process.ts";
 import { sampleWorkload } from "./samples.ts";
 import { type SshServer, startSshd } from "./services/sshd.ts";
-import { elfArch } from "../ops/build/deno_for_arch.ts";
-import { runDeployTask } from "../ops/deploy/testing/deploy_cli.ts";
+import { elfArch } from "@aranya/ops/build/deno_for_arch";
+import { runDeployTask } from "@aranya/ops/deploy/testing/deploy_cli";
 
 const MARKER = "/etc/arhat/.aranya-e2e";
 const DEVICE_FILES = [

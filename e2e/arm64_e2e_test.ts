@@ -29,16 +29,16 @@ import { ARM64_PACKAGES, ensureHostPackages } from "./host_setup.ts";
 import { advertisedAddress } from "./kubelet_fixtures.ts";
 import { CACHE, removeAll } from "./paths.ts";
 import { freePort, run } from "./process.ts";
-import { buildShippedArhat } from "../bench/shipped_arhat.ts";
+import { buildShippedArhat } from "@aranya/bench/shipped_arhat";
 import {
   type ShippedDevice,
   shippedDeviceReady,
   startShippedDevice,
-} from "../bench/shipped_device.ts";
-import { elfArch } from "../ops/build/deno_for_arch.ts";
-import { LAUNCHER_REMOTE } from "../ops/build/launcher.ts";
-import { V8_FLAGS } from "../ops/build/bundle.ts";
-import { ArtifactStore } from "../ops/deploy/artifacts.ts";
+} from "@aranya/bench/shipped_device";
+import { elfArch } from "@aranya/ops/build/deno_for_arch";
+import { LAUNCHER_REMOTE } from "@aranya/ops/build/launcher";
+import { V8_FLAGS } from "@aranya/ops/build/bundle";
+import { ArtifactStore } from "@aranya/ops/deploy/artifacts";
 
 /** How long the emulated device may take to be Ready, and its pod to run. */
 const READY_TIMEOUT_MS = 6 * 60_000;

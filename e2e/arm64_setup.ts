@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { denoBuildPath, denoForArch } from "../ops/build/deno_for_arch.ts";
+import { denoBuildPath, denoForArch } from "@aranya/ops/build/deno_for_arch";
 import { ARM64_PACKAGES, ensureHostPackages } from "./host_setup.ts";
 import { ROOT } from "./paths.ts";
 

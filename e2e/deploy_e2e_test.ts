@@ -22,8 +22,8 @@ import { freePort } from "./process.ts";
 import { ROOT } from "./paths.ts";
 import { sampleWorkload } from "./samples.ts";
 import { startSshd } from "./services/sshd.ts";
-import { PODMAN_DROP_IN, podmanDropIn } from "../ops/deploy/podman_config.ts";
-import { runDeployTask } from "../ops/deploy/testing/deploy_cli.ts";
+import { PODMAN_DROP_IN, podmanDropIn } from "@aranya/ops/deploy/podman_config";
+import { runDeployTask } from "@aranya/ops/deploy/testing/deploy_cli";
 
 const MARKER = "/etc/arhat/.aranya-e2e";
 const DEVICE_FILES = [

@@ -21,16 +21,16 @@ import { kill } from "./arhat_harness.ts";
 import { eventually, uniqueName } from "./fixtures.ts";
 import { freePort, freePortRange, sleep } from "./process.ts";
 import { websocketMethod } from "./edge_fixtures.ts";
-import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
 import { sampleWorkload } from "./samples.ts";
 import { registryImage, TEST_IMAGE_TAG } from "./services/mod.ts";
 import { inWorld, TEST } from "./edge_world.ts";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, encodeCmd } from "../common/envelope.ts";
-import { FrameSealer, linkKey, newNonce, sessionKeys } from "../common/mqtt_seal.ts";
-import { PodEnsureCmdSchema } from "../proto/gen/aranya/pod_pb.ts";
+import { CmdKind, encodeCmd } from "@aranya/common/envelope";
+import { FrameSealer, linkKey, newNonce, sessionKeys } from "@aranya/common/mqtt_seal";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 
 Deno.test({
   name:

@@ -1,5 +1,5 @@
 /** Waits shared by the tests that connect devices to aranya. */
-import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
 import { type ClusterHandle, eventually } from "./fixtures.ts";
 
 /** The device's token from its credentials Secret, once aranya made it (decoded). */

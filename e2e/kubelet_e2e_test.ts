@@ -30,7 +30,7 @@ import { eventually } from "./fixtures.ts";
 import { freePort } from "./process.ts";
 import { advertisedAddress, type KubeletDevice, startKubeletDevice } from "./kubelet_fixtures.ts";
 import { inWorld, TEST, type World } from "./edge_world.ts";
-import { sha256Hex } from "../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 
 const BLOB_BYTES = 12 << 20;
 

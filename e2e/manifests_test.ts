@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
-import { parseAranyaConfig, parseAranyaFlags } from "../aranya/config.ts";
-import { CONFIG_DEFAULTS as ARHAT_DEFAULTS, DEFAULT_CONFIG_PATH } from "../arhat/config.ts";
-import { artifactPath, compileArgs, TARGETS } from "../ops/build/compile.ts";
+import { parseAranyaConfig, parseAranyaFlags } from "@aranya/aranya/config";
+import { CONFIG_DEFAULTS as ARHAT_DEFAULTS, DEFAULT_CONFIG_PATH } from "@aranya/arhat/config";
+import { artifactPath, compileArgs, TARGETS } from "@aranya/ops/build/compile";
 import { applyCrds, eventually, useCluster } from "./fixtures.ts";
 import { ROOT } from "./paths.ts";
 import { SHIPPED_API } from "./aranya_harness.ts";

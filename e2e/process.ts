@@ -13,7 +13,7 @@
  * cannot redirect to a file, and a pipe would die with a detached parent.
  */
 import { ensureDir } from "./paths.ts";
-import { sleep } from "../common/backoff.ts";
+import { sleep } from "@aranya/common/backoff";
 
 /** What to start. */
 export interface ServiceSpec {

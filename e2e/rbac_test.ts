@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
-import { parseAranyaConfig, parseAranyaFlags } from "../aranya/config.ts";
+import { parseAranyaConfig, parseAranyaFlags } from "@aranya/aranya/config";
 import { applyAranyaRbac, ARANYA_USER, DEPLOY_DIR } from "./aranya_harness.ts";
 import { applyCrds, uniqueName, useCluster } from "./fixtures.ts";
 

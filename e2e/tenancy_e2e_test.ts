@@ -32,9 +32,9 @@ import { freePort, sleep } from "./process.ts";
 import { advertisedAddress } from "./kubelet_fixtures.ts";
 import { makeTestCerts } from "./link/test_certs.ts";
 import { inWorld, TEST } from "./edge_world.ts";
-import { WebSocketLinkDialer } from "../arhat/connectivity/websocket/ws_link_dialer.ts";
-import { UnauthenticatedError } from "../common/errors.ts";
-import { credentialsSecretName } from "../aranya/edgedevice/types.ts";
+import { WebSocketLinkDialer } from "@aranya/arhat/connectivity/websocket/ws_link_dialer";
+import { UnauthenticatedError } from "@aranya/common/errors";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
 
 Deno.test({
   name:

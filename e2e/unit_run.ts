@@ -23,7 +23,7 @@ export const UNIT_RUN_ENV = "ARANYA_TEST_UNIT";
 const NOT_UNIT_NAME = /(_e2e_test|_smoke_test)\.ts$/;
 /** Imports that start services (or the real API server's clients). */
 const SERVICE_IMPORT =
-  /from\s+"[^"]*(?:fixtures\.ts|mqtt_fixture\.ts|harness\.ts|\/services\/|\/cluster\/|test_clients\.ts|node_setup\.ts|arm64_setup\.ts|sshd\.ts|mosquitto\.ts)[^"]*"/;
+  /from\s+"[^"]*(?:fixtures|mqtt_fixture|harness|\/services\/|\/cluster\/|test_clients|node_setup|arm64_setup|sshd|mosquitto)[^"]*"/;
 /** Folders whose tests start what they test (services, the control plane). */
 const SERVICE_DIRS = ["e2e/services/", "e2e/cluster/"];
 /** Folders never searched. */

@@ -17,6 +17,9 @@ Deno.test("a test file is a unit test unless its name or imports say it needs se
       "../kube/testing/test_clients.ts",
       "../../e2e/link/mqtt_fixture.ts",
       "../../e2e/services/sshd.ts",
+      "@aranya/e2e/fixtures",
+      "@aranya/e2e/services/podman",
+      "@aranya/aranya/kube/testing/test_clients",
     ]
   ) {
     assert.equal(isUnitTest("x_test.ts", `import { b } from "${spec}";`), false, spec);

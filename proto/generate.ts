@@ -3,7 +3,6 @@
  * protoc (Debian protobuf-compiler) and protoc-gen-es (npm, pinned). Generated
  * code is never edited by hand; `generate_test.ts` fails when it is stale.
  */
-import { run } from "../e2e/process.ts";
 
 const PROTO_DIR = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -15,14 +14,20 @@ export async function generate(outDir: string): Promise<void> {
   }
   files.sort();
   await Deno.mkdir(outDir, { recursive: true });
+  let out: Deno.CommandOutput;
   try {
-    await run("protoc", [
-      `--plugin=protoc-gen-es=${PROTO_DIR}/protoc-gen-es`,
-      `--es_out=${outDir}`,
-      "--es_opt=target=ts,import_extension=ts",
-      `--proto_path=${PROTO_DIR}`,
-      ...files,
-    ], { cwd: PROTO_DIR });
+    out = await new Deno.Command("protoc", {
+      args: [
+        `--plugin=protoc-gen-es=${PROTO_DIR}/protoc-gen-es`,
+        `--es_out=${outDir}`,
+        "--es_opt=target=ts,import_extension=ts",
+        `--proto_path=${PROTO_DIR}`,
+        ...files,
+      ],
+      cwd: PROTO_DIR,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       throw new Error(
@@ -30,6 +35,10 @@ export async function generate(outDir: string): Promise<void> {
       );
     }
     throw err;
+  }
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`protoc failed with code ${out.code}: ${text}`);
   }
 }
 

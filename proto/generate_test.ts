@@ -1,6 +1,6 @@
 /** proto/gen must be exactly what `deno task proto` generates from proto/aranya. */
 import assert from "node:assert/strict";
-import { CACHE } from "../e2e/paths.ts";
+import { CACHE } from "@aranya/e2e/paths";
 import { generate } from "./generate.ts";
 
 async function listFiles(dir: string, prefix = ""): Promise<string[]> {

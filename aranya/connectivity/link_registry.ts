@@ -1,5 +1,5 @@
 /** The devices connected now, across all transports (one link per device). */
-import type { Link, LinkRegistry } from "../../common/link.ts";
+import type { Link, LinkRegistry } from "@aranya/common/link";
 
 /** In-process {@link LinkRegistry}. */
 export class MemoryLinkRegistry implements LinkRegistry {

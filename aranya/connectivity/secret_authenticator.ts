@@ -30,14 +30,14 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import type { CoreApi } from "../kube/apis.ts";
-import { UnauthenticatedError, UnavailableError } from "../../common/errors.ts";
-import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "../../common/link.ts";
-import { linkKey } from "../../common/mqtt_seal.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { setBounded } from "../../common/bounded_map.ts";
+import { UnauthenticatedError, UnavailableError } from "@aranya/common/errors";
+import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "@aranya/common/link";
+import { linkKey } from "@aranya/common/mqtt_seal";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { setBounded } from "@aranya/common/bounded_map";
 import { isNotFound } from "../kube/errors.ts";
 import { credentialsSecretName, type EdgeDevice, ownedBy } from "../edgedevice/types.ts";
-import { decodeBase64Text } from "../../common/base64.ts";
+import { decodeBase64Text } from "@aranya/common/base64";
 
 /** Options for {@link SecretAuthenticator}. */
 export interface SecretAuthenticatorOptions {

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import type { CoreApi } from "../kube/apis.ts";
-import { applyCrds, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { applyCrds, uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import { credentialsSecretName, type EdgeDevice } from "../edgedevice/types.ts";
 import { SecretAuthenticator } from "./secret_authenticator.ts";
 import { testClients } from "../kube/testing/test_clients.ts";

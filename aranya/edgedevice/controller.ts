@@ -22,9 +22,9 @@
  */
 import type { KubernetesObject, V1Node } from "@kubernetes/client-node";
 import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { readySignal } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { readySignal } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import type { EventRecorder } from "../kube/event_recorder.ts";
 import { WorkQueue } from "../kube/work_queue.ts";
 import { Informer } from "../kube/informer.ts";

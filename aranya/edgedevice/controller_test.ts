@@ -11,8 +11,8 @@
  */
 import assert from "node:assert/strict";
 import type { V1Node } from "@kubernetes/client-node";
-import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { sleep } from "../../e2e/process.ts";
+import { applyCrds, eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { sleep } from "@aranya/e2e/process";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
 import { EdgeDeviceController } from "./controller.ts";
 import { credentialsSecretName, type EdgeDevice } from "./types.ts";

@@ -22,7 +22,7 @@
  * The CRD refuses values that are not durations or are out of bounds, so a
  * value that still does not parse here is ignored (the default applies).
  */
-import { parseDuration } from "../../common/duration.ts";
+import { parseDuration } from "@aranya/common/duration";
 import type { EdgeDevice } from "./types.ts";
 
 /** The overrides a device's spec sets; unset fields take aranya's defaults. */

@@ -41,8 +41,8 @@
 import { Buffer } from "node:buffer";
 import type { V1Node, V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import {
   type EventRecorder,

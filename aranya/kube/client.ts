@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 import {
   AuthenticationApi,
   AuthorizationApi,

@@ -4,9 +4,9 @@
  * file, KUBECONFIG or the in-cluster service account.
  */
 import assert from "node:assert/strict";
-import { CanceledError, InvalidInputError, NotFoundError } from "../../common/errors.ts";
-import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { ROOT } from "../../e2e/paths.ts";
+import { CanceledError, InvalidInputError, NotFoundError } from "@aranya/common/errors";
+import { uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { ROOT } from "@aranya/e2e/paths";
 import { createMetrics } from "../metrics/aranya_metrics.ts";
 import {
   apiVerb,

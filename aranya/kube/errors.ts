@@ -9,7 +9,7 @@ import {
   NotFoundError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../common/errors.ts";
+} from "@aranya/common/errors";
 
 /** The HTTP status of a client-node ApiException, if `err` is one. */
 export function apiStatus(err: unknown): number | undefined {

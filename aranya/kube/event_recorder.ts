@@ -10,8 +10,8 @@
  */
 import type { CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
 import type { CoreApi } from "./apis.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { fromApiError, isNotFound } from "./errors.ts";
 
 /** The object an event is about. */

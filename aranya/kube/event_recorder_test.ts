@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { CoreV1Event } from "@kubernetes/client-node";
-import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { createLogger } from "../../common/log.ts";
+import { uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { createLogger } from "@aranya/common/log";
 import { ApiEventRecorder, type ObjectRef } from "./event_recorder.ts";
 import { testClients } from "./testing/test_clients.ts";
 

@@ -31,8 +31,8 @@
  *
  * @module
  */
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import type { KubeHttp, Query } from "./kube_http.ts";
 import { ApiError } from "./kube_http.ts";
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { V1ConfigMap } from "@kubernetes/client-node";
-import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import { Informer } from "./informer.ts";
 import { ApiError } from "./kube_http.ts";
 import { testClients } from "./testing/test_clients.ts";

@@ -28,7 +28,7 @@
  *
  * @module
  */
-import { sleep } from "../../common/backoff.ts";
+import { sleep } from "@aranya/common/backoff";
 import type { AranyaMetrics } from "../metrics/aranya_metrics.ts";
 import type { ClusterAccess } from "./kubeconfig.ts";
 import type { RateLimiter } from "./rate_limiter.ts";

@@ -18,9 +18,9 @@
  * @module
  */
 import { parse as parseYaml } from "yaml";
-import { envLookup, type EnvSource, processEnv } from "../../common/env_expand.ts";
-import { errorMessage, InvalidInputError, NotFoundError } from "../../common/errors.ts";
-import { decodeBase64Text } from "../../common/base64.ts";
+import { envLookup, type EnvSource, processEnv } from "@aranya/common/env_expand";
+import { errorMessage, InvalidInputError, NotFoundError } from "@aranya/common/errors";
+import { decodeBase64Text } from "@aranya/common/base64";
 
 /** The API server and the credentials for it. */
 export interface ClusterAccess {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { CanceledError, InvalidInputError, UnavailableError } from "../../common/errors.ts";
+import { CanceledError, InvalidInputError, UnavailableError } from "@aranya/common/errors";
 
 /** Something that hands out permission to send one request. */
 export interface RateLimiter {

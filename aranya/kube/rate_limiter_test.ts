@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CanceledError, InvalidInputError, UnavailableError } from "../../common/errors.ts";
+import { CanceledError, InvalidInputError, UnavailableError } from "@aranya/common/errors";
 import { type Clock, TokenBucket } from "./rate_limiter.ts";
 
 /** A clock moved by hand; sleepers wake when `advance` passes their deadline. */

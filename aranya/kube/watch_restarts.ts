@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { errorMessage } from "../../common/errors.ts";
-import type { Logger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import type { Logger } from "@aranya/common/log";
 
 /** What {@link WatchRestarts.keep} needs of an informer or ListWatch. */
 export interface RestartableWatch {

@@ -5,9 +5,9 @@
  * handed to a second worker, and if it was added meanwhile it is processed
  * again afterwards; failures are retried with per-key exponential back-off.
  */
-import { Backoff, type BackoffOptions } from "../../common/backoff.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { Backoff, type BackoffOptions } from "@aranya/common/backoff";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 
 /** Options for {@link WorkQueue}. */
 export interface WorkQueueOptions {

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import type { TLSSocket } from "node:tls";
-import { ForbiddenError, UnauthenticatedError } from "../../common/errors.ts";
-import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { ForbiddenError, UnauthenticatedError } from "@aranya/common/errors";
+import { uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import { KubeAuthenticator, loadClientCa } from "./authenticator.ts";
 import { SubjectAccessReviewAuthorizer } from "./authorizer.ts";
 import { testClients } from "../kube/testing/test_clients.ts";

@@ -16,8 +16,8 @@
 import { createHash } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { AuthenticationApi, CoreApi } from "../kube/apis.ts";
-import { NotFoundError, UnauthenticatedError } from "../../common/errors.ts";
-import { setBounded } from "../../common/bounded_map.ts";
+import { NotFoundError, UnauthenticatedError } from "@aranya/common/errors";
+import { setBounded } from "@aranya/common/bounded_map";
 import { fromApiError } from "../kube/errors.ts";
 
 /** An authenticated caller. */

@@ -5,7 +5,7 @@
  * for 5 minutes, denied for 30 seconds (the kubelet's defaults).
  */
 import type { AuthorizationApi } from "../kube/apis.ts";
-import { ForbiddenError } from "../../common/errors.ts";
+import { ForbiddenError } from "@aranya/common/errors";
 import { fromApiError } from "../kube/errors.ts";
 import type { UserInfo } from "./authenticator.ts";
 import type { NodeAttributes } from "./routes.ts";

@@ -7,9 +7,9 @@
  */
 import type { ServerResponse } from "node:http";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind } from "../../common/envelope.ts";
-import type { SessionClient } from "../../common/session/session_client.ts";
-import { LogsCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import { CmdKind } from "@aranya/common/envelope";
+import type { SessionClient } from "@aranya/common/session/session_client";
+import { LogsCmdSchema } from "@aranya/proto/gen/aranya/stream_pb";
 import type { LogsQuery } from "./routes.ts";
 
 /** Where the logs come from. */

@@ -7,14 +7,14 @@ import type { NodeStatsSource } from "./kubelet_server.ts";
 import { toSummary } from "./stats_summary.ts";
 import { toResourceMetrics } from "./resource_metrics.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage, ProtocolError } from "../../common/errors.ts";
-import type { SessionClient } from "../../common/session/session_client.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { errorMessage, ProtocolError } from "@aranya/common/errors";
+import type { SessionClient } from "@aranya/common/session/session_client";
 import {
   StatsGetCmdSchema,
   type StatsMsg,
   StatsMsgSchema,
-} from "../../proto/gen/aranya/stats_pb.ts";
+} from "@aranya/proto/gen/aranya/stats_pb";
 
 /** Options for {@link getDeviceStats}. */
 export interface DeviceStatsOptions {

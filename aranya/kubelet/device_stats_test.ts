@@ -6,20 +6,20 @@
  */
 import assert from "node:assert/strict";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Agent } from "../../arhat/agent/agent.ts";
-import { statsHandlers } from "../../arhat/agent/handle_stats.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
+import { Agent } from "@aranya/arhat/agent/agent";
+import { statsHandlers } from "@aranya/arhat/agent/handle_stats";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
 import {
   CanceledError,
   NotSupportedError,
   ProtocolError,
   TimeoutError,
   UnavailableError,
-} from "../../common/errors.ts";
-import { memoryLinkPair } from "../../common/memory_link.ts";
-import { SessionClient } from "../../common/session/session_client.ts";
-import { SessionServer } from "../../common/session/session_server.ts";
-import { StatsMsgSchema } from "../../proto/gen/aranya/stats_pb.ts";
+} from "@aranya/common/errors";
+import { memoryLinkPair } from "@aranya/common/memory_link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { StatsMsgSchema } from "@aranya/proto/gen/aranya/stats_pb";
 import { getDeviceStats } from "./device_stats.ts";
 import { toSummary } from "./stats_summary.ts";
 

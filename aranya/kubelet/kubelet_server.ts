@@ -28,11 +28,11 @@ import {
   InvalidInputError,
   NotFoundError,
   UnavailableError,
-} from "../../common/errors.ts";
-import { readySignal } from "../../common/lifecycle.ts";
-import { guardConnections } from "../../common/connection_guard.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import type { SessionClient } from "../../common/session/session_client.ts";
+} from "@aranya/common/errors";
+import { readySignal } from "@aranya/common/lifecycle";
+import { guardConnections } from "@aranya/common/connection_guard";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import type { SessionClient } from "@aranya/common/session/session_client";
 import type { Authenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { streamContainerLogs } from "./container_logs.ts";

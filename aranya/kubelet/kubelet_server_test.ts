@@ -8,19 +8,19 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import type { V1Pod } from "@kubernetes/client-node";
-import { UnavailableError } from "../../common/errors.ts";
-import { makeTestCerts } from "../../e2e/link/test_certs.ts";
-import { eventually } from "../../e2e/fixtures.ts";
-import { CACHE } from "../../e2e/paths.ts";
-import { freePort, freePortRange } from "../../e2e/process.ts";
+import { UnavailableError } from "@aranya/common/errors";
+import { makeTestCerts } from "@aranya/e2e/link/test_certs";
+import { eventually } from "@aranya/e2e/fixtures";
+import { CACHE } from "@aranya/e2e/paths";
+import { freePort, freePortRange } from "@aranya/e2e/process";
 import { KubeAuthenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { KubeletServer } from "./kubelet_server.ts";
-import { concatBytes } from "../../common/bytes.ts";
-import { memoryLinkPair } from "../../common/memory_link.ts";
-import { SessionClient } from "../../common/session/session_client.ts";
-import { SessionServer } from "../../common/session/session_server.ts";
-import { echoDispatcher } from "../../common/session/testing/echo_dispatcher.ts";
+import { concatBytes } from "@aranya/common/bytes";
+import { memoryLinkPair } from "@aranya/common/memory_link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { echoDispatcher } from "@aranya/common/session/testing/echo_dispatcher";
 import { dataFrame, readFrames, type SpdyFrame, SynStreamWriter } from "./testing/raw_spdy.ts";
 
 function server(opts: {

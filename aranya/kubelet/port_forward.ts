@@ -5,12 +5,12 @@
  * on the host for the virtual pod).
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind } from "../../common/envelope.ts";
-import { errorMessage } from "../../common/errors.ts";
-import type { SessionClient } from "../../common/session/session_client.ts";
-import { PortForwardCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import { CmdKind } from "@aranya/common/envelope";
+import { errorMessage } from "@aranya/common/errors";
+import type { SessionClient } from "@aranya/common/session/session_client";
+import { PortForwardCmdSchema } from "@aranya/proto/gen/aranya/stream_pb";
 import { pumpInput } from "./stream_util.ts";
-import { concatBytes } from "../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 /** Where forwarded connections go. */
 export interface ForwardTarget {

@@ -8,10 +8,10 @@
  * own exit code).
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind } from "../../common/envelope.ts";
-import { AranyaError, CanceledError, errorMessage, ExitCodeError } from "../../common/errors.ts";
-import type { SessionClient } from "../../common/session/session_client.ts";
-import { ExecCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import { CmdKind } from "@aranya/common/envelope";
+import { AranyaError, CanceledError, errorMessage, ExitCodeError } from "@aranya/common/errors";
+import type { SessionClient } from "@aranya/common/session/session_client";
+import { ExecCmdSchema } from "@aranya/proto/gen/aranya/stream_pb";
 import type { StreamQuery } from "./routes.ts";
 import { pumpInput } from "./stream_util.ts";
 

@@ -18,7 +18,7 @@
  * reaches this function. The deprecated `scrape_error` family is hidden by a
  * 1.34 kubelet and not written.
  */
-import type { StatsMsg } from "../../proto/gen/aranya/stats_pb.ts";
+import type { StatsMsg } from "@aranya/proto/gen/aranya/stats_pb";
 import { podUsage } from "./stats_summary.ts";
 
 /** The Content-Type of the body, as the kubelet sends it. */

@@ -8,7 +8,7 @@
  * `/containerLogs/{ns}/{pod}/{container}`, `/exec|attach|run/{ns}/{pod}[/{uid}]/{container}`,
  * `/portForward/{ns}/{pod}[/{uid}]`, `/logs/{path}` (a host log file).
  */
-import { InvalidInputError, NotFoundError } from "../../common/errors.ts";
+import { InvalidInputError, NotFoundError } from "@aranya/common/errors";
 
 /** Options of an exec or attach (kubelet query parameters). */
 export interface StreamQuery {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, NotFoundError } from "../../common/errors.ts";
+import { InvalidInputError, NotFoundError } from "@aranya/common/errors";
 import { nodeAttributes, parseRoute } from "./routes.ts";
 
 const u = (p: string) => new URL(p, "https://kubelet");

@@ -35,7 +35,7 @@ import type { CertificatesApi } from "../kube/apis.ts";
 import { Buffer } from "node:buffer";
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
-import { Backoff, sleep } from "../../common/backoff.ts";
+import { Backoff, sleep } from "@aranya/common/backoff";
 import {
   CanceledError,
   errorMessage,
@@ -44,12 +44,12 @@ import {
   InvalidInputError,
   NotFoundError,
   TimeoutError,
-} from "../../common/errors.ts";
-import { readySignal } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+} from "@aranya/common/errors";
+import { readySignal } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { type KubeClients, withSignal } from "../kube/client.ts";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
-import { decodeBase64Text } from "../../common/base64.ts";
+import { decodeBase64Text } from "@aranya/common/base64";
 
 /** A private key and its certificate (chain), both PEM; what a TLS server is configured with. */
 export interface KeyCert {

@@ -21,11 +21,11 @@ import { X509Certificate } from "node:crypto";
 import https from "node:https";
 import tls from "node:tls";
 import type { CertificatesApi } from "../kube/apis.ts";
-import { createLogger } from "../../common/log.ts";
-import { ARANYA_E2E_DIR, aranyaKubeconfig } from "../../e2e/aranya_harness.ts";
-import { type ClusterHandle, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { CACHE, ensureDir, exists } from "../../e2e/paths.ts";
-import { run } from "../../e2e/process.ts";
+import { createLogger } from "@aranya/common/log";
+import { ARANYA_E2E_DIR, aranyaKubeconfig } from "@aranya/e2e/aranya_harness";
+import { type ClusterHandle, eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { CACHE, ensureDir, exists } from "@aranya/e2e/paths";
+import { run } from "@aranya/e2e/process";
 import { loadKubeConfig, makeKubeClients } from "../kube/client.ts";
 import { TokenBucket } from "../kube/rate_limiter.ts";
 import {

@@ -26,7 +26,7 @@ import {
   type SpdyStream,
 } from "../connectivity/grpc/spdy_patches.ts";
 import { type CommandChannels, type CommandStatus, errorStatus } from "./remote_command.ts";
-import { TimeoutError } from "../../common/errors.ts";
+import { TimeoutError } from "@aranya/common/errors";
 import type { StreamQuery } from "./routes.ts";
 import type { ForwardChannel } from "./port_forward.ts";
 import { IdleTimer, jsonLines, type StreamUpgrade } from "./stream_util.ts";

@@ -20,7 +20,7 @@ import type {
   MemoryStats,
   PodStats,
   StatsMsg,
-} from "../../proto/gen/aranya/stats_pb.ts";
+} from "@aranya/proto/gen/aranya/stats_pb";
 
 /** `CPUStats`. */
 export interface SummaryCpuStats {

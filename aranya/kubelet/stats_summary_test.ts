@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { StatsMsgSchema } from "../../proto/gen/aranya/stats_pb.ts";
+import { StatsMsgSchema } from "@aranya/proto/gen/aranya/stats_pb";
 import { podUsage, rfc3339, toSummary } from "./stats_summary.ts";
 
 /** 2021-06-22T21:11:18.302Z */

@@ -1,8 +1,8 @@
 /** Small pieces shared by the streaming transports (SPDY and WebSocket). */
 import type { Buffer } from "node:buffer";
 import type { Duplex } from "node:stream";
-import type { Logger } from "../../common/log.ts";
-import type { StreamSession } from "../../common/session/session_client.ts";
+import type { Logger } from "@aranya/common/log";
+import type { StreamSession } from "@aranya/common/session/session_client";
 import type { TerminalSize } from "./remote_command.ts";
 
 /** Timeouts of streaming connections. */

@@ -17,7 +17,7 @@ import type { Buffer } from "node:buffer";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { type WebSocket, WebSocketServer } from "ws";
-import { concatBytes } from "../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 import type { CommandChannels, CommandStatus } from "./remote_command.ts";
 import type { ForwardChannel } from "./port_forward.ts";
 import type { StreamQuery } from "./routes.ts";

@@ -10,9 +10,9 @@
  *
  * @module
  */
-import { errorMessage } from "../../common/errors.ts";
-import { readySignal, type Runnable } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { readySignal, type Runnable } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
 
 /** What /readyz reports. */
 export type Readiness = { ready: true } | { ready: false; reason: string };

@@ -20,7 +20,7 @@ import {
   ContainerStatus_State,
   type PodStatusMsg,
   PodStatusMsg_Phase,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 
 /** A pod condition as JSON. */
 export interface PodConditionJson {

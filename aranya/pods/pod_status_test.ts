@@ -5,7 +5,7 @@ import {
   ContainerStatus_State,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import { podStatusFrom, statusChanged } from "./pod_status.ts";
 
 const pod: V1Pod = {

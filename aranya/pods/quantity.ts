@@ -6,7 +6,7 @@
  * a signed decimal, then an optional binary suffix (Ki..Ei), decimal suffix
  * (n, u, m, k, M, G, T, P, E) or decimal exponent (e3, E-2).
  */
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 
 const BINARY: Record<string, number> = {
   Ki: 2 ** 10,

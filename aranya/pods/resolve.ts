@@ -39,9 +39,9 @@ import type {
   V1TCPSocketAction,
   V1Volume,
 } from "@kubernetes/client-node";
-import { sha256Hex } from "../../common/digest.ts";
-import { InvalidInputError } from "../../common/errors.ts";
-import { stableJson } from "../../common/stable_json.ts";
+import { sha256Hex } from "@aranya/common/digest";
+import { InvalidInputError } from "@aranya/common/errors";
+import { stableJson } from "@aranya/common/stable_json";
 import {
   type ContainerSpec,
   ContainerSpecSchema,
@@ -58,10 +58,10 @@ import {
   type VolumeFile,
   VolumeFileSchema,
   VolumeSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import { parseQuantity } from "./quantity.ts";
 import { serviceEnv } from "./service_env.ts";
-import { decodeBase64 } from "../../common/base64.ts";
+import { decodeBase64 } from "@aranya/common/base64";
 
 /** A pod cannot be started because something it references is missing or invalid. */
 export class PodConfigError extends InvalidInputError {

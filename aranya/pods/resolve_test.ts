@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { V1ConfigMap, V1Pod, V1Secret } from "@kubernetes/client-node";
-import { PullPolicy, RestartPolicy } from "../../proto/gen/aranya/pod_pb.ts";
+import { PullPolicy, RestartPolicy } from "@aranya/proto/gen/aranya/pod_pb";
 import {
   expand,
   PodConfigError,

@@ -29,7 +29,7 @@ import {
   type PodStatusMsg,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import { type PodStatusContext, podStatusFrom, type PodStatusJson } from "./pod_status.ts";
 
 /** Reason of a container whose end is not known when its pod terminated (the kubelet's). */

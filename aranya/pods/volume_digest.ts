@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { sha256Hex } from "../../common/digest.ts";
-import type { PodEnsureCmd } from "../../proto/gen/aranya/pod_pb.ts";
+import { sha256Hex } from "@aranya/common/digest";
+import type { PodEnsureCmd } from "@aranya/proto/gen/aranya/pod_pb";
 
 /** Digest of `cmd`'s volumes. */
 export function volumeDigest(cmd: Pick<PodEnsureCmd, "volumes">): string {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { PodEnsureCmdSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { volumeDigest } from "./volume_digest.ts";
 
 const enc = new TextEncoder();

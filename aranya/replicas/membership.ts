@@ -24,10 +24,10 @@
  */
 import type { V1Lease } from "@kubernetes/client-node";
 import { type CoordinationApi, microTime } from "../kube/apis.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { readySignal, type Runnable } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { sleep } from "../../common/backoff.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { readySignal, type Runnable } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { sleep } from "@aranya/common/backoff";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import { Informer } from "../kube/informer.ts";
 import type { KubeHttp } from "../kube/kube_http.ts";

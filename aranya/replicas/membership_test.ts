@@ -6,7 +6,7 @@
  * stops owning anything at its renew deadline.
  */
 import assert from "node:assert/strict";
-import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import { LABEL_MEMBERSHIP, LeaseMembership, ownerOf, StaticMembership } from "./membership.ts";
 import { testClients } from "../kube/testing/test_clients.ts";
 

@@ -19,8 +19,8 @@
  */
 import type { V1Lease } from "@kubernetes/client-node";
 import { type CoordinationApi, type CoreApi, microTime } from "../kube/apis.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { apiStatus, fromApiError, isNotFound } from "../kube/errors.ts";
 import type { Membership } from "./membership.ts";
 

@@ -7,7 +7,7 @@
  * when the members change, not only at its re-read; no Node, no Lease.
  */
 import assert from "node:assert/strict";
-import { uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import type { Membership } from "./membership.ts";
 import { NODE_LEASE_NAMESPACE, NodeLease } from "./node_lease.ts";
 import { testClients } from "../kube/testing/test_clients.ts";

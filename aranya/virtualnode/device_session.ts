@@ -35,19 +35,19 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { V1Node, V1Pod, V1PodStatus } from "@kubernetes/client-node";
 import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../kube/apis.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { type AranyaError, errorMessage } from "../../common/errors.ts";
-import { deferred } from "../../common/deferred.ts";
-import type { Link, LinkCloseInfo } from "../../common/link.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { nodeStatusKey } from "../../common/node_status_key.ts";
-import { SessionClient } from "../../common/session/session_client.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { type AranyaError, errorMessage } from "@aranya/common/errors";
+import { deferred } from "@aranya/common/deferred";
+import type { Link, LinkCloseInfo } from "@aranya/common/link";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { nodeStatusKey } from "@aranya/common/node_status_key";
+import { SessionClient } from "@aranya/common/session/session_client";
 import {
   NodeInfoGetCmd_Kind,
   NodeInfoGetCmdSchema,
   type NodeStatusMsg,
   NodeStatusMsgSchema,
-} from "../../proto/gen/aranya/node_pb.ts";
+} from "@aranya/proto/gen/aranya/node_pb";
 import {
   connectedStatus,
   disconnectedStatus as edgeDeviceDisconnected,

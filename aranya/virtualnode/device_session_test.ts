@@ -26,26 +26,26 @@ import { WebSocketLinkServer } from "../connectivity/websocket/ws_link_server.ts
 import { EdgeDeviceController } from "../edgedevice/controller.ts";
 import { type EdgeDevice, VIRTUAL_IMAGE } from "../edgedevice/types.ts";
 import { ApiEventRecorder } from "../kube/event_recorder.ts";
-import { arhatDeviceYaml, waitDeviceToken, websocketMethod } from "../../e2e/edge_fixtures.ts";
-import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
-import { testTls } from "../../e2e/link/test_tls.ts";
-import { ROOT } from "../../e2e/paths.ts";
-import { freePort, sleep } from "../../e2e/process.ts";
-import { kill, spawnArhat } from "../../e2e/arhat_harness.ts";
+import { arhatDeviceYaml, waitDeviceToken, websocketMethod } from "@aranya/e2e/edge_fixtures";
+import { applyCrds, eventually, uniqueName, useCluster, useServices } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { ROOT } from "@aranya/e2e/paths";
+import { freePort, sleep } from "@aranya/e2e/process";
+import { kill, spawnArhat } from "@aranya/e2e/arhat_harness";
 import { DeviceSession, type WriteKind } from "./device_session.ts";
 import { StaticMembership } from "../replicas/membership.ts";
 import { NodeLease } from "../replicas/node_lease.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { MsgKind } from "../../common/envelope.ts";
-import { memoryLinkPair } from "../../common/memory_link.ts";
-import { SessionServer } from "../../common/session/session_server.ts";
+import { MsgKind } from "@aranya/common/envelope";
+import { memoryLinkPair } from "@aranya/common/memory_link";
+import { SessionServer } from "@aranya/common/session/session_server";
 import {
   NodeCondition_Status,
   type NodeStatusMsg,
   NodeStatusMsgSchema,
-} from "../../proto/gen/aranya/node_pb.ts";
-import { Agent } from "../../arhat/agent/agent.ts";
-import { nodeHandlers } from "../../arhat/agent/handle_node.ts";
+} from "@aranya/proto/gen/aranya/node_pb";
+import { Agent } from "@aranya/arhat/agent/agent";
+import { nodeHandlers } from "@aranya/arhat/agent/handle_node";
 import { testClients } from "../kube/testing/test_clients.ts";
 
 interface Condition {

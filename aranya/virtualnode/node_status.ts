@@ -1,6 +1,6 @@
 /** Turns the device's NodeStatusMsg into the Node's status (pure). */
 import type { V1NodeCondition, V1NodeStatus } from "@kubernetes/client-node";
-import { NodeCondition_Status, type NodeStatusMsg } from "../../proto/gen/aranya/node_pb.ts";
+import { NodeCondition_Status, type NodeStatusMsg } from "@aranya/proto/gen/aranya/node_pb";
 import { type AgentInfo, REASON_DISCONNECTED } from "../edgedevice/types.ts";
 
 /** Reason of Ready=False when the device's link is gone. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { NodeCondition_Status, NodeStatusMsgSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { NodeCondition_Status, NodeStatusMsgSchema } from "@aranya/proto/gen/aranya/node_pb";
 import {
   agentInfoFrom,
   disconnectedStatus,

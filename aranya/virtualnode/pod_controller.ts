@@ -78,12 +78,12 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { V1Namespace, V1Pod, V1Service } from "@kubernetes/client-node";
 import type { CoreApi } from "../kube/apis.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage, isKind } from "../../common/errors.ts";
-import { stableJson } from "../../common/stable_json.ts";
-import { readySignal } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import type { Reply, SessionClient } from "../../common/session/session_client.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { errorMessage, isKind } from "@aranya/common/errors";
+import { stableJson } from "@aranya/common/stable_json";
+import { readySignal } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import type { Reply, SessionClient } from "@aranya/common/session/session_client";
 import {
   PodDeleteCmdSchema,
   PodEnsureCmdSchema,
@@ -92,7 +92,7 @@ import {
   type PodStatusMsg,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { EdgeDirectory } from "../edgedevice/controller.ts";
 import { namespaceRefusal, tenancyKey } from "../edgedevice/tenancy.ts";
 import type { EdgeDevice } from "../edgedevice/types.ts";

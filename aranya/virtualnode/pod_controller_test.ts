@@ -20,15 +20,15 @@ import {
   waitDeviceToken,
   waitNodeReady,
   websocketMethod,
-} from "../../e2e/edge_fixtures.ts";
-import { applyCrds, eventually, uniqueName, useCluster, useServices } from "../../e2e/fixtures.ts";
-import { testTls } from "../../e2e/link/test_tls.ts";
-import { ROOT } from "../../e2e/paths.ts";
-import { freePort } from "../../e2e/process.ts";
-import { type ArhatProc, kill, spawnArhat } from "../../e2e/arhat_harness.ts";
-import { EngineClient } from "../../e2e/services/engine_client.ts";
-import { sampleWorkload } from "../../e2e/samples.ts";
-import { createLogger } from "../../common/log.ts";
+} from "@aranya/e2e/edge_fixtures";
+import { applyCrds, eventually, uniqueName, useCluster, useServices } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { ROOT } from "@aranya/e2e/paths";
+import { freePort } from "@aranya/e2e/process";
+import { type ArhatProc, kill, spawnArhat } from "@aranya/e2e/arhat_harness";
+import { EngineClient } from "@aranya/e2e/services/engine_client";
+import { sampleWorkload } from "@aranya/e2e/samples";
+import { createLogger } from "@aranya/common/log";
 import { onlyReplicaSession } from "./testing/only_replica_session.ts";
 import { PodController } from "./pod_controller.ts";
 import { testClients } from "../kube/testing/test_clients.ts";

@@ -19,11 +19,11 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { sleep } from "../../e2e/process.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { createLogger } from "../../common/log.ts";
-import type { Reply, SessionClient } from "../../common/session/session_client.ts";
+import { eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { sleep } from "@aranya/e2e/process";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { createLogger } from "@aranya/common/log";
+import type { Reply, SessionClient } from "@aranya/common/session/session_client";
 import {
   ContainerStatus_State,
   PodDeleteCmdSchema,
@@ -32,7 +32,7 @@ import {
   PodStatusListMsgSchema,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { EdgeDirectory } from "../edgedevice/controller.ts";
 import type { EdgeDevice } from "../edgedevice/types.ts";
 import { PodController } from "./pod_controller.ts";

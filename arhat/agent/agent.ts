@@ -3,12 +3,12 @@
  * file (`handle_*.ts`). Kinds without an entry are answered "not supported" by
  * the session layer.
  */
-import type { CmdKind } from "../../common/envelope.ts";
+import type { CmdKind } from "@aranya/common/envelope";
 import type {
   Dispatcher,
   StreamHandler,
   UnaryHandler,
-} from "../../common/session/session_server.ts";
+} from "@aranya/common/session/session_server";
 
 /** A handler for one command kind. */
 export type Handler = { unary: UnaryHandler } | { stream: StreamHandler };

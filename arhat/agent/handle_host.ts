@@ -8,11 +8,11 @@
  * set may start), so the config switch, not the permission set, is the gate.
  * A terminal (tty) is not available: Deno cannot allocate a pseudo-terminal.
  */
-import { ForbiddenError, InvalidInputError, NotSupportedError } from "../../common/errors.ts";
-import type { StreamContext } from "../../common/session/session_server.ts";
-import type { ExecCmd } from "../../proto/gen/aranya/stream_pb.ts";
+import { ForbiddenError, InvalidInputError, NotSupportedError } from "@aranya/common/errors";
+import type { StreamContext } from "@aranya/common/session/session_server";
+import type { ExecCmd } from "@aranya/proto/gen/aranya/stream_pb";
 import { spliceTcp } from "./tcp_splice.ts";
-import { shellQuote } from "../../common/shell_quote.ts";
+import { shellQuote } from "@aranya/common/shell_quote";
 
 /** What host management may do (arhat config `host`). */
 export interface HostPolicy {

@@ -1,12 +1,12 @@
 /** Image commands: CMD_IMAGE_ENSURE -> MSG_IMAGE_STATUS_LIST (one status per image, errors included). */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage } from "../../common/errors.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { errorMessage } from "@aranya/common/errors";
 import {
   ImageEnsureCmdSchema,
   ImageStatusListMsgSchema,
   PullPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
 import type { Handler } from "./agent.ts";
 import { decodePayload } from "./decode.ts";

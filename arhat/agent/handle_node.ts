@@ -1,7 +1,7 @@
 /** Node commands: CMD_NODE_INFO_GET -> MSG_NODE_STATUS. */
 import { fromBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { NodeInfoGetCmd_Kind, NodeInfoGetCmdSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { NodeInfoGetCmd_Kind, NodeInfoGetCmdSchema } from "@aranya/proto/gen/aranya/node_pb";
 import type { Handler } from "./agent.ts";
 
 /** Produces the encoded NodeStatusMsg ("all" includes system info). */

@@ -1,14 +1,14 @@
 /** Pod commands: ensure, delete, list (CMD_POD_*). */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { InvalidInputError } from "../../common/errors.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { InvalidInputError } from "@aranya/common/errors";
 import {
   PodDeleteCmdSchema,
   PodEnsureCmdSchema,
   PodListCmdSchema,
   PodStatusListMsgSchema,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { PodManager } from "../pods/pod_manager.ts";
 import type { PodStatusInit } from "../pods/pod_status.ts";
 import type { Handler } from "./agent.ts";

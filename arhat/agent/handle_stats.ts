@@ -9,13 +9,13 @@
  * container instance.
  */
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import {
   type CpuStatsSchema,
   StatsGetCmdSchema,
   StatsMsgSchema,
-} from "../../proto/gen/aranya/stats_pb.ts";
+} from "@aranya/proto/gen/aranya/stats_pb";
 import { CpuRateTracker } from "../node/cpu_rate.ts";
 import { readNodeStats } from "../node/node_stats.ts";
 import type { SystemProbe } from "../node/system_probe.ts";

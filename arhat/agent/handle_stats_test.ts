@@ -6,19 +6,19 @@
  */
 import assert from "node:assert/strict";
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { InvalidInputError } from "../../common/errors.ts";
-import { memoryLinkPair } from "../../common/memory_link.ts";
-import { SessionClient } from "../../common/session/session_client.ts";
-import { SessionServer } from "../../common/session/session_server.ts";
-import { eventually, useServices } from "../../e2e/fixtures.ts";
-import { CACHE } from "../../e2e/paths.ts";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { InvalidInputError } from "@aranya/common/errors";
+import { memoryLinkPair } from "@aranya/common/memory_link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { eventually, useServices } from "@aranya/e2e/fixtures";
+import { CACHE } from "@aranya/e2e/paths";
 import {
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
-import { type StatsMsg, StatsMsgSchema } from "../../proto/gen/aranya/stats_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
+import { type StatsMsg, StatsMsgSchema } from "@aranya/proto/gen/aranya/stats_pb";
 import { PodManager } from "../pods/pod_manager.ts";
 import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
 import { Agent } from "./agent.ts";

@@ -14,14 +14,14 @@
  * arhat (which Deno cannot make), and the infra image (busybox by default)
  * provides `nc`.
  */
-import { CmdKind } from "../../common/envelope.ts";
-import { errorMessage, InvalidInputError, UnavailableError } from "../../common/errors.ts";
-import type { StreamContext } from "../../common/session/session_server.ts";
+import { CmdKind } from "@aranya/common/envelope";
+import { errorMessage, InvalidInputError, UnavailableError } from "@aranya/common/errors";
+import type { StreamContext } from "@aranya/common/session/session_server";
 import {
   ExecCmdSchema,
   LogsCmdSchema,
   PortForwardCmdSchema,
-} from "../../proto/gen/aranya/stream_pb.ts";
+} from "@aranya/proto/gen/aranya/stream_pb";
 import type { PodManager } from "../pods/pod_manager.ts";
 import type { ContainerRuntime, OutputChunk, StreamHandle } from "../runtime/runtime.ts";
 import type { Handler } from "./agent.ts";

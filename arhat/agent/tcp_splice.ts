@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { StreamContext } from "../../common/session/session_server.ts";
+import type { StreamContext } from "@aranya/common/session/session_server";
 
 /**
  * Copies both ways until the peer ends (or resets) the connection or the

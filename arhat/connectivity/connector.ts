@@ -6,11 +6,11 @@
  * already connected elsewhere) is retried too, but logged as an error: an
  * operator has to act.
  */
-import { Backoff, type BackoffOptions, sleep } from "../../common/backoff.ts";
-import { errorMessage, isKind } from "../../common/errors.ts";
-import type { Link, LinkDialer } from "../../common/link.ts";
-import { readySignal } from "../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { Backoff, type BackoffOptions, sleep } from "@aranya/common/backoff";
+import { errorMessage, isKind } from "@aranya/common/errors";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import { readySignal } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
 
 /** One transport to try. */
 export interface ConnectorMethod {

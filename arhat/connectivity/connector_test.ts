@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { UnavailableError } from "../../common/errors.ts";
-import type { Link, LinkDialer } from "../../common/link.ts";
-import { memoryLinkPair } from "../../common/memory_link.ts";
+import { UnavailableError } from "@aranya/common/errors";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import { memoryLinkPair } from "@aranya/common/memory_link";
 import { Connector } from "./connector.ts";
 
 function fakeDialer(name: string, outcomes: ("ok" | "fail")[]): LinkDialer & { calls: number } {

@@ -3,9 +3,9 @@
  * are read at every dial, so a rotated token or certificate is picked up on
  * the next reconnect without restarting arhat.
  */
-import { InvalidInputError } from "../../common/errors.ts";
-import type { Link, LinkDialer } from "../../common/link.ts";
-import type { Logger } from "../../common/log.ts";
+import { InvalidInputError } from "@aranya/common/errors";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import type { Logger } from "@aranya/common/log";
 import type { ConnectivityMethodConfig, TlsFiles } from "../config.ts";
 
 async function readIf(path: string | undefined): Promise<string | undefined> {

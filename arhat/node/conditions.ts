@@ -8,7 +8,7 @@
  * (Kubernetes "Unknown"); the message then says why.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { NodeCondition_Status, type NodeConditionSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { NodeCondition_Status, type NodeConditionSchema } from "@aranya/proto/gen/aranya/node_pb";
 
 /** A condition ready to be put into a `NodeStatusMsg`. */
 export type NodeConditionInit = MessageInitShape<typeof NodeConditionSchema> & {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { NodeCondition_Status as S } from "../../proto/gen/aranya/node_pb.ts";
+import { NodeCondition_Status as S } from "@aranya/proto/gen/aranya/node_pb";
 import {
   DEFAULT_THRESHOLDS,
   evaluateNodeConditions,

@@ -17,14 +17,14 @@
  * itself never fails.
  */
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { errorMessage, NotFoundError } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage, NotFoundError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import {
   type NodeResourcesSchema,
   type NodeStatusMsg,
   NodeStatusMsgSchema,
   type NodeSystemInfoSchema,
-} from "../../proto/gen/aranya/node_pb.ts";
+} from "@aranya/proto/gen/aranya/node_pb";
 import {
   DEFAULT_THRESHOLDS,
   evaluateNodeConditions,

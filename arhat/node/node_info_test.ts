@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { fromBinary } from "@bufbuild/protobuf";
-import { NotSupportedError } from "../../common/errors.ts";
-import { createLogger } from "../../common/log.ts";
-import { NodeCondition_Status as S, NodeStatusMsgSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { NotSupportedError } from "@aranya/common/errors";
+import { createLogger } from "@aranya/common/log";
+import { NodeCondition_Status as S, NodeStatusMsgSchema } from "@aranya/proto/gen/aranya/node_pb";
 import { osImageFromOsRelease } from "./host_parsers.ts";
 import { collectNodeStatus, encodeNodeStatus } from "./node_info.ts";
 import { createSystemProbe, type SystemProbe } from "./system_probe.ts";

@@ -20,7 +20,7 @@
  * Anything that cannot be read is left out of the result (and named in
  * `problems`); collection itself never fails.
  */
-import { errorMessage } from "../../common/errors.ts";
+import { errorMessage } from "@aranya/common/errors";
 import { createSystemProbe, type SystemProbe } from "./system_probe.ts";
 
 /** Nanoseconds per jiffy at USER_HZ 100. */

@@ -16,10 +16,10 @@
  * check.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { errorMessage } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { nodeStatusKey } from "../../common/node_status_key.ts";
-import { type NodeStatusMsg, NodeStatusMsgSchema } from "../../proto/gen/aranya/node_pb.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { nodeStatusKey } from "@aranya/common/node_status_key";
+import { type NodeStatusMsg, NodeStatusMsgSchema } from "@aranya/proto/gen/aranya/node_pb";
 
 /**
  * Default ceiling: unchanged status is sent again after an hour. A push is

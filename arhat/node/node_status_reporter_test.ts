@@ -5,9 +5,9 @@ import {
   NodeCondition_Status,
   type NodeStatusMsg,
   NodeStatusMsgSchema,
-} from "../../proto/gen/aranya/node_pb.ts";
-import { UnavailableError } from "../../common/errors.ts";
-import { nodeStatusKey } from "../../common/node_status_key.ts";
+} from "@aranya/proto/gen/aranya/node_pb";
+import { UnavailableError } from "@aranya/common/errors";
+import { nodeStatusKey } from "@aranya/common/node_status_key";
 import { NodeStatusReporter } from "./node_status_reporter.ts";
 
 const MIN = 60_000;

@@ -13,7 +13,7 @@
  * first because `node:fs` loads Deno's Node compatibility layer, about 2 MB of
  * arhat's memory for its life, for one number every 30 s.
  */
-import { NotSupportedError } from "../../common/errors.ts";
+import { NotSupportedError } from "@aranya/common/errors";
 import { type DiskUsage, parseDfOutput } from "./host_parsers.ts";
 
 /** What a finished subprocess printed. */

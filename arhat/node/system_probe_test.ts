@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { NotSupportedError } from "../../common/errors.ts";
+import { NotSupportedError } from "@aranya/common/errors";
 import { parseDfOutput, parseLoadavg } from "./host_parsers.ts";
 import { type CommandRunner, createSystemProbe, nodeStatFs } from "./system_probe.ts";
 import { permittedRunner } from "./testing/sh_runner.ts";

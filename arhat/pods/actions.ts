@@ -15,14 +15,14 @@
  * user can act on. Nothing here keeps state between calls.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { sleep } from "../../common/backoff.ts";
-import { concatBytes } from "../../common/bytes.ts";
-import { errorMessage } from "../../common/errors.ts";
+import { sleep } from "@aranya/common/backoff";
+import { concatBytes } from "@aranya/common/bytes";
+import { errorMessage } from "@aranya/common/errors";
 import {
   HealthCheckRequestSchema,
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
-} from "../../proto/gen/aranya/health_pb.ts";
+} from "@aranya/proto/gen/aranya/health_pb";
 import type {
   ExecAction,
   GrpcAction,
@@ -30,7 +30,7 @@ import type {
   LifecycleHandler,
   Probe,
   TcpSocketAction,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
 
 /** The outcome of one action. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { HttpGetActionSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { HttpGetActionSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
 import { runAction } from "./actions.ts";
 

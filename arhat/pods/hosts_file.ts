@@ -12,7 +12,7 @@
  * The file is rewritten in place (same inode), so containers that mounted it
  * earlier see the current content.
  */
-import type { PodEnsureCmd } from "../../proto/gen/aranya/pod_pb.ts";
+import type { PodEnsureCmd } from "@aranya/proto/gen/aranya/pod_pb";
 import { podDir } from "./volumes.ts";
 
 const MANAGED = "# Kubernetes-managed hosts file.";

@@ -12,7 +12,7 @@ import {
   HealthCheckRequestSchema,
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
-} from "../../proto/gen/aranya/health_pb.ts";
+} from "@aranya/proto/gen/aranya/health_pb";
 import {
   type ContainerStatus,
   ContainerStatus_State,
@@ -20,10 +20,10 @@ import {
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
-import { eventually, useServices } from "../../e2e/fixtures.ts";
-import { CACHE } from "../../e2e/paths.ts";
-import { EngineClient } from "../../e2e/services/mod.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
+import { eventually, useServices } from "@aranya/e2e/fixtures";
+import { CACHE } from "@aranya/e2e/paths";
+import { EngineClient } from "@aranya/e2e/services/mod";
 import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
 import { PodManager } from "./pod_manager.ts";
 import { execText } from "./testing/exec_text.ts";

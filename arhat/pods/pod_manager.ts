@@ -28,17 +28,17 @@
  * desired pod and runs one pass; `run` repeats passes for every desired pod and
  * reports status changes through `onStatus`.
  */
-import { Backoff, type BackoffOptions, sleep } from "../../common/backoff.ts";
-import { errorMessage, InvalidInputError, isKind, NotFoundError } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { readySignal } from "../../common/lifecycle.ts";
+import { Backoff, type BackoffOptions, sleep } from "@aranya/common/backoff";
+import { errorMessage, InvalidInputError, isKind, NotFoundError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { readySignal } from "@aranya/common/lifecycle";
 import {
   type ContainerSpec as WireContainer,
   type PodEnsureCmd,
   PodStatusMsg_Phase,
   PullPolicy,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type {
   ContainerInfo,
   ContainerRuntime,

@@ -11,10 +11,10 @@ import {
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
-import { eventually, useServices } from "../../e2e/fixtures.ts";
-import { CACHE } from "../../e2e/paths.ts";
-import { registryImage, TEST_IMAGE_TAG } from "../../e2e/services/mod.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
+import { eventually, useServices } from "@aranya/e2e/fixtures";
+import { CACHE } from "@aranya/e2e/paths";
+import { registryImage, TEST_IMAGE_TAG } from "@aranya/e2e/services/mod";
 import { DockerRuntime } from "../runtime/docker/docker_runtime.ts";
 import { LABEL_POD_UID } from "./labels.ts";
 import { PodManager } from "./pod_manager.ts";

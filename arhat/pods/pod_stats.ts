@@ -10,8 +10,8 @@
  * pods with at least one are returned. The infra container is not a
  * Kubernetes container and is left out, as the kubelet leaves out the sandbox.
  */
-import { errorMessage, isKind } from "../../common/errors.ts";
-import { ContainerStatus_State } from "../../proto/gen/aranya/pod_pb.ts";
+import { errorMessage, isKind } from "@aranya/common/errors";
+import { ContainerStatus_State } from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime, ContainerStats } from "../runtime/runtime.ts";
 import type { PodManager } from "./pod_manager.ts";
 

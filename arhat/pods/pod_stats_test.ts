@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, NotFoundError, UnavailableError } from "../../common/errors.ts";
-import { ContainerStatus_State, PodStatusMsg_Phase } from "../../proto/gen/aranya/pod_pb.ts";
+import { InvalidInputError, NotFoundError, UnavailableError } from "@aranya/common/errors";
+import { ContainerStatus_State, PodStatusMsg_Phase } from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerStats } from "../runtime/runtime.ts";
 import { readPodStats } from "./pod_stats.ts";
 import type { ContainerStatusInit, PodStatusInit } from "./pod_status.ts";

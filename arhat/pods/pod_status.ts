@@ -13,7 +13,7 @@ import {
   type PodStatusMsg,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerInfo } from "../runtime/runtime.ts";
 import {
   INFRA_CONTAINER,

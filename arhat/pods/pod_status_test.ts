@@ -3,7 +3,7 @@ import {
   ContainerStatus_State,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerInfo } from "../runtime/runtime.ts";
 import { computePodStatus } from "./pod_status.ts";
 

@@ -17,11 +17,11 @@
  * giving the same answer costs no link traffic. Workers belong to one
  * container instance (engine id); a restarted container gets new ones.
  */
-import type { Logger } from "../../common/log.ts";
-import { nullLogger } from "../../common/log.ts";
-import type { ContainerSpec as WireContainer, Probe } from "../../proto/gen/aranya/pod_pb.ts";
+import type { Logger } from "@aranya/common/log";
+import { nullLogger } from "@aranya/common/log";
+import type { ContainerSpec as WireContainer, Probe } from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime } from "../runtime/runtime.ts";
-import { sleep } from "../../common/backoff.ts";
+import { sleep } from "@aranya/common/backoff";
 import { runAction } from "./actions.ts";
 
 /** Which probe. */

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { ContainerSpecSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { ContainerSpecSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import type { ContainerRuntime, OutputChunk, StreamHandle } from "../runtime/runtime.ts";
 import { type ProbeFailure, Prober, probeTiming } from "./prober.ts";
 

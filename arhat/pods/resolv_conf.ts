@@ -9,7 +9,7 @@
  * Nothing is written for hostNetwork pods (they use the device's own file)
  * nor for pods without any DNS setting (the engine's default applies).
  */
-import type { PodEnsureCmd } from "../../proto/gen/aranya/pod_pb.ts";
+import type { PodEnsureCmd } from "@aranya/proto/gen/aranya/pod_pb";
 import { podDir } from "./volumes.ts";
 
 /** The file's text for the pod's DNS settings; undefined when there are none. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { PodEnsureCmdSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { renderResolvConf } from "./resolv_conf.ts";
 
 Deno.test("renderResolvConf writes name servers, search domains and options; nothing without", () => {

@@ -6,7 +6,7 @@
  * its message. With the FallbackToLogsOnError policy, a failed instance that
  * wrote nothing gets the tail of its logs instead (80 lines, at most 2 KiB).
  */
-import { concatBytes } from "../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 import type { ContainerInfo, ContainerRuntime } from "../runtime/runtime.ts";
 import { podDir } from "./volumes.ts";
 

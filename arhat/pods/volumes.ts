@@ -17,8 +17,8 @@
  * instead, for whole-volume atomicity; Deno allows creating symlinks only with
  * unscoped permissions, which arhat does not have.)
  */
-import { InvalidInputError } from "../../common/errors.ts";
-import type { Volume, VolumeFile } from "../../proto/gen/aranya/pod_pb.ts";
+import { InvalidInputError } from "@aranya/common/errors";
+import type { Volume, VolumeFile } from "@aranya/proto/gen/aranya/pod_pb";
 
 /** Where a pod's volumes live. */
 export function podDir(stateDir: string, uid: string): string {

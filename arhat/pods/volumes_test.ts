@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { VolumeSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { VolumeSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { ensureSubPath, prepareHostPath, writeVolumes } from "./volumes.ts";
-import { CACHE } from "../../e2e/paths.ts";
+import { CACHE } from "@aranya/e2e/paths";
 
 async function cacheDir(): Promise<string> {
   await Deno.mkdir(`${CACHE}/tmp`, { recursive: true });

@@ -4,7 +4,7 @@
  * UTF-8 byte, so names never contain `/`, never start with `.` and never
  * collide for different keys.
  */
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 
 const SAFE = /^[A-Za-z0-9_-]$/;
 /** Longest encoded key, leaving room for prefixes and suffixes within 255 bytes. */

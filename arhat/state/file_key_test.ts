@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 import { encodeFileKey } from "./file_key.ts";
 
 Deno.test("encodeFileKey() keeps uids and escapes everything else", () => {

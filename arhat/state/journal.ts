@@ -14,9 +14,9 @@
  * one on disk. Not safe for two processes on the same directory.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { errorMessage, InvalidInputError } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { PodEnsureCmdSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { errorMessage, InvalidInputError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { isTempFileName, removeFileDurable, syncDir, writeFileAtomic } from "./atomic_file.ts";
 import { encodeFileKey } from "./file_key.ts";
 import { quarantine } from "./quarantine.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { InvalidInputError } from "../../common/errors.ts";
-import { createLogger } from "../../common/log.ts";
-import { PodEnsureCmdSchema } from "../../proto/gen/aranya/pod_pb.ts";
+import { InvalidInputError } from "@aranya/common/errors";
+import { createLogger } from "@aranya/common/log";
+import { PodEnsureCmdSchema } from "@aranya/proto/gen/aranya/pod_pb";
 import { PodJournal } from "./journal.ts";
 import { encodeRecord } from "./record.ts";
 import { listNames, tempStateDir } from "./testing/temp_state_dir.ts";

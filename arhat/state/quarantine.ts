@@ -1,6 +1,6 @@
 /** Setting aside state files that cannot be read, so they are reported once and kept for inspection. */
-import { errorMessage } from "../../common/errors.ts";
-import type { Logger } from "../../common/log.ts";
+import { errorMessage } from "@aranya/common/errors";
+import type { Logger } from "@aranya/common/log";
 
 /** Suffix of set-aside files; owners never read them again. */
 export const CORRUPT_SUFFIX = ".corrupt";

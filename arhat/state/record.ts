@@ -6,7 +6,7 @@
  * Layout, big-endian: `"ARJ1"` magic (4) | CRC-32 of everything after it (4) |
  * key length (2) | key, UTF-8 | payload length (4) | payload.
  */
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 
 /** One stored record. */
 export interface StateRecord {

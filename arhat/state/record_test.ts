@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError } from "../../common/errors.ts";
+import { InvalidInputError } from "@aranya/common/errors";
 import { crc32, decodeRecord, encodeRecord } from "./record.ts";
 
 Deno.test("crc32() matches the IEEE check value", () => {

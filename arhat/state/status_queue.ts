@@ -15,8 +15,8 @@
  * through {@link StatusQueue.enqueue} (the drain picks them up), so that an
  * older queued status is never delivered after a newer one.
  */
-import { errorMessage, InvalidInputError } from "../../common/errors.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+import { errorMessage, InvalidInputError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { isTempFileName, removeFileDurable, syncDir, writeFileAtomic } from "./atomic_file.ts";
 import { encodeFileKey } from "./file_key.ts";
 import { quarantine } from "./quarantine.ts";

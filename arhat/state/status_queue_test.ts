@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../../common/log.ts";
+import { createLogger } from "@aranya/common/log";
 import { encodeRecord } from "./record.ts";
 import { StatusQueue } from "./status_queue.ts";
 import { listNames, tempStateDir } from "./testing/temp_state_dir.ts";

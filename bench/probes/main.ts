@@ -21,19 +21,19 @@
  */
 import { parseArgs } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind } from "../../common/envelope.ts";
+import { CmdKind } from "@aranya/common/envelope";
 import {
   PodDeleteCmdSchema,
   PodEnsureCmdSchema,
   PodStatusMsg_Phase,
   RestartPolicy,
-} from "../../proto/gen/aranya/pod_pb.ts";
-import { kill } from "../../e2e/arhat_harness.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
+import { kill } from "@aranya/e2e/arhat_harness";
 import { rssMB, startBenchArhat } from "../bench_arhat.ts";
-import { useServices } from "../../e2e/fixtures.ts";
-import { testTls } from "../../e2e/link/test_tls.ts";
-import { EngineClient } from "../../e2e/services/mod.ts";
-import { DockerRuntime } from "../../arhat/runtime/docker/docker_runtime.ts";
+import { useServices } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { EngineClient } from "@aranya/e2e/services/mod";
+import { DockerRuntime } from "@aranya/arhat/runtime/docker/docker_runtime";
 import { machineInfo } from "../machine.ts";
 import { flatSummary } from "../summary.ts";
 

@@ -47,10 +47,10 @@
  */
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
-import { errorMessage } from "../../common/errors.ts";
-import { ARANYA_E2E_DIR, aranyaKubeconfig, SHIPPED_API } from "../../e2e/aranya_harness.ts";
-import { applyCrds, useCluster } from "../../e2e/fixtures.ts";
-import { testTls } from "../../e2e/link/test_tls.ts";
+import { errorMessage } from "@aranya/common/errors";
+import { ARANYA_E2E_DIR, aranyaKubeconfig, SHIPPED_API } from "@aranya/e2e/aranya_harness";
+import { applyCrds, useCluster } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
 import { checkKubeletPorts, runScale, type ScaleResult } from "./scale_run.ts";
 import { machineInfo } from "../machine.ts";
 

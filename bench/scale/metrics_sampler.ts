@@ -3,7 +3,7 @@
  * the peak of process_resident_memory_bytes and the latest sample of
  * everything. When aranya does not export RSS or CPU, `ps` on its pid stands in.
  */
-import { aborted } from "../../common/lifecycle.ts";
+import { aborted } from "@aranya/common/lifecycle";
 import { parsePrometheus, type PromSample, sumOf } from "./prom.ts";
 
 /** What one sample says about the process. */

@@ -8,7 +8,7 @@
  * watch's, not a poll interval's.
  */
 import type { CoreV1Api, KubeConfig, V1Node } from "@kubernetes/client-node";
-import { TimeoutError } from "../../common/errors.ts";
+import { TimeoutError } from "@aranya/common/errors";
 import { type ObjectWatch, watchObjects } from "./watch_objects.ts";
 
 /** What the tracker knows. */

@@ -48,8 +48,8 @@ import {
   type KubeConfig,
   type V1Secret,
 } from "@kubernetes/client-node";
-import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
-import { errorMessage, TimeoutError } from "../../common/errors.ts";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
+import { errorMessage, TimeoutError } from "@aranya/common/errors";
 import {
   aranyaConfigYaml,
   aranyaLogTail,
@@ -58,11 +58,11 @@ import {
   spawnAranya,
   type SpawnAranyaOptions,
   waitAranyaReady,
-} from "../../e2e/aranya_harness.ts";
-import { type ClusterHandle, uniqueName } from "../../e2e/fixtures.ts";
-import type { TestTls } from "../../e2e/link/test_tls.ts";
-import { ensureDir } from "../../e2e/paths.ts";
-import { freePort, sleep } from "../../e2e/process.ts";
+} from "@aranya/e2e/aranya_harness";
+import { type ClusterHandle, uniqueName } from "@aranya/e2e/fixtures";
+import type { TestTls } from "@aranya/e2e/link/test_tls";
+import { ensureDir } from "@aranya/e2e/paths";
+import { freePort, sleep } from "@aranya/e2e/process";
 import { MetricsSampler } from "./metrics_sampler.ts";
 import { type NodeState, NodeTracker } from "./node_tracker.ts";
 import { forEachLimit } from "./pool.ts";

@@ -24,26 +24,26 @@
  * connectivity methods, or a Service whose dead endpoint was removed, would).
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Agent } from "../../arhat/agent/agent.ts";
-import { decodePayload } from "../../arhat/agent/decode.ts";
-import { nodeHandlers } from "../../arhat/agent/handle_node.ts";
-import { WebSocketLinkDialer } from "../../arhat/connectivity/websocket/ws_link_dialer.ts";
-import { DEFAULT_THRESHOLDS, evaluateNodeConditions } from "../../arhat/node/conditions.ts";
-import { goArch } from "../../arhat/node/host_parsers.ts";
-import { DEFAULT_MAX_PODS, encodeNodeStatus } from "../../arhat/node/node_info.ts";
-import { Backoff, type BackoffOptions, sleep } from "../../common/backoff.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
-import { errorMessage } from "../../common/errors.ts";
-import { aborted, readySignal } from "../../common/lifecycle.ts";
-import type { Link } from "../../common/link.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
-import { type Dispatcher, SessionServer } from "../../common/session/session_server.ts";
+import { Agent } from "@aranya/arhat/agent/agent";
+import { decodePayload } from "@aranya/arhat/agent/decode";
+import { nodeHandlers } from "@aranya/arhat/agent/handle_node";
+import { WebSocketLinkDialer } from "@aranya/arhat/connectivity/websocket/ws_link_dialer";
+import { DEFAULT_THRESHOLDS, evaluateNodeConditions } from "@aranya/arhat/node/conditions";
+import { goArch } from "@aranya/arhat/node/host_parsers";
+import { DEFAULT_MAX_PODS, encodeNodeStatus } from "@aranya/arhat/node/node_info";
+import { Backoff, type BackoffOptions, sleep } from "@aranya/common/backoff";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import { errorMessage } from "@aranya/common/errors";
+import { aborted, readySignal } from "@aranya/common/lifecycle";
+import type { Link } from "@aranya/common/link";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { type Dispatcher, SessionServer } from "@aranya/common/session/session_server";
 import {
   PodDeleteCmdSchema,
   PodStatusListMsgSchema,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 
 /** One simulated device. */
 export interface SimDevice {

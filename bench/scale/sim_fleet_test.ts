@@ -12,26 +12,26 @@
 import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { V1Node } from "@kubernetes/client-node";
-import { testClients } from "../../aranya/kube/testing/test_clients.ts";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
-import { SecretAuthenticator } from "../../aranya/connectivity/secret_authenticator.ts";
-import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
-import { EdgeDeviceController } from "../../aranya/edgedevice/controller.ts";
-import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
-import type { DeviceSession } from "../../aranya/virtualnode/device_session.ts";
-import { onlyReplicaSession } from "../../aranya/virtualnode/testing/only_replica_session.ts";
-import { CmdKind } from "../../common/envelope.ts";
-import type { Link } from "../../common/link.ts";
-import { applyCrds, eventually, uniqueName, useCluster } from "../../e2e/fixtures.ts";
-import { testTls } from "../../e2e/link/test_tls.ts";
-import { freePort } from "../../e2e/process.ts";
+import { testClients } from "@aranya/aranya/kube/testing/test_clients";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { SecretAuthenticator } from "@aranya/aranya/connectivity/secret_authenticator";
+import { WebSocketLinkServer } from "@aranya/aranya/connectivity/websocket/ws_link_server";
+import { EdgeDeviceController } from "@aranya/aranya/edgedevice/controller";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
+import type { DeviceSession } from "@aranya/aranya/virtualnode/device_session";
+import { onlyReplicaSession } from "@aranya/aranya/virtualnode/testing/only_replica_session";
+import { CmdKind } from "@aranya/common/envelope";
+import type { Link } from "@aranya/common/link";
+import { applyCrds, eventually, uniqueName, useCluster } from "@aranya/e2e/fixtures";
+import { testTls } from "@aranya/e2e/link/test_tls";
+import { freePort } from "@aranya/e2e/process";
 import {
   PodDeleteCmdSchema,
   PodListCmdSchema,
   PodStatusListMsgSchema,
   PodStatusMsg_Phase,
   PodStatusMsgSchema,
-} from "../../proto/gen/aranya/pod_pb.ts";
+} from "@aranya/proto/gen/aranya/pod_pb";
 import { SimFleet } from "./sim_fleet.ts";
 
 const ready = (n: V1Node) =>

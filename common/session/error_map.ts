@@ -1,6 +1,6 @@
 /** The one mapping between domain errors and the wire's `ErrorMsg`. */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ErrorMsg_Kind, ErrorMsgSchema } from "../../proto/gen/aranya/session_pb.ts";
+import { ErrorMsg_Kind, ErrorMsgSchema } from "@aranya/proto/gen/aranya/session_pb";
 import {
   AlreadyExistsError,
   AranyaError,

@@ -1,7 +1,7 @@
 /** Codecs of the small payloads the session layer itself reads and writes. */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { DoneMsgSchema } from "../../proto/gen/aranya/session_pb.ts";
-import { TtyResizeCmdSchema } from "../../proto/gen/aranya/stream_pb.ts";
+import { DoneMsgSchema } from "@aranya/proto/gen/aranya/session_pb";
+import { TtyResizeCmdSchema } from "@aranya/proto/gen/aranya/stream_pb";
 import { errorMessage, ProtocolError } from "../errors.ts";
 
 /** Encodes a TtyResizeCmd payload. */

@@ -22,7 +22,7 @@ import {
   ENVELOPE_OVERHEAD,
   MsgKind,
 } from "../envelope.ts";
-import type { Cmd } from "../../proto/gen/aranya/link_pb.ts";
+import type { Cmd } from "@aranya/proto/gen/aranya/link_pb";
 import {
   CanceledError,
   errorMessage,

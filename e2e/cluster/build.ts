@@ -11,7 +11,7 @@
  * only when the pin (go.mod, go.sum, our sources, the version flags) changes.
  */
 import { CACHE, ensureDir, exists, ROOT } from "../paths.ts";
-import { sha256Hex } from "../../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 
 /** Folder of this Go module. */
 export const MODULE_DIR = `${ROOT}/e2e/cluster`;

@@ -13,7 +13,7 @@
  * Both share one uncompressed layer. `ctr images import` reads the archive; the
  * index names each image with containerd's `io.containerd.image.name`.
  */
-import { sha256Hex } from "../../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 import { ensureDir, removeAll } from "../paths.ts";
 import { run } from "../process.ts";
 import { buildRootfsTar, TEST_IMAGE } from "../services/test_image.ts";

@@ -9,7 +9,7 @@
  * folder; a start that fails leaves nothing either.
  */
 import assert from "node:assert/strict";
-import { sha256Hex } from "../../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 import { eventually, uniqueName, useCluster } from "../fixtures.ts";
 import { CACHE, ensureDir, exists, removeAll } from "../paths.ts";
 import { freePort, run, sleep } from "../process.ts";

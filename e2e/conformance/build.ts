@@ -20,7 +20,7 @@
  * `... build.ts` alone builds.
  */
 import { ldflags, MODULE_DIR as CLUSTER_MODULE_DIR, pinnedVersion } from "../cluster/build.ts";
-import { sha256Hex } from "../../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 import { CACHE, ensureDir, exists, ROOT } from "../paths.ts";
 
 /** Folder of this Go module. */

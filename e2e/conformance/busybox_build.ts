@@ -16,7 +16,7 @@
  * machine's apt configuration is not changed. Built once per source version
  * (about 30 s on 2 cores).
  */
-import { sha256Hex } from "../../common/digest.ts";
+import { sha256Hex } from "@aranya/common/digest";
 import { CACHE, ensureDir, exists, removeAll } from "../paths.ts";
 import { run } from "../process.ts";
 import { BIN_DIR } from "./build.ts";

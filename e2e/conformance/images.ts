@@ -32,7 +32,7 @@
  *   uses them, like a node's pre-pulled images); a pull the device would make
  *   itself fails "unauthorized".
  */
-import { fileSha256Hex, sha256Hex } from "../../common/digest.ts";
+import { fileSha256Hex, sha256Hex } from "@aranya/common/digest";
 import { CACHE, ensureDir, exists, removeAll } from "../paths.ts";
 import { run } from "../process.ts";
 import { busyboxRootfs } from "../services/busybox_rootfs.ts";

@@ -39,7 +39,7 @@ import {
   startServices,
   stopLeftoverServices,
 } from "../services/mod.ts";
-import { flatSummary } from "../../bench/summary.ts";
+import { flatSummary } from "@aranya/bench/summary";
 import { E2E_TEST, ensureSuiteBuilt, GINKGO } from "./build.ts";
 import { BUSYBOX_BUILD_PACKAGES, ensureBusyboxBuilt } from "./busybox_build.ts";
 import { ensureHostPackages } from "../host_setup.ts";

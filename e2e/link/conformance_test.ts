@@ -4,9 +4,9 @@
  * common/session runs on top, with the echo dispatcher on the device side.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
-import { CmdKind, MsgKind } from "../../common/envelope.ts";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
 import {
   AlreadyExistsError,
   CanceledError,
@@ -14,11 +14,11 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../common/errors.ts";
-import type { Link } from "../../common/link.ts";
-import { SessionClient } from "../../common/session/session_client.ts";
-import { SessionServer } from "../../common/session/session_server.ts";
-import { echoDispatcher } from "../../common/session/testing/echo_dispatcher.ts";
+} from "@aranya/common/errors";
+import type { Link } from "@aranya/common/link";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { echoDispatcher } from "@aranya/common/session/testing/echo_dispatcher";
 import type { TransportFixture } from "./fixture.ts";
 import { FIXTURES } from "./fixtures.ts";
 

@@ -9,7 +9,7 @@ import type {
   Link,
   LinkDialer,
   LinkRegistry,
-} from "../../common/link.ts";
+} from "@aranya/common/link";
 
 /** Options for {@link TransportFixture.start}. */
 export interface FixtureStartOptions {

@@ -12,11 +12,11 @@ import {
   DEVICE_METADATA,
   GrpcLinkServer,
   SYNC_PATH,
-} from "../../aranya/connectivity/grpc/grpc_link_server.ts";
-import { GrpcLinkDialer } from "../../arhat/connectivity/grpc/grpc_link_dialer.ts";
-import { errorMessage } from "../../common/errors.ts";
-import type { Link } from "../../common/link.ts";
-import { type Logger, nullLogger } from "../../common/log.ts";
+} from "@aranya/aranya/connectivity/grpc/grpc_link_server";
+import { GrpcLinkDialer } from "@aranya/arhat/connectivity/grpc/grpc_link_dialer";
+import { errorMessage } from "@aranya/common/errors";
+import type { Link } from "@aranya/common/link";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import type { FixtureStartOptions, TransportFixture, TransportHandle } from "./fixture.ts";
 import { encodeFrame, Flag, FrameType, grpcFrame, RawH2Client } from "./h2_raw_client.ts";
 

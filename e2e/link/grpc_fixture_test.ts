@@ -4,10 +4,10 @@
  * is not a `Msg` envelope.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
-import { decodeMsg, encodeMsg, MsgKind } from "../../common/envelope.ts";
-import type { Link } from "../../common/link.ts";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { decodeMsg, encodeMsg, MsgKind } from "@aranya/common/envelope";
+import type { Link } from "@aranya/common/link";
 import { grpcFixture } from "./grpc_fixture.ts";
 
 const never = new AbortController().signal;

@@ -26,12 +26,12 @@
 import {
   MQTT_DEFAULT_MAX_FRAME_SIZE,
   MqttLinkServer,
-} from "../../aranya/connectivity/mqtt/mqtt_link_server.ts";
-import { MqttLinkDialer } from "../../arhat/connectivity/mqtt/mqtt_link_dialer.ts";
+} from "@aranya/aranya/connectivity/mqtt/mqtt_link_server";
+import { MqttLinkDialer } from "@aranya/arhat/connectivity/mqtt/mqtt_link_dialer";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
-import { stateFrame, StateKind } from "../../common/envelope.ts";
-import type { Link, LinkDialer } from "../../common/link.ts";
+import { stateFrame, StateKind } from "@aranya/common/envelope";
+import type { Link, LinkDialer } from "@aranya/common/link";
 import { type Broker, startMosquitto } from "../services/mosquitto.ts";
 import type { FixtureStartOptions, TransportFixture, TransportHandle } from "./fixture.ts";
 

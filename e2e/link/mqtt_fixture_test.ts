@@ -3,10 +3,10 @@
  * real mosquitto: dials, restart, malformed frames, abrupt disconnects.
  */
 import assert from "node:assert/strict";
-import { MemoryLinkRegistry } from "../../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../../aranya/connectivity/testing/static_authenticator.ts";
-import { decodeMsg } from "../../common/envelope.ts";
-import type { Link } from "../../common/link.ts";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { decodeMsg } from "@aranya/common/envelope";
+import type { Link } from "@aranya/common/link";
 import type { TransportHandle } from "./fixture.ts";
 import { mqttFixture } from "./mqtt_fixture.ts";
 

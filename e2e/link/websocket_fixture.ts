@@ -1,6 +1,6 @@
 /** The websocket transport under the link conformance suite. */
-import { WebSocketLinkServer } from "../../aranya/connectivity/websocket/ws_link_server.ts";
-import { WebSocketLinkDialer } from "../../arhat/connectivity/websocket/ws_link_dialer.ts";
+import { WebSocketLinkServer } from "@aranya/aranya/connectivity/websocket/ws_link_server";
+import { WebSocketLinkDialer } from "@aranya/arhat/connectivity/websocket/ws_link_dialer";
 import { freePort } from "../process.ts";
 import type { FixtureStartOptions, TransportFixture, TransportHandle } from "./fixture.ts";
 import { testTls } from "./test_tls.ts";

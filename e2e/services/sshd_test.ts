@@ -1,6 +1,6 @@
 /** The private sshd starts, lets the client key in as root, and stops without leftovers. */
 import assert from "node:assert/strict";
-import { connectSsh } from "../../ops/deploy/ssh_remote_host.ts";
+import { connectSsh } from "@aranya/ops/deploy/ssh_remote_host";
 import { exists } from "../paths.ts";
 import { isAlive } from "../process.ts";
 import { childPids, startSshd } from "./sshd.ts";

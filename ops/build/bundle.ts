@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { InternalError } from "../../common/errors.ts";
+import { InternalError } from "@aranya/common/errors";
 
 /** The project root (holds deno.json). */
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");

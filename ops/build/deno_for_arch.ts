@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { errorMessage, InternalError } from "../../common/errors.ts";
+import { errorMessage, InternalError } from "@aranya/common/errors";
 import { PROJECT_ROOT } from "./bundle.ts";
 
 /** Linux architectures Deno is built for, as `uname -m` and `Deno.build.arch` name them. */

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { errorMessage, InternalError } from "../../common/errors.ts";
+import { errorMessage, InternalError } from "@aranya/common/errors";
 import { bundleProgram, PROJECT_ROOT, v8FlagsArgs } from "./bundle.ts";
 import { denoForArch, type LinuxArch } from "./deno_for_arch.ts";
 

@@ -8,7 +8,7 @@
  * @module
  */
 import { stringify } from "yaml";
-import { API_VERSION, KIND } from "../../aranya/edgedevice/types.ts";
+import { API_VERSION, KIND } from "@aranya/aranya/edgedevice/types";
 import type { DeviceEntry, Links } from "./inventory.ts";
 
 /** Where the deployer puts arhat's files on a device. */

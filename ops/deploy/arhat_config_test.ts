@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../../arhat/config.ts";
+import { parseConfig } from "@aranya/arhat/config";
 import { arhatConfigYaml, DEVICE_PATHS, edgeDeviceObject } from "./arhat_config.ts";
 import { parseInventory } from "./inventory.ts";
 

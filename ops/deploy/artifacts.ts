@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { fileSha256Hex } from "../../common/digest.ts";
-import { NotFoundError } from "../../common/errors.ts";
+import { fileSha256Hex } from "@aranya/common/digest";
+import { NotFoundError } from "@aranya/common/errors";
 import { PROJECT_ROOT } from "../build/bundle.ts";
 import { type ArtifactFile, buildLauncher } from "../build/launcher.ts";
 import { DEVICE_PATHS } from "./arhat_config.ts";

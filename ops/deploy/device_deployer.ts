@@ -14,11 +14,11 @@
  * @module
  */
 import type { CoreV1Api, KubernetesObjectApi } from "@kubernetes/client-node";
-import { sleep } from "../../common/backoff.ts";
-import { sha256Hex } from "../../common/digest.ts";
-import { errorMessage, TimeoutError } from "../../common/errors.ts";
-import { credentialsSecretName } from "../../aranya/edgedevice/types.ts";
-import { fromApiError, isNotFound } from "../../aranya/kube/errors.ts";
+import { sleep } from "@aranya/common/backoff";
+import { sha256Hex } from "@aranya/common/digest";
+import { errorMessage, TimeoutError } from "@aranya/common/errors";
+import { credentialsSecretName } from "@aranya/aranya/edgedevice/types";
+import { fromApiError, isNotFound } from "@aranya/aranya/kube/errors";
 import { arhatConfigYaml, DEVICE_PATHS, edgeDeviceObject } from "./arhat_config.ts";
 import type { ArtifactStore, HashedFile } from "./artifacts.ts";
 import type { DeviceEntry, Inventory } from "./inventory.ts";
@@ -37,7 +37,7 @@ import {
 import type { RemoteHost } from "./remote_host.ts";
 import { systemdUnit } from "./systemd_unit.ts";
 import { PODMAN_DROP_IN, podmanDropIn, usesPodman } from "./podman_config.ts";
-import { decodeBase64Text } from "../../common/base64.ts";
+import { decodeBase64Text } from "@aranya/common/base64";
 
 /** Opens the SSH connection to a device. */
 export type Connect = (d: DeviceEntry, signal: AbortSignal) => Promise<RemoteHost>;

@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { InvalidInputError, UnavailableError } from "../../common/errors.ts";
+import { InvalidInputError, UnavailableError } from "@aranya/common/errors";
 import { DEVICE_PATHS } from "./arhat_config.ts";
 import type { DeviceEntry } from "./inventory.ts";
 import type { RemoteHost } from "./remote_host.ts";
-import { shellQuote } from "../../common/shell_quote.ts";
+import { shellQuote } from "@aranya/common/shell_quote";
 
 /** A file to have on the device: its bytes come from a local file or from memory. */
 export interface WantedFile {

@@ -9,9 +9,9 @@
  * @module
  */
 import { parseDocument } from "yaml";
-import { checkLabel, DNS_SUBDOMAIN } from "../../common/config_checks.ts";
-import { ConfigError, ConfigProblems, ConfigReader } from "../../common/config_reader.ts";
-import { envLookup, type EnvSource } from "../../common/env_expand.ts";
+import { checkLabel, DNS_SUBDOMAIN } from "@aranya/common/config_checks";
+import { ConfigError, ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import { envLookup, type EnvSource } from "@aranya/common/env_expand";
 
 /** CPU architectures arhat is built for, as `uname -m` reports them. */
 export const ARCHES = ["x86_64", "aarch64"] as const;

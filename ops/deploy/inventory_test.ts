@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "../../common/config_reader.ts";
+import { ConfigError } from "@aranya/common/config_reader";
 import { PROJECT_ROOT } from "../build/bundle.ts";
 import { parseInventory, readInventory } from "./inventory.ts";
 

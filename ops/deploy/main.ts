@@ -14,9 +14,9 @@
  */
 import { parseArgs } from "node:util";
 import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
-import { ConfigError } from "../../common/config_reader.ts";
-import { processEnv } from "../../common/env_expand.ts";
-import { errorMessage } from "../../common/errors.ts";
+import { ConfigError } from "@aranya/common/config_reader";
+import { processEnv } from "@aranya/common/env_expand";
+import { errorMessage } from "@aranya/common/errors";
 import { ArtifactStore } from "./artifacts.ts";
 import { type DeployContext, deployDevice, type DeviceResult } from "./device_deployer.ts";
 import { type Inventory, readInventory } from "./inventory.ts";

@@ -17,9 +17,9 @@ import {
 } from "@kubernetes/client-node";
 import { Buffer } from "node:buffer";
 import { parseAllDocuments } from "yaml";
-import { InvalidInputError, TimeoutError } from "../../common/errors.ts";
-import { stableJson } from "../../common/stable_json.ts";
-import { fromApiError, isNotFound } from "../../aranya/kube/errors.ts";
+import { InvalidInputError, TimeoutError } from "@aranya/common/errors";
+import { stableJson } from "@aranya/common/stable_json";
+import { fromApiError, isNotFound } from "@aranya/aranya/kube/errors";
 import { PROJECT_ROOT } from "../build/bundle.ts";
 
 /** The field manager of every object the deployer applies. */

@@ -1,7 +1,7 @@
 /** Server-side apply through client-node against the real API server. */
 import assert from "node:assert/strict";
 import { KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
-import { applyCrds, uniqueName, useCluster } from "../../e2e/fixtures.ts";
+import { applyCrds, uniqueName, useCluster } from "@aranya/e2e/fixtures";
 import { edgeDeviceObject } from "./arhat_config.ts";
 import { parseInventory } from "./inventory.ts";
 import { applyObject, aranyaObjects, refOf } from "./manifests.ts";

@@ -28,7 +28,7 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../common/errors.ts";
+} from "@aranya/common/errors";
 import {
   blobKeyType,
   checkHostKey,

@@ -7,12 +7,12 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../common/errors.ts";
-import { childPids, type SshServer, startSshd } from "../../e2e/services/sshd.ts";
-import { freePort } from "../../e2e/process.ts";
+} from "@aranya/common/errors";
+import { childPids, type SshServer, startSshd } from "@aranya/e2e/services/sshd";
+import { freePort } from "@aranya/e2e/process";
 import { connectSsh, type SshTarget } from "./ssh_remote_host.ts";
 import type { RemoteHost } from "./remote_host.ts";
-import { fileSha256Hex } from "../../common/digest.ts";
+import { fileSha256Hex } from "@aranya/common/digest";
 
 const MB = 1024 * 1024;
 

@@ -7,9 +7,9 @@
  * with `npm ci` into e2e/node/node_modules if missing.
  */
 import assert from "node:assert/strict";
-import { makeTestCerts } from "../../../e2e/link/test_certs.ts";
-import { ensureNodeHelpers, NODE_HELPERS_DIR } from "../../../e2e/node_setup.ts";
-import type { Link } from "../../../common/link.ts";
+import { makeTestCerts } from "@aranya/e2e/link/test_certs";
+import { ensureNodeHelpers, NODE_HELPERS_DIR } from "@aranya/e2e/node_setup";
+import type { Link } from "@aranya/common/link";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { GrpcLinkServer, type GrpcLinkServerTls } from "./grpc_link_server.ts";

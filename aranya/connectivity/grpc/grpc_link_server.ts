@@ -23,9 +23,9 @@
  * calls is closed at the TCP level; GOAWAY goes only to a peer that broke
  * HTTP/2 itself (see grpc_server.ts).
  */
-import { ENVELOPE_OVERHEAD } from "../../../common/envelope.ts";
-import { CanceledError, errorMessage, UnauthenticatedError } from "../../../common/errors.ts";
-import { aborted, readySignal } from "../../../common/lifecycle.ts";
+import { ENVELOPE_OVERHEAD } from "@aranya/common/envelope";
+import { CanceledError, errorMessage, UnauthenticatedError } from "@aranya/common/errors";
+import { aborted, readySignal } from "@aranya/common/lifecycle";
 import type {
   DeviceAuthenticator,
   DeviceCredentials,
@@ -33,10 +33,10 @@ import type {
   LinkCloseInfo,
   LinkRegistry,
   LinkServer,
-} from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
-import { EdgeDevice } from "../../../proto/gen/aranya/rpc_pb.ts";
+} from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { EdgeDevice } from "@aranya/proto/gen/aranya/rpc_pb";
 import {
   type CallCloseInfo,
   type CallListener,

@@ -8,17 +8,17 @@ import * as grpc from "@grpc/grpc-js";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import net from "node:net";
-import { abruptGrpcDisconnects } from "../../../e2e/link/grpc_fixture.ts";
-import { FrameType, grpcFrame, RawH2Client } from "../../../e2e/link/h2_raw_client.ts";
-import { makeTestCerts } from "../../../e2e/link/test_certs.ts";
-import { GrpcLinkDialer } from "../../../arhat/connectivity/grpc/grpc_link_dialer.ts";
+import { abruptGrpcDisconnects } from "@aranya/e2e/link/grpc_fixture";
+import { FrameType, grpcFrame, RawH2Client } from "@aranya/e2e/link/h2_raw_client";
+import { makeTestCerts } from "@aranya/e2e/link/test_certs";
+import { GrpcLinkDialer } from "@aranya/arhat/connectivity/grpc/grpc_link_dialer";
 import {
   AlreadyExistsError,
   CanceledError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { DeviceCredentials, Link, LinkCloseInfo } from "../../../common/link.ts";
+} from "@aranya/common/errors";
+import type { DeviceCredentials, Link, LinkCloseInfo } from "@aranya/common/link";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {
@@ -29,7 +29,7 @@ import {
   SYNC_PATH,
 } from "./grpc_link_server.ts";
 import { GrpcStatus } from "./grpc_server.ts";
-import { SessionClient } from "../../../common/session/session_client.ts";
+import { SessionClient } from "@aranya/common/session/session_client";
 
 const CACHE = new URL("../../../.cache/test-grpc", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { encodeGrpcMessageFrame, GrpcMessageReader } from "./grpc_server.ts";
-import { prng } from "../../../common/session/testing/prng.ts";
+import { prng } from "@aranya/common/session/testing/prng";
 
 const SEED = Number(Deno.env.get("ARANYA_FUZZ_SEED") ?? 20261128);
 const N = Number(Deno.env.get("ARANYA_FUZZ_ITERATIONS") ?? 10_000);

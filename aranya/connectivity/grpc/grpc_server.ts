@@ -38,9 +38,9 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import tls from "node:tls";
-import { guardConnections } from "../../../common/connection_guard.ts";
-import { UnavailableError } from "../../../common/errors.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
+import { guardConnections } from "@aranya/common/connection_guard";
+import { UnavailableError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import {
   createSpdyConnection,
   endWithTrailers,

@@ -14,8 +14,8 @@ import {
   grpcFrame,
   type H2Frame,
   RawH2Client,
-} from "../../../e2e/link/h2_raw_client.ts";
-import { makeTestCerts, type TestCerts } from "../../../e2e/link/test_certs.ts";
+} from "@aranya/e2e/link/h2_raw_client";
+import { makeTestCerts, type TestCerts } from "@aranya/e2e/link/test_certs";
 import {
   type CallCloseInfo,
   encodeGrpcMessage,

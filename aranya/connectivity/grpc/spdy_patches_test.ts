@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import transport from "spdy-transport";
-import { Flag, FrameType, H2Error, RawH2Client } from "../../../e2e/link/h2_raw_client.ts";
+import { Flag, FrameType, H2Error, RawH2Client } from "@aranya/e2e/link/h2_raw_client";
 import {
   applySpdyPatches,
   createSpdyConnection,
@@ -17,7 +17,7 @@ import {
   type SpdyStream,
 } from "./spdy_patches.ts";
 import { readFrames, synStream } from "../../kubelet/testing/raw_spdy.ts";
-import { concatBytes } from "../../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 interface TestServer {
   port: number;

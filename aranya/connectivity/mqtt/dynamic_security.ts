@@ -28,9 +28,9 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import type { MqttClient } from "mqtt";
-import { errorMessage, UnavailableError } from "../../../common/errors.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
-import { mqttTopics, publishQos1 } from "../../../common/mqtt_protocol.ts";
+import { errorMessage, UnavailableError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { mqttTopics, publishQos1 } from "@aranya/common/mqtt_protocol";
 
 /** The plugin's request topic. */
 export const DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1";

@@ -10,14 +10,14 @@
  */
 import assert from "node:assert/strict";
 import mqtt, { type MqttClient } from "mqtt";
-import { MqttLinkDialer } from "../../../arhat/connectivity/mqtt/mqtt_link_dialer.ts";
-import { Connector } from "../../../arhat/connectivity/connector.ts";
-import { CmdKind, MsgKind } from "../../../common/envelope.ts";
-import type { Link, LinkCloseInfo, LinkDialer } from "../../../common/link.ts";
-import { brokerPassword, linkKey } from "../../../common/mqtt_seal.ts";
-import { SessionClient } from "../../../common/session/session_client.ts";
-import { SessionServer } from "../../../common/session/session_server.ts";
-import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
+import { MqttLinkDialer } from "@aranya/arhat/connectivity/mqtt/mqtt_link_dialer";
+import { Connector } from "@aranya/arhat/connectivity/connector";
+import { CmdKind, MsgKind } from "@aranya/common/envelope";
+import type { Link, LinkCloseInfo, LinkDialer } from "@aranya/common/link";
+import { brokerPassword, linkKey } from "@aranya/common/mqtt_seal";
+import { SessionClient } from "@aranya/common/session/session_client";
+import { SessionServer } from "@aranya/common/session/session_server";
+import { startMosquitto } from "@aranya/e2e/services/mosquitto";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import {

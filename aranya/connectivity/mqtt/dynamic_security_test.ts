@@ -8,10 +8,10 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import mqtt, { type MqttClient } from "mqtt";
-import { MqttLinkDialer } from "../../../arhat/connectivity/mqtt/mqtt_link_dialer.ts";
-import { brokerPassword, linkKey } from "../../../common/mqtt_seal.ts";
-import type { Link } from "../../../common/link.ts";
-import { startMosquitto } from "../../../e2e/services/mosquitto.ts";
+import { MqttLinkDialer } from "@aranya/arhat/connectivity/mqtt/mqtt_link_dialer";
+import { brokerPassword, linkKey } from "@aranya/common/mqtt_seal";
+import type { Link } from "@aranya/common/link";
+import { startMosquitto } from "@aranya/e2e/services/mosquitto";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer } from "./mqtt_link_server.ts";

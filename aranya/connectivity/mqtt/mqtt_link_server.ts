@@ -69,10 +69,10 @@
  *
  * @module
  */
-import { setTcpNoDelay } from "../../../common/tcp_nodelay.ts";
+import { setTcpNoDelay } from "@aranya/common/tcp_nodelay";
 import { Buffer } from "node:buffer";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { type Deferred, deferred } from "../../../common/deferred.ts";
+import { type Deferred, deferred } from "@aranya/common/deferred";
 import {
   CmdKind,
   decodeMsg,
@@ -81,7 +81,7 @@ import {
   MsgKind,
   rejectFrame,
   StateKind,
-} from "../../../common/envelope.ts";
+} from "@aranya/common/envelope";
 import {
   AlreadyExistsError,
   CanceledError,
@@ -91,11 +91,11 @@ import {
   ProtocolError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { DeviceKeyring, Link, LinkRegistry, LinkServer } from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { aborted, readySignal } from "../../../common/lifecycle.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
+} from "@aranya/common/errors";
+import type { DeviceKeyring, Link, LinkRegistry, LinkServer } from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { aborted, readySignal } from "@aranya/common/lifecycle";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import {
   DYNSEC_RESPONSE_TOPIC,
   DynsecClient,
@@ -113,7 +113,7 @@ import {
   onlineMac,
   SEAL_OVERHEAD,
   sessionKeys,
-} from "../../../common/mqtt_seal.ts";
+} from "@aranya/common/mqtt_seal";
 import {
   acceptFrame,
   asBuffer,
@@ -123,7 +123,7 @@ import {
   mqttTopics,
   publishQos1,
   validateMessageNamespace,
-} from "../../../common/mqtt_protocol.ts";
+} from "@aranya/common/mqtt_protocol";
 
 export { MQTT_DEFAULT_MAX_FRAME_SIZE, MQTT_TRANSPORT, mqttTopics, validateMessageNamespace };
 

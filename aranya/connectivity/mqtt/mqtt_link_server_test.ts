@@ -6,21 +6,21 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
-import { MqttLinkDialer } from "../../../arhat/connectivity/mqtt/mqtt_link_dialer.ts";
-import { deferred } from "../../../common/deferred.ts";
-import { encodeMsg, MsgKind } from "../../../common/envelope.ts";
+import { MqttLinkDialer } from "@aranya/arhat/connectivity/mqtt/mqtt_link_dialer";
+import { deferred } from "@aranya/common/deferred";
+import { encodeMsg, MsgKind } from "@aranya/common/envelope";
 import {
   AlreadyExistsError,
   InvalidInputError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { Link, LinkCloseInfo } from "../../../common/link.ts";
-import { createCa, issueLeaf } from "../../../e2e/cluster/pki.ts";
-import { ensureDir, stateDir } from "../../../e2e/paths.ts";
-import { freePort, type ServiceProcess, startService, waitReady } from "../../../e2e/process.ts";
-import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
-import { SessionServer } from "../../../common/session/session_server.ts";
+} from "@aranya/common/errors";
+import type { Link, LinkCloseInfo } from "@aranya/common/link";
+import { createCa, issueLeaf } from "@aranya/e2e/cluster/pki";
+import { ensureDir, stateDir } from "@aranya/e2e/paths";
+import { freePort, type ServiceProcess, startService, waitReady } from "@aranya/e2e/process";
+import { type Broker, startMosquitto } from "@aranya/e2e/services/mosquitto";
+import { SessionServer } from "@aranya/common/session/session_server";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { MqttLinkServer, type MqttLinkServerOptions } from "./mqtt_link_server.ts";

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { DeviceKeyring, LinkRegistry } from "../../../common/link.ts";
-import type { Logger } from "../../../common/log.ts";
+import type { DeviceKeyring, LinkRegistry } from "@aranya/common/link";
+import type { Logger } from "@aranya/common/log";
 import type { MqttLinkConfig } from "../../config.ts";
 import type { MqttLinkServerOptions } from "./mqtt_link_server.ts";
 

@@ -4,13 +4,9 @@
  * verified client certificate whose CN is exactly the device also passes.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { UnauthenticatedError } from "../../../common/errors.ts";
-import type {
-  DeviceAuthenticator,
-  DeviceCredentials,
-  DeviceKeyring,
-} from "../../../common/link.ts";
-import { linkKey } from "../../../common/mqtt_seal.ts";
+import { UnauthenticatedError } from "@aranya/common/errors";
+import type { DeviceAuthenticator, DeviceCredentials, DeviceKeyring } from "@aranya/common/link";
+import { linkKey } from "@aranya/common/mqtt_seal";
 
 /**
  * Timing-safe comparison of two strings: their SHA-256 digests (equal lengths, as

@@ -26,21 +26,21 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { Buffer } from "node:buffer";
 import { WebSocket, WebSocketServer } from "ws";
-import { AlreadyExistsError, errorMessage, ProtocolError } from "../../../common/errors.ts";
+import { AlreadyExistsError, errorMessage, ProtocolError } from "@aranya/common/errors";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { CmdKind, encodeCmd, rejectFrame } from "../../../common/envelope.ts";
-import { LinkAcceptSchema } from "../../../proto/gen/aranya/session_pb.ts";
+import { CmdKind, encodeCmd, rejectFrame } from "@aranya/common/envelope";
+import { LinkAcceptSchema } from "@aranya/proto/gen/aranya/session_pb";
 import type {
   DeviceAuthenticator,
   DeviceCredentials,
   Link,
   LinkRegistry,
   LinkServer,
-} from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { guardConnections } from "../../../common/connection_guard.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
-import { readySignal } from "../../../common/lifecycle.ts";
+} from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { guardConnections } from "@aranya/common/connection_guard";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { readySignal } from "@aranya/common/lifecycle";
 
 /** Default path of the link endpoint. */
 export const WS_LINK_PATH = "/v1/link";

@@ -5,13 +5,13 @@
  * the transport is in e2e/link/conformance_test.ts.)
  */
 import assert from "node:assert/strict";
-import { WebSocketLinkDialer } from "../../../arhat/connectivity/websocket/ws_link_dialer.ts";
-import { testTls } from "../../../e2e/link/test_tls.ts";
+import { WebSocketLinkDialer } from "@aranya/arhat/connectivity/websocket/ws_link_dialer";
+import { testTls } from "@aranya/e2e/link/test_tls";
 import { MemoryLinkRegistry } from "../link_registry.ts";
 import { StaticAuthenticator } from "../testing/static_authenticator.ts";
 import { WebSocketLinkServer } from "./ws_link_server.ts";
-import { ProtocolError } from "../../../common/errors.ts";
-import type { Link } from "../../../common/link.ts";
+import { ProtocolError } from "@aranya/common/errors";
+import type { Link } from "@aranya/common/link";
 
 Deno.test({
   name: "a device's keepalive interval reaches the device and holds the link",

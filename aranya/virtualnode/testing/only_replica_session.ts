@@ -5,7 +5,7 @@
  * connected device but not the replicas.
  */
 import type { CoordinationApi, CoreApi, CustomObjectsApi } from "../../kube/apis.ts";
-import type { Link } from "../../../common/link.ts";
+import type { Link } from "@aranya/common/link";
 import { StaticMembership } from "../../replicas/membership.ts";
 import { NodeLease } from "../../replicas/node_lease.ts";
 import { DeviceSession } from "../device_session.ts";

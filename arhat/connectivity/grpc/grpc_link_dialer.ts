@@ -22,7 +22,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { ENVELOPE_OVERHEAD } from "../../../common/envelope.ts";
+import { ENVELOPE_OVERHEAD } from "@aranya/common/envelope";
 import {
   AlreadyExistsError,
   type AranyaError,
@@ -33,11 +33,11 @@ import {
   ProtocolError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { Link, LinkDialer } from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
-import { EdgeDevice } from "../../../proto/gen/aranya/rpc_pb.ts";
+} from "@aranya/common/errors";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { type Logger, nullLogger } from "@aranya/common/log";
+import { EdgeDevice } from "@aranya/proto/gen/aranya/rpc_pb";
 
 /** The Sync method's path, from the proto: "/aranya.EdgeDevice/Sync". */
 export const SYNC_PATH = `/${EdgeDevice.typeName}/${EdgeDevice.method.sync.name}`;

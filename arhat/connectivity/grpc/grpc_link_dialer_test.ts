@@ -12,7 +12,7 @@ import {
   type GrpcServerCall,
   GrpcStatus,
   type GrpcStatusCode,
-} from "../../../aranya/connectivity/grpc/grpc_server.ts";
+} from "@aranya/aranya/connectivity/grpc/grpc_server";
 import {
   AlreadyExistsError,
   CanceledError,
@@ -22,7 +22,7 @@ import {
   ProtocolError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
+} from "@aranya/common/errors";
 import {
   DEFAULT_GRPC_MAX_FRAME_SIZE,
   DEVICE_METADATA,

@@ -46,7 +46,7 @@
  *
  * @module
  */
-import { setTcpNoDelay } from "../../../common/tcp_nodelay.ts";
+import { setTcpNoDelay } from "@aranya/common/tcp_nodelay";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import {
   type Cmd,
@@ -55,7 +55,7 @@ import {
   decodeReject,
   stateFrame,
   StateKind,
-} from "../../../common/envelope.ts";
+} from "@aranya/common/envelope";
 import {
   AranyaError,
   CanceledError,
@@ -63,10 +63,10 @@ import {
   InvalidInputError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { Link, LinkDialer } from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
+} from "@aranya/common/errors";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import {
   acceptMac,
   brokerPassword,
@@ -79,7 +79,7 @@ import {
   onlineMac,
   SEAL_OVERHEAD,
   sessionKeys,
-} from "../../../common/mqtt_seal.ts";
+} from "@aranya/common/mqtt_seal";
 import {
   asBuffer,
   decodeAccept,
@@ -89,7 +89,7 @@ import {
   mqttTopics,
   publishQos1,
   validateMessageNamespace,
-} from "../../../common/mqtt_protocol.ts";
+} from "@aranya/common/mqtt_protocol";
 
 export { MQTT_DEFAULT_MAX_FRAME_SIZE, MQTT_TRANSPORT };
 

@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
-import { MqttLinkServer } from "../../../aranya/connectivity/mqtt/mqtt_link_server.ts";
-import { MemoryLinkRegistry } from "../../../aranya/connectivity/link_registry.ts";
-import { StaticAuthenticator } from "../../../aranya/connectivity/testing/static_authenticator.ts";
-import { deferred } from "../../../common/deferred.ts";
+import { MqttLinkServer } from "@aranya/aranya/connectivity/mqtt/mqtt_link_server";
+import { MemoryLinkRegistry } from "@aranya/aranya/connectivity/link_registry";
+import { StaticAuthenticator } from "@aranya/aranya/connectivity/testing/static_authenticator";
+import { deferred } from "@aranya/common/deferred";
 import {
   CmdKind,
   decodeMsg,
@@ -18,26 +18,20 @@ import {
   encodeCmd,
   rejectFrame,
   StateKind,
-} from "../../../common/envelope.ts";
+} from "@aranya/common/envelope";
 import {
   AlreadyExistsError,
   CanceledError,
   InvalidInputError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import type { Link } from "../../../common/link.ts";
-import { acceptFrame } from "../../../common/mqtt_protocol.ts";
-import {
-  acceptMac,
-  FrameSealer,
-  linkKey,
-  newNonce,
-  sessionKeys,
-} from "../../../common/mqtt_seal.ts";
-import { type Broker, startMosquitto } from "../../../e2e/services/mosquitto.ts";
-import { ensureDir, stateDir } from "../../../e2e/paths.ts";
-import { freePort, startService, waitReady } from "../../../e2e/process.ts";
+} from "@aranya/common/errors";
+import type { Link } from "@aranya/common/link";
+import { acceptFrame } from "@aranya/common/mqtt_protocol";
+import { acceptMac, FrameSealer, linkKey, newNonce, sessionKeys } from "@aranya/common/mqtt_seal";
+import { type Broker, startMosquitto } from "@aranya/e2e/services/mosquitto";
+import { ensureDir, stateDir } from "@aranya/e2e/paths";
+import { freePort, startService, waitReady } from "@aranya/e2e/process";
 import {
   defaultMqttClientId,
   MqttLinkDialer,

@@ -10,13 +10,13 @@ import {
   ProtocolError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
-import { CmdKind, decodeCmd, decodeReject } from "../../../common/envelope.ts";
-import type { Link, LinkDialer } from "../../../common/link.ts";
-import { BaseLink } from "../../../common/link_base.ts";
-import { deferred } from "../../../common/deferred.ts";
+} from "@aranya/common/errors";
+import { CmdKind, decodeCmd, decodeReject } from "@aranya/common/envelope";
+import type { Link, LinkDialer } from "@aranya/common/link";
+import { BaseLink } from "@aranya/common/link_base";
+import { deferred } from "@aranya/common/deferred";
 import { fromBinary } from "@bufbuild/protobuf";
-import { LinkAcceptSchema } from "../../../proto/gen/aranya/session_pb.ts";
+import { LinkAcceptSchema } from "@aranya/proto/gen/aranya/session_pb";
 
 /** Options for {@link WebSocketLinkDialer}. */
 export interface WebSocketLinkDialerOptions {

@@ -9,9 +9,9 @@
  * bytes out as soon as they arrive, so a large frame is never buffered whole
  * and a frame split across any number of chunks costs nothing extra.
  */
-import { InternalError, ProtocolError } from "../../../common/errors.ts";
+import { InternalError, ProtocolError } from "@aranya/common/errors";
 import type { OutputChunk } from "../runtime.ts";
-import { concatBytes } from "../../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 const HEADER_SIZE = 8;
 /** Stream byte of an engine-side error frame ("systemerr"). */

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { InternalError, ProtocolError } from "../../../common/errors.ts";
+import { InternalError, ProtocolError } from "@aranya/common/errors";
 import type { OutputChunk } from "../runtime.ts";
 import { demuxStream, encodeFrame, FrameDemuxer } from "./demux.ts";
-import { concatBytes } from "../../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

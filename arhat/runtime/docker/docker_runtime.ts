@@ -31,9 +31,9 @@ import {
   InvalidInputError,
   NotFoundError,
   TimeoutError,
-} from "../../../common/errors.ts";
-import { deferred } from "../../../common/deferred.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
+} from "@aranya/common/errors";
+import { deferred } from "@aranya/common/deferred";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import type {
   ContainerInfo,
   ContainerRuntime,

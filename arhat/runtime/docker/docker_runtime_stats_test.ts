@@ -6,8 +6,8 @@
  * `aranya.test=docker-runtime-stats` and are removed after each test.
  */
 import assert from "node:assert/strict";
-import { InvalidInputError, NotFoundError } from "../../../common/errors.ts";
-import { uniqueName, useServices } from "../../../e2e/fixtures.ts";
+import { InvalidInputError, NotFoundError } from "@aranya/common/errors";
+import { uniqueName, useServices } from "@aranya/e2e/fixtures";
 import type { ContainerSpec } from "../runtime.ts";
 import { DockerRuntime } from "./docker_runtime.ts";
 

@@ -12,20 +12,20 @@ import {
   InternalError,
   NotFoundError,
   UnauthenticatedError,
-} from "../../../common/errors.ts";
-import { eventually, uniqueName, useServices } from "../../../e2e/fixtures.ts";
-import { freePort } from "../../../e2e/process.ts";
-import { CACHE, ROOT } from "../../../e2e/paths.ts";
+} from "@aranya/common/errors";
+import { eventually, uniqueName, useServices } from "@aranya/e2e/fixtures";
+import { freePort } from "@aranya/e2e/process";
+import { CACHE, ROOT } from "@aranya/e2e/paths";
 import {
   EngineClient,
   registryImage,
   type ServiceEndpoints,
   TEST_IMAGE_TAG,
-} from "../../../e2e/services/mod.ts";
+} from "@aranya/e2e/services/mod";
 import type { ContainerSpec, OutputChunk } from "../runtime.ts";
 import { DockerRuntime } from "./docker_runtime.ts";
 import { hijack } from "./hijack.ts";
-import { concatBytes } from "../../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 const LABEL = "aranya.test";
 const LABEL_VALUE = "docker-runtime";

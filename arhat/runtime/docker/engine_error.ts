@@ -14,7 +14,7 @@ import {
   NotFoundError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
+} from "@aranya/common/errors";
 
 /**
  * Registry wording for refused or missing credentials, whatever the HTTP

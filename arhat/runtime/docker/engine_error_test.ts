@@ -7,7 +7,7 @@ import {
   NotFoundError,
   UnauthenticatedError,
   UnavailableError,
-} from "../../../common/errors.ts";
+} from "@aranya/common/errors";
 import { engineMessage, httpError, streamError, transportError } from "./engine_error.ts";
 
 // Bodies as dockerd 20.10 and Podman 4.3 send them (recorded from the test engines).

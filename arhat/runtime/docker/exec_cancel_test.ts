@@ -3,9 +3,9 @@
  * does not leave its process running in the container, on Podman and dockerd.
  */
 import assert from "node:assert/strict";
-import { eventually, uniqueName, useServices } from "../../../e2e/fixtures.ts";
+import { eventually, uniqueName, useServices } from "@aranya/e2e/fixtures";
 import { DockerRuntime } from "./docker_runtime.ts";
-import { createLogger } from "../../../common/log.ts";
+import { createLogger } from "@aranya/common/log";
 
 for (const engine of ["podman", "docker"] as const) {
   Deno.test(`${engine}: a closed exec's process is ended`, async () => {

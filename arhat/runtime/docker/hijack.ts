@@ -7,10 +7,10 @@
  * output the other. fetch cannot do this, so the request and the response
  * head are written and parsed here.
  */
-import { CanceledError, ProtocolError } from "../../../common/errors.ts";
-import { type Logger, nullLogger } from "../../../common/log.ts";
+import { CanceledError, ProtocolError } from "@aranya/common/errors";
+import { type Logger, nullLogger } from "@aranya/common/log";
 import { engineMessage, httpError, transportError } from "./engine_error.ts";
-import { concatBytes } from "../../../common/bytes.ts";
+import { concatBytes } from "@aranya/common/bytes";
 
 /** Longest response head accepted. */
 const MAX_HEAD = 64 * 1024;

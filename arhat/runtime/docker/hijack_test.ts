@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ProtocolError } from "../../../common/errors.ts";
+import { ProtocolError } from "@aranya/common/errors";
 import { decodeChunked, parseResponseHead } from "./hijack.ts";
 
 const enc = new TextEncoder();
