@@ -144,7 +144,8 @@ Deno.test("withSignal() cancels a request waiting for the rate limit", async () 
       CanceledError,
     );
     const took = performance.now() - start;
-    assert.ok(took >= 250 && took < 2000, `canceled after ${took.toFixed(0)} ms`);
+    // Canceled by its signal, not served when the next token came (5 s at 0.2 qps).
+    assert.ok(took >= 250 && took < 4_500, `canceled after ${took.toFixed(0)} ms`);
     // Only the request that was sent is counted.
     assert.equal(sample(await metrics.text(), 'aranya_api_requests_total{verb="get"}'), 1);
   } finally {

