@@ -5,7 +5,7 @@
  * proxied through).
  *
  * The framing is spdy-transport's (with the patches in
- * connectivity/grpc/spdy_patches.ts): no maintained npm library speaks
+ * aranya/spdy/spdy_patches.ts): no maintained npm library speaks
  * Kubernetes' SPDY dialect, in which streams carry only `streamtype`, `port`
  * and `requestid` headers and the peer (Go's spdystream) does no flow control.
  *
@@ -24,7 +24,7 @@ import {
   openSpdySendWindow,
   type SpdyConnection,
   type SpdyStream,
-} from "../connectivity/grpc/spdy_patches.ts";
+} from "../spdy/spdy_patches.ts";
 import { type CommandChannels, type CommandStatus, errorStatus } from "./remote_command.ts";
 import { TimeoutError } from "@aranya/common/errors";
 import type { StreamQuery } from "./routes.ts";

@@ -9,7 +9,7 @@
  * (denoland/deno#36788; a grpc-js server died after the first client
  * disconnect that followed a long stream). So HTTP/2 framing comes from
  * spdy-transport 3.0.0's http2 mode, pure JS, with the patches in
- * spdy_patches.ts; it had no crash in any test of docs/grpc-on-deno.md.
+ * aranya/spdy/spdy_patches.ts; it had no crash in any test of docs/grpc-on-deno.md.
  *
  * Rules this layer keeps:
  * - It sends no GOAWAY to a peer that keeps the protocol. A Deno grpc-js
@@ -48,7 +48,7 @@ import {
   spdyOutputPending,
   type SpdyStream,
   spdyStreamCount,
-} from "./spdy_patches.ts";
+} from "../../spdy/spdy_patches.ts";
 
 /** gRPC status codes (https://grpc.io/docs/guides/status-codes/). */
 export const GrpcStatus = {

@@ -16,7 +16,7 @@ import {
   spdyPatchesApplied,
   type SpdyStream,
 } from "./spdy_patches.ts";
-import { readFrames, synStream } from "../../kubelet/testing/raw_spdy.ts";
+import { readFrames, synStream } from "../kubelet/testing/raw_spdy.ts";
 import { concatBytes } from "@aranya/common/bytes";
 
 interface TestServer {
