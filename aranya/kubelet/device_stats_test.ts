@@ -16,7 +16,7 @@ import {
   TimeoutError,
   UnavailableError,
 } from "@aranya/common/errors";
-import { memoryLinkPair } from "@aranya/common/memory_link";
+import { memoryLinkPair } from "@aranya/common/testing/memory_link";
 import { SessionClient } from "@aranya/common/session/session_client";
 import { SessionServer } from "@aranya/common/session/session_server";
 import { StatsMsgSchema } from "@aranya/proto/gen/aranya/stats_pb";

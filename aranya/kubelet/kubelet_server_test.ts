@@ -17,7 +17,7 @@ import { KubeAuthenticator } from "./authenticator.ts";
 import type { Authorizer } from "./authorizer.ts";
 import { KubeletServer } from "./kubelet_server.ts";
 import { concatBytes } from "@aranya/common/bytes";
-import { memoryLinkPair } from "@aranya/common/memory_link";
+import { memoryLinkPair } from "@aranya/common/testing/memory_link";
 import { SessionClient } from "@aranya/common/session/session_client";
 import { SessionServer } from "@aranya/common/session/session_server";
 import { echoDispatcher } from "@aranya/common/session/testing/echo_dispatcher";

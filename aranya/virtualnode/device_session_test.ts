@@ -37,7 +37,7 @@ import { StaticMembership } from "../replicas/membership.ts";
 import { NodeLease } from "../replicas/node_lease.ts";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { MsgKind } from "@aranya/common/envelope";
-import { memoryLinkPair } from "@aranya/common/memory_link";
+import { memoryLinkPair } from "@aranya/common/testing/memory_link";
 import { SessionServer } from "@aranya/common/session/session_server";
 import {
   NodeCondition_Status,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { CmdKind, MsgKind } from "@aranya/common/envelope";
 import { InvalidInputError } from "@aranya/common/errors";
-import { memoryLinkPair } from "@aranya/common/memory_link";
+import { memoryLinkPair } from "@aranya/common/testing/memory_link";
 import { SessionClient } from "@aranya/common/session/session_client";
 import { SessionServer } from "@aranya/common/session/session_server";
 import { eventually, useServices } from "@aranya/e2e/fixtures";

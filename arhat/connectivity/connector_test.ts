@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { UnavailableError } from "@aranya/common/errors";
 import type { Link, LinkDialer } from "@aranya/common/link";
-import { memoryLinkPair } from "@aranya/common/memory_link";
+import { memoryLinkPair } from "@aranya/common/testing/memory_link";
 import { Connector } from "./connector.ts";
 
 function fakeDialer(name: string, outcomes: ("ok" | "fail")[]): LinkDialer & { calls: number } {

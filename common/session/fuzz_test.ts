@@ -23,7 +23,7 @@ import {
   StateKind,
 } from "../envelope.ts";
 import { AranyaError, ProtocolError } from "../errors.ts";
-import { memoryLinkPair } from "../memory_link.ts";
+import { memoryLinkPair } from "../testing/memory_link.ts";
 import { decodeError, encodeError } from "./error_map.ts";
 import { decodeDone, decodeResize, encodeResize } from "./payloads.ts";
 import { SessionClient } from "./session_client.ts";

@@ -12,7 +12,7 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../errors.ts";
-import { memoryLinkPair } from "../memory_link.ts";
+import { memoryLinkPair } from "../testing/memory_link.ts";
 import { SessionClient } from "./session_client.ts";
 import { SessionServer } from "./session_server.ts";
 import { echoDispatcher } from "./testing/echo_dispatcher.ts";

@@ -2,7 +2,7 @@
  * Two Links joined in memory, for unit tests of the session layer (the
  * transports have their own tests against real sockets and brokers).
  */
-import { BaseLink } from "./link_base.ts";
+import { BaseLink } from "../link_base.ts";
 
 class MemoryLink extends BaseLink {
   peer?: MemoryLink;
