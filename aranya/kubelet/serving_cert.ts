@@ -416,7 +416,8 @@ export class CsrServingCertificate implements ServingCertificate {
       const pem = await this.#awaitCertificate(name, signal);
       const cert = parseLeaf(pem, `CertificateSigningRequest "${name}"`);
       const ours = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
-      if (!sameBytes(new Uint8Array(cert.publicKey.rawData), ours)) {
+      const theirs = cert.publicKey.export({ type: "spki", format: "der" });
+      if (Buffer.compare(theirs, ours) !== 0) {
         throw new InternalError(
           `CertificateSigningRequest "${name}": the issued certificate is not for the requested key`,
         );
@@ -425,14 +426,14 @@ export class CsrServingCertificate implements ServingCertificate {
       const issued: Issued = {
         key: x509.PemConverter.encode(pkcs8, "PRIVATE KEY"),
         cert: pem,
-        notBefore: cert.notBefore.getTime(),
-        notAfter: cert.notAfter.getTime(),
+        notBefore: Date.parse(cert.validFrom),
+        notAfter: Date.parse(cert.validTo),
         csrName: name,
       };
       log.info("Kubelet serving certificate issued", {
         serial: cert.serialNumber,
-        notBefore: cert.notBefore.toISOString(),
-        notAfter: cert.notAfter.toISOString(),
+        notBefore: new Date(issued.notBefore).toISOString(),
+        notAfter: new Date(issued.notAfter).toISOString(),
       });
       return issued;
     } finally {
@@ -579,16 +580,15 @@ function emit(listeners: ((kc: KeyCert) => void)[], kc: KeyCert, log: Logger): v
   }
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-/** The first certificate of a PEM bundle; InvalidInputError naming `what` when there is none. */
-function parseLeaf(pem: string, what: string): x509.X509Certificate {
+/**
+ * The first certificate of a PEM bundle, parsed by the platform (node:crypto; @peculiar/x509 is
+ * used only to write the CSR); InvalidInputError naming `what` when there is none.
+ */
+function parseLeaf(pem: string, what: string): X509Certificate {
   const m = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/);
   if (!m) throw new InvalidInputError(`${what} holds no PEM certificate`);
   try {
-    return new x509.X509Certificate(m[0]);
+    return new X509Certificate(m[0]);
   } catch (err) {
     throw new InvalidInputError(`${what} holds a malformed certificate: ${errorMessage(err)}`, {
       cause: err,
@@ -611,10 +611,7 @@ export function checkKeyCert(kc: KeyCert, what: string): number {
       type: "spki",
       format: "der",
     });
-    const fromCert = new X509Certificate(kc.cert).publicKey.export({
-      type: "spki",
-      format: "der",
-    });
+    const fromCert = leaf.publicKey.export({ type: "spki", format: "der" });
     matches = Buffer.compare(fromKey, fromCert) === 0;
   } catch (err) {
     throw new InvalidInputError(`${what} holds a malformed private key: ${errorMessage(err)}`, {
@@ -624,7 +621,7 @@ export function checkKeyCert(kc: KeyCert, what: string): number {
   if (!matches) {
     throw new InvalidInputError(`${what}: the private key does not belong to the certificate`);
   }
-  return leaf.notAfter.getTime();
+  return Date.parse(leaf.validTo);
 }
 
 /** Options of {@link ReloadingServingCertificate}. */
