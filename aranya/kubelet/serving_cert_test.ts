@@ -28,13 +28,10 @@ import { CACHE, ensureDir, exists } from "@aranya/e2e/paths";
 import { run } from "@aranya/e2e/process";
 import { loadKubeConfig, makeKubeClients } from "../kube/client.ts";
 import { TokenBucket } from "../kube/rate_limiter.ts";
-import {
-  createServingCertificate,
-  CsrServingCertificate,
-  FileServingCertificate,
-  type KeyCert,
-  SecretServingCertificate,
-} from "./serving_cert.ts";
+import { createServingCertificate, type KeyCert } from "./serving_cert.ts";
+import { CsrServingCertificate } from "./csr_serving_cert.ts";
+import { FileServingCertificate } from "./file_serving_cert.ts";
+import { SecretServingCertificate } from "./secret_serving_cert.ts";
 import { testClients } from "../kube/testing/test_clients.ts";
 
 /** Keep-alive API sockets and client-node internals outlive single tests; stopped in finally. */
