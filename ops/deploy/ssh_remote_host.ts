@@ -10,14 +10,7 @@
 import { Buffer } from "node:buffer";
 import { constants as osConstants } from "node:os";
 // @ts-types="./ssh2.d.ts"
-import {
-  type Algorithms,
-  Client,
-  type ClientChannel,
-  type ServerHostKeyAlgorithm,
-  type SFTPWrapper,
-  utils,
-} from "ssh2";
+import { Client, type ClientChannel, type SFTPWrapper, utils } from "ssh2";
 import {
   AranyaError,
   CanceledError,
@@ -29,20 +22,9 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from "@aranya/common/errors";
-import {
-  blobKeyType,
-  checkHostKey,
-  type KnownHostEntry,
-  knownHostsName,
-  knownKeyTypes,
-  parseKnownHosts,
-  parsePublicKeyLine,
-  type PublicKey,
-  sameKey,
-  sha256Fingerprint,
-} from "./known_hosts.ts";
 import type { RemoteHost, RemoteResult } from "./remote_host.ts";
 
+import { type HostKeyCheck, hostKeyCheck } from "./host_key_policy.ts";
 /** Where and how to log in. */
 export interface SshTarget {
   /** Host name or IP address of the device. */
@@ -84,15 +66,6 @@ const WRITE_CHUNK = 32 * 1024;
 /** SFTP status codes (draft-ietf-secsh-filexfer-02). */
 const SFTP_NO_SUCH_FILE = 2;
 const SFTP_PERMISSION_DENIED = 3;
-
-/** Host key algorithms ssh2 negotiates for a key type, best first. */
-const HOST_KEY_ALGORITHMS: Readonly<Record<string, readonly ServerHostKeyAlgorithm[]>> = {
-  "ssh-ed25519": ["ssh-ed25519"],
-  "ecdsa-sha2-nistp256": ["ecdsa-sha2-nistp256"],
-  "ecdsa-sha2-nistp384": ["ecdsa-sha2-nistp384"],
-  "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
-  "ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"],
-};
 
 /**
  * Connects and logs in to `o.host` with the private key, checking the host
@@ -419,115 +392,6 @@ async function readPrivateKey(o: SshTarget, address: string): Promise<Buffer> {
     );
   }
   return key;
-}
-
-/** The host key check of one connection attempt. */
-interface HostKeyCheck {
-  /** ssh2's hostVerifier: true to accept; records why when refusing. */
-  verify(blob: Buffer): boolean;
-  /** Why the host key was refused, if it was. */
-  failure(): Error | undefined;
-  /** Host key algorithms preferring the types we can verify, when any are known. */
-  algorithms?: Algorithms;
-}
-
-async function hostKeyCheck(o: SshTarget, address: string): Promise<HostKeyCheck> {
-  let expectedKey: PublicKey | undefined;
-  let expectedFingerprint: string | undefined;
-  if (o.hostKey !== undefined) {
-    const text = o.hostKey.trim();
-    if (/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(text)) {
-      expectedFingerprint = text.replace(/=$/, "");
-    } else {
-      expectedKey = parsePublicKeyLine(text);
-      if (!expectedKey) {
-        throw new InvalidInputError(
-          `Host key "${o.hostKey}" for device "${address}" is neither a public key line ` +
-            `("ssh-ed25519 AAAA...") nor a fingerprint ("SHA256:..." as ssh-keygen -l prints it)`,
-        );
-      }
-      expectedFingerprint = sha256Fingerprint(expectedKey.blob);
-    }
-  }
-  let file = o.knownHostsFile;
-  if (file === undefined && o.hostKey === undefined) {
-    const home = Deno.env.get("HOME");
-    if (!home) {
-      throw new InvalidInputError(
-        `Cannot check the host key of device "${address}": neither hostKey nor ` +
-          `knownHostsFile is set, and HOME is not set to find ~/.ssh/known_hosts`,
-      );
-    }
-    file = `${home}/.ssh/known_hosts`;
-  }
-  let entries: KnownHostEntry[] = [];
-  let fileMissing = false;
-  if (file !== undefined) {
-    try {
-      entries = parseKnownHosts(await Deno.readTextFile(file));
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) {
-        throw new InvalidInputError(
-          `Cannot read known_hosts file "${file}" for device "${address}": ${errorMessage(err)}`,
-          { cause: err },
-        );
-      }
-      fileMissing = true;
-    }
-  }
-
-  const types = knownKeyTypes(entries, o.host, o.port);
-  if (expectedKey && !types.includes(expectedKey.type)) types.unshift(expectedKey.type);
-  const preferred = types.flatMap((t) => HOST_KEY_ALGORITHMS[t] ?? []);
-  const algorithms: Algorithms | undefined = preferred.length > 0
-    // ssh2 applies these in key order: take them out, then put them in front.
-    ? { serverHostKey: { remove: preferred, prepend: preferred, append: [] } }
-    : undefined;
-
-  let failure: Error | undefined;
-  return {
-    algorithms,
-    failure: () => failure,
-    verify(blob: Buffer): boolean {
-      const presented: PublicKey = { type: blobKeyType(blob) ?? "unknown", blob };
-      const fp = sha256Fingerprint(blob);
-      const verdict = checkHostKey(entries, o.host, o.port, presented);
-      if (verdict.kind === "revoked") {
-        failure = new UnauthenticatedError(
-          `Host key of "${address}" (${fp}) is marked @revoked in "${file}" ` +
-            `(line ${verdict.line}); refusing to connect`,
-        );
-        return false;
-      }
-      const matchesExpected = expectedKey
-        ? sameKey(expectedKey, presented)
-        : expectedFingerprint !== undefined && expectedFingerprint === fp;
-      if (matchesExpected || verdict.kind === "trusted") return true;
-      if (expectedFingerprint !== undefined) {
-        failure = new UnauthenticatedError(
-          `Host key of "${address}" is ${fp} but hostKey expects ${expectedFingerprint}; ` +
-            `the device may have been reinstalled, or someone is intercepting the connection: ` +
-            `check the device before changing hostKey`,
-        );
-      } else if (verdict.kind === "mismatch") {
-        const name = knownHostsName(o.host, o.port);
-        failure = new UnauthenticatedError(
-          `Host key of "${address}" (${fp}) does not match the key in "${file}" ` +
-            `(${verdict.known.join(", ")}); the device may have been reinstalled, or someone ` +
-            `is intercepting the connection: check the device, then remove the old entry with: ` +
-            `ssh-keygen -R "${name}" -f ${file}`,
-        );
-      } else {
-        const portArg = o.port === 22 ? "" : `-p ${o.port} `;
-        failure = new UnauthenticatedError(
-          `Host key of "${address}" (${fp}) is not in "${file}"` +
-            `${fileMissing ? " (the file does not exist)" : ""}; check it and add it with: ` +
-            `ssh-keyscan ${portArg}${o.host} >> ${file}, or set hostKey`,
-        );
-      }
-      return false;
-    },
-  };
 }
 
 /** Maps an ssh2 error during connect and login to a domain error naming the device. */
