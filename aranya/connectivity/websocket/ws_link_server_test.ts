@@ -13,28 +13,51 @@ import { WebSocketLinkServer } from "./ws_link_server.ts";
 import { ProtocolError } from "@aranya/common/errors";
 import type { Link } from "@aranya/common/link";
 
+/** A listener with `tokens` (device -> token) over the test TLS pair; `onLink` sees each link. */
+async function listen(
+  tokens: Record<string, string>,
+  onLink: (link: Link) => void,
+  opts: { keepaliveMs?: number; keepaliveFor?: (device: string) => number | undefined } = {},
+) {
+  const tls = await testTls();
+  const auth = new StaticAuthenticator();
+  for (const [device, token] of Object.entries(tokens)) auth.setToken(device, token);
+  const server = new WebSocketLinkServer({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: tls.cert, key: tls.key },
+    authenticator: auth,
+    registry: new MemoryLinkRegistry(),
+    ...opts,
+  });
+  const ac = new AbortController();
+  const run = server.run(ac.signal, onLink);
+  await server.ready;
+  return {
+    tls,
+    server,
+    ac,
+    stop: async () => {
+      ac.abort();
+      await run;
+    },
+  };
+}
+
 Deno.test({
   name: "a device's keepalive interval reaches the device and holds the link",
   // node:https and ws keep sockets and timers until the server stops; stopped in finally.
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const tls = await testTls();
-    const auth = new StaticAuthenticator();
-    auth.setToken("ns/fast", "t1");
-    auth.setToken("ns/plain", "t2");
-    const server = new WebSocketLinkServer({
-      hostname: "127.0.0.1",
-      port: 0,
-      tls: { cert: tls.cert, key: tls.key },
-      authenticator: auth,
-      registry: new MemoryLinkRegistry(),
-      keepaliveMs: 120_000,
-      keepaliveFor: (device) => device === "ns/fast" ? 1000 : undefined,
-    });
-    const ac = new AbortController();
-    const run = server.run(ac.signal, () => {});
-    await server.ready;
+    const { tls, server, ac, stop } = await listen(
+      { "ns/fast": "t1", "ns/plain": "t2" },
+      () => {},
+      {
+        keepaliveMs: 120_000,
+        keepaliveFor: (device) => device === "ns/fast" ? 1000 : undefined,
+      },
+    );
     const dial = (device: string, token: string) =>
       new WebSocketLinkDialer({
         url: `wss://localhost:${server.port}/v1/link`,
@@ -59,8 +82,7 @@ Deno.test({
     } finally {
       fast.close("done");
       plain.close("done");
-      ac.abort();
-      await run;
+      await stop();
     }
   },
 });
@@ -70,20 +92,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const tls = await testTls();
-    const auth = new StaticAuthenticator();
-    auth.setToken("ns/dev", "t1");
-    const server = new WebSocketLinkServer({
-      hostname: "127.0.0.1",
-      port: 0,
-      tls: { cert: tls.cert, key: tls.key },
-      authenticator: auth,
-      registry: new MemoryLinkRegistry(),
-    });
-    const ac = new AbortController();
     const accepted = Promise.withResolvers<Link>();
-    const run = server.run(ac.signal, (link) => accepted.resolve(link));
-    await server.ready;
+    const { tls, server, ac, stop } = await listen({ "ns/dev": "t1" }, (l) => accepted.resolve(l));
     try {
       const device = await new WebSocketLinkDialer({
         url: `wss://localhost:${server.port}/v1/link`,
@@ -97,8 +107,7 @@ Deno.test({
       assert.deepEqual(await link.closed, { by: "error", reason: "malformed frame" });
       assert.deepEqual(await device.closed, { by: "error", reason: "code 1002 malformed frame" });
     } finally {
-      ac.abort();
-      await run;
+      await stop();
     }
   },
 });
