@@ -21,7 +21,6 @@
  */
 import type { ServingCertSource } from "./kubelet/serving_cert.ts";
 import { parseArgs } from "node:util";
-import { parseDocument } from "yaml";
 import {
   checkAbsolute,
   checkLabel,
@@ -30,9 +29,15 @@ import {
   DNS_SUBDOMAIN,
   readClientTls,
 } from "@aranya/common/config_checks";
-import { ConfigError, ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import {
+  ConfigError,
+  ConfigProblems,
+  ConfigReader,
+  parseConfigYaml,
+  readConfigFile,
+} from "@aranya/common/config_reader";
 import { envLookup, type EnvSource, processEnv } from "@aranya/common/env_expand";
-import { errorMessage, NotFoundError } from "@aranya/common/errors";
+import { errorMessage } from "@aranya/common/errors";
 import type { LogLevel } from "@aranya/common/log";
 import { isIP, isIPv4, isIPv6 } from "node:net";
 
@@ -318,15 +323,7 @@ export async function loadAranyaConfig(
 ): Promise<AranyaConfig> {
   const flags = parseAranyaFlags(argv);
   const path = flags.config ?? DEFAULT_CONFIG_PATH;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NotFoundError(`Config file "${path}" does not exist`, { cause: err });
-    }
-    throw err;
-  }
+  const text = await readConfigFile(path);
   return parseAranyaConfig(text, {
     env,
     flags,
@@ -348,10 +345,7 @@ export function parseAranyaConfig(
   const env = opts.env ?? processEnv;
   const source = opts.source ?? "aranya config";
   const problems = new ConfigProblems(env);
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  for (const err of doc.errors) problems.add("", `YAML: ${errorMessage(err).split("\n")[0]}`);
-  problems.throwIfAny(source);
-  const js: unknown = doc.toJS({ maxAliasCount: 100 });
+  const js = parseConfigYaml(text, problems, source);
   const root = new ConfigReader(js, "", problems);
   const links = isMapping(js) ? js.links : undefined;
   const defaults: Defaults = {

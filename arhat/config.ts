@@ -13,7 +13,6 @@
  *
  * @module
  */
-import { parseDocument } from "yaml";
 import {
   checkAbsolute,
   checkLabel,
@@ -21,10 +20,14 @@ import {
   type ClientTlsFiles,
   readClientTls,
 } from "@aranya/common/config_checks";
-import { ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import {
+  ConfigProblems,
+  ConfigReader,
+  parseConfigYaml,
+  readConfigFile,
+} from "@aranya/common/config_reader";
 import { parseDuration } from "@aranya/common/duration";
 import { type EnvSource, processEnv } from "@aranya/common/env_expand";
-import { errorMessage, NotFoundError } from "@aranya/common/errors";
 import type { LogLevel } from "@aranya/common/log";
 
 /** Where arhat looks for its config when not told otherwise. */
@@ -176,16 +179,7 @@ export async function loadArhatConfig(
   path: string,
   env: EnvSource = processEnv,
 ): Promise<ArhatConfig> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NotFoundError(`Config file "${path}" does not exist`, { cause: err });
-    }
-    throw err;
-  }
-  return parseConfig(text, env, `arhat config "${path}"`);
+  return parseConfig(await readConfigFile(path), env, `arhat config "${path}"`);
 }
 
 /**
@@ -200,10 +194,7 @@ export function parseConfig(
   source = "arhat config",
 ): ArhatConfig {
   const problems = new ConfigProblems(env);
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  for (const err of doc.errors) problems.add("", `YAML: ${errorMessage(err).split("\n")[0]}`);
-  problems.throwIfAny(source);
-  const root = new ConfigReader(doc.toJS({ maxAliasCount: 100 }), "", problems);
+  const root = new ConfigReader(parseConfigYaml(text, problems, source), "", problems);
   const config = readConfig(root);
   root.finish();
   problems.throwIfAny(source);

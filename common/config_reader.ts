@@ -12,7 +12,8 @@
  */
 import { parseDuration } from "./duration.ts";
 import { type EnvSource, expandEnv } from "./env_expand.ts";
-import { errorMessage, InvalidInputError } from "./errors.ts";
+import { errorMessage, InvalidInputError, NotFoundError } from "./errors.ts";
+import { parseDocument } from "yaml";
 
 /** A config that failed validation; `problems` lists each, prefixed with its field path. */
 export class ConfigError extends InvalidInputError {
@@ -317,4 +318,33 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return "a list";
   if (v !== null && typeof v === "object") return "a mapping";
   return JSON.stringify(v) ?? String(v);
+}
+
+/**
+ * The text of config file `path` (what `what` names in messages, e.g. `aranya config`).
+ *
+ * @throws NotFoundError when the file does not exist; the platform's error when it cannot be read.
+ */
+export async function readConfigFile(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new NotFoundError(`Config file "${path}" does not exist`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/**
+ * The tree of config YAML `text`, for a {@link ConfigReader}: duplicate keys are errors and at
+ * most 100 aliases are expanded (no alias bombs).
+ *
+ * @throws ConfigError naming `source` with every YAML error.
+ */
+export function parseConfigYaml(text: string, problems: ConfigProblems, source: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  for (const err of doc.errors) problems.add("", `YAML: ${errorMessage(err).split("\n")[0]}`);
+  problems.throwIfAny(source);
+  return doc.toJS({ maxAliasCount: 100 });
 }

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ConfigError, ConfigProblems, ConfigReader } from "./config_reader.ts";
+import {
+  ConfigError,
+  ConfigProblems,
+  ConfigReader,
+  parseConfigYaml,
+  readConfigFile,
+} from "./config_reader.ts";
+import { NotFoundError } from "./errors.ts";
 import { InvalidInputError } from "./errors.ts";
 
 function reader(value: unknown, env: Record<string, string> = {}) {
@@ -74,4 +81,19 @@ Deno.test("ConfigReader never echoes secret values", () => {
     "root.password: must be a string; got number",
   ]);
   assert.ok(!problems.list.join().includes("hunter2"));
+});
+
+Deno.test("readConfigFile and parseConfigYaml: the one preamble of every config file", async () => {
+  await assert.rejects(readConfigFile("/nonexistent/aranya.yaml"), (err: unknown) => {
+    assert.ok(err instanceof NotFoundError);
+    assert.match(err.message, /Config file "\/nonexistent\/aranya.yaml" does not exist/);
+    return true;
+  });
+  const problems = new ConfigProblems({});
+  assert.deepEqual(parseConfigYaml("a: 1\nb: [x]\n", problems, "test config"), { a: 1, b: ["x"] });
+  // A duplicated key is refused, not silently taken from its last occurrence.
+  assert.throws(
+    () => parseConfigYaml("a: 1\na: 2\n", new ConfigProblems({}), "test config"),
+    /test config[\s\S]*YAML/,
+  );
 });

@@ -8,9 +8,13 @@
  *
  * @module
  */
-import { parseDocument } from "yaml";
 import { checkLabel, DNS_SUBDOMAIN } from "@aranya/common/config_checks";
-import { ConfigError, ConfigProblems, ConfigReader } from "@aranya/common/config_reader";
+import {
+  ConfigProblems,
+  ConfigReader,
+  parseConfigYaml,
+  readConfigFile,
+} from "@aranya/common/config_reader";
 import { envLookup, type EnvSource } from "@aranya/common/env_expand";
 
 /** CPU architectures arhat is built for, as `uname -m` reports them. */
@@ -110,15 +114,7 @@ export interface ReadInventoryOptions {
 /** Reads and validates an inventory file; throws one {@link ConfigError} listing every problem. */
 export async function readInventory(file: string, opts: ReadInventoryOptions): Promise<Inventory> {
   const abs = file.startsWith("/") ? file : `${Deno.cwd()}/${file}`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(abs);
-  } catch (err) {
-    throw new ConfigError(`inventory "${file}"`, [
-      `cannot read the file: ${err instanceof Error ? err.message : String(err)}`,
-    ]);
-  }
-  return parseInventory(text, { ...opts, file: abs });
+  return parseInventory(await readConfigFile(abs), { ...opts, file: abs });
 }
 
 /** Parses inventory YAML (see {@link readInventory}); `file` anchors relative paths. */
@@ -127,12 +123,8 @@ export function parseInventory(
   opts: ReadInventoryOptions & { file: string },
 ): Inventory {
   const source = `inventory "${opts.file}"`;
-  const doc = parseDocument(text, { prettyErrors: false });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(source, doc.errors.map((e) => `YAML: ${e.message}`));
-  }
   const problems = new ConfigProblems(opts.env);
-  const root = new ConfigReader(doc.toJS({ maxAliasCount: 100 }), "", problems);
+  const root = new ConfigReader(parseConfigYaml(text, problems, source), "", problems);
   const dir = opts.file.replace(/\/[^/]*$/, "") || "/";
   const home = opts.home ?? envLookup(opts.env)("HOME") ?? "/root";
   const path = (p: string) =>
