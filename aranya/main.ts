@@ -404,7 +404,7 @@ async function serve(
     });
     metrics.devicesConnected.inc();
     sessions.set(link.device, session);
-    const run = session.run().finally(() => {
+    const run = session.run(signal).finally(() => {
       metrics.devicesConnected.dec();
       running.delete(run);
       if (sessions.get(link.device) === session) {

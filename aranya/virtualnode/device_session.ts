@@ -215,11 +215,18 @@ export class DeviceSession {
     return this.#closed.promise;
   }
 
-  /** Runs until the link closes; then marks the device disconnected. Never rejects. */
-  async run(): Promise<void> {
+  /**
+   * Runs until the link closes, or until `signal` aborts (which closes the link); then marks the
+   * device disconnected. Never rejects.
+   */
+  async run(signal?: AbortSignal): Promise<void> {
+    const stop = () => this.#o.link.close("This aranya replica is stopping; dial again");
+    if (signal?.aborted) stop();
+    else signal?.addEventListener("abort", stop, { once: true });
     try {
       await this.#run();
     } finally {
+      signal?.removeEventListener("abort", stop);
       if (!this.#removed) await this.#o.lease.release();
       this.#connected.resolve();
       this.#closed.resolve();
