@@ -47,8 +47,24 @@ import type {
   StreamHandle,
 } from "../runtime.ts";
 import { demuxStream } from "./demux.ts";
-import { engineMessage, httpError, streamError, transportError } from "./engine_error.ts";
+import { engineMessage, httpError, transportError } from "./engine_error.ts";
 import { hijack, type HijackedConnection } from "./hijack.ts";
+
+import {
+  abbreviate,
+  createBody,
+  enc,
+  RawContainer,
+  RawImage,
+  RawStats,
+  time,
+  toContainer,
+  toEnv,
+  toImage,
+  toStats,
+} from "./docker_spec.ts";
+import { checkImageRef, encodeAuth, pullQuery, readProgress } from "./docker_images.ts";
+import { lazyStream } from "./lazy_stream.ts";
 
 /** Options for {@link DockerRuntime}. */
 export interface DockerRuntimeOptions {
@@ -62,44 +78,6 @@ export interface DockerRuntimeOptions {
 /** How long exec's exit code is polled for after its output ended. */
 const EXEC_EXIT_POLL_MS = 10_000;
 /** Image references: what registries and engines accept, nothing that needs URL escaping. */
-const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/;
-const ZERO_TIME = "0001-01-01T00:00:00Z";
-
-interface RawContainer {
-  Id: string;
-  Name?: string;
-  Image?: string;
-  Created?: string;
-  RestartCount?: number;
-  Config?: { Image?: string; Labels?: Record<string, string> | null; Tty?: boolean };
-  State?: {
-    Status?: string;
-    ExitCode?: number;
-    StartedAt?: string;
-    FinishedAt?: string;
-    Error?: string;
-    Pid?: number;
-    OOMKilled?: boolean;
-  };
-  NetworkSettings?: {
-    IPAddress?: string;
-    Networks?: Record<string, { IPAddress?: string }> | null;
-  };
-}
-
-/** The parts of `GET /containers/{id}/stats` that {@link DockerRuntime.stats} reads. */
-interface RawStats {
-  read?: string;
-  cpu_stats?: { cpu_usage?: { total_usage?: number } };
-  memory_stats?: { usage?: number; stats?: Record<string, number> | null };
-}
-
-interface RawImage {
-  Id: string;
-  RepoTags?: string[] | null;
-  Size?: number;
-  Config?: { User?: string } | null;
-}
 
 interface CallInit {
   json?: unknown;
@@ -688,282 +666,4 @@ export class DockerRuntime implements ContainerRuntime {
       throw transportError(what, this.#socket, err);
     }
   }
-}
-
-/** Translates a {@link ContainerSpec} into the engine's create body. */
-function createBody(spec: ContainerSpec): Record<string, unknown> {
-  const exposed: Record<string, Record<string, never>> = {};
-  const bindings: Record<string, { HostIp?: string; HostPort: string }[]> = {};
-  for (const p of spec.ports ?? []) {
-    const key = `${p.containerPort}/${p.protocol}`;
-    exposed[key] = {};
-    (bindings[key] ??= []).push({ HostIp: p.hostIp, HostPort: String(p.hostPort) });
-  }
-  return {
-    Image: spec.image,
-    Entrypoint: spec.entrypoint,
-    Cmd: spec.cmd,
-    Env: spec.env && toEnv(spec.env),
-    WorkingDir: spec.workingDir,
-    Labels: spec.labels,
-    Hostname: spec.hostname,
-    User: spec.user,
-    Tty: spec.tty ?? false,
-    OpenStdin: spec.openStdin ?? false,
-    StdinOnce: spec.stdinOnce ?? false,
-    AttachStdin: false,
-    AttachStdout: false,
-    AttachStderr: false,
-    StopTimeout: spec.stopTimeoutSeconds,
-    ExposedPorts: spec.ports?.length ? exposed : undefined,
-    HostConfig: {
-      // Mounts (not Binds): paths with ":" or "," need no escaping.
-      Mounts: spec.mounts?.map((m) => ({
-        Type: m.volume ? "volume" : "bind",
-        Source: m.volume ?? m.hostPath,
-        Target: m.containerPath,
-        ReadOnly: m.readOnly ?? false,
-      })),
-      PortBindings: spec.ports?.length ? bindings : undefined,
-      NetworkMode: spec.network,
-      IpcMode: spec.ipcMode,
-      PidMode: spec.pidMode,
-      UTSMode: spec.utsMode,
-      Dns: spec.dnsServers,
-      DnsSearch: spec.dnsSearches,
-      DnsOptions: spec.dnsOptions,
-      ExtraHosts: spec.extraHosts,
-      Privileged: spec.privileged ?? false,
-      ReadonlyRootfs: spec.readOnlyRootfs ?? false,
-      CapAdd: spec.capAdd,
-      CapDrop: spec.capDrop,
-      GroupAdd: spec.groupAdd?.length ? spec.groupAdd : undefined,
-      SecurityOpt: securityOpts(spec),
-      Sysctls: spec.sysctls && Object.keys(spec.sysctls).length ? spec.sysctls : undefined,
-      Memory: spec.memoryLimitBytes,
-      MemoryReservation: spec.memoryReservationBytes,
-      CpuShares: spec.cpuShares,
-      NanoCpus: spec.cpuLimitMillis === undefined
-        ? undefined
-        : Math.round(spec.cpuLimitMillis * 1_000_000),
-    },
-  };
-}
-
-function securityOpts(spec: ContainerSpec): string[] | undefined {
-  const opts = [...(spec.noNewPrivileges ? ["no-new-privileges"] : []), ...spec.securityOpts ?? []];
-  return opts.length ? opts : undefined;
-}
-
-function toEnv(env: Record<string, string>): string[] {
-  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
-}
-
-function toImage(raw: RawImage): ImageInfo {
-  return {
-    id: raw.Id,
-    repoTags: (raw.RepoTags ?? []).filter((t) => t !== "<none>:<none>"),
-    size: raw.Size ?? 0,
-    user: raw.Config?.User ?? "",
-  };
-}
-
-const STATES = new Set<ContainerInfo["state"]>([
-  "created",
-  "running",
-  "paused",
-  "restarting",
-  "exited",
-  "dead",
-]);
-
-function toContainer(raw: RawContainer): ContainerInfo {
-  const s = raw.State ?? {};
-  const status = (s.Status ?? "").toLowerCase();
-  // Podman's own words for states the Docker API calls created and exited.
-  const state = STATES.has(status as ContainerInfo["state"])
-    ? status as ContainerInfo["state"]
-    : status === "configured" || status === "initialized"
-    ? "created"
-    : status === "stopped"
-    ? "exited"
-    : "unknown";
-  const networks = Object.values(raw.NetworkSettings?.Networks ?? {});
-  return {
-    id: raw.Id,
-    name: (raw.Name ?? "").replace(/^\//, ""),
-    image: raw.Config?.Image ?? "",
-    imageId: raw.Image ?? "",
-    labels: raw.Config?.Labels ?? {},
-    state,
-    exitCode: s.ExitCode ?? 0,
-    createdAt: time(raw.Created),
-    startedAt: time(s.StartedAt),
-    finishedAt: time(s.FinishedAt),
-    error: s.Error ?? "",
-    oomKilled: s.OOMKilled ?? false,
-    pid: s.Pid ?? 0,
-    restartCount: raw.RestartCount ?? 0,
-    ipAddress: raw.NetworkSettings?.IPAddress ||
-      networks.map((n) => n.IPAddress ?? "").find((ip) => ip !== "") || "",
-  };
-}
-
-function toStats(raw: RawStats, timeMs: number): ContainerStats {
-  const m = raw.memory_stats ?? {};
-  const usage = m.usage ?? 0;
-  const detail = m.stats ?? {};
-  // cgroup v1 names the hierarchical counters total_*; v2 has only the plain ones.
-  const inactiveFile = detail.total_inactive_file ?? detail.inactive_file ?? 0;
-  const rss = detail.total_rss ?? detail.anon ?? detail.rss;
-  return {
-    timeMs,
-    cpuUsageCoreNanoseconds: raw.cpu_stats?.cpu_usage?.total_usage ?? 0,
-    memoryUsageBytes: usage,
-    memoryWorkingSetBytes: inactiveFile < usage ? usage - inactiveFile : 0,
-    memoryRssBytes: rss,
-  };
-}
-
-function time(t: string | undefined): string {
-  return !t || t === ZERO_TIME || t.startsWith("0001-01-01") ? "" : t;
-}
-
-/** A command line short enough for an error message. */
-function abbreviate(text: string, max = 60): string {
-  return text.length <= max ? text : `${text.slice(0, max - 3)}...`;
-}
-
-function enc(id: string): string {
-  return encodeURIComponent(id);
-}
-
-function checkImageRef(ref: string): void {
-  if (!IMAGE_REF.test(ref)) throw new InvalidInputError(`Image reference "${ref}" is invalid`);
-}
-
-/** fromImage and tag for a pull: a digest reference goes whole, otherwise the tag (default latest) apart. */
-function pullQuery(ref: string): URLSearchParams {
-  if (ref.includes("@")) return new URLSearchParams({ fromImage: ref });
-  const slash = ref.lastIndexOf("/");
-  const colon = ref.lastIndexOf(":");
-  if (colon > slash) {
-    return new URLSearchParams({ fromImage: ref.slice(0, colon), tag: ref.slice(colon + 1) });
-  }
-  return new URLSearchParams({ fromImage: ref, tag: "latest" });
-}
-
-/** X-Registry-Auth: base64url of the engine's AuthConfig JSON. */
-function encodeAuth(c: RegistryCredentials): string {
-  const json = JSON.stringify({
-    username: c.username,
-    password: c.password,
-    identitytoken: c.identityToken,
-    registrytoken: c.registryToken,
-    serveraddress: c.server,
-  });
-  const bytes = new TextEncoder().encode(json);
-  let bin = "";
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_");
-}
-
-/**
- * Reads a JSON-lines progress stream to its end; an `error`/`errorDetail`
- * line rejects with the mapped domain error (the rest of the body is
- * canceled). A broken stream rejects with the transport's error.
- */
-async function readProgress(body: ReadableStream<Uint8Array> | null, what: string): Promise<void> {
-  if (!body) return;
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let rest = "";
-  const check = (line: string) => {
-    if (!line.trim()) return;
-    let obj: { error?: string; errorDetail?: { message?: string } };
-    try {
-      obj = JSON.parse(line);
-    } catch {
-      return; // progress lines only matter for their errors
-    }
-    if (obj.error || obj.errorDetail) {
-      throw streamError(what, obj.errorDetail?.message || obj.error || "unknown error");
-    }
-  };
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      rest += value;
-      const lines = rest.split(/\r?\n/);
-      rest = lines.pop() ?? "";
-      lines.forEach(check);
-    }
-    check(rest);
-  } catch (err) {
-    await reader.cancel().catch(() => {});
-    throw err;
-  }
-}
-
-/**
- * A stream opened on first read by `open`. Canceling it, or aborting
- * `signal`, aborts `open`'s signal (and with it the HTTP request) and cancels
- * the opened stream; an abort errors the stream with CanceledError.
- */
-function lazyStream<T>(
-  what: string,
-  signal: AbortSignal | undefined,
-  open: (signal: AbortSignal) => Promise<ReadableStream<T>>,
-): ReadableStream<T> {
-  const ac = new AbortController();
-  let reader: ReadableStreamDefaultReader<T> | undefined;
-  let finished = false;
-  let controller!: ReadableStreamDefaultController<T>;
-  const finish = () => {
-    finished = true;
-    signal?.removeEventListener("abort", onAbort);
-  };
-  const onAbort = () => {
-    if (finished) return;
-    finish();
-    controller.error(new CanceledError(`${what} was canceled`));
-    ac.abort();
-    reader?.cancel().catch(() => {});
-  };
-  return new ReadableStream<T>({
-    start(c) {
-      controller = c;
-      if (signal?.aborted) onAbort();
-      else signal?.addEventListener("abort", onAbort, { once: true });
-    },
-    async pull(c) {
-      try {
-        if (!reader) {
-          const stream = await open(ac.signal);
-          if (finished) {
-            await stream.cancel().catch(() => {});
-            return;
-          }
-          reader = stream.getReader();
-        }
-        const r = await reader.read();
-        if (finished) return;
-        if (r.done) {
-          finish();
-          c.close();
-        } else {
-          c.enqueue(r.value);
-        }
-      } catch (err) {
-        if (finished) return;
-        finish();
-        c.error(err);
-      }
-    },
-    async cancel(reason) {
-      finish();
-      ac.abort();
-      await reader?.cancel(reason).catch(() => {});
-    },
-  }, { highWaterMark: 0 });
 }
