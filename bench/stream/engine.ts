@@ -4,9 +4,9 @@
  * link. `POST /containers/{id}/exec`, then `/exec/{id}/start` hijacked (the
  * same hijack arhat's runtime uses); output demultiplexed (no tty).
  */
-import { FrameDemuxer } from "../../arhat/runtime/docker/demux.ts";
-import { hijack } from "../../arhat/runtime/docker/hijack.ts";
-import type { EngineClient } from "../../e2e/services/engine_client.ts";
+import { FrameDemuxer } from "@aranya/arhat/runtime/docker/demux";
+import { hijack } from "@aranya/arhat/runtime/docker/hijack";
+import type { EngineClient } from "@aranya/e2e/services/engine_client";
 import type { EchoSession } from "./echo.ts";
 
 /** The engine API version the e2e client speaks (dockerd 20.10 and Podman 4). */

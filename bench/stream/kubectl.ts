@@ -3,8 +3,8 @@
  * interactive `exec -i ... -- cat` as an {@link EchoSession}, and
  * `port-forward` until it listens.
  */
-import { binPath } from "../../e2e/cluster/build.ts";
-import type { World } from "../../e2e/edge_world.ts";
+import { binPath } from "@aranya/e2e/cluster/build";
+import type { World } from "@aranya/e2e/edge_world";
 import type { EchoSession } from "./echo.ts";
 
 function spawn(w: World, args: string[], env: Record<string, string>): Deno.ChildProcess {

@@ -1,46 +1,89 @@
 /**
- * `deno task bench:stream [--runs 5] [--round-trips 200] [--warmup 20] [--blob-mib 64]`:
- * the kubelet API's streams end to end, each against the container engine
- * reached directly. The chain measured: the built kubectl -> the real
- * kube-apiserver -> the real aranya process (deploy/ RBAC, kubelet API on
- * the advertised address) -> one arhat over its websocket link -> a
- * container on Podman, as in e2e/kubelet_e2e_test.ts. The control plane and
+ * `deno task bench:stream [--runs 5] [--round-trips 200] [--warmup 20] [--blob-mib 64]
+ * [--pod-starts 20] [--settle-seconds 5]`: the kubelet API's streams, pod
+ * start and node memory of an aranya node, each beside a real kubelet node in
+ * the same run and on the same control plane, plus the stream anchors against
+ * the container engine reached directly.
+ *
+ * The two nodes: the device node (the built kubectl -> the real kube-apiserver
+ * -> the real aranya process (deploy/ RBAC, kubelet API on the advertised
+ * address) -> one arhat over its websocket link -> Podman, as in
+ * e2e/kubelet_e2e_test.ts), and its peer, a worker node (peer_node.ts: the
+ * kubelet built from the pinned module, Debian's containerd and runc, a CNI
+ * bridge; e2e/cluster/worker_node.ts). Every pod is the same spec on both,
+ * placed with `nodeName` (and the worker's toleration). The control plane and
  * services come from `useCluster` / `useServices` (the running ones named by
  * ARANYA_TEST_KUBECONFIG and the ARANYA_TEST_* variables, else fresh ones,
- * stopped at the end, also on failure or SIGINT/SIGTERM).
+ * stopped at the end, also on failure or SIGINT/SIGTERM); the worker node is
+ * attached and dies with this process.
  *
- * - exec round trip: one interactive `kubectl exec -i tools -c main -- cat`;
- *   a short line written, timed until it is back on stdout; --warmup untimed,
- *   then --round-trips timed; p50/p99. With KUBECTL_REMOTE_COMMAND_WEBSOCKETS
- *   true (kubectl's default, WebSocket to the API server) and false (SPDY).
- *   Anchor: the same echo through one exec session of the engine's own API
+ * - exec round trip: one interactive `kubectl exec -i tools -c main -- cat`
+ *   per node; a short line written, timed until it is back on stdout;
+ *   --warmup untimed, then --round-trips timed; p50/p99. With
+ *   KUBECTL_REMOTE_COMMAND_WEBSOCKETS true (kubectl's default, WebSocket to
+ *   the API server) and false (SPDY). Anchor on the aranya node: the same
+ *   echo through one exec session of the engine's own API
  *   (`/containers/{id}/exec` + hijacked `/exec/{id}/start` on the Podman
  *   socket), same counts.
- * - port-forward throughput: `kubectl port-forward pod/tools <local>:8080`,
+ * - port-forward throughput: `kubectl port-forward pod/<tools> <local>:8080`,
  *   the pod's busybox httpd serving a random --blob-mib MiB blob, downloaded
  *   --runs times (after one untimed download), byte count checked, median
- *   MB/s; with KUBECTL_PORT_FORWARD_WEBSOCKETS true and false. Anchor: arhat
- *   runs pods with network "none" (only loopback inside the pod), so the pod
- *   has no IP the host can reach; the direct path is the one arhat itself
+ *   MB/s; with KUBECTL_PORT_FORWARD_WEBSOCKETS true and false, per node.
+ *   Anchors on the aranya node: arhat runs pods with network "none" (only
+ *   loopback inside the pod), so the direct path is the one arhat itself
  *   uses, without anything above it: an engine exec of `nc 127.0.0.1 8080` in
- *   the pod's infra container, fed the same GET.
+ *   the pod's infra container, fed the same GET; and the in-pod ceiling.
+ * - pod start (pod_start.ts): after the tools pods are deleted, --pod-starts
+ *   pods per node created through the API one at a time, the nodes taking
+ *   turns, timed from the POST until a watch delivers the pod Running;
+ *   p50/p99 per node.
+ * - node memory (node_memory.ts): PSS and RSS sums from /proc of the kubelet
+ *   side (every process in the worker's PID namespace: kubelet, containerd,
+ *   shims, pause and container processes) and of the aranya side (arhat, the
+ *   Podman service, the conmon and container processes of the measured
+ *   pods), with the first pod-start pod of each node running and with all
+ *   --pod-starts of them, each after --settle-seconds of quiet. This comes
+ *   after the streams, so arhat's, aranya's and the kubelet's heaps hold what
+ *   the downloads left there, as on a node that served port-forwards. aranya's
+ *   own process is reported apart (shared by every device).
  *
- * Figures and machine info go to stdout, progress to stderr; the last line
- * on stdout is one JSON object with every figure.
+ * Each figure is printed beside the kubelet node's with the ratio aranya /
+ * kubelet (port-forward: below x1 is slower; the others: below x1 is
+ * better; memory ratios of PSS, RSS beside). Figures and machine info go to
+ * stdout, progress to stderr; the last line on stdout is one JSON object
+ * whose flat `summary` (side_by_side.ts) holds exec_p50_ratio_ws,
+ * exec_p50_ratio_spdy, exec_p99_ratio_spdy, portforward_ratio_ws,
+ * portforward_ratio_spdy, pod_start_p99_ratio, node_mem_ratio_<N>_pods (N =
+ * --pod-starts) and the raw figures; the nested figures follow. The exit code
+ * is 1, with the reasons under `errors`, when any figure could not be
+ * measured; every wait is bounded.
  */
-import { flatSummary } from "../summary.ts";
 import { parseArgs } from "node:util";
+import { KubeHttp } from "../../aranya/kube/kube_http.ts";
+import { loadKubeConfig } from "../../aranya/kube/kubeconfig.ts";
 import { errorMessage } from "../../common/errors.ts";
-import { startKubeletDevice } from "../../e2e/kubelet_fixtures.ts";
+import type { WorkerNode } from "../../e2e/cluster/worker_node.ts";
 import type { World } from "../../e2e/edge_world.ts";
+import { eventually, uniqueName } from "../../e2e/fixtures.ts";
+import { aranyaConfigYaml, waitAranyaReady } from "../../e2e/aranya_harness.ts";
+import { websocketMethod } from "../../e2e/edge_fixtures.ts";
+import { advertisedAddress } from "../../e2e/kubelet_fixtures.ts";
+import { freePort, sleep } from "../../e2e/process.ts";
 import { inBenchWorld } from "../bench_world.ts";
-import { eventually } from "../../e2e/fixtures.ts";
-import { freePort } from "../../e2e/process.ts";
+import { machineInfo } from "../machine.ts";
 import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
 import { kubectlCat, kubectlPortForward } from "./kubectl.ts";
+import {
+  aranyaSideMemory,
+  kubeletSideMemory,
+  type MemoryFigure,
+  processMemory,
+} from "./node_memory.ts";
+import { placed, type Placement, startPeerNode } from "./peer_node.ts";
+import { podStarts } from "./pod_start.ts";
+import { type PeerFigures, peerLines, peerSummary, requiredKeys } from "./side_by_side.ts";
 import { type Latency, latency, mbPerSec, median, ratio, round, show, showRatio } from "./stats.ts";
-import { machineInfo } from "../machine.ts";
 
 const say = (s: string) => console.error(`[bench:stream] ${s}`);
 
@@ -52,6 +95,8 @@ function flags() {
       "round-trips": { type: "string", default: "200" },
       warmup: { type: "string", default: "20" },
       "blob-mib": { type: "string", default: "64" },
+      "pod-starts": { type: "string", default: "20" },
+      "settle-seconds": { type: "string", default: "5" },
     },
     strict: true,
   });
@@ -67,11 +112,21 @@ function flags() {
     roundTrips: count("round-trips", 1),
     warmup: count("warmup", 0),
     blobMiB: count("blob-mib", 1),
+    podStarts: count("pod-starts", 1),
+    settleSeconds: count("settle-seconds", 0),
   };
 }
 
-/** Pod "tools": `main` idles (exec target), `web` serves /www/blob of `bytes` random bytes. */
-function toolsPod(node: string, image: string, bytes: number): string {
+type Flags = ReturnType<typeof flags>;
+
+/** The tools pod's name on each node. */
+const TOOLS = { aranya: "tools", kubelet: "tools-kubelet" } as const;
+
+/**
+ * Pod "tools" (on the kubelet node "tools-kubelet"): `main` idles (exec
+ * target), `web` serves /www/blob of `bytes` random bytes.
+ */
+function toolsPod(p: Placement, image: string, bytes: number): string {
   const c = (name: string, script: string) => ({
     name,
     image,
@@ -81,9 +136,8 @@ function toolsPod(node: string, image: string, bytes: number): string {
   return JSON.stringify({
     apiVersion: "v1",
     kind: "Pod",
-    metadata: { name: "tools" },
-    spec: {
-      nodeName: node,
+    metadata: { name: TOOLS[p.side] },
+    spec: placed({
       restartPolicy: "Always",
       terminationGracePeriodSeconds: 1,
       containers: [
@@ -94,30 +148,28 @@ function toolsPod(node: string, image: string, bytes: number): string {
             "wc -c < /www/blob > /www/blob.size && exec httpd -f -p 8080 -h /www",
         ),
       ],
-    },
+    }, p),
   });
 }
 
-/** Sets up aranya, one device on Podman and pod "tools"; returns what the measurements need. */
-async function setUp(w: World, blobBytes: number) {
-  const { node: name } = await startKubeletDevice(w, { logLevel: "warn" });
-  say(`device ${w.ns}/${name} Ready; creating pod tools with a ${blobBytes}-byte blob`);
-  await w.kubectl(["apply", "-f", "-"], toolsPod(name, w.services.endpoints.testImage, blobBytes));
+/** Waits until pod `name` has both containers running and its blob written; returns the pod. */
+// deno-lint-ignore no-explicit-any
+async function toolsReady(w: World, name: string, blobBytes: number): Promise<any> {
   // deno-lint-ignore no-explicit-any
-  const pod: any = await eventually("pod tools Running", async () => {
-    const p = await w.json(["get", "pod", "tools"]);
+  const pod: any = await eventually(`pod ${name} Running`, async () => {
+    const p = await w.json(["get", "pod", name]);
     const running = (p.status?.containerStatuses ?? []).filter((
       c: { state?: { running?: unknown } },
     ) => c.state?.running);
     return running.length === 2 ? p : undefined;
   }, 120_000);
-  const size = await eventually("the blob written", async () => {
+  const size = await eventually(`the blob of ${name} written`, async () => {
     // -n before "--" (World.kubectl appends it, which would pass it to the command).
     const s = (await w.cluster.kubectlOk([
       "-n",
       w.ns,
       "exec",
-      "tools",
+      name,
       "-c",
       "web",
       "--",
@@ -126,27 +178,82 @@ async function setUp(w: World, blobBytes: number) {
     ])).trim();
     return s ? Number(s) : undefined;
   }, 120_000);
-  if (size !== blobBytes) throw new Error(`The blob has ${size} bytes, not ${blobBytes}`);
+  if (size !== blobBytes) {
+    throw new Error(`The blob of ${name} has ${size} bytes, not ${blobBytes}`);
+  }
+  return pod;
+}
+
+/** The Podman container ids of pod `uid` (infra and app), optionally of one role/container. */
+async function containerIds(w: World, uid: string, extra: Record<string, string> = {}) {
+  return (await w.engine.containers({ "arhat.dev/pod-uid": uid, ...extra })).map((c) => c.Id);
+}
+
+/**
+ * Starts aranya (its kubelet API on the advertised address, as
+ * e2e/kubelet_fixtures.ts does) and arhat for a new EdgeDevice whose Node
+ * takes `pods` pods (an EdgeDevice's default is 10; the kubelet's 110);
+ * resolves with the Node's name once it is Ready.
+ */
+async function startDevice(w: World, pods: number): Promise<string> {
+  const port = freePort();
+  const httpPort = freePort();
+  const aranya = await w.startAranya(
+    aranyaConfigYaml({
+      kubeconfig: w.kubeconfig,
+      namespaces: [w.ns],
+      httpPort,
+      websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
+      kubelet: { address: advertisedAddress(), port: freePort(), portCount: 1 },
+      node: { heartbeat: "1s", leaseDuration: "10s" },
+      logLevel: "warn",
+    }),
+  );
+  await waitAranyaReady(aranya, httpPort);
+  const node = uniqueName("dev");
+  const token = await w.createDevice(node, { pod: { allocatable: pods } });
+  await w.startArhat(node, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
+  await w.nodeReady(node, "True");
+  return node;
+}
+
+/**
+ * Sets up aranya with one device on Podman and the worker node, and pod tools
+ * on each; returns what the measurements need.
+ */
+async function setUp(
+  w: World,
+  blobBytes: number,
+  podRoom: number,
+  started: { worker?: WorkerNode },
+) {
+  const node = await startDevice(w, podRoom + 1);
+  say(`device ${w.ns}/${node} Ready; starting the kubelet peer (worker node)`);
+  const worker = started.worker = await startPeerNode(w, say);
+  const sides: Placement[] = [
+    { side: "aranya", node },
+    { side: "kubelet", node: worker.nodeName },
+  ];
+  say(`worker node ${worker.nodeName} Ready; creating the tools pods (${blobBytes}-byte blob)`);
+  for (const p of sides) {
+    await w.kubectl(["apply", "-f", "-"], toolsPod(p, w.services.endpoints.testImage, blobBytes));
+  }
+  const pod = await toolsReady(w, TOOLS.aranya, blobBytes);
+  await toolsReady(w, TOOLS.kubelet, blobBytes);
   const uid = pod.metadata.uid as string;
-  const [main] = await w.engine.containers({
-    "arhat.dev/pod-uid": uid,
+  const [mainId] = await containerIds(w, uid, {
     "arhat.dev/role": "app",
     "arhat.dev/container-name": "main",
   });
-  const [infra] = await w.engine.containers({
-    "arhat.dev/pod-uid": uid,
-    "arhat.dev/role": "infra",
-  });
-  if (!main || !infra) throw new Error(`The engine has no main/infra container of pod ${uid}`);
-  return { node: name, mainId: main.Id, infraId: infra.Id };
+  const [infraId] = await containerIds(w, uid, { "arhat.dev/role": "infra" });
+  if (!mainId || !infraId) throw new Error(`The engine has no main/infra container of pod ${uid}`);
+  return { sides, worker, mainId, infraId };
 }
-
-type ExecFigures = Latency & { ratioP50: number | null; ratioP99: number | null };
 
 async function echoRun(
   open: () => Promise<ConstructorParameters<typeof EchoTimer>[0]>,
   tag: string,
-  f: ReturnType<typeof flags>,
+  f: Flags,
 ): Promise<number[]> {
   const timer = new EchoTimer(await open());
   try {
@@ -181,10 +288,85 @@ async function throughput(
   return { mbPerSec: round(median(out), 4), runs: out };
 }
 
-async function measure(w: World, f: ReturnType<typeof flags>, errors: Record<string, string>) {
+type Attempt = <T>(key: string, fn: () => Promise<T>) => Promise<T | undefined>;
+
+const MODES = [["websocket", "true"], ["spdy", "false"]] as const;
+
+/** exec echo and port-forward through kubectl on one node's tools pod. */
+async function kubectlStreams(
+  w: World,
+  pod: string,
+  tag: string,
+  f: Flags,
+  blobBytes: number,
+  attempt: Attempt,
+) {
+  const exec: Record<string, Latency> = {};
+  for (const [mode, ws] of MODES) {
+    const s = await attempt(`exec/${tag}/${mode}`, () =>
+      echoRun(
+        () =>
+          Promise.resolve(kubectlCat(w, pod, "main", { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: ws })),
+        `${tag}-${mode}`,
+        f,
+      ));
+    if (s) exec[mode] = latency(s);
+  }
+  const portForward: Record<string, { mbPerSec: number | null; runs: number[] }> = {};
+  for (const [mode, ws] of MODES) {
+    const r = await attempt(`portForward/${tag}/${mode}`, async () => {
+      const pf = await kubectlPortForward(w, `pod/${pod}`, freePort(), 8080, {
+        KUBECTL_PORT_FORWARD_WEBSOCKETS: ws,
+      });
+      try {
+        return await throughput(
+          () => download(`http://127.0.0.1:${pf.localPort}/blob`),
+          blobBytes,
+          f.runs,
+          `${tag} ${mode}`,
+        );
+      } catch (err) {
+        throw new Error(`${errorMessage(err)}; kubectl said: ${pf.output().trim().slice(-500)}`);
+      } finally {
+        await pf.stop();
+      }
+    });
+    if (r) portForward[mode] = r;
+  }
+  return { exec, portForward };
+}
+
+/** Deletes the tools pods and waits (bounded) until they and their engine containers are gone. */
+async function deleteTools(w: World, aranyaUid: string): Promise<void> {
+  await w.kubectl(["delete", "pod", TOOLS.aranya, TOOLS.kubelet, "--wait=false"]);
+  await eventually("the tools pods to be gone", async () => {
+    const list = await w.json(["get", "pods"]);
+    const left = list.items.filter((p: { metadata: { name: string } }) =>
+      p.metadata.name === TOOLS.aranya || p.metadata.name === TOOLS.kubelet
+    );
+    return left.length === 0 && (await containerIds(w, aranyaUid)).length === 0 || undefined;
+  }, 90_000);
+}
+
+async function measure(w: World, f: Flags, errors: Record<string, string>) {
   const blobBytes = f.blobMiB << 20;
-  const { mainId, infraId } = await setUp(w, blobBytes);
-  const attempt = async <T>(key: string, fn: () => Promise<T>): Promise<T | undefined> => {
+  const started: { worker?: WorkerNode } = {};
+  try {
+    return await measureWith(w, f, errors, blobBytes, started);
+  } finally {
+    await started.worker?.stop().catch((e) => say(`stopping the worker: ${errorMessage(e)}`));
+  }
+}
+
+async function measureWith(
+  w: World,
+  f: Flags,
+  errors: Record<string, string>,
+  blobBytes: number,
+  started: { worker?: WorkerNode },
+) {
+  const { sides, worker, mainId, infraId } = await setUp(w, blobBytes, f.podStarts, started);
+  const attempt: Attempt = async (key, fn) => {
     try {
       return await fn();
     } catch (err) {
@@ -194,37 +376,14 @@ async function measure(w: World, f: ReturnType<typeof flags>, errors: Record<str
     }
   };
 
-  // exec round trips
+  // The engine anchors (aranya node only).
   say(`exec: ${f.warmup} warm-up + ${f.roundTrips} round trips per path`);
   const direct = await attempt(
     "exec/direct",
     () => echoRun(() => engineExec(w.engine, mainId, ["cat"]), "direct", f),
   );
-  const execOut: Record<string, Latency | ExecFigures> = {};
   const directLat = direct ? latency(direct) : undefined;
-  if (directLat) execOut.direct = directLat;
-  for (const [mode, ws] of [["websocket", "true"], ["spdy", "false"]] as const) {
-    const s = await attempt(`exec/${mode}`, () =>
-      echoRun(
-        () =>
-          Promise.resolve(
-            kubectlCat(w, "tools", "main", { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: ws }),
-          ),
-        mode,
-        f,
-      ));
-    if (!s) continue;
-    const l = latency(s);
-    execOut[mode] = {
-      ...l,
-      ratioP50: round(ratio(l.p50Ms, directLat?.p50Ms ?? null)),
-      ratioP99: round(ratio(l.p99Ms, directLat?.p99Ms ?? null)),
-    };
-  }
-
-  // port-forward throughput
   say(`port-forward: 1 warm-up + ${f.runs} downloads of ${blobBytes} bytes per path`);
-  const pfOut: Record<string, unknown> = {};
   const pfDirect = await attempt("portForward/direct", () =>
     throughput(
       () => engineHttpGet(w.engine, infraId, 8080, "/blob"),
@@ -232,7 +391,6 @@ async function measure(w: World, f: ReturnType<typeof flags>, errors: Record<str
       f.runs,
       "direct",
     ));
-  if (pfDirect) pfOut.direct = pfDirect;
   const inPod = await attempt("portForward/inPod", () =>
     throughput(
       () => inPodHttpGet(w.engine, mainId, 8080, "/blob"),
@@ -240,38 +398,120 @@ async function measure(w: World, f: ReturnType<typeof flags>, errors: Record<str
       f.runs,
       "in-pod",
     ));
-  if (inPod) pfOut.inPod = inPod;
-  for (const [mode, ws] of [["websocket", "true"], ["spdy", "false"]] as const) {
-    const r = await attempt(`portForward/${mode}`, async () => {
-      const pf = await kubectlPortForward(w, "pod/tools", freePort(), 8080, {
-        KUBECTL_PORT_FORWARD_WEBSOCKETS: ws,
-      });
-      try {
-        return await throughput(
-          () => download(`http://127.0.0.1:${pf.localPort}/blob`),
-          blobBytes,
-          f.runs,
-          mode,
-        );
-      } catch (err) {
-        throw new Error(`${errorMessage(err)}; kubectl said: ${pf.output().trim().slice(-500)}`);
-      } finally {
-        await pf.stop();
-      }
-    });
+
+  // Through kubectl and the API server, per node.
+  say("kubectl streams on the aranya node");
+  const aranyaStreams = await kubectlStreams(w, TOOLS.aranya, "aranya", f, blobBytes, attempt);
+  say("kubectl streams on the kubelet node");
+  const kubeletStreams = await kubectlStreams(w, TOOLS.kubelet, "kubelet", f, blobBytes, attempt);
+
+  // The tools pods go; pod start and memory use pods of one shape on both nodes.
+  const toolsUid = (await w.json(["get", "pod", TOOLS.aranya])).metadata.uid as string;
+  await deleteTools(w, toolsUid);
+  const api = new KubeHttp(loadKubeConfig({ kubeconfig: w.cluster.kubeconfig }));
+  const aranyaNode = sides[0]!.node;
+  const memory: { aranya: Record<string, MemoryFigure>; kubelet: Record<string, MemoryFigure> } = {
+    aranya: {},
+    kubelet: {},
+  };
+  let aranyaProcess: MemoryFigure | undefined;
+  const sample = async (n: number) => {
+    if (n !== 1 && n !== f.podStarts) return;
+    const which = n === 1 ? "one" : "many";
+    if (f.settleSeconds) await sleep(f.settleSeconds * 1000);
+    const pods = (await w.json(["get", "pods"])).items as {
+      metadata: { uid: string };
+      spec: { nodeName?: string };
+    }[];
+    const ids: string[] = [];
+    for (const p of pods.filter((p) => p.spec.nodeName === aranyaNode)) {
+      ids.push(...await containerIds(w, p.metadata.uid));
+    }
+    const a = await attempt(
+      `memory/aranya/${n}`,
+      () => aranyaSideMemory(w.arhat!.child.pid, w.services.endpoints.podmanSocket, ids),
+    );
+    if (a) memory.aranya[which] = a;
+    const k = await attempt(`memory/kubelet/${n}`, () => kubeletSideMemory(worker.pids.containerd));
+    if (k) memory.kubelet[which] = k;
+    if (n === f.podStarts) {
+      aranyaProcess = await attempt("memory/aranyaProcess", () => processMemory(w.aranyas[0]!.pid));
+    }
+    say(`memory with ${n} pod(s) per node sampled (${ids.length} engine containers on Podman)`);
+  };
+  say(`pod start: ${f.podStarts} pods per node, one at a time, nodes taking turns`);
+  const starts = await attempt("podStart", () =>
+    podStarts({
+      api,
+      ns: w.ns,
+      image: w.services.endpoints.testImage,
+      sides,
+      count: f.podStarts,
+      timeoutMs: 120_000,
+      onRunning: sample,
+      say,
+    })).finally(() => api.close());
+  if (!starts) console.error(await w.tails());
+
+  const peer: PeerFigures = {
+    pods: f.podStarts,
+    aranyaProcess,
+    aranya: {
+      exec: aranyaStreams.exec,
+      portForward: {
+        websocket: aranyaStreams.portForward.websocket?.mbPerSec,
+        spdy: aranyaStreams.portForward.spdy?.mbPerSec,
+      },
+      podStart: starts ? latency(starts.aranya) : undefined,
+      memory: memory.aranya,
+    },
+    kubelet: {
+      exec: kubeletStreams.exec,
+      portForward: {
+        websocket: kubeletStreams.portForward.websocket?.mbPerSec,
+        spdy: kubeletStreams.portForward.spdy?.mbPerSec,
+      },
+      podStart: starts ? latency(starts.kubelet) : undefined,
+      memory: memory.kubelet,
+    },
+  };
+  const exec: Record<string, unknown> = { direct: directLat };
+  for (const [mode] of MODES) {
+    const l = aranyaStreams.exec[mode];
+    if (!l) continue;
+    exec[mode] = {
+      ...l,
+      ratioP50: round(ratio(l.p50Ms, directLat?.p50Ms ?? null)),
+      ratioP99: round(ratio(l.p99Ms, directLat?.p99Ms ?? null)),
+    };
+  }
+  const portForward: Record<string, unknown> = { direct: pfDirect, inPod };
+  for (const [mode] of MODES) {
+    const r = aranyaStreams.portForward[mode];
     if (r) {
-      pfOut[mode] = {
-        ...r,
-        ratio: round(ratio(r.mbPerSec, pfDirect?.mbPerSec ?? null)),
-      };
+      portForward[mode] = { ...r, ratio: round(ratio(r.mbPerSec, pfDirect?.mbPerSec ?? null)) };
     }
   }
-  return { blobBytes, exec: execOut, portForward: pfOut };
+  return {
+    blobBytes,
+    worker: { node: worker.nodeName, readySeconds: round(worker.readySeconds) },
+    exec,
+    portForward,
+    peer,
+    kubelet: {
+      exec: kubeletStreams.exec,
+      portForward: kubeletStreams.portForward,
+      podStartMs: starts?.kubelet.map((x) => round(x, 4)),
+    },
+    podStartMs: { aranya: starts?.aranya.map((x) => round(x, 4)) },
+  };
 }
 
-function report(out: Awaited<ReturnType<typeof measure>>, f: ReturnType<typeof flags>): string[] {
+type ExecFigures = Latency & { ratioP50: number | null; ratioP99: number | null };
+
+function report(out: Awaited<ReturnType<typeof measure>>, f: Flags): string[] {
   const lines: string[] = [];
-  const d = out.exec.direct;
+  const d = out.exec.direct as Latency | undefined;
   lines.push(
     `exec round trip, direct (engine exec API on the Podman socket, one \`cat\` session): p50 ${
       show(d?.p50Ms ?? null, " ms")
@@ -310,9 +550,15 @@ function report(out: Awaited<ReturnType<typeof measure>>, f: ReturnType<typeof f
     );
   }
   lines.push(
+    `beside the kubelet peer (worker node ${out.worker.node}: kubelet+containerd+runc+CNI bridge on the same control plane; ratio = aranya node / kubelet node):`,
+  );
+  lines.push(...peerLines(out.peer));
+  lines.push(
     `latency: ${f.warmup} warm-up then ${f.roundTrips} round trips per path in one session, p50/p99 of those; ` +
       `throughput: ${f.runs} download(s) of ${out.blobBytes} bytes per path after one warm-up, median MB/s (10^6 bytes/s); ` +
-      `ratios: exec = kubectl / direct (slowdown), port-forward = kubectl / direct (fraction kept)`,
+      `pod start: ${f.podStarts} pods per node one at a time, nearest-rank p50/p99; ` +
+      `memory: after ${f.settleSeconds} s of quiet; ` +
+      `ratios against direct: exec = kubectl / direct (slowdown), port-forward = kubectl / direct (fraction kept)`,
   );
   return lines;
 }
@@ -327,18 +573,30 @@ if (import.meta.main) {
   if (out) { for (const l of report(out, f)) console.log(l); }
   console.log(
     `machine: ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, deno ${machine.deno}; ` +
-      `kubectl, the API server, etcd, aranya, arhat and Podman share it`,
+      "kubectl, the API server, etcd, aranya, arhat, Podman, the kubelet and containerd share it",
   );
+  const summary = out ? peerSummary(out.peer) : {};
+  const missing = requiredKeys(f.podStarts).filter((k) => !(k in summary));
+  if (missing.length) {
+    errors.summary = `not measured: ${missing.join(", ")}`;
+    say(`could not measure ${missing.join(", ")}`);
+  }
   console.log(JSON.stringify({
     bench: "stream",
-    summary: out ? flatSummary({ exec: out.exec, portForward: out.portForward }) : {},
+    summary,
     machine,
     runs: f.runs,
     roundTrips: f.roundTrips,
     warmup: f.warmup,
-    figures: "exec: p50/p99 of the round trips; portForward: median MB/s of the runs",
+    podStarts: f.podStarts,
+    settleSeconds: f.settleSeconds,
+    figures: "exec: p50/p99 of the round trips; portForward: median MB/s of the runs; " +
+      "peer: the aranya node beside the kubelet node (ratios aranya / kubelet)",
     ...(out ?? {}),
     ...(Object.keys(errors).length ? { errors } : {}),
   }));
+  if (Object.keys(errors).length) {
+    for (const [k, v] of Object.entries(errors)) say(`not measured: ${k}: ${v}`);
+  }
   Deno.exit(Object.keys(errors).length ? 1 : 0);
 }
