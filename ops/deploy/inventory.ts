@@ -10,12 +10,14 @@
  */
 import { checkLabel, DNS_SUBDOMAIN } from "@aranya/common/config_checks";
 import {
+  ConfigError,
   ConfigProblems,
   ConfigReader,
   parseConfigYaml,
   readConfigFile,
 } from "@aranya/common/config_reader";
 import { envLookup, type EnvSource } from "@aranya/common/env_expand";
+import { errorMessage } from "@aranya/common/errors";
 
 /** CPU architectures arhat is built for, as `uname -m` reports them. */
 export const ARCHES = ["x86_64", "aarch64"] as const;
@@ -114,7 +116,14 @@ export interface ReadInventoryOptions {
 /** Reads and validates an inventory file; throws one {@link ConfigError} listing every problem. */
 export async function readInventory(file: string, opts: ReadInventoryOptions): Promise<Inventory> {
   const abs = file.startsWith("/") ? file : `${Deno.cwd()}/${file}`;
-  return parseInventory(await readConfigFile(abs), { ...opts, file: abs });
+  let text: string;
+  try {
+    text = await readConfigFile(abs);
+  } catch (err) {
+    // The deploy tool reports every inventory problem as one ConfigError (exit code 2).
+    throw new ConfigError(`inventory "${file}"`, [`cannot read the file: ${errorMessage(err)}`]);
+  }
+  return parseInventory(text, { ...opts, file: abs });
 }
 
 /** Parses inventory YAML (see {@link readInventory}); `file` anchors relative paths. */
