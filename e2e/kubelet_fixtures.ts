@@ -36,7 +36,13 @@ export interface KubeletDevice {
  */
 export async function startKubeletDevice(
   w: World,
-  opts: { allowHost?: boolean; hostLogDir?: string; logLevel?: "info" | "warn" } = {},
+  opts: {
+    allowHost?: boolean;
+    hostLogDir?: string;
+    logLevel?: "info" | "warn";
+    /** The Node's pod capacity (EdgeDevice spec.pod.allocatable; the CRD's default is 10). */
+    maxPods?: number;
+  } = {},
 ): Promise<KubeletDevice> {
   const port = freePort();
   const httpPort = freePort();
@@ -54,7 +60,10 @@ export async function startKubeletDevice(
   );
   await waitAranyaReady(aranya, httpPort);
   const node = uniqueName("dev");
-  const token = await w.createDevice(node);
+  const token = await w.createDevice(
+    node,
+    opts.maxPods === undefined ? undefined : { pod: { allocatable: opts.maxPods } },
+  );
   const startArhat = () =>
     w.startArhat(node, websocketMethod(port, token, `${w.arhatDir}/ca.crt`), {
       allowHost: opts.allowHost,

@@ -59,16 +59,14 @@
  * measured; every wait is bounded.
  */
 import { parseArgs } from "node:util";
-import { KubeHttp } from "../../aranya/kube/kube_http.ts";
-import { loadKubeConfig } from "../../aranya/kube/kubeconfig.ts";
-import { errorMessage } from "../../common/errors.ts";
-import type { WorkerNode } from "../../e2e/cluster/worker_node.ts";
-import type { World } from "../../e2e/edge_world.ts";
-import { eventually, uniqueName } from "../../e2e/fixtures.ts";
-import { aranyaConfigYaml, waitAranyaReady } from "../../e2e/aranya_harness.ts";
-import { websocketMethod } from "../../e2e/edge_fixtures.ts";
-import { advertisedAddress } from "../../e2e/kubelet_fixtures.ts";
-import { freePort, sleep } from "../../e2e/process.ts";
+import { KubeHttp } from "@aranya/aranya/kube/kube_http";
+import { loadKubeConfig } from "@aranya/aranya/kube/kubeconfig";
+import { errorMessage } from "@aranya/common/errors";
+import type { WorkerNode } from "@aranya/e2e/cluster/worker_node";
+import type { World } from "@aranya/e2e/edge_world";
+import { eventually } from "@aranya/e2e/fixtures";
+import { startKubeletDevice } from "@aranya/e2e/kubelet_fixtures";
+import { freePort, sleep } from "@aranya/e2e/process";
 import { inBenchWorld } from "../bench_world.ts";
 import { machineInfo } from "../machine.ts";
 import { EchoTimer } from "./echo.ts";
@@ -190,34 +188,6 @@ async function containerIds(w: World, uid: string, extra: Record<string, string>
 }
 
 /**
- * Starts aranya (its kubelet API on the advertised address, as
- * e2e/kubelet_fixtures.ts does) and arhat for a new EdgeDevice whose Node
- * takes `pods` pods (an EdgeDevice's default is 10; the kubelet's 110);
- * resolves with the Node's name once it is Ready.
- */
-async function startDevice(w: World, pods: number): Promise<string> {
-  const port = freePort();
-  const httpPort = freePort();
-  const aranya = await w.startAranya(
-    aranyaConfigYaml({
-      kubeconfig: w.kubeconfig,
-      namespaces: [w.ns],
-      httpPort,
-      websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-      kubelet: { address: advertisedAddress(), port: freePort(), portCount: 1 },
-      node: { heartbeat: "1s", leaseDuration: "10s" },
-      logLevel: "warn",
-    }),
-  );
-  await waitAranyaReady(aranya, httpPort);
-  const node = uniqueName("dev");
-  const token = await w.createDevice(node, { pod: { allocatable: pods } });
-  await w.startArhat(node, websocketMethod(port, token, `${w.arhatDir}/ca.crt`));
-  await w.nodeReady(node, "True");
-  return node;
-}
-
-/**
  * Sets up aranya with one device on Podman and the worker node, and pod tools
  * on each; returns what the measurements need.
  */
@@ -227,7 +197,7 @@ async function setUp(
   podRoom: number,
   started: { worker?: WorkerNode },
 ) {
-  const node = await startDevice(w, podRoom + 1);
+  const { node } = await startKubeletDevice(w, { logLevel: "warn", maxPods: podRoom + 1 });
   say(`device ${w.ns}/${node} Ready; starting the kubelet peer (worker node)`);
   const worker = started.worker = await startPeerNode(w, say);
   const sides: Placement[] = [

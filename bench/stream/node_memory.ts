@@ -19,7 +19,7 @@
  * - aranya itself (one process serving every device) is reported apart: it is
  *   not part of any one node.
  */
-import { run } from "../../e2e/process.ts";
+import { run } from "@aranya/e2e/process";
 
 /** One process. */
 export interface ProcInfo {

@@ -8,7 +8,7 @@
  * (aranya's pod i, then the kubelet's pod i), so a disturbance of the shared
  * machine falls on both; every wait is bounded.
  */
-import { errorMessage } from "../../common/errors.ts";
+import { errorMessage } from "@aranya/common/errors";
 import type { KubeHttp } from "@aranya/aranya/kube/kube_http";
 import { placed, type Placement, type Side } from "./peer_node.ts";
 
