@@ -597,14 +597,21 @@ export class DockerRuntime implements ContainerRuntime {
   // --- HTTP ----------------------------------------------------------------
 
   async #inspectRaw(idOrName: string, signal?: AbortSignal): Promise<RawContainer | undefined> {
-    const res = await this.#callAllowing(
-      "GET",
-      `/containers/${enc(idOrName)}/json`,
-      `Inspecting container "${idOrName}"`,
-      [404],
-      { signal },
-    );
-    return res.status === 404 ? undefined : res.data as RawContainer;
+    try {
+      const res = await this.#callAllowing(
+        "GET",
+        `/containers/${enc(idOrName)}/json`,
+        `Inspecting container "${idOrName}"`,
+        [404],
+        { signal },
+      );
+      return res.status === 404 ? undefined : res.data as RawContainer;
+    } catch (err) {
+      // Podman may answer a container removed meanwhile with 500 "... does not exist in
+      // database: no such container" instead of 404: missing all the same.
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
   }
 
   /** A request whose 2xx JSON body (or undefined) is returned; other statuses throw. */
