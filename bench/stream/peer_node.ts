@@ -13,7 +13,7 @@ import {
   startWorkerNode,
   WORKER_TOLERATION,
   type WorkerNode,
-  workerPrerequisites,
+  workerSkipReason,
 } from "@aranya/e2e/cluster/worker_node";
 
 /** Which node a pod goes to. */
@@ -31,15 +31,8 @@ export interface Placement {
  * cluster without its CA key beside the kubeconfig), or undefined when it can;
  * the same checks e2e/cluster/worker_node_test.ts makes.
  */
-export async function peerSkipReason(): Promise<string | undefined> {
-  const missing = await workerPrerequisites();
-  if (missing) return missing;
-  const external = Deno.env.get("ARANYA_TEST_KUBECONFIG");
-  if (external && !(await localClusterCa(external))) {
-    return `the cluster of ARANYA_TEST_KUBECONFIG="${external}" has no CA key beside it ` +
-      "(run/pki/ca.key), and the kubelet's certificates must be signed by the cluster CA";
-  }
-  return undefined;
+export function peerSkipReason(): Promise<string | undefined> {
+  return workerSkipReason();
 }
 
 /**

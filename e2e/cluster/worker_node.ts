@@ -220,6 +220,22 @@ export async function workerPrerequisites(): Promise<string | undefined> {
 }
 
 /**
+ * Why a test or bench cannot start a worker node here (what {@link workerPrerequisites} finds
+ * missing, or an external cluster, ARANYA_TEST_KUBECONFIG, without its CA key beside the
+ * kubeconfig), or undefined when it can.
+ */
+export async function workerSkipReason(): Promise<string | undefined> {
+  const missing = await workerPrerequisites();
+  if (missing) return missing;
+  const external = Deno.env.get("ARANYA_TEST_KUBECONFIG");
+  if (external && !(await localClusterCa(external))) {
+    return `the cluster of ARANYA_TEST_KUBECONFIG="${external}" has no CA key beside it ` +
+      "(run/pki/ca.key), and the kubelet's certificates must be signed by the cluster CA";
+  }
+  return undefined;
+}
+
+/**
  * The kubelet's kernel tunables (upstream's setupKernelTunables) and the values
  * it wants; inside the worker's namespace they read as these.
  */

@@ -29,24 +29,12 @@ import {
   WORKER_TOLERATION,
   workerDir,
   type WorkerNode,
-  workerPrerequisites,
   workerProcesses,
   workerSelector,
+  workerSkipReason,
 } from "./worker_node.ts";
 
-/** Why the worker node cannot run here, if it cannot. */
-async function skipReason(): Promise<string | undefined> {
-  const missing = await workerPrerequisites();
-  if (missing) return missing;
-  const external = Deno.env.get("ARANYA_TEST_KUBECONFIG");
-  if (external && !(await localClusterCa(external))) {
-    return `the cluster of ARANYA_TEST_KUBECONFIG="${external}" has no CA key beside it ` +
-      "(run/pki/ca.key), and the kubelet's certificates must be signed by the cluster CA";
-  }
-  return undefined;
-}
-
-const reason = await skipReason();
+const reason = await workerSkipReason();
 if (reason) console.warn(`worker node tests skipped: ${reason}`);
 
 const say = (line: string) => console.log(`[worker] ${line}`);

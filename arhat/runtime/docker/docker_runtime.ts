@@ -597,21 +597,14 @@ export class DockerRuntime implements ContainerRuntime {
   // --- HTTP ----------------------------------------------------------------
 
   async #inspectRaw(idOrName: string, signal?: AbortSignal): Promise<RawContainer | undefined> {
-    try {
-      const res = await this.#callAllowing(
-        "GET",
-        `/containers/${enc(idOrName)}/json`,
-        `Inspecting container "${idOrName}"`,
-        [404],
-        { signal },
-      );
-      return res.status === 404 ? undefined : res.data as RawContainer;
-    } catch (err) {
-      // Podman may answer a container removed meanwhile with 500 "... does not exist in
-      // database: no such container" instead of 404: missing all the same.
-      if (err instanceof NotFoundError) return undefined;
-      throw err;
-    }
+    const res = await this.#callAllowing(
+      "GET",
+      `/containers/${enc(idOrName)}/json`,
+      `Inspecting container "${idOrName}"`,
+      [404],
+      { signal },
+    );
+    return res.status === 404 ? undefined : res.data as RawContainer;
   }
 
   /** A request whose 2xx JSON body (or undefined) is returned; other statuses throw. */
@@ -630,7 +623,13 @@ export class DockerRuntime implements ContainerRuntime {
     const res = await this.#fetch(method, path, what, init);
     const text = await this.#text(res, what);
     if (!res.ok && !allow.includes(res.status)) {
-      throw httpError(what, res.status, engineMessage(text));
+      const err = httpError(what, res.status, engineMessage(text));
+      // Podman answers a missing object with 500 and "... no such container" where dockerd says
+      // 404: a caller that allows 404 gets 404 for either.
+      if (allow.includes(404) && err instanceof NotFoundError) {
+        return { status: 404, data: undefined };
+      }
+      throw err;
     }
     let data: unknown = undefined;
     if (res.ok && text.trim() !== "") {
