@@ -1,8 +1,11 @@
 /**
  * aranya, the operator: `aranya --config /etc/aranya/config.yaml [flags]`.
  *
- * Wires the parts together. Every replica does the same (active-active,
- * docs/scale.md):
+ * Wires the parts together, top to bottom in `serve`: the controllers and the
+ * kubelet API; who may dial in and the listeners (connectivity/link_servers.ts);
+ * the device directory (virtualnode/device_directory.ts: what happens when a
+ * device connects, changes or goes away); then everything runs. Every replica
+ * does the same (active-active, docs/scale.md):
  *
  * 1. the ops HTTP server (/healthz, /readyz, /metrics) and the membership
  *    (replicas/membership.ts: one Lease per live replica, one watch);
@@ -28,32 +31,21 @@
  */
 import { errorMessage } from "@aranya/common/errors";
 import { createLogger, type Logger } from "@aranya/common/log";
-import type { Link, LinkServer } from "@aranya/common/link";
 import { processEnv } from "@aranya/common/env_expand";
-import { type AranyaConfig, loadAranyaConfig, type ServerTlsFiles, USAGE } from "./config.ts";
+import { type AranyaConfig, loadAranyaConfig, USAGE } from "./config.ts";
 import { MemoryLinkRegistry } from "./connectivity/link_registry.ts";
 import { SecretAuthenticator } from "./connectivity/secret_authenticator.ts";
-import { WebSocketLinkServer } from "./connectivity/websocket/ws_link_server.ts";
-import { GrpcLinkServer } from "./connectivity/grpc/grpc_link_server.ts";
-import { mqttLinkServerOptions } from "./connectivity/mqtt/mqtt_server_options.ts";
-import { MqttLinkServer } from "./connectivity/mqtt/mqtt_link_server.ts";
+import { createLinkServers } from "./connectivity/link_servers.ts";
 import { EdgeDeviceController } from "./edgedevice/controller.ts";
-import type { EdgeDevice } from "./edgedevice/types.ts";
-import { deviceTimers, leaseSecondsFor } from "./edgedevice/device_timers.ts";
+import { deviceTimers } from "./edgedevice/device_timers.ts";
 import { type KubeClients, loadKubeConfig, makeKubeClients } from "./kube/client.ts";
 import { ApiEventRecorder, refOf } from "./kube/event_recorder.ts";
 import { TokenBucket } from "./kube/rate_limiter.ts";
 import { OpsHttpServer, type Readiness } from "./metrics/ops_http_server.ts";
 import { createMetrics } from "./metrics/aranya_metrics.ts";
-import {
-  LeaseMembership,
-  type Membership,
-  ownerOf,
-  StaticMembership,
-} from "./replicas/membership.ts";
-import { NodeLease } from "./replicas/node_lease.ts";
-import { DeviceSession } from "./virtualnode/device_session.ts";
+import { LeaseMembership, type Membership, StaticMembership } from "./replicas/membership.ts";
 import { PodController } from "./virtualnode/pod_controller.ts";
+import { DeviceDirectory } from "./virtualnode/device_directory.ts";
 import { KubeAuthenticator, loadClientCa } from "./kubelet/authenticator.ts";
 import { SubjectAccessReviewAuthorizer } from "./kubelet/authorizer.ts";
 import { KubeletServer } from "./kubelet/kubelet_server.ts";
@@ -140,11 +132,10 @@ async function serve(
   onServing: () => void,
 ): Promise<void> {
   const { core, custom, coordination } = clients;
-  const kc = clients.access;
   // Reads that callers cause (device credentials, kubelet API callers' TokenReview and
   // SubjectAccessReview) spend a budget of their own: a flood of bad credentials never delays
   // aranya's own requests, the Lease renewals first of all.
-  const authClients = makeKubeClients(kc, {
+  const authClients = makeKubeClients(clients.access, {
     limiter: new TokenBucket({
       qps: config.api.auth.qps,
       burst: config.api.auth.burst,
@@ -153,86 +144,10 @@ async function serve(
     metrics,
   });
   const events = new ApiEventRecorder({ core, host: membership.identity, log });
-  const registry = new MemoryLinkRegistry();
-  // A device is known only while its EdgeDevice exists AND owns the Node of its name: a device
-  // whose name is taken by another namespace's Node (or a real node) cannot dial in at all.
-  const authenticator = new SecretAuthenticator({
-    core: authClients.core,
-    devices: (key) => edgeDevices.ownedDevice(key),
-    // Provisioned and dialing at once: its Node may trail in this replica's cache. Or this
-    // replica's caches trail the API (a watch restarting after the API server refused it under
-    // load).
-    pending: (key) => {
-      if (!edgeDevices.caughtUp) return true;
-      const ed = edgeDevices.device(key);
-      return ed !== undefined && !ed.metadata?.deletionTimestamp &&
-        edgeDevices.node(ed.metadata!.name!) === undefined;
-    },
-    log,
-  });
-  const links = config.links;
-  const mqtt = links.mqtt
-    ? new MqttLinkServer(
-      await mqttLinkServerOptions(links.mqtt, { keys: authenticator, registry, log }),
-    )
-    : undefined;
-  const certificate = createServingCertificate(config.kubelet.tls, {
-    clients,
-    kubeletAddress: config.kubelet.address,
-    nodeName: "aranya",
-    log,
-  });
-  const certRun = certificate.run(signal).catch((err) =>
-    log.error("kubelet serving certificate failed", { error: errorMessage(err) })
-  );
-  const known = new Set<string>();
-  /** MQTT devices are served by the replica whose share they are (their link is the broker). */
-  const mqttShare = (ed: EdgeDevice) => {
-    const key = `${ed.metadata?.namespace}/${ed.metadata?.name}`;
-    const conn = ed.spec?.connectivity;
-    if (conn?.method !== "mqtt" || !membership.owns(key)) {
-      mqtt?.removeDevice(key);
-      return;
-    }
-    const ns = conn.mqttConfig?.messageNamespace;
-    if (!mqtt || !ns) {
-      log.warn("EdgeDevice uses mqtt, but aranya has no MQTT broker configured (links.mqtt)", {
-        device: key,
-      });
-      return;
-    }
-    mqtt.addDevice(key, ns).catch((err) =>
-      log.warn("subscribing the device's MQTT topics failed", {
-        device: key,
-        error: errorMessage(err),
-      })
-    );
-  };
-  const onDevice = (ed: EdgeDevice) => {
-    known.add(`${ed.metadata?.namespace}/${ed.metadata?.name}`);
-    metrics.edgeDevices.set(known.size);
-    // A changed tenancy rule re-checks the pods on the device's Node at once.
-    pods.deviceChanged(ed);
-    mqttShare(ed);
-  };
-  const onDeviceRemoved = (namespace: string, name: string) => {
-    const key = `${namespace}/${name}`;
-    known.delete(key);
-    metrics.edgeDevices.set(known.size);
-    mqtt?.removeDevice(key);
-    // Tell the device: its link closes; it cannot dial back (its credentials are gone, and
-    // forgotten here rather than served from the token cache).
-    authenticator.forget(key);
-    const why = `EdgeDevice "${key}" was deleted`;
-    const session = sessions.get(key);
-    if (session) session.remove(why);
-    else registry.get(key)?.close(why);
-    // The Node's port goes with the Node: not when a same-named EdgeDevice of another namespace,
-    // which never owned it, is deleted.
-    const owner = edgeDevices.ownerOf(name);
-    if (!session && (!owner || owner.metadata?.namespace === namespace)) kubelet.release(name);
-  };
-  const edgeDevices: EdgeDeviceController = new EdgeDeviceController({
+
+  // 1. What the API says: EdgeDevices and their Nodes (this replica reconciles its share), the
+  //    pods on the devices, and the kubelet API for the Nodes whose devices are served here.
+  const edgeDevices = new EdgeDeviceController({
     http: clients.http,
     core,
     custom,
@@ -240,39 +155,10 @@ async function serve(
     namespaces: config.namespaces,
     events,
     owns: (key) => membership.owns(key),
-    onDevice,
-    onDeviceRemoved,
-    // A Node recreated under a connected device gets the device's full node info again.
-    onNodeCreated: (namespace, name) => sessions.get(`${namespace}/${name}`)?.resync(),
-    // A Node turned Unknown by the node lifecycle controller (late heartbeats) while its device
-    // is connected here is written Ready again at once, not at the next status sync.
-    onNodeChanged: (namespace, name, node) => sessions.get(`${namespace}/${name}`)?.nodeSeen(node),
-    // The token this replica just made: the device's first dial here needs no Secret read.
-    onCredentials: (device, uid, token) => authenticator.prime(device, uid, token),
     onReconcile: (result) => metrics.reconcileTotal.inc({ controller: "edgedevice", result }),
     log,
   });
-  // The share moved: reconcile the keys that are new to this replica; MQTT devices follow the
-  // share. Not a member any more: close every link now, before the others may take the devices
-  // (fencing).
-  let membersBefore = membership.members();
-  membership.onChange(() => {
-    const before = membersBefore;
-    membersBefore = membership.members();
-    edgeDevices.resync((key) => ownerOf(key, before) !== membership.identity);
-    for (const key of known) {
-      const ed = edgeDevices.device(key);
-      if (ed) mqttShare(ed);
-    }
-    if (!membership.healthy && !signal.aborted) {
-      for (const s of sessions.values()) {
-        registry.get(`${s.namespace}/${s.node}`)?.close(
-          "This aranya replica lost its membership; dial again",
-        );
-      }
-    }
-  });
-  const pods: PodController = new PodController({
+  const pods = new PodController({
     http: clients.http,
     core,
     directory: edgeDevices,
@@ -292,7 +178,13 @@ async function serve(
     },
     log,
   });
-  const kubelet: KubeletServer = new KubeletServer({
+  const certificate = createServingCertificate(config.kubelet.tls, {
+    clients,
+    kubeletAddress: config.kubelet.address,
+    nodeName: "aranya",
+    log,
+  });
+  const kubelet = new KubeletServer({
     hostname: config.kubelet.listen,
     firstPort: config.kubelet.port,
     portCount: config.kubelet.portCount,
@@ -300,12 +192,8 @@ async function serve(
     clientCa: config.kubelet.clientCaFile
       ? await Deno.readTextFile(config.kubelet.clientCaFile)
       : await loadClientCa(core),
-    authenticator: new KubeAuthenticator({
-      authentication: authClients.authentication,
-    }),
-    authorizer: new SubjectAccessReviewAuthorizer({
-      authorization: authClients.authorization,
-    }),
+    authenticator: new KubeAuthenticator({ authentication: authClients.authentication }),
+    authorizer: new SubjectAccessReviewAuthorizer({ authorization: authClients.authorization }),
     backend: pods,
     stats: deviceStatsSource,
     timeouts: {
@@ -315,7 +203,54 @@ async function serve(
     onRequest: (route, code) => metrics.kubeletRequestsTotal.inc({ route, code: String(code) }),
     log,
   });
-  // The kubelet API waits for its certificate; devices and pods are served meanwhile.
+
+  // 2. Who may dial in, and the listeners they dial.
+  const registry = new MemoryLinkRegistry();
+  // A device is known only while its EdgeDevice exists AND owns the Node of its name: a device
+  // whose name is taken by another namespace's Node (or a real node) cannot dial in at all.
+  const authenticator = new SecretAuthenticator({
+    core: authClients.core,
+    devices: (key) => edgeDevices.ownedDevice(key),
+    // Provisioned and dialing at once: its Node may trail in this replica's cache. Or this
+    // replica's caches trail the API (a watch restarting after the API server refused it under
+    // load).
+    pending: (key) => {
+      if (!edgeDevices.caughtUp) return true;
+      const ed = edgeDevices.device(key);
+      return ed !== undefined && !ed.metadata?.deletionTimestamp &&
+        edgeDevices.node(ed.metadata!.name!) === undefined;
+    },
+    log,
+  });
+  const links = await createLinkServers(config.links, {
+    authenticator,
+    registry,
+    keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
+    log,
+  });
+
+  // 3. What happens per device: connect, change, go away (subscribes to the controller's hooks).
+  const directory = new DeviceDirectory({
+    kubeletAddress: config.kubelet.address,
+    node: config.node,
+    clients,
+    events,
+    registry,
+    authenticator,
+    mqtt: links.mqtt,
+    membership,
+    devices: edgeDevices,
+    pods,
+    kubelet,
+    metrics,
+    log,
+  });
+
+  // 4. Run: the certificate, then the kubelet API (devices and pods are served meanwhile); the
+  //    controllers; once their caches are warm, the listeners.
+  const certRun = certificate.run(signal).catch((err) =>
+    log.error("kubelet serving certificate failed", { error: errorMessage(err) })
+  );
   const kubeletRun = certificate.ready.then(
     () => kubelet.run(signal),
     (err) =>
@@ -323,184 +258,21 @@ async function serve(
         error: errorMessage(err),
       }),
   );
-  const sessions = new Map<string, DeviceSession>();
-  const running = new Set<Promise<void>>();
-  // Ports of offline devices whose Node now names another replica (the device moved while this
-  // one lived) or that are gone: freed once a minute.
-  const sweep = setInterval(() => {
-    for (const [node, port] of kubelet.ports) {
-      const owner = edgeDevices.ownerOf(node);
-      if (owner && sessions.has(`${owner.metadata?.namespace}/${node}`)) continue;
-      const status = edgeDevices.node(node)?.status;
-      const ours = status?.addresses?.some((a) => a.address === config.kubelet.address) &&
-        status?.daemonEndpoints?.kubeletEndpoint?.Port === port;
-      if (!ours) kubelet.release(node);
-    }
-  }, 60_000);
-  signal.addEventListener("abort", () => clearInterval(sweep), { once: true });
-  /** Serves `link` once this replica owns the device (its node Lease). */
-  const serveLink = async (link: Link): Promise<void> => {
-    const [namespace, node] = link.device.split("/") as [string, string];
-    const lease = new NodeLease({
-      coordination,
-      heartbeats: clients.heartbeats,
-      core,
-      node,
-      membership,
-      cachedNodeUid: () => edgeDevices.node(node)?.metadata?.uid,
-      log,
-    });
-    const stop = new AbortController();
-    link.closed.then(() => stop.abort());
-    const timers = () => deviceTimers(edgeDevices.device(link.device));
-    const heartbeatMs = timers().heartbeatMs ?? config.node.heartbeatMs;
-    const leaseSeconds = leaseSecondsFor(
-      heartbeatMs,
-      timers().leaseSeconds ?? Math.round(config.node.leaseDurationMs / 1000),
-    );
-    // A Node no replica wrote yet (no address) has no Lease yet either.
-    const fresh = edgeDevices.node(node)?.status?.addresses === undefined;
-    const got = await lease.acquire(stop.signal, leaseSeconds, 1000, fresh);
-    if (got !== "held") {
-      if (got === "node-gone") link.close(`Node "${node}" is gone`);
-      return;
-    }
-    let port: number;
-    try {
-      // The port its Node advertises when that is this replica's (a restart, a reconnect).
-      const status = edgeDevices.node(node)?.status;
-      const mine = status?.addresses?.some((a) => a.address === config.kubelet.address);
-      port = kubelet.portFor(
-        node,
-        mine ? status?.daemonEndpoints?.kubeletEndpoint?.Port : undefined,
-      );
-    } catch (err) {
-      log.error("device link refused", { device: link.device, error: errorMessage(err) });
-      await lease.release();
-      link.close(errorMessage(err));
-      return;
-    }
-    const session = new DeviceSession({
-      link,
-      lease,
-      kubelet: { address: config.kubelet.address, port },
-      virtualPodUid: () => edgeDevices.virtualPodUid(node),
-      cached: {
-        edgeDevice: () => edgeDevices.device(link.device),
-        virtualPod: () => pods.pod(namespace, node),
-      },
-      core,
-      coordination,
-      custom,
-      events,
-      heartbeatMs: config.node.heartbeatMs,
-      leaseSeconds: Math.round(config.node.leaseDurationMs / 1000),
-      statusSyncMs: config.node.statusSyncMs,
-      maxPods: () => edgeDevices.device(link.device)?.spec?.pod?.allocatable,
-      timers,
-      onMessage: (direction, kind) =>
-        metrics.linkMessagesTotal.inc({ transport: link.transport, direction, kind }),
-      log,
-    });
-    metrics.devicesConnected.inc();
-    sessions.set(link.device, session);
-    const run = session.run(signal).finally(() => {
-      metrics.devicesConnected.dec();
-      running.delete(run);
-      if (sessions.get(link.device) === session) {
-        sessions.delete(link.device);
-        // An offline device keeps its port (its Node still names it; callers get a clear
-        // "offline" answer); one handed over or deleted frees it.
-        if (session.handedOver) kubelet.release(node);
-      }
-    });
-    running.add(run);
-    pods.attach({
-      device: link.device,
-      node: session.node,
-      client: session.client,
-      closed: link.closed,
-    });
-  };
-  const onLink = (link: Link) => {
-    // Authentication already required the EdgeDevice to own the Node of its name; asked again
-    // here, as the link is handed the Node (it may have changed in between).
-    if (!edgeDevices.ownedDevice(link.device)) {
-      log.warn("device link refused: its Node is not this EdgeDevice's", { device: link.device });
-      link.close(`EdgeDevice "${link.device}" does not own the Node of its name any more`);
-      return;
-    }
-    if (!membership.healthy) {
-      link.close("This aranya replica is not a member now; dial again");
-      return;
-    }
-    const serving = serveLink(link).catch((err) => {
-      log.warn("device link failed", { device: link.device, error: errorMessage(err) });
-      link.close(errorMessage(err));
-    });
-    running.add(serving);
-    serving.finally(() => running.delete(serving));
-  };
-  const servers: LinkServer[] = [];
-  let websocket: WebSocketLinkServer | undefined;
-  if (links.websocket) {
-    const w = links.websocket;
-    websocket = new WebSocketLinkServer({
-      hostname: w.listen.hostname,
-      port: w.listen.port,
-      path: w.path,
-      keepaliveMs: w.keepaliveMs,
-      keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
-      tls: await serverTls(w.tls),
-      authenticator,
-      registry,
-      log,
-    });
-    servers.push(websocket);
-  }
-  if (links.grpc) {
-    const g = links.grpc;
-    servers.push(
-      new GrpcLinkServer({
-        hostname: g.listen.hostname,
-        port: g.listen.port,
-        keepaliveMs: g.keepaliveMs,
-        keepaliveFor: (device) => deviceTimers(edgeDevices.device(device)).keepaliveMs,
-        tls: await serverTls(g.tls),
-        authenticator,
-        registry,
-        log,
-      }),
-    );
-  }
-  if (mqtt) servers.push(mqtt);
-
+  const directoryRun = directory.run(signal);
   const controllers = [edgeDevices.run(signal), pods.run(signal)];
   await Promise.race([Promise.all([edgeDevices.ready, pods.ready]), Promise.all(controllers)]);
-  const listeners = servers.map((s) => s.run(signal, onLink));
-  await Promise.race([Promise.all(servers.map((s) => s.ready)), Promise.all(listeners)]);
+  const listeners = links.servers.map((s) => s.run(signal, (link) => directory.onLink(link)));
+  await Promise.race([Promise.all(links.servers.map((s) => s.ready)), Promise.all(listeners)]);
   if (!signal.aborted) {
     onServing();
     log.info("serving devices", {
-      websocket: websocket?.port,
+      websocket: links.websocket?.port,
       watches: edgeDevices.watches + pods.watches + (membership instanceof LeaseMembership ? 1 : 0),
       members: membership.members(),
     });
   }
   await Promise.all([...controllers, ...listeners]);
-  await Promise.allSettled([...running, kubeletRun, certRun]);
-}
-
-/** A listener's PEM material from its files (client certificates asked for when a CA is set). */
-async function serverTls(files: ServerTlsFiles | undefined) {
-  if (!files) return undefined;
-  const pem = (f: string) => Deno.readTextFile(f);
-  return {
-    cert: await pem(files.certFile),
-    key: await pem(files.keyFile),
-    ca: files.clientCaFile ? await pem(files.clientCaFile) : undefined,
-    requestCert: files.clientCaFile !== undefined,
-  };
+  await Promise.allSettled([directoryRun, kubeletRun, certRun]);
 }
 
 if (import.meta.main) {

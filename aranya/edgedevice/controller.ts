@@ -13,7 +13,7 @@
  * Every replica runs the watches (all keep the caches), but a key is
  * reconciled only by the replica whose share it is (`owns`, from
  * replicas/membership.ts); `resync` enqueues every key again when the
- * members change. The hooks (`onDevice`, `onDeviceRemoved`, `onNodeCreated`)
+ * members change. The hooks ({@link EdgeDeviceHooks}: options and `subscribe`)
  * come from the watches on every replica.
  *
  * The two caches also answer, without I/O, who a device and a Node are
@@ -64,8 +64,26 @@ export interface EdgeDirectory {
   virtualPodUid(node: string): string | undefined;
 }
 
-/** Options for {@link EdgeDeviceController}. */
-export interface EdgeDeviceControllerOptions {
+/**
+ * What the EdgeDevice and Node watches tell the rest of aranya (every hook optional). Hooks run
+ * on the watch's turn: they must be cheap and must not throw (a throw is logged and the others
+ * still run); they are told of every device seen on every replica, not only this replica's share.
+ */
+export interface EdgeDeviceHooks {
+  /** Told of every EdgeDevice seen (added, changed, relisted); idempotent. */
+  onDevice?: DeviceHook;
+  /** Told when an EdgeDevice is gone or being deleted; idempotent. */
+  onDeviceRemoved?: DeviceRemovedHook;
+  /** Told when a device's Node appeared (created, or recreated). */
+  onNodeCreated?: DeviceRemovedHook;
+  /** Told of every change of a device's Node (its status included). */
+  onNodeChanged?: (namespace: string, name: string, node: V1Node) => void;
+  /** Told the token of a credentials Secret this replica created. */
+  onCredentials?: (device: string, uid: string, token: string) => void;
+}
+
+/** Options for {@link EdgeDeviceController}; its hooks are the first subscriber. */
+export interface EdgeDeviceControllerOptions extends EdgeDeviceHooks {
   /** The transport the informers list and watch through. */
   http: KubeHttp;
   core: CoreApi;
@@ -80,19 +98,6 @@ export interface EdgeDeviceControllerOptions {
    * replicas/membership.ts. Others' keys are not reconciled here.
    */
   owns?: (key: string) => boolean;
-  /**
-   * Told of every EdgeDevice seen (added, changed, relisted) on every replica;
-   * must be cheap and idempotent.
-   */
-  onDevice?: DeviceHook;
-  /** Told when an EdgeDevice is gone or being deleted (idempotent). */
-  onDeviceRemoved?: DeviceRemovedHook;
-  /** Told when a device's Node appeared (created, or recreated). */
-  onNodeCreated?: DeviceRemovedHook;
-  /** Told of every change of a device's Node (its status included); must be cheap. */
-  onNodeChanged?: (namespace: string, name: string, node: V1Node) => void;
-  /** Told the token of a credentials Secret this replica created. */
-  onCredentials?: (device: string, uid: string, token: string) => void;
   workers?: number;
   /** Told the result of every reconcile (for metrics). */
   onReconcile?: (result: "success" | "error") => void;
@@ -109,9 +114,11 @@ export class EdgeDeviceController implements EdgeDirectory {
   #nodes?: Cached<V1Node>;
   /** The namespaces that have an EdgeDevice of each name (a Node event finds its devices). */
   readonly #namespacesOf = new Map<string, Set<string>>();
+  readonly #hooks: EdgeDeviceHooks[];
 
   constructor(opts: EdgeDeviceControllerOptions) {
     this.#o = opts;
+    this.#hooks = [opts];
     this.#log = opts.log ?? nullLogger;
     this.queue = new WorkQueue({
       workers: opts.workers ?? 64,
@@ -191,12 +198,19 @@ export class EdgeDeviceController implements EdgeDirectory {
     return this.#devices.length + (this.#nodes ? 1 : 0);
   }
 
-  /** Runs a caller's hook; its failures are logged. */
-  #hook(f: () => void): void {
-    try {
-      f();
-    } catch (err) {
-      this.#log.warn("an edge device hook failed", { error: errorMessage(err) });
+  /** Adds a subscriber to the hooks (call before `run`; the hooks are told in subscription order). */
+  subscribe(hooks: EdgeDeviceHooks): void {
+    this.#hooks.push(hooks);
+  }
+
+  /** Runs every subscriber's hook; a failure is logged and the others still run. */
+  #hook(f: (h: EdgeDeviceHooks) => void): void {
+    for (const h of this.#hooks) {
+      try {
+        f(h);
+      } catch (err) {
+        this.#log.warn("an edge device hook failed", { error: errorMessage(err) });
+      }
     }
   }
 
@@ -209,7 +223,8 @@ export class EdgeDeviceController implements EdgeDirectory {
       events: this.#o.events,
       cachedDevice: (key) => this.device(key),
       cachedNode: (name) => this.#nodes?.get(name),
-      onCredentials: this.#o.onCredentials,
+      onCredentials: (device, uid, token) =>
+        this.#hook((h) => h.onCredentials?.(device, uid, token)),
       log: this.#log,
     });
     const owns = this.#o.owns ?? (() => true);
@@ -257,7 +272,7 @@ export class EdgeDeviceController implements EdgeDirectory {
       const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
       if (!name || !uid || uids.get(name) === uid) return;
       uids.set(name, uid);
-      if (namespace) this.#hook(() => this.#o.onNodeCreated?.(namespace, name));
+      if (namespace) this.#hook((h) => h.onNodeCreated?.(namespace, name));
     });
     // Status writes (the device's replica, the node lifecycle controller) change nothing the
     // reconciler converges: only a changed identity, metadata or taints enqueue the devices.
@@ -275,7 +290,7 @@ export class EdgeDeviceController implements EdgeDirectory {
       const namespace = node.metadata?.labels?.[LABEL_NAMESPACE];
       if (namespace && node.metadata?.name) {
         const name = node.metadata.name;
-        this.#hook(() => this.#o.onNodeChanged?.(namespace, name, node));
+        this.#hook((h) => h.onNodeChanged?.(namespace, name, node));
       }
       const name = node.metadata?.name ?? "", now = shape(node);
       if (shapes.get(name) === now) return;
@@ -319,9 +334,9 @@ export class EdgeDeviceController implements EdgeDirectory {
         this.queue.add(key);
       }
       if (ed.metadata?.deletionTimestamp) {
-        this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+        this.#hook((h) => h.onDeviceRemoved?.(namespace, name));
       } else {
-        this.#hook(() => this.#o.onDevice?.(ed));
+        this.#hook((h) => h.onDevice?.(ed));
       }
     };
     informer.on("add", seen);
@@ -333,7 +348,7 @@ export class EdgeDeviceController implements EdgeDirectory {
       set?.delete(namespace);
       if (set?.size === 0) this.#namespacesOf.delete(name);
       this.queue.add(`${namespace}/${name}`);
-      this.#hook(() => this.#o.onDeviceRemoved?.(namespace, name));
+      this.#hook((h) => h.onDeviceRemoved?.(namespace, name));
     });
     this.#restarts?.keep(informer, "EdgeDevice", { namespace: namespace ?? "" });
     return informer;

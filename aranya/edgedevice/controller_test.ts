@@ -57,6 +57,15 @@ Deno.test({
       onDevice: (ed) => live.push(ed),
       onDeviceRemoved: (namespace, n) => removed.push(`${namespace}/${n}`),
     });
+    // A second subscriber (as the device directory is): told too, in order; one that throws
+    // (first here) does not keep the others from being told.
+    const subscribed: EdgeDevice[] = [];
+    controller.subscribe({
+      onDevice: () => {
+        throw new Error("a failing hook");
+      },
+    });
+    controller.subscribe({ onDevice: (ed) => subscribed.push(ed) });
     const events = async (namespace: string, n: string): Promise<EventView[]> =>
       JSON.parse(
         await cluster.kubectlOk([
@@ -184,6 +193,10 @@ Deno.test({
           const hooked = live.find((e) => e.metadata?.name === name);
           assert.ok(hooked, "onDevice was called");
           assert.equal(hooked.metadata?.namespace, ns);
+          assert.ok(
+            subscribed.some((e) => e.metadata?.name === name),
+            "a subscriber after a throwing one was told",
+          );
         },
       );
 
