@@ -22,6 +22,9 @@
  *   from a cached object without it leaves the server's record as it is (the
  *   API server keeps the live object's managedFields when an update carries
  *   none).
+ * - String values of cached objects are shared with the other caches of the
+ *   process (`string_pool.ts`: JSON.parse makes a copy of every string, and
+ *   a thousand Nodes repeat the same reasons, messages and namespace names).
  * - `stop()` ends the watch; the cache keeps its last content.
  * - Handlers run synchronously in event order; a handler that throws is
  *   logged and does not stop the informer or the other handlers.
@@ -35,6 +38,7 @@ import { errorMessage } from "@aranya/common/errors";
 import { type Logger, nullLogger } from "@aranya/common/log";
 import type { KubeHttp, Query } from "./kube_http.ts";
 import { ApiError } from "./kube_http.ts";
+import { cachedStrings, type StringPool } from "./string_pool.ts";
 
 /** What the informer needs of an object. */
 export interface KubeObject {
@@ -57,6 +61,8 @@ export interface InformerOptions {
   fieldSelector?: string;
   /** Where a throwing handler is reported. */
   log?: Logger;
+  /** Where cached objects' strings are shared (default: the process's {@link cachedStrings}). */
+  strings?: StringPool;
 }
 
 /** The cache; see the module doc. The constructor does no I/O. */
@@ -150,7 +156,10 @@ export class Informer<T extends KubeObject> {
   }
 
   #store(key: string, obj: T): void {
-    if (obj.metadata?.managedFields) delete obj.metadata.managedFields;
+    // Set to undefined, not deleted: a deleted property turns the object into V8's larger
+    // dictionary layout; JSON.stringify leaves an undefined property out all the same.
+    if (obj.metadata?.managedFields) obj.metadata.managedFields = undefined;
+    (this.#o.strings ?? cachedStrings).shareStrings(obj);
     const known = this.#objects.has(key);
     this.#objects.set(key, obj);
     this.#emit(known ? "update" : "add", obj);
@@ -183,7 +192,7 @@ export class Informer<T extends KubeObject> {
           const key = keyOf(ev.object);
           if (ev.type === "DELETED") {
             this.#objects.delete(key);
-            if (ev.object.metadata?.managedFields) delete ev.object.metadata.managedFields;
+            if (ev.object.metadata?.managedFields) ev.object.metadata.managedFields = undefined;
             this.#emit("delete", ev.object);
           } else {
             this.#store(key, ev.object);
