@@ -29,10 +29,13 @@
  *   the pod's busybox httpd serving a random --blob-mib MiB blob, downloaded
  *   --runs times (after one untimed download), byte count checked, median
  *   MB/s; with KUBECTL_PORT_FORWARD_WEBSOCKETS true and false, per node.
- *   Anchors on the aranya node: arhat runs pods with network "none" (only
- *   loopback inside the pod), so the direct path is the one arhat itself
- *   uses, without anything above it: an engine exec of `nc 127.0.0.1 8080` in
- *   the pod's infra container, fed the same GET; and the in-pod ceiling.
+ *   Anchors: arhat dials a pod's own address from the device host (pods get
+ *   one on the engine's default network), so the direct path is an HTTP
+ *   download from the host to the pod's IP, without anything above it (and
+ *   the same to the kubelet peer's pod, whose address the host reaches over
+ *   the worker's bridge); an engine exec of `nc 127.0.0.1 8080` in the pod's
+ *   infra container, fed the same GET, is arhat's path for a pod without an
+ *   address (network "none"); and the in-pod ceiling.
  * - pod start (pod_start.ts): after the tools pods are deleted, --pod-starts
  *   pods per node created through the API one at a time, the nodes taking
  *   turns, timed from the POST until a watch delivers the pod Running;
@@ -209,7 +212,7 @@ async function setUp(
     await w.kubectl(["apply", "-f", "-"], toolsPod(p, w.services.endpoints.testImage, blobBytes));
   }
   const pod = await toolsReady(w, TOOLS.aranya, blobBytes);
-  await toolsReady(w, TOOLS.kubelet, blobBytes);
+  const peerPod = await toolsReady(w, TOOLS.kubelet, blobBytes);
   const uid = pod.metadata.uid as string;
   const [mainId] = await containerIds(w, uid, {
     "arhat.dev/role": "app",
@@ -217,7 +220,12 @@ async function setUp(
   });
   const [infraId] = await containerIds(w, uid, { "arhat.dev/role": "infra" });
   if (!mainId || !infraId) throw new Error(`The engine has no main/infra container of pod ${uid}`);
-  return { sides, worker, mainId, infraId };
+  // The pods' own addresses: arhat dials its pod's from the device host, as this bench can.
+  const podIPs = {
+    aranya: pod.status?.podIP as string | undefined,
+    kubelet: peerPod.status?.podIP as string | undefined,
+  };
+  return { sides, worker, mainId, infraId, podIPs };
 }
 
 async function echoRun(
@@ -335,7 +343,12 @@ async function measureWith(
   blobBytes: number,
   started: { worker?: WorkerNode },
 ) {
-  const { sides, worker, mainId, infraId } = await setUp(w, blobBytes, f.podStarts, started);
+  const { sides, worker, mainId, infraId, podIPs } = await setUp(
+    w,
+    blobBytes,
+    f.podStarts,
+    started,
+  );
   const attempt: Attempt = async (key, fn) => {
     try {
       return await fn();
@@ -361,6 +374,25 @@ async function measureWith(
       f.runs,
       "direct",
     ));
+  // The path arhat takes for a pod with an address (a TCP connection from the device host to
+  // the pod's IP), without anything above it; and the same to the kubelet peer's pod.
+  const podAddress = async (ip: string | undefined, what: string) => {
+    if (!ip) throw new Error(`The ${what} tools pod has no status.podIP`);
+    return await throughput(
+      () => download(`http://${ip}:8080/blob`),
+      blobBytes,
+      f.runs,
+      `${what} pod address`,
+    );
+  };
+  const pfPodIP = await attempt(
+    "portForward/podAddress",
+    () => podAddress(podIPs.aranya, "aranya"),
+  );
+  const pfPeerPodIP = await attempt(
+    "portForward/peerPodAddress",
+    () => podAddress(podIPs.kubelet, "kubelet"),
+  );
   const inPod = await attempt("portForward/inPod", () =>
     throughput(
       () => inPodHttpGet(w.engine, mainId, 8080, "/blob"),
@@ -455,11 +487,20 @@ async function measureWith(
       ratioP99: round(ratio(l.p99Ms, directLat?.p99Ms ?? null)),
     };
   }
-  const portForward: Record<string, unknown> = { direct: pfDirect, inPod };
+  const portForward: Record<string, unknown> = {
+    direct: pfDirect,
+    podAddress: pfPodIP,
+    peerPodAddress: pfPeerPodIP,
+    inPod,
+  };
   for (const [mode] of MODES) {
     const r = aranyaStreams.portForward[mode];
     if (r) {
-      portForward[mode] = { ...r, ratio: round(ratio(r.mbPerSec, pfDirect?.mbPerSec ?? null)) };
+      portForward[mode] = {
+        ...r,
+        ratio: round(ratio(r.mbPerSec, pfDirect?.mbPerSec ?? null)),
+        ratioPodAddress: round(ratio(r.mbPerSec, pfPodIP?.mbPerSec ?? null)),
+      };
     }
   }
   return {
@@ -499,9 +540,16 @@ function report(out: Awaited<ReturnType<typeof measure>>, f: Flags): string[] {
   }
   const pd = out.portForward.direct as { mbPerSec: number | null } | undefined;
   lines.push(
-    `port-forward download, direct (engine exec of \`nc 127.0.0.1 8080\` in the pod's infra container; the pod has no IP: network "none"): ${
+    `port-forward download, engine exec of \`nc 127.0.0.1 8080\` in the pod's infra container (arhat's path for a pod without an address): ${
       show(pd?.mbPerSec ?? null, " MB/s")
     }`,
+  );
+  const pa = out.portForward.podAddress as { mbPerSec: number | null } | undefined;
+  const ppa = out.portForward.peerPodAddress as { mbPerSec: number | null } | undefined;
+  lines.push(
+    `port-forward download, direct: HTTP from the device host to the pod's address (arhat's path for a pod with one): ${
+      show(pa?.mbPerSec ?? null, " MB/s")
+    }; the same to the kubelet peer's pod: ${show(ppa?.mbPerSec ?? null, " MB/s")}`,
   );
   const ip = out.portForward.inPod as { mbPerSec: number | null } | undefined;
   lines.push(
@@ -511,12 +559,14 @@ function report(out: Awaited<ReturnType<typeof measure>>, f: Flags): string[] {
   );
   for (const mode of ["websocket", "spdy"]) {
     const p = out.portForward[mode] as
-      | { mbPerSec: number | null; ratio: number | null }
+      | { mbPerSec: number | null; ratio: number | null; ratioPodAddress: number | null }
       | undefined;
     lines.push(
-      `port-forward download, kubectl port-forward (${mode}) -> API server -> aranya -> arhat -> nc in the pod: ${
+      `port-forward download, kubectl port-forward (${mode}) -> API server -> aranya -> arhat -> the pod's address: ${
         show(p?.mbPerSec ?? null, " MB/s")
-      } (${showRatio(p?.ratio ?? null)} direct)`,
+      } (${showRatio(p?.ratioPodAddress ?? null)} of direct to the pod's address, ${
+        showRatio(p?.ratio ?? null)
+      } of the nc exec)`,
     );
   }
   lines.push(
