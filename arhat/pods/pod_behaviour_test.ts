@@ -531,9 +531,13 @@ Deno.test("pod behaviour on real engines: network, probes, hooks, termination", 
                 source: { case: "memoryDir", value: { sizeLimitBytes: 8n * 1024n * 1024n } },
               }],
             }));
-            const st = await eventually("all three to run", async () => {
+            // "again" may be seen running in its first run, just before it exits: wait for it
+            // to have been restarted.
+            const st = await eventually("all three to run, again after a restart", async () => {
               const s = await pm.status(u);
-              return s.containers.every((c) => c.state === ContainerStatus_State.RUNNING)
+              const again = s.containers.find((c) => c.name === "again");
+              return s.containers.every((c) => c.state === ContainerStatus_State.RUNNING) &&
+                  (again?.restartCount ?? 0) >= 1
                 ? s
                 : undefined;
             }, 60_000);

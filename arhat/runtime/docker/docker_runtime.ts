@@ -12,6 +12,8 @@
  * - A pull refused by the registry is a 500 from dockerd but an `error` line
  *   inside a 200 progress stream from Podman.
  * - Podman may report an exited container as "stopped" (mapped to "exited").
+ * - Podman fails a whole container list when one container is removed while
+ *   it lists ("container not known"); the list is asked again.
  *
  * Differences it does not hide (callers must allow for them):
  * - Waiting for a never-started container: dockerd says 0 at once, Podman -1.
@@ -33,6 +35,7 @@ import {
   TimeoutError,
 } from "@aranya/common/errors";
 import { deferred } from "@aranya/common/deferred";
+import { sleep } from "@aranya/common/backoff";
 import { type Logger, nullLogger } from "@aranya/common/log";
 import type {
   ContainerInfo,
@@ -84,6 +87,9 @@ interface CallInit {
   headers?: Record<string, string>;
   signal?: AbortSignal;
 }
+
+/** Podman's error for a container removed while it built a list (see `#listRetrying`). */
+const VANISHED_WHILE_LISTING = /container not known|no such container/i;
 
 /**
  * Docker Engine API client implementing {@link ContainerRuntime}.
@@ -277,14 +283,28 @@ export class DockerRuntime implements ContainerRuntime {
   async listContainers(labels: Record<string, string> = {}): Promise<ContainerInfo[]> {
     const filters = { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) };
     const q = new URLSearchParams({ all: "true", filters: JSON.stringify(filters) });
-    const list = await this.#call("GET", `/containers/json?${q}`, "Listing containers") as
-      | { Id: string }[]
-      | null;
+    const list = await this.#listRetrying(`/containers/json?${q}`) as { Id: string }[] | null;
     // The summaries lack exit codes and times: inspect each (skipping those removed meanwhile).
     const infos = await Promise.all((list ?? []).map((c) => this.inspectContainer(c.Id)));
     return infos.filter((c): c is ContainerInfo =>
       c !== undefined && Object.entries(labels).every(([k, v]) => c.labels[k] === v)
     );
+  }
+
+  /**
+   * Podman builds a list from its store and fails the whole list (500 "getting container from
+   * store ...: container not known") when one container is removed while it lists; the list
+   * asked again a moment later is whole. dockerd never does this. Up to three attempts.
+   */
+  async #listRetrying(path: string): Promise<unknown> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await this.#call("GET", path, "Listing containers");
+      } catch (err) {
+        if (attempt >= 3 || !VANISHED_WHILE_LISTING.test(errorMessage(err))) throw err;
+        await sleep(50 * attempt);
+      }
+    }
   }
 
   async waitContainer(id: string, signal?: AbortSignal): Promise<number> {
