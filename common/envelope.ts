@@ -37,6 +37,8 @@ export interface EnvelopeInit<K> {
   seq: bigint;
   complete: boolean;
   payload: Uint8Array;
+  /** Cmd only: a stream command's output window (link.proto, flow control); 0 or absent: none. */
+  outputWindow?: number;
 }
 
 /** Bytes an envelope adds around its payload, at most (tags, varints, length). */
@@ -49,7 +51,8 @@ export function encodeCmd(init: EnvelopeInit<CmdKind>): Uint8Array {
 
 /** Encodes a Msg. */
 export function encodeMsg(init: EnvelopeInit<MsgKind>): Uint8Array {
-  return toBinary(MsgSchema, create(MsgSchema, init));
+  const { outputWindow: _, ...msg } = init;
+  return toBinary(MsgSchema, create(MsgSchema, msg));
 }
 
 /** Decodes a Cmd; throws ProtocolError when the bytes are not one. */

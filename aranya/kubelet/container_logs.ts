@@ -37,9 +37,20 @@ export async function streamContainerLogs(
   res.once("close", () => abort.abort());
   const pending: Uint8Array[] = [];
   let started = false;
-  const write = (d: Uint8Array) => {
-    if (started) res.write(d);
-    else pending.push(d);
+  // Resolves when the response has taken the bytes: the device is granted more log output only
+  // then (flow control, link.proto), so a slow reader slows the device, not aranya's memory.
+  const write = (d: Uint8Array): Promise<void> | undefined => {
+    if (!started) {
+      pending.push(d);
+      return undefined;
+    }
+    return new Promise((resolve) => {
+      try {
+        res.write(d, () => resolve());
+      } catch {
+        resolve();
+      }
+    });
   };
   const session = target.client.stream(
     CmdKind.CMD_LOGS,

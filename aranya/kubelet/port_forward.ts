@@ -26,8 +26,12 @@ export interface ForwardTarget {
 export interface ForwardChannel {
   /** Bytes from the client; ends when the client half-closes. */
   input: ReadableStream<Uint8Array>;
-  /** Bytes to the client, in order; must not throw. */
-  output(data: Uint8Array): void;
+  /**
+   * Bytes to the client, in order; must not throw. Resolves when the client's connection has
+   * taken them, when it returns a promise (the device is granted more output only then: flow
+   * control, link.proto).
+   */
+  output(data: Uint8Array): void | Promise<void>;
   /** Aborts when the client went away. */
   signal: AbortSignal;
 }

@@ -25,9 +25,13 @@ export interface TerminalSize {
 export interface CommandChannels {
   /** The client's stdin; ends at its EOF. Absent when stdin was not requested. */
   stdin?: ReadableStream<Uint8Array>;
-  /** Output to the client, in order; must not throw. */
-  stdout(data: Uint8Array): void;
-  stderr(data: Uint8Array): void;
+  /**
+   * Output to the client, in order; must not throw. Resolves when the client's connection has
+   * taken it, when it returns a promise (the device is granted more output only then: flow
+   * control, link.proto).
+   */
+  stdout(data: Uint8Array): void | Promise<void>;
+  stderr(data: Uint8Array): void | Promise<void>;
   /** Terminal sizes, when a tty was requested. */
   resizes?: AsyncIterable<TerminalSize>;
   /** Aborts when the client went away: the device session is canceled. */

@@ -59,6 +59,21 @@ function accept(socket: Duplex, head: Buffer, protocol: string): SpdyConnection 
   return conn;
 }
 
+/**
+ * Writes `data` to a SPDY stream; resolves when the stream has taken it (its write callback,
+ * also on failure: a gone client ends the session elsewhere), at once without a stream.
+ */
+function written(stream: SpdyStream | undefined, data: Uint8Array): Promise<void> {
+  if (!stream) return Promise.resolve();
+  return new Promise((resolve) => {
+    try {
+      stream.write(data, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
 /** Reads a SPDY stream as a ReadableStream (pausing the stream while the reader is behind). */
 function readable(stream: SpdyStream): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
@@ -151,7 +166,7 @@ export function serveSpdyRemoteCommand(
       const s = streams.get(name);
       return (data: Uint8Array) => {
         idle.touch();
-        s?.write(data);
+        return written(s, data);
       };
     };
     const stdin = streams.get("stdin");
@@ -245,7 +260,7 @@ export function serveSpdyPortForward(
       input: readable(data),
       output: (d) => {
         idle.touch();
-        data.write(d);
+        return written(data, d);
       },
       signal: connAbort.signal,
     }).then((message) => {

@@ -151,7 +151,7 @@ export async function serveWebSocketRemoteCommand(
   ws.on("error", (err: Error) => opts.log.debug("WebSocket error", { error: err.message }));
   const send = (channel: number) => (data: Uint8Array) => {
     idle.touch();
-    if (ws.readyState === ws.OPEN) ws.send(frame(channel, data));
+    return sent(ws, frame(channel, data));
   };
   const status = await opts.run({
     stdin,
@@ -168,6 +168,15 @@ export async function serveWebSocketRemoteCommand(
   sizesDone = true;
   pushSize(undefined);
   ws.close(1000);
+}
+
+/**
+ * Sends one message; resolves when `ws` has written it (its send callback, also on failure: a
+ * gone client ends the session elsewhere), at once when it is not open.
+ */
+function sent(ws: WebSocket, message: Uint8Array): Promise<void> {
+  if (ws.readyState !== ws.OPEN) return Promise.resolve();
+  return new Promise((resolve) => ws.send(message, () => resolve()));
 }
 
 /** Serves port-forward over WebSocket: one connection per port in `ports`. */
@@ -208,7 +217,7 @@ export async function serveWebSocketPortForward(
   ws.on("error", (err: Error) => opts.log.debug("WebSocket error", { error: err.message }));
   const send = (channel: number, data: Uint8Array) => {
     idle.touch();
-    if (ws.readyState === ws.OPEN) ws.send(frame(channel, data));
+    return sent(ws, frame(channel, data));
   };
   await Promise.all(opts.ports.map(async (port, i) => {
     const prefix = new Uint8Array([port & 0xff, port >> 8]);

@@ -41,7 +41,7 @@ import { deferred } from "../deferred.ts";
 import { chunk, MessageAssembler } from "./assembler.ts";
 import { Deadlines } from "./deadlines.ts";
 import { decodeError } from "./error_map.ts";
-import { decodeDone, encodeResize } from "./payloads.ts";
+import { decodeContinue, decodeDone, encodeResize, encodeWindow } from "./payloads.ts";
 import { Sequencer } from "./sequencer.ts";
 
 /** Message kinds counted per frame by `onMessage` (byte streams). */
@@ -59,6 +59,9 @@ export interface Reply {
   payload: Uint8Array;
 }
 
+/** A stream's output window by default: 4 MiB (link.proto, flow control). */
+export const DEFAULT_STREAM_OUTPUT_WINDOW = 4 << 20;
+
 /** Options for {@link SessionClient}. */
 export interface SessionClientOptions {
   /** Default unary timeout, ms (default 60 s). */
@@ -69,6 +72,11 @@ export interface SessionClientOptions {
   maxMessageBytes?: number;
   /** Most device-started sessions open at once (default 1024). */
   maxDeviceSessions?: number;
+  /**
+   * A stream's output window, bytes (default 4 MiB; 0: no flow control): the most output a
+   * device that honours it sends that the stream's consumer has not taken yet (link.proto).
+   */
+  streamOutputWindow?: number;
   /**
    * Called once per message that crosses the link at the session layer: each
    * command aranya sends (once per message, not per chunk or data frame) and
@@ -88,9 +96,13 @@ export interface RequestOptions {
 
 /** Options of one stream session. */
 export interface StreamOptions {
-  /** Output callbacks, called in order; must not throw. */
-  onStdout?: (data: Uint8Array) => void;
-  onStderr?: (data: Uint8Array) => void;
+  /**
+   * Output callbacks, called in order; must not throw. One that returns a promise has taken
+   * the data when it settles (the device is granted more output only then: backpressure); one
+   * that returns nothing has taken it at once.
+   */
+  onStdout?: (data: Uint8Array) => unknown;
+  onStderr?: (data: Uint8Array) => unknown;
   creationTimeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -133,6 +145,7 @@ export class SessionClient {
   readonly #log: Logger;
   readonly #unaryTimeoutMs: number;
   readonly #streamCreationTimeoutMs: number;
+  readonly #streamOutputWindow: number;
   readonly #maxMessageBytes: number;
   readonly #maxDeviceSessions: number;
   readonly #maxChunk: number;
@@ -150,6 +163,7 @@ export class SessionClient {
     this.#log = opts.log ?? nullLogger;
     this.#unaryTimeoutMs = opts.unaryTimeoutMs ?? 60_000;
     this.#streamCreationTimeoutMs = opts.streamCreationTimeoutMs ?? 30_000;
+    this.#streamOutputWindow = opts.streamOutputWindow ?? DEFAULT_STREAM_OUTPUT_WINDOW;
     this.#maxMessageBytes = opts.maxMessageBytes ?? 64 * 1024 * 1024;
     this.#maxDeviceSessions = opts.maxDeviceSessions ?? 1024;
     this.#onMessage = opts.onMessage ?? (() => {});
@@ -261,6 +275,27 @@ export class SessionClient {
     done.promise.catch(() => {});
     const asm = new MessageAssembler(this.#maxMessageBytes);
     const creationMs = opts.creationTimeoutMs ?? this.#streamCreationTimeoutMs;
+    const window = this.#streamOutputWindow;
+    // Flow control (link.proto): the device says in MSG_STREAM_CONTINUE whether it honours the
+    // window; output the consumer has taken is granted back in steps of a quarter window.
+    let flow = false;
+    let ungranted = 0;
+    const step = Math.max(1, Math.floor(window / 4));
+    const grant = () => {
+      if (ended || !flow || ungranted < step) return;
+      const bytes = ungranted;
+      ungranted = 0;
+      this.#send(session, CmdKind.CMD_STREAM_WINDOW, encodeWindow(bytes), true).catch(() => {});
+    };
+    const deliver = (fn: StreamOptions["onStdout"], data: Uint8Array) => {
+      const taken = () => {
+        ungranted += data.byteLength;
+        grant();
+      };
+      const r = fn?.(data);
+      if (r instanceof Promise) r.then(taken, taken);
+      else taken();
+    };
     let ended = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const finish = () => {
@@ -277,13 +312,15 @@ export class SessionClient {
         switch (msg.kind) {
           case MsgKind.MSG_STREAM_CONTINUE:
             clearTimeout(timer);
+            flow = window > 0 && decodeContinue(msg.payload).flowControl;
+            grant();
             ready.resolve();
             return;
           case MsgKind.MSG_DATA_STDOUT:
-            if (msg.payload.byteLength) opts.onStdout?.(msg.payload);
+            if (msg.payload.byteLength) deliver(opts.onStdout, msg.payload);
             return;
           case MsgKind.MSG_DATA_STDERR:
-            if (msg.payload.byteLength) opts.onStderr?.(msg.payload);
+            if (msg.payload.byteLength) deliver(opts.onStderr, msg.payload);
             return;
         }
         const whole = asm.push(msg.kind, msg.payload, msg.complete);
@@ -325,7 +362,7 @@ export class SessionClient {
       }, creationMs);
       if (opts.signal?.aborted) queueMicrotask(onAbort);
       else opts.signal?.addEventListener("abort", onAbort, { once: true });
-      this.#sendMessage(session, kind, payload).catch((err) => session.fail(err));
+      this.#sendMessage(session, kind, payload, window).catch((err) => session.fail(err));
     }
     const gone = () =>
       new UnavailableError(`Stream ${sid} to device "${this.#link.device}" has ended`);
@@ -367,18 +404,31 @@ export class SessionClient {
     }
   }
 
-  #send(s: Session, kind: CmdKind, payload: Uint8Array, complete: boolean): Promise<void> {
-    const frame = encodeCmd({ kind, sid: s.sid, seq: s.nextSeq++, complete, payload });
+  #send(
+    s: Session,
+    kind: CmdKind,
+    payload: Uint8Array,
+    complete: boolean,
+    outputWindow = 0,
+  ): Promise<void> {
+    const frame = encodeCmd({
+      kind,
+      sid: s.sid,
+      seq: s.nextSeq++,
+      complete,
+      payload,
+      outputWindow,
+    });
     if (complete || kind === CmdKind.CMD_DATA_UPSTREAM) this.#onMessage("sent", CmdKind[kind]);
     return this.#link.send(frame);
   }
 
   /** Sends one message, chunked; every chunk is queued before this returns. */
-  #sendMessage(s: Session, kind: CmdKind, payload: Uint8Array): Promise<void> {
+  #sendMessage(s: Session, kind: CmdKind, payload: Uint8Array, outputWindow = 0): Promise<void> {
     const parts = chunk(payload, this.#maxChunk);
     let last: Promise<void> = Promise.resolve();
     for (let i = 0; i < parts.length; i++) {
-      last = this.#send(s, kind, parts[i]!, i === parts.length - 1);
+      last = this.#send(s, kind, parts[i]!, i === parts.length - 1, outputWindow);
       if (i < parts.length - 1) last.catch(() => {});
     }
     return last;

@@ -10,6 +10,9 @@
  *   code (MSG_DONE) or throws (MSG_ERROR, ExitCodeError carries the code).
  * - CMD_SESSION_CLOSE, a failed session or a lost link abort the handler's
  *   signal.
+ * - Flow control (link.proto): when the stream command names an output
+ *   window, MSG_STREAM_CONTINUE says this side honours it, and output waits
+ *   while the window aranya granted is used up.
  *
  * A frame that does not decode closes the link; a frame that breaks a
  * session's rules fails only that session.
@@ -36,7 +39,7 @@ import type { Link } from "../link.ts";
 import { type Logger, nullLogger } from "../log.ts";
 import { chunk, MessageAssembler } from "./assembler.ts";
 import { encodeError } from "./error_map.ts";
-import { decodeResize, encodeDone } from "./payloads.ts";
+import { decodeResize, decodeWindow, encodeContinue, encodeDone } from "./payloads.ts";
 import { Sequencer } from "./sequencer.ts";
 import { DEVICE_SID_BIT } from "./session_client.ts";
 
@@ -56,7 +59,10 @@ export type UnaryHandler = (cmd: Command) => Promise<{ kind: MsgKind; payload: U
 export interface StreamContext extends Command {
   /** Sends MSG_STREAM_CONTINUE (once): aranya may now send input. */
   ready(): Promise<void>;
-  /** Sends output; resolves when the link accepted it. */
+  /**
+   * Sends output; resolves when the link accepted it (under flow control, after aranya's window
+   * let it go: a slow client slows the handler). Rejects with CanceledError once the session ended.
+   */
   stdout(data: Uint8Array): Promise<void>;
   stderr(data: Uint8Array): Promise<void>;
   /** Input bytes (stdin, port-forward upstream); ends at aranya's end of input. */
@@ -95,7 +101,19 @@ interface ServerSession {
   input?: ReadableStreamDefaultController<Uint8Array>;
   inputDone: boolean;
   onResize?: (size: { cols: number; rows: number }) => void;
+  /**
+   * Output bytes this session may still send (flow control, link.proto): set from the stream
+   * command's output window, raised by CMD_STREAM_WINDOW; undefined: no flow control.
+   */
+  window?: number;
+  /** Output waiting for a window (stdout and stderr may both wait). */
+  waiters?: (() => void)[];
+  /** MSG_STREAM_CONTINUE sent (it says whether this side honours the window). */
+  readySent?: boolean;
 }
+
+/** Largest window a device keeps (grants beyond it are capped): 1 GiB. */
+const MAX_WINDOW = 1 << 30;
 
 /** Arhat's view of the sessions over one link. */
 export class SessionServer {
@@ -176,8 +194,24 @@ export class SessionServer {
     return last;
   }
 
+  /**
+   * Sends MSG_STREAM_CONTINUE once; with flow control its payload says this side honours the
+   * window (an empty one, as from devices before it, says it does not).
+   */
+  #ready(s: ServerSession): Promise<void> {
+    if (s.readySent || s.ended) return Promise.resolve();
+    s.readySent = true;
+    return this.#send(s, MsgKind.MSG_STREAM_CONTINUE, encodeContinue(s.window !== undefined), true);
+  }
+
   #sendData(s: ServerSession, kind: MsgKind, data: Uint8Array): Promise<void> {
     if (s.ended) return Promise.reject(new CanceledError(`Session ${s.sid} has ended`));
+    if (s.window !== undefined) {
+      // aranya grants more only after it heard that this side honours the window, so
+      // MSG_STREAM_CONTINUE goes first (queued now, in order before the data).
+      this.#ready(s).catch(() => {});
+      return this.#sendWindowed(s, kind, data);
+    }
     let last: Promise<void> = Promise.resolve();
     for (const p of chunk(data, this.#maxChunk)) {
       last.catch(() => {});
@@ -186,12 +220,31 @@ export class SessionServer {
     return last;
   }
 
+  /**
+   * Output under flow control: a chunk goes at once while the window is open and takes its size
+   * from it (the last one may overdraw it, by at most one chunk); otherwise it waits for a grant.
+   */
+  async #sendWindowed(s: ServerSession, kind: MsgKind, data: Uint8Array): Promise<void> {
+    let last: Promise<void> = Promise.resolve();
+    for (const p of chunk(data, this.#maxChunk)) {
+      if (s.window! <= 0) {
+        await this.#windowOpen(s);
+        if (s.ended) throw new CanceledError(`Session ${s.sid} has ended`);
+      }
+      s.window! -= p.byteLength;
+      last.catch(() => {});
+      last = this.#send(s, kind, p, false);
+    }
+    return await last;
+  }
+
   /** Ends a session with a final message (MSG_DONE or MSG_ERROR). */
   #end(s: ServerSession, kind: MsgKind, payload: Uint8Array): void {
     if (s.ended) return;
     s.ended = true;
     this.#sessions.delete(s.sid);
     this.#closeInput(s);
+    this.#wake(s);
     if (!this.#closed) this.#sendMessage(s, kind, payload).catch(() => {});
   }
 
@@ -200,6 +253,20 @@ export class SessionServer {
     this.#sessions.delete(s.sid);
     if (!s.abort.signal.aborted) s.abort.abort(new CanceledError(reason));
     this.#closeInput(s);
+    this.#wake(s);
+  }
+
+  #wake(s: ServerSession): void {
+    const waiters = s.waiters;
+    s.waiters = undefined;
+    for (const w of waiters ?? []) w();
+  }
+
+  /** Waits until `s` may send output (its window is open), or it ended. */
+  async #windowOpen(s: ServerSession): Promise<void> {
+    while (s.window !== undefined && s.window <= 0 && !s.ended && !s.abort.signal.aborted) {
+      await new Promise<void>((resolve) => (s.waiters ??= []).push(resolve));
+    }
   }
 
   #closeInput(s: ServerSession): void {
@@ -230,7 +297,10 @@ export class SessionServer {
     }
     let s = this.#sessions.get(cmd.sid);
     if (!s) {
-      if (cmd.kind === CmdKind.CMD_SESSION_CLOSE || cmd.kind === CmdKind.CMD_DATA_UPSTREAM) {
+      if (
+        cmd.kind === CmdKind.CMD_SESSION_CLOSE || cmd.kind === CmdKind.CMD_DATA_UPSTREAM ||
+        cmd.kind === CmdKind.CMD_STREAM_WINDOW
+      ) {
         return; // for a session that already ended
       }
       s = {
@@ -279,7 +349,15 @@ export class SessionServer {
         if (!s.started) throw new ProtocolError("A resize arrived before the command");
         s.onResize?.(decodeResize(cmd.payload));
         return;
+      case CmdKind.CMD_STREAM_WINDOW: {
+        if (!s.started) throw new ProtocolError("A window grant arrived before the command");
+        const bytes = decodeWindow(cmd.payload);
+        if (s.window !== undefined) s.window = Math.min(MAX_WINDOW, s.window + bytes);
+        this.#wake(s);
+        return;
+      }
     }
+    if (!s.started && s.window === undefined && cmd.outputWindow > 0) s.window = cmd.outputWindow;
     if (s.started) {
       throw new ProtocolError(`Unexpected command kind ${CmdKind[cmd.kind]} inside a session`);
     }
@@ -314,7 +392,6 @@ export class SessionServer {
       );
       return;
     }
-    let readySent = false;
     const input = new ReadableStream<Uint8Array>({
       start: (c) => {
         s.input = c;
@@ -326,11 +403,7 @@ export class SessionServer {
     const ctx: StreamContext = {
       ...base,
       input,
-      ready: () => {
-        if (readySent || s.ended) return Promise.resolve();
-        readySent = true;
-        return this.#send(s, MsgKind.MSG_STREAM_CONTINUE, new Uint8Array(0), true);
-      },
+      ready: () => this.#ready(s),
       stdout: (data) => this.#sendData(s, MsgKind.MSG_DATA_STDOUT, data),
       stderr: (data) => this.#sendData(s, MsgKind.MSG_DATA_STDERR, data),
       onResize: (handler) => {

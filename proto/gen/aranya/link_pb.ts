@@ -12,6 +12,14 @@
 // A session ends when the device sends MSG_DONE or MSG_ERROR, or when aranya
 // sends CMD_SESSION_CLOSE or CMD_REJECT.
 //
+// Flow control of a stream's output: aranya names a window on the stream
+// command (`output_window`); a device that honours it says so in its
+// MSG_STREAM_CONTINUE (StreamContinueMsg.flow_control) and then sends at most
+// that many output bytes (MSG_DATA_STDOUT and MSG_DATA_STDERR payloads) beyond
+// what aranya has granted back with CMD_STREAM_WINDOW as it passed the output
+// on. So a client that reads slowly slows the device, instead of aranya holding
+// what the client has not read. Either side without it: no window, as before.
+//
 // aranya allocates sids below 2^63; sids the device starts for unsolicited
 // messages (pod status changes) have the top bit set. sid 0 is the link itself
 // (state, rejection).
@@ -28,7 +36,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aranya/link.proto.
  */
 export const file_aranya_link: GenFile = /*@__PURE__*/
-  fileDesc("ChFhcmFueWEvbGluay5wcm90bxIGYXJhbnlhImEKA0NtZBIdCgRraW5kGAEgASgOMg8uYXJhbnlhLkNtZEtpbmQSCwoDc2lkGAIgASgEEgsKA3NlcRgDIAEoBBIQCghjb21wbGV0ZRgEIAEoCBIPCgdwYXlsb2FkGAsgASgMImEKA01zZxIdCgRraW5kGAEgASgOMg8uYXJhbnlhLk1zZ0tpbmQSCwoDc2lkGAIgASgEEgsKA3NlcRgDIAEoBBIQCghjb21wbGV0ZRgEIAEoCBIPCgdwYXlsb2FkGAsgASgMKqwCCgdDbWRLaW5kEhMKD0NNRF9VTlNQRUNJRklFRBAAEhUKEUNNRF9EQVRBX1VQU1RSRUFNEAESEgoOQ01EX1RUWV9SRVNJWkUQAhIVChFDTURfU0VTU0lPTl9DTE9TRRAFEg4KCkNNRF9SRUpFQ1QQBhIVChFDTURfTk9ERV9JTkZPX0dFVBALEgwKCENNRF9FWEVDEAwSDgoKQ01EX0FUVEFDSBANEgwKCENNRF9MT0dTEA4SFAoQQ01EX1BPUlRfRk9SV0FSRBAQEhEKDUNNRF9TVEFUU19HRVQQERISCg5DTURfUE9EX0VOU1VSRRAVEhIKDkNNRF9QT0RfREVMRVRFEBYSEAoMQ01EX1BPRF9MSVNUEBcSFAoQQ01EX0lNQUdFX0VOU1VSRRAfKvkBCgdNc2dLaW5kEhMKD01TR19VTlNQRUNJRklFRBAAEhcKE01TR19TVFJFQU1fQ09OVElOVUUQARITCg9NU0dfREFUQV9TVERPVVQQAhITCg9NU0dfREFUQV9TVERFUlIQAxIMCghNU0dfRE9ORRAFEg0KCU1TR19TVEFURRAGEg0KCU1TR19FUlJPUhAHEhMKD01TR19OT0RFX1NUQVRVUxALEg0KCU1TR19TVEFUUxAMEhIKDk1TR19QT0RfU1RBVFVTEBUSFwoTTVNHX1BPRF9TVEFUVVNfTElTVBAWEhkKFU1TR19JTUFHRV9TVEFUVVNfTElTVBAfYgZwcm90bzM");
+  fileDesc("ChFhcmFueWEvbGluay5wcm90bxIGYXJhbnlhIngKA0NtZBIdCgRraW5kGAEgASgOMg8uYXJhbnlhLkNtZEtpbmQSCwoDc2lkGAIgASgEEgsKA3NlcRgDIAEoBBIQCghjb21wbGV0ZRgEIAEoCBIVCg1vdXRwdXRfd2luZG93GAUgASgNEg8KB3BheWxvYWQYCyABKAwiYQoDTXNnEh0KBGtpbmQYASABKA4yDy5hcmFueWEuTXNnS2luZBILCgNzaWQYAiABKAQSCwoDc2VxGAMgASgEEhAKCGNvbXBsZXRlGAQgASgIEg8KB3BheWxvYWQYCyABKAwqwwIKB0NtZEtpbmQSEwoPQ01EX1VOU1BFQ0lGSUVEEAASFQoRQ01EX0RBVEFfVVBTVFJFQU0QARISCg5DTURfVFRZX1JFU0laRRACEhUKEUNNRF9TVFJFQU1fV0lORE9XEAMSFQoRQ01EX1NFU1NJT05fQ0xPU0UQBRIOCgpDTURfUkVKRUNUEAYSFQoRQ01EX05PREVfSU5GT19HRVQQCxIMCghDTURfRVhFQxAMEg4KCkNNRF9BVFRBQ0gQDRIMCghDTURfTE9HUxAOEhQKEENNRF9QT1JUX0ZPUldBUkQQEBIRCg1DTURfU1RBVFNfR0VUEBESEgoOQ01EX1BPRF9FTlNVUkUQFRISCg5DTURfUE9EX0RFTEVURRAWEhAKDENNRF9QT0RfTElTVBAXEhQKEENNRF9JTUFHRV9FTlNVUkUQHyr5AQoHTXNnS2luZBITCg9NU0dfVU5TUEVDSUZJRUQQABIXChNNU0dfU1RSRUFNX0NPTlRJTlVFEAESEwoPTVNHX0RBVEFfU1RET1VUEAISEwoPTVNHX0RBVEFfU1RERVJSEAMSDAoITVNHX0RPTkUQBRINCglNU0dfU1RBVEUQBhINCglNU0dfRVJST1IQBxITCg9NU0dfTk9ERV9TVEFUVVMQCxINCglNU0dfU1RBVFMQDBISCg5NU0dfUE9EX1NUQVRVUxAVEhcKE01TR19QT0RfU1RBVFVTX0xJU1QQFhIZChVNU0dfSU1BR0VfU1RBVFVTX0xJU1QQH2IGcHJvdG8z");
 
 /**
  * Cloud -> device.
@@ -55,6 +63,13 @@ export type Cmd = Message<"aranya.Cmd"> & {
    * @generated from field: bool complete = 4;
    */
   complete: boolean;
+
+  /**
+   * On a stream command: the output window in bytes (see above); 0: none.
+   *
+   * @generated from field: uint32 output_window = 5;
+   */
+  outputWindow: number;
 
   /**
    * @generated from field: bytes payload = 11;
@@ -130,6 +145,14 @@ export enum CmdKind {
    * @generated from enum value: CMD_TTY_RESIZE = 2;
    */
   CMD_TTY_RESIZE = 2,
+
+  /**
+   * StreamWindowCmd: more output the device may send (only to a device whose
+   * MSG_STREAM_CONTINUE said it honours the window).
+   *
+   * @generated from enum value: CMD_STREAM_WINDOW = 3;
+   */
+  CMD_STREAM_WINDOW = 3,
 
   /**
    * SessionCloseCmd: cancel the session.
@@ -232,7 +255,8 @@ export enum MsgKind {
   MSG_UNSPECIFIED = 0,
 
   /**
-   * Empty: the stream is set up; aranya may now send CMD_DATA_UPSTREAM.
+   * StreamContinueMsg (empty from devices without flow control): the stream is
+   * set up; aranya may now send CMD_DATA_UPSTREAM.
    *
    * @generated from enum value: MSG_STREAM_CONTINUE = 1;
    */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aranya/stream.proto.
  */
 export const file_aranya_stream: GenFile = /*@__PURE__*/
-  fileDesc("ChNhcmFueWEvc3RyZWFtLnByb3RvEgZhcmFueWEi6QEKB0V4ZWNDbWQSDwoHcG9kX3VpZBgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDwoHY29tbWFuZBgDIAMoCRINCgVzdGRpbhgEIAEoCBIOCgZzdGRvdXQYBSABKAgSDgoGc3RkZXJyGAYgASgIEgsKA3R0eRgHIAEoCBIlCgNlbnYYCCADKAsyGC5hcmFueWEuRXhlY0NtZC5FbnZFbnRyeRIMCgRjb2xzGAkgASgNEgwKBHJvd3MYCiABKA0aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKpAQoHTG9nc0NtZBIPCgdwb2RfdWlkGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGltZXN0YW1wcxgEIAEoCBINCgVzaW5jZRgFIAEoCRISCgp0YWlsX2xpbmVzGAYgASgDEhMKC2xpbWl0X2J5dGVzGAcgASgDEhAKCHByZXZpb3VzGAggASgIEgwKBHBhdGgYCSABKAkiUQoOUG9ydEZvcndhcmRDbWQSDwoHcG9kX3VpZBgBIAEoCRIPCgduZXR3b3JrGAIgASgJEg8KB2FkZHJlc3MYAyABKAkSDAoEcG9ydBgEIAEoDSIqCgxUdHlSZXNpemVDbWQSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNYgZwcm90bzM");
+  fileDesc("ChNhcmFueWEvc3RyZWFtLnByb3RvEgZhcmFueWEi6QEKB0V4ZWNDbWQSDwoHcG9kX3VpZBgBIAEoCRIRCgljb250YWluZXIYAiABKAkSDwoHY29tbWFuZBgDIAMoCRINCgVzdGRpbhgEIAEoCBIOCgZzdGRvdXQYBSABKAgSDgoGc3RkZXJyGAYgASgIEgsKA3R0eRgHIAEoCBIlCgNlbnYYCCADKAsyGC5hcmFueWEuRXhlY0NtZC5FbnZFbnRyeRIMCgRjb2xzGAkgASgNEgwKBHJvd3MYCiABKA0aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKpAQoHTG9nc0NtZBIPCgdwb2RfdWlkGAEgASgJEhEKCWNvbnRhaW5lchgCIAEoCRIOCgZmb2xsb3cYAyABKAgSEgoKdGltZXN0YW1wcxgEIAEoCBINCgVzaW5jZRgFIAEoCRISCgp0YWlsX2xpbmVzGAYgASgDEhMKC2xpbWl0X2J5dGVzGAcgASgDEhAKCHByZXZpb3VzGAggASgIEgwKBHBhdGgYCSABKAkiUQoOUG9ydEZvcndhcmRDbWQSDwoHcG9kX3VpZBgBIAEoCRIPCgduZXR3b3JrGAIgASgJEg8KB2FkZHJlc3MYAyABKAkSDAoEcG9ydBgEIAEoDSIqCgxUdHlSZXNpemVDbWQSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIikKEVN0cmVhbUNvbnRpbnVlTXNnEhQKDGZsb3dfY29udHJvbBgBIAEoCCIgCg9TdHJlYW1XaW5kb3dDbWQSDQoFYnl0ZXMYASABKA1iBnByb3RvMw");
 
 /**
  * CMD_EXEC and CMD_ATTACH payload.
@@ -210,4 +210,46 @@ export type TtyResizeCmd = Message<"aranya.TtyResizeCmd"> & {
  */
 export const TtyResizeCmdSchema: GenMessage<TtyResizeCmd> = /*@__PURE__*/
   messageDesc(file_aranya_stream, 3);
+
+/**
+ * MSG_STREAM_CONTINUE payload.
+ *
+ * @generated from message aranya.StreamContinueMsg
+ */
+export type StreamContinueMsg = Message<"aranya.StreamContinueMsg"> & {
+  /**
+   * The device honours the stream command's output_window (link.proto).
+   *
+   * @generated from field: bool flow_control = 1;
+   */
+  flowControl: boolean;
+};
+
+/**
+ * Describes the message aranya.StreamContinueMsg.
+ * Use `create(StreamContinueMsgSchema)` to create a new message.
+ */
+export const StreamContinueMsgSchema: GenMessage<StreamContinueMsg> = /*@__PURE__*/
+  messageDesc(file_aranya_stream, 4);
+
+/**
+ * CMD_STREAM_WINDOW payload.
+ *
+ * @generated from message aranya.StreamWindowCmd
+ */
+export type StreamWindowCmd = Message<"aranya.StreamWindowCmd"> & {
+  /**
+   * Output bytes aranya has passed on since its last grant.
+   *
+   * @generated from field: uint32 bytes = 1;
+   */
+  bytes: number;
+};
+
+/**
+ * Describes the message aranya.StreamWindowCmd.
+ * Use `create(StreamWindowCmdSchema)` to create a new message.
+ */
+export const StreamWindowCmdSchema: GenMessage<StreamWindowCmd> = /*@__PURE__*/
+  messageDesc(file_aranya_stream, 5);
 
