@@ -37,22 +37,24 @@ export interface EnvelopeInit<K> {
   seq: bigint;
   complete: boolean;
   payload: Uint8Array;
-  /** Cmd only: a stream command's output window (link.proto, flow control); 0 or absent: none. */
-  outputWindow?: number;
 }
 
 /** Bytes an envelope adds around its payload, at most (tags, varints, length). */
 export const ENVELOPE_OVERHEAD = 40;
 
 /** Encodes a Cmd. */
-export function encodeCmd(init: EnvelopeInit<CmdKind>): Uint8Array {
+export function encodeCmd(
+  init: EnvelopeInit<CmdKind> & {
+    /** A stream command's output window (link.proto, flow control); 0 or absent: none. */
+    outputWindow?: number;
+  },
+): Uint8Array {
   return toBinary(CmdSchema, create(CmdSchema, init));
 }
 
 /** Encodes a Msg. */
 export function encodeMsg(init: EnvelopeInit<MsgKind>): Uint8Array {
-  const { outputWindow: _, ...msg } = init;
-  return toBinary(MsgSchema, create(MsgSchema, msg));
+  return toBinary(MsgSchema, create(MsgSchema, init));
 }
 
 /** Decodes a Cmd; throws ProtocolError when the bytes are not one. */

@@ -11,6 +11,7 @@ import { CmdKind } from "@aranya/common/envelope";
 import type { SessionClient } from "@aranya/common/session/session_client";
 import { LogsCmdSchema } from "@aranya/proto/gen/aranya/stream_pb";
 import type { LogsQuery } from "./routes.ts";
+import { taken } from "./stream_util.ts";
 
 /** Where the logs come from. */
 export interface LogsTarget {
@@ -40,17 +41,9 @@ export async function streamContainerLogs(
   // Resolves when the response has taken the bytes: the device is granted more log output only
   // then (flow control, link.proto), so a slow reader slows the device, not aranya's memory.
   const write = (d: Uint8Array): Promise<void> | undefined => {
-    if (!started) {
-      pending.push(d);
-      return undefined;
-    }
-    return new Promise((resolve) => {
-      try {
-        res.write(d, () => resolve());
-      } catch {
-        resolve();
-      }
-    });
+    if (started) return taken((done) => res.write(d, done));
+    pending.push(d);
+    return undefined;
   };
   const session = target.client.stream(
     CmdKind.CMD_LOGS,

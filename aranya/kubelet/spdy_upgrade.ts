@@ -29,7 +29,7 @@ import { type CommandChannels, type CommandStatus, errorStatus } from "./remote_
 import { TimeoutError } from "@aranya/common/errors";
 import type { StreamQuery } from "./routes.ts";
 import type { ForwardChannel } from "./port_forward.ts";
-import { IdleTimer, jsonLines, type StreamUpgrade } from "./stream_util.ts";
+import { IdleTimer, jsonLines, type StreamUpgrade, taken } from "./stream_util.ts";
 
 /** SPDY remote command protocols served. */
 export const SPDY_REMOTE_COMMAND_PROTOCOLS = ["v4.channel.k8s.io"];
@@ -57,21 +57,6 @@ function accept(socket: Duplex, head: Buffer, protocol: string): SpdyConnection 
   const conn = createSpdyConnection(socket, { protocol: "spdy", isServer: true });
   openSpdySendWindow(conn);
   return conn;
-}
-
-/**
- * Writes `data` to a SPDY stream; resolves when the stream has taken it (its write callback,
- * also on failure: a gone client ends the session elsewhere), at once without a stream.
- */
-function written(stream: SpdyStream | undefined, data: Uint8Array): Promise<void> {
-  if (!stream) return Promise.resolve();
-  return new Promise((resolve) => {
-    try {
-      stream.write(data, () => resolve());
-    } catch {
-      resolve();
-    }
-  });
 }
 
 /** Reads a SPDY stream as a ReadableStream (pausing the stream while the reader is behind). */
@@ -166,7 +151,7 @@ export function serveSpdyRemoteCommand(
       const s = streams.get(name);
       return (data: Uint8Array) => {
         idle.touch();
-        return written(s, data);
+        return s ? taken((done) => s.write(data, done)) : undefined;
       };
     };
     const stdin = streams.get("stdin");
@@ -260,7 +245,7 @@ export function serveSpdyPortForward(
       input: readable(data),
       output: (d) => {
         idle.touch();
-        return written(data, d);
+        return taken((done) => data.write(d, done));
       },
       signal: connAbort.signal,
     }).then((message) => {

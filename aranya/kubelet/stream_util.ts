@@ -101,3 +101,20 @@ export async function pumpInput(
     reader.releaseLock();
   }
 }
+
+/**
+ * Resolves when a write handed to `write` has been taken by the client's connection: `write`
+ * starts it and calls `done` from the connection's write callback (node streams' `write(data,
+ * cb)`, `ws`'s `send(data, cb)`). It resolves also on failure (a write that throws or fails): a
+ * gone client ends the session elsewhere. What the kubelet API's output sinks return, so the
+ * device is granted more output only when the client took the last (flow control, link.proto).
+ */
+export function taken(write: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      write(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}

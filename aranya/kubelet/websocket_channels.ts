@@ -21,7 +21,7 @@ import { concatBytes } from "@aranya/common/bytes";
 import type { CommandChannels, CommandStatus } from "./remote_command.ts";
 import type { ForwardChannel } from "./port_forward.ts";
 import type { StreamQuery } from "./routes.ts";
-import { IdleTimer, type StreamUpgrade, terminalSize } from "./stream_util.ts";
+import { IdleTimer, type StreamUpgrade, taken, terminalSize } from "./stream_util.ts";
 
 /**
  * WebSocket remote command protocols, preferred first. The older ones (v3,
@@ -170,13 +170,9 @@ export async function serveWebSocketRemoteCommand(
   ws.close(1000);
 }
 
-/**
- * Sends one message; resolves when `ws` has written it (its send callback, also on failure: a
- * gone client ends the session elsewhere), at once when it is not open.
- */
-function sent(ws: WebSocket, message: Uint8Array): Promise<void> {
-  if (ws.readyState !== ws.OPEN) return Promise.resolve();
-  return new Promise((resolve) => ws.send(message, () => resolve()));
+/** Sends one message; resolves when `ws` has written it ({@link taken}), at once when it is not open. */
+function sent(ws: WebSocket, message: Uint8Array): Promise<void> | undefined {
+  return ws.readyState === ws.OPEN ? taken((done) => ws.send(message, done)) : undefined;
 }
 
 /** Serves port-forward over WebSocket: one connection per port in `ports`. */

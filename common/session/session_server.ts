@@ -204,34 +204,24 @@ export class SessionServer {
     return this.#send(s, MsgKind.MSG_STREAM_CONTINUE, encodeContinue(s.window !== undefined), true);
   }
 
-  #sendData(s: ServerSession, kind: MsgKind, data: Uint8Array): Promise<void> {
-    if (s.ended) return Promise.reject(new CanceledError(`Session ${s.sid} has ended`));
-    if (s.window !== undefined) {
-      // aranya grants more only after it heard that this side honours the window, so
-      // MSG_STREAM_CONTINUE goes first (queued now, in order before the data).
-      this.#ready(s).catch(() => {});
-      return this.#sendWindowed(s, kind, data);
-    }
-    let last: Promise<void> = Promise.resolve();
-    for (const p of chunk(data, this.#maxChunk)) {
-      last.catch(() => {});
-      last = this.#send(s, kind, p, false);
-    }
-    return last;
-  }
-
   /**
-   * Output under flow control: a chunk goes at once while the window is open and takes its size
-   * from it (the last one may overdraw it, by at most one chunk); otherwise it waits for a grant.
+   * Sends output in chunks. Under flow control a chunk goes at once while the window is open and
+   * takes its size from it (the last one may overdraw it, by at most one chunk); otherwise it
+   * waits for a grant. aranya grants only after it heard that this side honours the window, so
+   * MSG_STREAM_CONTINUE goes first (queued now, in order before the data).
    */
-  async #sendWindowed(s: ServerSession, kind: MsgKind, data: Uint8Array): Promise<void> {
+  async #sendData(s: ServerSession, kind: MsgKind, data: Uint8Array): Promise<void> {
+    if (s.ended) throw new CanceledError(`Session ${s.sid} has ended`);
+    if (s.window !== undefined) this.#ready(s).catch(() => {});
     let last: Promise<void> = Promise.resolve();
     for (const p of chunk(data, this.#maxChunk)) {
-      if (s.window! <= 0) {
-        await this.#windowOpen(s);
-        if (s.ended) throw new CanceledError(`Session ${s.sid} has ended`);
+      if (s.window !== undefined) {
+        if (s.window <= 0) {
+          await this.#windowOpen(s);
+          if (s.ended) throw new CanceledError(`Session ${s.sid} has ended`);
+        }
+        s.window -= p.byteLength;
       }
-      s.window! -= p.byteLength;
       last.catch(() => {});
       last = this.#send(s, kind, p, false);
     }
