@@ -17,6 +17,11 @@
  *   fencing.
  * - `owns(key)`: rendezvous hashing of the key over the live members, so a
  *   member joining or leaving moves only its own share.
+ * - A process writes `spec.acquireTime` of its Lease once, when it starts
+ *   holding it: `startedAt(identity)`. A replica whose process died and came
+ *   back under the same identity (a container restarted in its pod) stays a
+ *   live member, but the others see its new start, are told (`onChange`), and
+ *   know that it holds nothing it took before (node_lease.ts).
  *
  * {@link StaticMembership} is the one-replica case (membership.enabled false).
  *
@@ -46,6 +51,11 @@ export interface Membership extends Runnable {
   members(): string[];
   /** True when `identity` is a live member. */
   isLive(identity: string): boolean;
+  /**
+   * When the process now behind live member `identity` started holding its membership (wall
+   * clock, ms since the epoch; its Lease's acquireTime), or undefined when unknown.
+   */
+  startedAt(identity: string): number | undefined;
   /** True when `key` is this replica's share (never while not healthy). No I/O. */
   owns(key: string): boolean;
   /**
@@ -75,6 +85,10 @@ export class StaticMembership implements Membership {
 
   isLive(identity: string): boolean {
     return identity === this.identity;
+  }
+
+  startedAt(): number | undefined {
+    return undefined;
   }
 
   owns(): boolean {
@@ -120,6 +134,8 @@ interface Seen {
   /** Local time of the change, ms. */
   at: number;
   durationMs: number;
+  /** The Lease's acquireTime (wall clock ms; NaN when it has none). */
+  acquiredAt: number;
 }
 
 /** Membership through one Lease per replica; see the module doc. */
@@ -132,6 +148,8 @@ export class LeaseMembership implements Membership {
   readonly #seen = new Map<string, Seen>();
   readonly #listeners = new Set<() => void>();
   #lastRenew = -Infinity;
+  /** This process has written its Lease once (with its acquireTime). */
+  #acquired = false;
   #members: string[] = [];
   #healthy = false;
 
@@ -163,6 +181,12 @@ export class LeaseMembership implements Membership {
     return this.#members.includes(identity);
   }
 
+  startedAt(identity: string): number | undefined {
+    if (!this.isLive(identity)) return undefined;
+    const at = this.#seen.get(identity)?.acquiredAt;
+    return at === undefined || Number.isNaN(at) ? undefined : at;
+  }
+
   owns(key: string): boolean {
     if (!this.#healthy) return false;
     return ownerOf(key, this.#members) === this.identity;
@@ -191,13 +215,22 @@ export class LeaseMembership implements Membership {
       const id = lease.spec?.holderIdentity;
       const rv = lease.metadata?.resourceVersion ?? "";
       if (!id || lease.metadata?.name !== this.leaseName(id)) return;
-      if (this.#seen.get(id)?.resourceVersion === rv) return;
+      const before = this.#seen.get(id);
+      if (before?.resourceVersion === rv) return;
+      const acquiredAt = lease.spec?.acquireTime
+        ? new Date(lease.spec.acquireTime).getTime()
+        : Number.NaN;
       this.#seen.set(id, {
         resourceVersion: rv,
         at: this.#now(),
         durationMs: (lease.spec?.leaseDurationSeconds ?? 15) * 1000,
+        acquiredAt,
       });
-      this.#update();
+      const restarted = before !== undefined && id !== this.identity &&
+        !Number.isNaN(acquiredAt) && acquiredAt !== before.acquiredAt;
+      if (restarted) this.#log.info("a replica started again under its identity", { member: id });
+      // A restart leaves the members as they were; the listeners are told all the same.
+      if (!this.#update() && restarted) this.#emit();
     };
     informer.on("add", observe);
     informer.on("update", observe);
@@ -244,8 +277,8 @@ export class LeaseMembership implements Membership {
     }
   }
 
-  /** Recomputes the live members and health; tells the listeners of a change. */
-  #update(): void {
+  /** Recomputes the live members and health; tells the listeners of a change (true: told). */
+  #update(): boolean {
     const now = this.#now();
     const healthy = now - this.#lastRenew < this.#o.renewDeadlineMs;
     const live = [...this.#seen.entries()]
@@ -260,6 +293,7 @@ export class LeaseMembership implements Membership {
       this.#log.info("replica members changed", { members: live, healthy });
       this.#emit();
     }
+    return changed;
   }
 
   #emit(): void {
@@ -276,10 +310,13 @@ export class LeaseMembership implements Membership {
   async #renew(last: V1Lease | undefined): Promise<V1Lease> {
     const o = this.#o;
     const name = this.leaseName();
+    const now = microTime(Date.now());
     const spec = {
       holderIdentity: this.identity,
       leaseDurationSeconds: Math.round(o.leaseDurationMs / 1000),
-      renewTime: microTime(Date.now()),
+      renewTime: now,
+      // This process's start, written once (a restart of this identity writes a new one).
+      ...(this.#acquired ? {} : { acquireTime: now }),
     };
     let current = last;
     for (let attempt = 1;; attempt++) {
@@ -289,22 +326,26 @@ export class LeaseMembership implements Membership {
             current = await o.coordination.readNamespacedLease({ name, namespace: o.namespace });
           } catch (err) {
             if (!isNotFound(err)) throw err;
-            return await o.coordination.createNamespacedLease({
+            const created = await o.coordination.createNamespacedLease({
               namespace: o.namespace,
               body: {
                 apiVersion: "coordination.k8s.io/v1",
                 kind: "Lease",
                 metadata: { name, namespace: o.namespace, labels: { [LABEL_MEMBERSHIP]: o.name } },
-                spec: { ...spec, acquireTime: spec.renewTime },
+                spec: { acquireTime: now, ...spec },
               },
             });
+            this.#acquired = true;
+            return created;
           }
         }
-        return await o.coordination.replaceNamespacedLease({
+        const replaced = await o.coordination.replaceNamespacedLease({
           name,
           namespace: o.namespace,
           body: { ...current, spec: { ...current.spec, ...spec } },
         });
+        this.#acquired = true;
+        return replaced;
       } catch (err) {
         // Our own Lease changed under us (a restart of this identity): read it again.
         if ((apiStatus(err) === 409 || isNotFound(err)) && attempt < 3) {

@@ -58,6 +58,13 @@ Deno.test({
       running.push(m.run(ac.signal));
       return { m, ac };
     };
+    // A replica with this client cannot delete its Lease, as if killed.
+    const noDelete = new Proxy(coordination, {
+      get: (target, prop, receiver) =>
+        prop === "deleteNamespacedLease"
+          ? () => Promise.reject(new Error("killed"))
+          : Reflect.get(target, prop, receiver),
+    });
     const keys = Array.from({ length: 300 }, (_, i) => `ns/device-${i}`);
     try {
       await cluster.kubectlOk(["create", "namespace", namespace]);
@@ -108,12 +115,6 @@ Deno.test({
         "a crashed replica (Lease left behind) is dropped after its lease duration",
         async () => {
           // c cannot delete its Lease, as if killed.
-          const noDelete = new Proxy(coordination, {
-            get: (target, prop, receiver) =>
-              prop === "deleteNamespacedLease"
-                ? () => Promise.reject(new Error("killed"))
-                : Reflect.get(target, prop, receiver),
-          });
           const c = start("c", noDelete);
           await c.m.ready;
           await eventually("b sees c", () => Promise.resolve(b.m.isLive("c") || undefined));
@@ -146,6 +147,33 @@ Deno.test({
         await eventually("d not healthy", () => Promise.resolve(!d.m.healthy || undefined), 10_000);
         assert.ok(keys.every((k) => !d.m.owns(k)), "owns nothing");
       });
+
+      await t.step(
+        "a replica killed and started again under its identity: still a member, its new start seen and told",
+        async () => {
+          const first = start("e", noDelete);
+          await first.m.ready;
+          const started1 = await eventually(
+            "b sees e's start",
+            () => Promise.resolve(b.m.startedAt("e")),
+          );
+          assert.ok(Math.abs(started1 - Date.now()) < 10_000, "a wall clock time");
+          first.ac.abort(); // killed: its Lease stays
+          await running[running.length - 1];
+          let told = 0;
+          b.m.onChange(() => told++);
+          const again = start("e");
+          await again.m.ready;
+          const started2 = await eventually(
+            "b sees e's new start",
+            () => Promise.resolve(b.m.startedAt("e") !== started1 ? b.m.startedAt("e") : undefined),
+          );
+          assert.ok(started2! > started1, "the new start is later");
+          assert.ok(b.m.isLive("e"), "still a member throughout");
+          assert.ok(told >= 1, "b's listeners were told");
+          assert.equal(b.m.startedAt("nobody"), undefined);
+        },
+      );
     } finally {
       for (const ac of stops) ac.abort();
       await Promise.allSettled(running);

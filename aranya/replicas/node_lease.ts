@@ -10,8 +10,11 @@
  *   replicas racing one gets 409 Conflict and reads again;
  * - a replica takes the Lease from another only when that one is not a live
  *   member (its membership Lease ran out: it stopped serving at its renew
- *   deadline, before), or the node Lease itself expired, or the holder
- *   cleared it;
+ *   deadline, before), or the holder's process started after the Lease's last
+ *   renewal (it died and came back under the same identity, and a process
+ *   renews a node Lease when it takes one: the new process holds nothing of
+ *   the old one's), or the node Lease itself expired, or the holder cleared
+ *   it;
  * - a renewal that finds another holder reports the loss: the caller closes
  *   the device's link at once.
  *
@@ -116,7 +119,7 @@ export class NodeLease {
         this.#log.info("waiting for the replica that holds the device to let go", { holder });
       }
       // Read again when the holder may have let go: at once when the members change (the holder
-      // left), when the Lease expires, else after a back-off from `retryMs` to 8 times it (the
+      // left, or its process started again), when the Lease expires, else after a back-off from `retryMs` to 8 times it (the
       // holder clears the Lease when its link closes). Not every `retryMs`: when a replica dies,
       // all its devices dial the others at once and would each read their Lease every second
       // until its membership runs out, thousands of reads delaying the renewals of every other
@@ -209,6 +212,9 @@ export class NodeLease {
     // The kubelet's convention (and an aranya before replicas) writes the node's own name.
     if (holder === "" || holder === me || holder === this.#o.node) return true;
     if (!this.#o.membership.isLive(holder)) return true;
+    const started = this.#o.membership.startedAt(holder);
+    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+    if (started !== undefined && renewed < started) return true;
     return this.#expiresAt(lease) < this.#now().getTime();
   }
 

@@ -4,7 +4,9 @@
  * is a live member with an unexpired Lease, and takes over once the holder is
  * not a member any more; the old holder's renewal then reports the loss; a
  * release lets another replica take it at once; a waiting replica reads again
- * when the members change, not only at its re-read; no Node, no Lease.
+ * when the members change, not only at its re-read; a live holder whose
+ * process started after the Lease's last renewal (it restarted) holds nothing:
+ * the waiting replica takes it when told; no Node, no Lease.
  */
 import assert from "node:assert/strict";
 import { uniqueName, useCluster } from "@aranya/e2e/fixtures";
@@ -15,6 +17,8 @@ import { testClients } from "../kube/testing/test_clients.ts";
 /** Live members the test sets; `changed()` tells the memberships' listeners. */
 class Members {
   readonly live: Set<string>;
+  /** When each member's process started (wall clock ms); unset: unknown. */
+  readonly started = new Map<string, number>();
   readonly #listeners = new Set<() => void>();
   constructor(live: string[]) {
     this.live = new Set(live);
@@ -34,6 +38,7 @@ class Members {
       ready: Promise.resolve(),
       members: () => [...this.live].sort(),
       isLive: (id) => this.live.has(id),
+      startedAt: (id) => this.started.get(id),
       owns: () => true,
       onChange: (l) => {
         this.#listeners.add(l);
@@ -136,6 +141,33 @@ Deno.test({
         assert.equal(await holder(), "r1");
         assert.equal(members.listening, 0);
       });
+      await t.step(
+        "a live holder that started again after its last renewal holds nothing: taken when told",
+        async () => {
+          // r1 holds it, renewed now; r0 waits (re-read far away). r1 stays a live member, so
+          // only its new start can free the Lease.
+          live.add("r0");
+          const r1holder = lease("r1");
+          assert.equal(await r1holder.acquire(ac.signal, 40), "held");
+          assert.equal(await r1holder.renew(40), true);
+          members.started.set("r1", Date.now() - 60_000); // started before: it holds the Lease
+          const r0waits = lease("r0");
+          let result: string | undefined;
+          const taking = r0waits.acquire(ac.signal, 40, 3_600_000).then((r) => result = r);
+          while (members.listening === 0) await new Promise((r) => setTimeout(r, 20));
+          members.changed(); // told, but nothing changed: keeps waiting
+          await new Promise((r) => setTimeout(r, 300));
+          assert.equal(result, undefined, "still waiting on a holder that did not restart");
+          members.started.set("r1", Date.now() + 1); // its process came back after the renewal
+          members.changed();
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const timeout = new Promise((r) => timer = setTimeout(() => r("still waiting"), 10_000));
+          assert.equal(await Promise.race([taking, timeout]), "held", "taken within 10 s");
+          clearTimeout(timer);
+          assert.equal(await holder(), "r0");
+          assert.equal(r0waits.previousHolder, "r1");
+        },
+      );
     } finally {
       ac.abort();
       await cluster.kubectl(["delete", "node", node, "--ignore-not-found"]);

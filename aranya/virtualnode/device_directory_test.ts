@@ -36,6 +36,9 @@ class TestMembership implements Membership {
   isLive(identity: string): boolean {
     return this.members().includes(identity);
   }
+  startedAt(): number | undefined {
+    return undefined;
+  }
   owns(): boolean {
     return this.others.length === 0;
   }
