@@ -38,6 +38,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   "containernetworking-plugins":
     "the worker node's pod network: the CNI bridge, host-local and loopback plugins",
   "iproute2": "ip, to create and delete the worker node's bridge",
+  "iptables": "the rules kube-proxy writes for Services (the in-cluster aranya e2e)",
   "procps": "ps, to watch service processes",
   "tcpdump": "bench: idle bytes on the wire",
   "tar": "packing the test image's rootfs",

@@ -1,13 +1,14 @@
 /**
- * Builds the pinned Kubernetes control plane (and the kubelet of the worker
- * node) from upstream Go modules.
+ * Builds the pinned Kubernetes control plane (and the kubelet and kube-proxy of
+ * the worker node) from upstream Go modules.
  *
  * The Go module in this folder requires k8s.io/kubernetes at the pinned release
  * and replaces every k8s.io staging module with its published version (what
  * upstream's own go.mod does with local paths). `go build` then compiles
- * kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the
- * kubelet (for e2e/cluster/worker_node.ts) from the module cache, plus our
- * embedded-etcd command. Binaries land in `.cache/cluster/bin/` and are rebuilt
+ * kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, the
+ * kubelet (for e2e/cluster/worker_node.ts) and kube-proxy (e2e/cluster/kube_proxy.ts)
+ * from the module cache, plus two commands of ours: the embedded etcd and the
+ * entrypoint of aranya's stand-in image (e2e/in_cluster/standin_image.ts). Binaries land in `.cache/cluster/bin/` and are rebuilt
  * only when the pin (go.mod, go.sum, our sources, the version flags) changes.
  */
 import { CACHE, ensureDir, exists, ROOT } from "../paths.ts";
@@ -25,6 +26,8 @@ export const BINARIES = [
   "kube-scheduler",
   "kubectl",
   "kubelet",
+  "kube-proxy",
+  "aranya-standin",
 ] as const;
 export type Binary = typeof BINARIES[number];
 
@@ -63,7 +66,7 @@ export function ldflags(version: string): string {
 
 async function stamp(version: string): Promise<string> {
   const parts = [version, ldflags(version)];
-  for (const f of ["go.mod", "go.sum", "cmd/etcd/main.go"]) {
+  for (const f of ["go.mod", "go.sum", "cmd/etcd/main.go", "cmd/aranya-standin/main.go"]) {
     parts.push(await Deno.readTextFile(`${MODULE_DIR}/${f}`));
   }
   return sha256Hex(parts.join("\0"));
@@ -99,7 +102,9 @@ export async function ensureBuilt(log: (line: string) => void = () => {}): Promi
     "k8s.io/kubernetes/cmd/kube-scheduler",
     "k8s.io/kubernetes/cmd/kubectl",
     "k8s.io/kubernetes/cmd/kubelet",
+    "k8s.io/kubernetes/cmd/kube-proxy",
     "./cmd/etcd",
+    "./cmd/aranya-standin",
   ];
   let out: Deno.CommandOutput;
   try {

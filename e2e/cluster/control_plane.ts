@@ -3,6 +3,12 @@
  * kube-controller-manager and kube-scheduler on 127.0.0.1, with fresh PKI on
  * every start. Used by the tests, `cluster:up` and the demo.
  *
+ * The API server can instead serve on one address of this machine that pods
+ * reach ({@link ControlPlaneOptions.address}): then it advertises that address,
+ * the "kubernetes" Service has it as its endpoint (through kube-proxy, pods in
+ * the cluster reach the API server at the Service's address, 10.0.0.1), and its
+ * certificate names it. The in-cluster aranya e2e runs it so.
+ *
  * The API server runs hardened the way aranya must cope with in production:
  * `--authorization-mode=Node,RBAC`, service-account tokens, and
  * `--kubelet-certificate-authority`, so a kubelet endpoint must present a
@@ -30,6 +36,12 @@ export interface ControlPlaneOptions {
   dir?: string;
   /** Keep running after this process exits (`cluster:up`); default false (dies with us). */
   detached?: boolean;
+  /**
+   * The one address the API server binds and advertises. Default "127.0.0.1" (the "kubernetes"
+   * Service then has no endpoint: Endpoints refuse a loopback address). Another address of this
+   * machine makes the API server reachable from pods (see the module doc).
+   */
+  address?: string;
   /** Progress lines. */
   log?: (line: string) => void;
 }
@@ -70,7 +82,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
   await stopControlPlane(dir);
   await ensureDir(runDir);
-  const pki = await generatePki(`${runDir}/pki`);
+  const address = opts.address ?? "127.0.0.1";
+  const loopback = address === "127.0.0.1";
+  const pki = await generatePki(`${runDir}/pki`, {
+    apiserverSans: loopback ? [] : [`IP:${address}`],
+  });
   const ports = {
     etcd: freePort(),
     etcdPeer: freePort(),
@@ -78,7 +94,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     controllerManager: freePort(),
     scheduler: freePort(),
   };
-  const server = `https://127.0.0.1:${ports.apiserver}`;
+  const server = `https://${address}:${ports.apiserver}`;
   const kubeconfig = `${dir}/admin.kubeconfig`;
   const kcFor = (name: string) => `${runDir}/${name}.kubeconfig`;
   await writeKubeconfig({
@@ -139,8 +155,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     log(`starting kube-apiserver ${version} on ${server}`);
     const apiserver = await start("kube-apiserver", [
       `--etcd-servers=http://127.0.0.1:${ports.etcd}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${ports.apiserver}`,
       `--tls-cert-file=${pki.apiserver.cert}`,
       `--tls-private-key-file=${pki.apiserver.key}`,
@@ -156,7 +172,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       `--kubelet-certificate-authority=${pki.ca.cert}`,
       "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
       // The "kubernetes" Service endpoint would be 127.0.0.1, which Endpoints validation refuses.
-      "--endpoint-reconciler-type=none",
+      ...(loopback ? ["--endpoint-reconciler-type=none"] : []),
       "--allow-privileged=true",
       "--profiling=false",
       "--v=1",

@@ -65,8 +65,14 @@ export async function createCa(dir: string, cn: string): Promise<CertPair> {
   return ca;
 }
 
+/** Options of {@link generatePki}. */
+export interface PkiOptions {
+  /** More subject alternative names of the API server's certificate (e.g. "IP:192.0.2.2"). */
+  apiserverSans?: string[];
+}
+
 /** Generates a complete PKI in `dir` (overwriting what is there). */
-export async function generatePki(dir: string): Promise<ClusterPki> {
+export async function generatePki(dir: string, opts: PkiOptions = {}): Promise<ClusterPki> {
   await ensureDir(dir);
   const ca = await createCa(dir, "aranya-e2e-cluster-ca");
   const leaf = (spec: LeafSpec) => issueLeaf(dir, ca, spec);
@@ -84,6 +90,7 @@ export async function generatePki(dir: string): Promise<ClusterPki> {
           "DNS:kubernetes.default",
           "DNS:kubernetes.default.svc",
           "DNS:kubernetes.default.svc.cluster.local",
+          ...(opts.apiserverSans ?? []),
         ],
       }),
       leaf({

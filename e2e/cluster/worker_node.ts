@@ -96,6 +96,11 @@ export interface WorkerNodeOptions {
   detached?: boolean;
   /** Extra kubelet flags, appended. */
   kubeletFlags?: string[];
+  /**
+   * More OCI image archives (oci_archive.ts) to import into containerd before the kubelet starts,
+   * with the image names each must yield, e.g. aranya's stand-in image.
+   */
+  images?: { archive: string; names: string[] }[];
   /** How long the Node may take to be Ready; default 120 s. */
   readyTimeoutMs?: number;
   /** Progress lines. */
@@ -411,8 +416,12 @@ export async function startWorkerNode(opts: WorkerNodeOptions): Promise<WorkerNo
     const archive = await writeWorkerImages(await ensureDir(`${dir}/images`));
     await ctr(socket, ["images", "import", "--snapshotter", SNAPSHOTTER, archive]);
     await removeAll(`${dir}/images`);
+    for (const more of opts.images ?? []) {
+      log(`worker ${id}: importing ${more.names.join(", ")} into containerd (k8s.io)`);
+      await ctr(socket, ["images", "import", "--snapshotter", SNAPSHOTTER, more.archive]);
+    }
     const images = (await ctr(socket, ["images", "list", "--quiet"])).split("\n");
-    for (const want of [TEST_IMAGE, PAUSE_IMAGE]) {
+    for (const want of [TEST_IMAGE, PAUSE_IMAGE, ...(opts.images ?? []).flatMap((i) => i.names)]) {
       if (!images.includes(want)) {
         throw new Error(
           `containerd of worker "${id}" lacks image "${want}" after the import (has: ${
