@@ -8,7 +8,8 @@ import { CmdKind, decodeCmd, decodeMsg, encodeCmd, encodeMsg, MsgKind } from "..
 import { memoryLinkPair } from "../testing/memory_link.ts";
 import { SessionClient } from "./session_client.ts";
 import { type Dispatcher, SessionServer, type StreamContext } from "./session_server.ts";
-import { encodeDone, encodeWindow } from "./payloads.ts";
+import { encodeContinue, encodeDone, encodeWindow } from "./payloads.ts";
+import { ProtocolError } from "../errors.ts";
 
 const FRAME = 16 * 1024;
 const WINDOW = 256 * 1024;
@@ -154,3 +155,69 @@ Deno.test("a window grant for a session that already ended starts nothing on the
   assert.equal(server.activeSessions, 0);
   cloud.close();
 });
+
+/**
+ * A device that floods `frames` stdout frames into a CMD_LOGS session after an
+ * MSG_STREAM_CONTINUE saying `flowControl`, whatever aranya grants; it answers
+ * CMD_NODE_INFO_GET with a unary MSG_DONE (the link still works).
+ */
+function floodingDevice(
+  device: ReturnType<typeof memoryLinkPair>[1],
+  frames: number,
+  flowControl: boolean,
+) {
+  const closed: bigint[] = [];
+  let seq = 0n;
+  device.start((frame) => {
+    const cmd = decodeCmd(frame);
+    const send = (kind: MsgKind, payload: Uint8Array, complete: boolean) =>
+      device.send(encodeMsg({ kind, sid: cmd.sid, seq: seq++, complete, payload }));
+    if (cmd.kind === CmdKind.CMD_SESSION_CLOSE) closed.push(cmd.sid);
+    if (cmd.kind === CmdKind.CMD_NODE_INFO_GET) {
+      seq = 0n;
+      send(MsgKind.MSG_DONE, encodeDone(0), true);
+    }
+    if (cmd.kind !== CmdKind.CMD_LOGS) return;
+    send(MsgKind.MSG_STREAM_CONTINUE, encodeContinue(flowControl), true);
+    for (let i = 0; i < frames; i++) {
+      send(MsgKind.MSG_DATA_STDOUT, new Uint8Array(FRAME - 64), false);
+    }
+  });
+  return { closed };
+}
+
+for (const flowControl of [true, false]) {
+  const allowed = flowControl ? "its window plus a frame per output" : "16 windows";
+  Deno.test(`a device ${flowControl ? "under" : "without"} flow control that outruns a client that takes nothing is stopped at ${allowed}; the link goes on`, async () => {
+    const [cloud, device] = memoryLinkPair("ns/dev", FRAME);
+    const client = new SessionClient(cloud, { streamOutputWindow: WINDOW });
+    client.start();
+    // Enough to pass either bound: 20 windows.
+    const frames = Math.ceil((20 * WINDOW) / (FRAME - 64));
+    const { closed } = floodingDevice(device, frames, flowControl);
+    let received = 0;
+    const s = client.stream(CmdKind.CMD_LOGS, new Uint8Array(0), {
+      onStdout: (d) => {
+        received += d.byteLength;
+        return new Promise(() => {}); // never taken
+      },
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<never>((_, reject) =>
+      timer = setTimeout(() => reject(new Error("the stream was not stopped within 5 s")), 5000)
+    );
+    await assert.rejects(Promise.race([s.done, stuck]), (err: unknown) => {
+      assert.ok(err instanceof ProtocolError, String(err));
+      assert.match(err.message, /Device "ns\/dev" sent \d+ bytes of stream \d+'s output/);
+      return true;
+    });
+    clearTimeout(timer);
+    const bound = flowControl ? WINDOW + 2 * FRAME : 16 * WINDOW;
+    assert.ok(received <= bound + FRAME, `${received} bytes reached the client; bound ${bound}`);
+    assert.ok(received > (flowControl ? WINDOW : 15 * WINDOW), "not stopped early");
+    assert.deepEqual(closed, [s.sid], "the device was told to close the session");
+    // The link and other sessions go on.
+    await client.request(CmdKind.CMD_NODE_INFO_GET, new Uint8Array(0));
+    cloud.close();
+  });
+}

@@ -16,6 +16,14 @@
  * Framing rules are in proto/aranya/link.proto. A frame that does not decode
  * closes the link (nothing in it can be trusted); a frame that breaks a
  * session's rules (bad order, oversized message) fails only that session.
+ *
+ * A stream's output that the consumer has not taken yet is bounded, so a
+ * device cannot grow aranya's memory by outrunning a slow client: a device
+ * under flow control may be ahead by its window plus one frame per output
+ * (more is a protocol violation); one without (an arhat from before flow
+ * control) by {@link UNCONTROLLED_OUTPUT_WINDOWS} windows. Beyond that the
+ * session is closed on both sides and fails with a ProtocolError naming the
+ * device and the bytes; other sessions and the link go on.
  */
 import {
   CmdKind,
@@ -61,6 +69,12 @@ export interface Reply {
 
 /** A stream's output window by default: 4 MiB (link.proto, flow control). */
 export const DEFAULT_STREAM_OUTPUT_WINDOW = 4 << 20;
+
+/**
+ * How many output windows a device without flow control may run ahead of a slow consumer before
+ * its stream is failed (64 MiB at the default window).
+ */
+export const UNCONTROLLED_OUTPUT_WINDOWS = 16;
 
 /** Options for {@link SessionClient}. */
 export interface SessionClientOptions {
@@ -287,14 +301,29 @@ export class SessionClient {
       ungranted = 0;
       this.#send(session, CmdKind.CMD_STREAM_WINDOW, encodeWindow(bytes), true).catch(() => {});
     };
+    // Output handed to the consumer that it has not taken yet, and how much of it may be.
+    let held = 0;
+    const bound = () =>
+      flow ? window + 2 * this.#link.maxFrameSize : window * UNCONTROLLED_OUTPUT_WINDOWS;
     const deliver = (fn: StreamOptions["onStdout"], data: Uint8Array) => {
       const taken = () => {
         ungranted += data.byteLength;
         grant();
       };
       const r = fn?.(data);
-      if (r instanceof Promise) r.then(taken, taken);
-      else taken();
+      if (!(r instanceof Promise)) return taken();
+      held += data.byteLength;
+      r.then(taken, taken).finally(() => held -= data.byteLength);
+      if (window > 0 && held > bound() && !ended) {
+        this.#closeSession(session, "output beyond the window");
+        session.fail(
+          new ProtocolError(
+            `Device "${this.#link.device}" sent ${held} bytes of stream ${sid}'s output that the client had not taken, more than the ${bound()} allowed ${
+              flow ? "under flow control" : "without flow control"
+            }`,
+          ),
+        );
+      }
     };
     let ended = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
