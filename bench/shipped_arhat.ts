@@ -21,6 +21,8 @@ export interface ShippedArhatBundle {
   deviceDir(name: string): Promise<string>;
   /** Starts arhat with `config` (a file under a {@link deviceDir}); it dies with this process. */
   spawn(name: string, config: string): Promise<ServiceProcess>;
+  /** The command line and environment that run arhat with `config`, for callers that spawn it. */
+  command(config: string): { cmd: string; args: string[]; env: Record<string, string> };
   /**
    * Loads the bundle once (arhat exits at once on a missing config), so its DENO_DIR holds the
    * dependency analysis a device's launcher keeps after its first start: without it, the first
@@ -87,6 +89,7 @@ export async function buildShippedArhat(
       }).output();
     },
     deviceDir: (name) => ensureDir(`${devices}/${name}`),
+    command: (arhatConfig) => ({ cmd, args: args(arhatConfig), env }),
     spawn: (name, arhatConfig) =>
       startService({
         name: `arhat ${name}`,

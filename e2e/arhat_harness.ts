@@ -77,10 +77,24 @@ export interface ArhatProc {
   output: () => string;
 }
 
-/** Starts arhat with exactly its deno.json permission set. */
+/** Starts arhat from its sources with exactly its deno.json permission set. */
 export function spawnArhat(configPath: string): ArhatProc {
-  const child = new Deno.Command("deno", {
+  return spawnArhatCommand({
+    cmd: "deno",
     args: ["run", "-P=arhat", "--no-prompt", `${ROOT}/arhat/main.ts`, "-c", configPath],
+  });
+}
+
+/**
+ * Starts arhat with another command line, e.g. the shipped bundle's (bench/shipped_arhat.ts),
+ * its output kept as {@link spawnArhat}'s.
+ */
+export function spawnArhatCommand(
+  c: { cmd: string; args: string[]; env?: Record<string, string> },
+): ArhatProc {
+  const child = new Deno.Command(c.cmd, {
+    args: c.args,
+    env: c.env,
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",

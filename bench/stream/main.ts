@@ -7,8 +7,9 @@
  *
  * The two nodes: the device node (the built kubectl -> the real kube-apiserver
  * -> the real aranya process (deploy/ RBAC, kubelet API on the advertised
- * address) -> one arhat over its websocket link -> Podman, as in
- * e2e/kubelet_e2e_test.ts), and its peer, a worker node (peer_node.ts: the
+ * address, deploy/'s settings) -> the shipped arhat (its bundle, permission
+ * set and V8 flags) over its websocket link -> Podman; shipped_node.ts), and
+ * its peer, a worker node (peer_node.ts: the
  * kubelet built from the pinned module, Debian's containerd and runc, a CNI
  * bridge; e2e/cluster/worker_node.ts). Every pod is the same spec on both,
  * placed with `nodeName` (and the worker's toleration). The control plane and
@@ -68,9 +69,9 @@ import { errorMessage } from "@aranya/common/errors";
 import type { WorkerNode } from "@aranya/e2e/cluster/worker_node";
 import type { World } from "@aranya/e2e/edge_world";
 import { eventually } from "@aranya/e2e/fixtures";
-import { startKubeletDevice } from "@aranya/e2e/kubelet_fixtures";
 import { freePort, sleep } from "@aranya/e2e/process";
 import { inBenchWorld } from "../bench_world.ts";
+import { startShippedNode } from "./shipped_node.ts";
 import { machineInfo } from "../machine.ts";
 import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
@@ -200,7 +201,7 @@ async function setUp(
   podRoom: number,
   started: { worker?: WorkerNode },
 ) {
-  const { node } = await startKubeletDevice(w, { logLevel: "warn", maxPods: podRoom + 1 });
+  const { node, arhatPid } = await startShippedNode(w, podRoom + 1);
   say(`device ${w.ns}/${node} Ready; starting the kubelet peer (worker node)`);
   const worker = started.worker = await startPeerNode(w, say);
   const sides: Placement[] = [
@@ -225,7 +226,7 @@ async function setUp(
     aranya: pod.status?.podIP as string | undefined,
     kubelet: peerPod.status?.podIP as string | undefined,
   };
-  return { sides, worker, mainId, infraId, podIPs };
+  return { sides, worker, mainId, infraId, podIPs, arhatPid };
 }
 
 async function echoRun(
@@ -343,7 +344,7 @@ async function measureWith(
   blobBytes: number,
   started: { worker?: WorkerNode },
 ) {
-  const { sides, worker, mainId, infraId, podIPs } = await setUp(
+  const { sides, worker, mainId, infraId, podIPs, arhatPid } = await setUp(
     w,
     blobBytes,
     f.podStarts,
@@ -431,7 +432,7 @@ async function measureWith(
     }
     const a = await attempt(
       `memory/aranya/${n}`,
-      () => aranyaSideMemory(w.arhat!.child.pid, w.services.endpoints.podmanSocket, ids),
+      () => aranyaSideMemory(arhatPid, w.services.endpoints.podmanSocket, ids),
     );
     if (a) memory.aranya[which] = a;
     const k = await attempt(`memory/kubelet/${n}`, () => kubeletSideMemory(worker.pids.containerd));
