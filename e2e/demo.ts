@@ -185,9 +185,7 @@ async function down(all = true): Promise<void> {
   // while the Podman service still answers.
   const podman = new EngineClient(PODMAN_SOCKET);
   try {
-    for (const c of await podman.containers({ "arhat.dev/managed": "true" })) {
-      await (await podman.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
-    }
+    await podman.removeContainers({ "arhat.dev/managed": "true" });
   } catch { /* Podman is not running: nothing to remove */ }
   podman.close();
   await stopLeftoverServices();

@@ -155,13 +155,7 @@ export class World {
     await this.cluster.kubectl(["wait", "--for=delete", `namespace/${this.ns}`, "--timeout=20s"]);
     await kill(this.arhat);
     await Promise.allSettled(this.aranyas.map((a) => a.stop()));
-    for (
-      const c of await this.engine.containers({ "arhat.dev/pod-namespace": this.ns }).catch(
-        () => [],
-      )
-    ) {
-      await (await this.engine.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
-    }
+    await this.engine.removeContainers({ "arhat.dev/pod-namespace": this.ns }).catch(() => 0);
     this.engine.close();
   }
 

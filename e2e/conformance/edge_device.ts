@@ -189,9 +189,7 @@ export async function startEdgeDevice(o: EdgeDeviceOptions): Promise<EdgeDevice>
     // arhat leaves its pods running when it stops (offline autonomy): remove them.
     const engine = new EngineClient(o.runtimeSocket);
     try {
-      for (const c of await engine.containers({ "arhat.dev/managed": "true" })) {
-        await (await engine.request("DELETE", `/containers/${c.Id}?force=true`)).body?.cancel();
-      }
+      await engine.removeContainers({ "arhat.dev/managed": "true" });
     } catch { /* the engine is gone */ }
     engine.close();
   };

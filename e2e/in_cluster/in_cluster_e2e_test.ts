@@ -499,12 +499,7 @@ Deno.test({
         await cluster.kubectl(["wait", "--for=delete", `namespace/${tenant}`, "--timeout=30s"]);
       }
       await kill(arhat);
-      for (
-        const x
-          of await engine?.containers({ "arhat.dev/pod-namespace": tenant }).catch(() => []) ?? []
-      ) {
-        await (await engine!.request("DELETE", `/containers/${x.Id}?force=true`)).body?.cancel();
-      }
+      await engine?.removeContainers({ "arhat.dev/pod-namespace": tenant }).catch(() => 0);
       engine?.close();
       await proxy?.stop();
       await worker?.stop();

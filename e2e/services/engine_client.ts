@@ -166,6 +166,32 @@ export class EngineClient {
     }[];
   }
 
+  /**
+   * Force-removes the containers whose labels include all of `labels` (every container when
+   * empty), with their anonymous volumes: the others first, then arhat's infra containers
+   * (label `arhat.dev/role=infra`). A pod's containers join its infra container's namespaces,
+   * and Podman, asked to remove an infra container while one of them still exists (or is being
+   * created), can leave it stuck in its "Removing" state, failing every later container list.
+   * Returns how many went.
+   */
+  async removeContainers(labels: Record<string, string> = {}): Promise<number> {
+    const all = Object.keys(labels).length
+      ? await this.containers(labels)
+      : await this.call("GET", "/containers/json?all=1") as Awaited<
+        ReturnType<EngineClient["containers"]>
+      >;
+    const isInfra = (c: { Labels?: Record<string, string> }) =>
+      c.Labels?.["arhat.dev/role"] === "infra";
+    const remove = (list: typeof all) =>
+      Promise.all(list.map(async (c) => {
+        const r = await this.request("DELETE", `/containers/${c.Id}?force=true&v=true`);
+        await r.body?.cancel();
+      }));
+    await remove(all.filter((c) => !isInfra(c)));
+    await remove(all.filter(isInfra));
+    return all.length;
+  }
+
   /** Reads one file from inside a container (the archive endpoint: a tar of that file). */
   async readFile(id: string, path: string): Promise<string> {
     const res = await this.request(

@@ -62,17 +62,28 @@ graphroot = "${dir}/storage"
  * belong to tests or the demo (the storage is project-local), and a container
  * outlives the API service (its conmon keeps it running), so this runs before
  * the service stops and after it starts. No-op when the service does not answer.
+ *
+ * Through the API, pods' other containers before their infra containers
+ * (EngineClient.removeContainers). When the API cannot list them (a container
+ * left in Podman's "Removing" state by an earlier run fails every list with
+ * "container not known"), through `podman rm --all --force`, twice: the CLI
+ * removes such a container, and its first pass can leave an infra container
+ * "Stopping" while it removes the ones joined to it.
  */
 export async function removeAllPodmanContainers(): Promise<void> {
   const client = new EngineClient(PODMAN_SOCKET);
   try {
-    const all = await client.call("GET", "/containers/json?all=1") as { Id: string }[];
-    await Promise.all(all.map(async (c) => {
-      const r = await client.request("DELETE", `/containers/${c.Id}?force=true&v=true`);
-      await r.body?.cancel();
-    }));
-  } catch {
-    /* the service is not running */
+    if (!await client.ping().catch(() => false)) return;
+    await client.removeContainers().catch(async () => {
+      for (let pass = 0; pass < 2; pass++) {
+        await new Deno.Command("podman", {
+          args: ["rm", "--all", "--force"],
+          env: podmanEnv(),
+          stdout: "null",
+          stderr: "null",
+        }).output();
+      }
+    });
   } finally {
     client.close();
   }
