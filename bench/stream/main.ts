@@ -1,9 +1,11 @@
 /**
  * `deno task bench:stream [--runs 5] [--round-trips 200] [--warmup 20] [--blob-mib 64]
- * [--pod-starts 20] [--settle-seconds 5]`: the kubelet API's streams, pod
- * start and node memory of an aranya node, each beside a real kubelet node in
- * the same run and on the same control plane, plus the stream anchors against
- * the container engine reached directly.
+ * [--pod-starts 20] [--settle-seconds 5] [--arhat-v8-flags "--a,--b" | none]`: the
+ * kubelet API's streams, pod start and node memory of an aranya node, each
+ * beside a real kubelet node in the same run and on the same control plane,
+ * plus the stream anchors against the container engine reached directly.
+ * --arhat-v8-flags runs arhat with other V8 flags than the shipped ones (none:
+ * V8's defaults), to measure what they cost.
  *
  * The two nodes: the device node (the built kubectl -> the real kube-apiserver
  * -> the real aranya process (deploy/ RBAC, kubelet API on the advertised
@@ -99,6 +101,7 @@ function flags() {
       "blob-mib": { type: "string", default: "64" },
       "pod-starts": { type: "string", default: "20" },
       "settle-seconds": { type: "string", default: "5" },
+      "arhat-v8-flags": { type: "string" },
     },
     strict: true,
   });
@@ -116,6 +119,12 @@ function flags() {
     blobMiB: count("blob-mib", 1),
     podStarts: count("pod-starts", 1),
     settleSeconds: count("settle-seconds", 0),
+    /** arhat's V8 flags instead of the shipped ones (to measure them); undefined: shipped. */
+    arhatV8Flags: values["arhat-v8-flags"] === undefined
+      ? undefined
+      : values["arhat-v8-flags"] === "none"
+      ? []
+      : values["arhat-v8-flags"].split(","),
   };
 }
 
@@ -200,8 +209,9 @@ async function setUp(
   blobBytes: number,
   podRoom: number,
   started: { worker?: WorkerNode },
+  arhatV8Flags: readonly string[] | undefined,
 ) {
-  const { node, arhatPid } = await startShippedNode(w, podRoom + 1);
+  const { node, arhatPid } = await startShippedNode(w, podRoom + 1, arhatV8Flags);
   say(`device ${w.ns}/${node} Ready; starting the kubelet peer (worker node)`);
   const worker = started.worker = await startPeerNode(w, say);
   const sides: Placement[] = [
@@ -349,6 +359,7 @@ async function measureWith(
     blobBytes,
     f.podStarts,
     started,
+    f.arhatV8Flags,
   );
   const attempt: Attempt = async (key, fn) => {
     try {
@@ -611,6 +622,7 @@ if (import.meta.main) {
     warmup: f.warmup,
     podStarts: f.podStarts,
     settleSeconds: f.settleSeconds,
+    arhatV8Flags: f.arhatV8Flags ?? "shipped",
     figures: "exec: p50/p99 of the round trips; portForward: median MB/s of the runs; " +
       "peer: the aranya node beside the kubelet node (ratios aranya / kubelet)",
     ...(out ?? {}),

@@ -28,7 +28,12 @@ export interface ShippedNode {
  * once its Node is Ready. arhat becomes the world's (`w.arhat`), so closing the world stops it
  * after the namespace is gone.
  */
-export async function startShippedNode(w: World, maxPods: number): Promise<ShippedNode> {
+export async function startShippedNode(
+  w: World,
+  maxPods: number,
+  /** arhat's V8 flags instead of the shipped ones (to measure them). */
+  arhatV8Flags?: readonly string[],
+): Promise<ShippedNode> {
   const port = freePort();
   const httpPort = freePort();
   const aranya = await w.startAranya(
@@ -41,7 +46,10 @@ export async function startShippedNode(w: World, maxPods: number): Promise<Shipp
     }),
   );
   await waitAranyaReady(aranya, httpPort);
-  const bundle = await buildShippedArhat(`${w.arhatDir}/bundle`);
+  const bundle = await buildShippedArhat(
+    `${w.arhatDir}/bundle`,
+    arhatV8Flags ? { v8Flags: arhatV8Flags } : {},
+  );
   await bundle.warm();
   const node = uniqueName("dev");
   const tokenAt = await w.createDevice(node, { pod: { allocatable: maxPods } });
