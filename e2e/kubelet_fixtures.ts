@@ -3,7 +3,7 @@
  * its kubelet API on an address the API server may proxy to, and one device
  * whose Node is Ready.
  */
-import { aranyaConfigYaml, waitAranyaReady } from "./aranya_harness.ts";
+import { aranyaConfigYaml, type AranyaTestConfig, waitAranyaReady } from "./aranya_harness.ts";
 import { websocketMethod } from "./edge_fixtures.ts";
 import type { World } from "./edge_world.ts";
 import { uniqueName } from "./fixtures.ts";
@@ -30,9 +30,35 @@ export interface KubeletDevice {
 }
 
 /**
- * Starts aranya (its kubelet API on {@link advertisedAddress}, one node port)
- * and arhat for a new EdgeDevice on the world's engine; resolves once the
- * Node is Ready.
+ * Starts aranya in the world, the only replica, with its websocket device listener and its
+ * kubelet API on {@link advertisedAddress} (one node port), at its default settings but for
+ * `config`'s; resolves once it is ready, with the websocket listener's and the kubelet API's
+ * ports.
+ */
+export async function startKubeletAranya(
+  w: World,
+  config: Pick<AranyaTestConfig, "node" | "logLevel"> = {},
+): Promise<{ websocketPort: number; kubeletPort: number }> {
+  const websocketPort = freePort();
+  const httpPort = freePort();
+  const kubeletPort = freePort();
+  const aranya = await w.startAranya(
+    aranyaConfigYaml({
+      kubeconfig: w.kubeconfig,
+      namespaces: [w.ns],
+      httpPort,
+      websocket: { port: websocketPort, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
+      kubelet: { address: advertisedAddress(), port: kubeletPort, portCount: 1 },
+      ...config,
+    }),
+  );
+  await waitAranyaReady(aranya, httpPort);
+  return { websocketPort, kubeletPort };
+}
+
+/**
+ * Starts aranya ({@link startKubeletAranya}, 1 s heartbeats) and arhat for a new EdgeDevice on
+ * the world's engine; resolves once the Node is Ready.
  */
 export async function startKubeletDevice(
   w: World,
@@ -44,21 +70,10 @@ export async function startKubeletDevice(
     maxPods?: number;
   } = {},
 ): Promise<KubeletDevice> {
-  const port = freePort();
-  const httpPort = freePort();
-  const kubeletPort = freePort();
-  const aranya = await w.startAranya(
-    aranyaConfigYaml({
-      kubeconfig: w.kubeconfig,
-      namespaces: [w.ns],
-      httpPort,
-      websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-      kubelet: { address: advertisedAddress(), port: kubeletPort, portCount: 1 },
-      node: { heartbeat: "1s", leaseDuration: "10s" },
-      logLevel: opts.logLevel,
-    }),
-  );
-  await waitAranyaReady(aranya, httpPort);
+  const { websocketPort: port, kubeletPort } = await startKubeletAranya(w, {
+    node: { heartbeat: "1s", leaseDuration: "10s" },
+    logLevel: opts.logLevel,
+  });
   const node = uniqueName("dev");
   const token = await w.createDevice(
     node,

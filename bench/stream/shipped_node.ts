@@ -7,11 +7,9 @@
  * 127.0.0.1, the kubelet API on one port of the address the API server reaches.
  */
 import type { World } from "@aranya/e2e/edge_world";
-import { aranyaConfigYaml, waitAranyaReady } from "@aranya/e2e/aranya_harness";
 import { spawnArhatCommand } from "@aranya/e2e/arhat_harness";
 import { arhatDeviceYaml, websocketMethod } from "@aranya/e2e/edge_fixtures";
-import { advertisedAddress } from "@aranya/e2e/kubelet_fixtures";
-import { freePort } from "@aranya/e2e/process";
+import { startKubeletAranya } from "@aranya/e2e/kubelet_fixtures";
 import { uniqueName } from "@aranya/e2e/fixtures";
 import { buildShippedArhat } from "../shipped_arhat.ts";
 
@@ -34,18 +32,7 @@ export async function startShippedNode(
   /** arhat's V8 flags instead of the shipped ones (to measure them). */
   arhatV8Flags?: readonly string[],
 ): Promise<ShippedNode> {
-  const port = freePort();
-  const httpPort = freePort();
-  const aranya = await w.startAranya(
-    aranyaConfigYaml({
-      kubeconfig: w.kubeconfig,
-      namespaces: [w.ns],
-      httpPort,
-      websocket: { port, certFile: `${w.dir}/tls.crt`, keyFile: `${w.dir}/tls.key` },
-      kubelet: { address: advertisedAddress(), port: freePort(), portCount: 1 },
-    }),
-  );
-  await waitAranyaReady(aranya, httpPort);
+  const { websocketPort: port } = await startKubeletAranya(w);
   const bundle = await buildShippedArhat(
     `${w.arhatDir}/bundle`,
     arhatV8Flags ? { v8Flags: arhatV8Flags } : {},
