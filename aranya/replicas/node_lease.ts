@@ -119,8 +119,8 @@ export class NodeLease {
         this.#log.info("waiting for the replica that holds the device to let go", { holder });
       }
       // Read again when the holder may have let go: at once when the members change (the holder
-      // left, or its process started again), when the Lease expires, else after a back-off from `retryMs` to 8 times it (the
-      // holder clears the Lease when its link closes). Not every `retryMs`: when a replica dies,
+      // left, or its process started again), when the Lease expires, else after a back-off from
+      // `retryMs` to 8 times it (the holder clears the Lease when its link closes). Not every `retryMs`: when a replica dies,
       // all its devices dial the others at once and would each read their Lease every second
       // until its membership runs out, thousands of reads delaying the renewals of every other
       // device.
@@ -146,10 +146,14 @@ export class NodeLease {
     });
   }
 
+  /** When `lease` was last renewed, ms since the epoch (0: never). */
+  #renewedAt(lease: V1Lease): number {
+    return lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
+  }
+
   /** When `lease` expires, ms since the epoch (by its renewTime and duration). */
   #expiresAt(lease: V1Lease): number {
-    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
-    return renewed + (lease.spec?.leaseDurationSeconds ?? 40) * 1000;
+    return this.#renewedAt(lease) + (lease.spec?.leaseDurationSeconds ?? 40) * 1000;
   }
 
   /**
@@ -213,8 +217,7 @@ export class NodeLease {
     if (holder === "" || holder === me || holder === this.#o.node) return true;
     if (!this.#o.membership.isLive(holder)) return true;
     const started = this.#o.membership.startedAt(holder);
-    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
-    if (started !== undefined && renewed < started) return true;
+    if (started !== undefined && this.#renewedAt(lease) < started) return true;
     return this.#expiresAt(lease) < this.#now().getTime();
   }
 

@@ -77,7 +77,8 @@ import { startShippedNode } from "./shipped_node.ts";
 import { machineInfo } from "../machine.ts";
 import { EchoTimer } from "./echo.ts";
 import { engineExec, engineHttpGet, inPodHttpGet } from "./engine.ts";
-import { kubectlCat, kubectlPortForward } from "./kubectl.ts";
+import { kubectlPortForward } from "@aranya/e2e/kubectl_child";
+import { kubectlCat, worldAt } from "./kubectl.ts";
 import {
   aranyaSideMemory,
   kubeletSideMemory,
@@ -304,7 +305,7 @@ async function kubectlStreams(
   const portForward: Record<string, { mbPerSec: number | null; runs: number[] }> = {};
   for (const [mode, ws] of MODES) {
     const r = await attempt(`portForward/${tag}/${mode}`, async () => {
-      const pf = await kubectlPortForward(w, `pod/${pod}`, freePort(), 8080, {
+      const pf = await kubectlPortForward(worldAt(w), `pod/${pod}`, freePort(), 8080, {
         KUBECTL_PORT_FORWARD_WEBSOCKETS: ws,
       });
       try {

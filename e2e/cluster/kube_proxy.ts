@@ -23,7 +23,7 @@ import { type CertPair, issueLeaf, writeKubeconfig } from "./pki.ts";
 
 /** Options of {@link startKubeProxy}. */
 export interface KubeProxyOptions {
-  /** Admin kubeconfig of the running control plane (its server and CA are used). */
+  /** The API server's URL. */
   server: string;
   /** The cluster CA: signs kube-proxy's client certificate. */
   ca: CertPair;

@@ -24,18 +24,19 @@ import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { applyAranyaRbac, ARANYA_NAMESPACE, DEPLOY_DIR } from "../aranya_harness.ts";
 import { type ArhatProc, kill, spawnArhat } from "../arhat_harness.ts";
-import { binPath } from "../cluster/build.ts";
 import { type ControlPlane, startControlPlane } from "../cluster/control_plane.ts";
 import { hostAddress } from "../cluster/host_address.ts";
 import { type KubeProxy, startKubeProxy } from "../cluster/kube_proxy.ts";
 import { issueLeaf } from "../cluster/pki.ts";
 import {
+  processes,
   startWorkerNode,
   WORKER_TOLERATION,
   type WorkerNode,
   workerSelector,
   workerSkipReason,
 } from "../cluster/worker_node.ts";
+import { kubectlPortForward } from "../kubectl_child.ts";
 import { arhatDeviceYaml, waitDeviceToken, waitNodeReady } from "../edge_fixtures.ts";
 import {
   applyCrds,
@@ -59,37 +60,33 @@ if (skipReason) console.warn(`in-cluster aranya e2e skipped: ${skipReason}`);
 
 const say = (line: string) => console.log(`[in-cluster] ${line}`);
 
-/** deploy/aranya's documents, each file as written, with the Deployment placed on the worker. */
+/** deploy/aranya/deployment.yaml's documents as written, with the Deployment placed on the worker. */
 async function shippedManifests(worker: WorkerNode): Promise<string> {
   const docs: unknown[] = [];
-  for (const file of ["deployment.yaml"]) {
-    const text = await Deno.readTextFile(`${DEPLOY_DIR}/${file}`);
-    for (const d of parseAllDocuments(text)) {
-      const obj = d.toJS() as {
-        kind?: string;
-        spec?: { template?: { spec?: Record<string, unknown> } };
-      } | null;
-      if (!obj) continue;
-      if (obj.kind === "Deployment") {
-        const pod = obj.spec!.template!.spec!;
-        pod.tolerations = [...(pod.tolerations as unknown[] ?? []), WORKER_TOLERATION];
-        pod.nodeSelector = { ...(pod.nodeSelector as object ?? {}), ...workerSelector(worker.id) };
-      }
-      docs.push(obj);
+  const text = await Deno.readTextFile(`${DEPLOY_DIR}/deployment.yaml`);
+  for (const d of parseAllDocuments(text)) {
+    const obj = d.toJS() as {
+      kind?: string;
+      spec?: { template?: { spec?: Record<string, unknown> } };
+    } | null;
+    if (!obj) continue;
+    if (obj.kind === "Deployment") {
+      const pod = obj.spec!.template!.spec!;
+      pod.tolerations = [...(pod.tolerations as unknown[] ?? []), WORKER_TOLERATION];
+      pod.nodeSelector = { ...(pod.nodeSelector as object ?? {}), ...workerSelector(worker.id) };
     }
+    docs.push(obj);
   }
   return docs.map((d) => JSON.stringify(d)).join("\n");
 }
 
-/** aranya's processes on this host (the containers' deno): host pid and identity. */
+/** aranya's processes on this host (the containers' deno): host pid, user and identity. */
 async function aranyaProcesses(): Promise<{ pid: number; uid: number; identity: string }[]> {
-  const out = await run("ps", ["-eo", "pid=,uid=,args="]);
   const found = [];
-  for (const line of out.split("\n")) {
-    const m = /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line);
-    if (!m || !m[3]!.startsWith(`${STANDIN_LIB}/deno `)) continue;
-    const identity = /--identity=(\S+)/.exec(m[3]!)?.[1] ?? "";
-    found.push({ pid: Number(m[1]), uid: Number(m[2]), identity });
+  for (const p of await processes()) {
+    if (!p.args.startsWith(`${STANDIN_LIB}/deno `)) continue;
+    const uid = Number((await run("ps", ["-o", "uid=", "-p", String(p.pid)])).trim());
+    found.push({ pid: p.pid, uid, identity: /--identity=(\S+)/.exec(p.args)?.[1] ?? "" });
   }
   return found;
 }
@@ -103,37 +100,6 @@ async function rootMountOptions(pid: number): Promise<string[]> {
     if (f[4] === "/") return (f[5] ?? "").split(",");
   }
   throw new Error(`Process ${pid} has no root mount in its mountinfo`);
-}
-
-/** `kubectl port-forward` in the background until "Forwarding from" is printed. */
-async function portForward(cluster: ClusterHandle, ns: string, target: string, local: number) {
-  const child = new Deno.Command(binPath("kubectl"), {
-    args: [`--kubeconfig=${cluster.kubeconfig}`, "-n", ns, "port-forward", target, `${local}:8080`],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const dec = new TextDecoder();
-  const pumps = [child.stdout, child.stderr].map(async (s) => {
-    for await (const c of s) out += dec.decode(c, { stream: true });
-  });
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    await child.status;
-    await Promise.allSettled(pumps);
-  };
-  try {
-    await eventually(`kubectl port-forward ${target} listening`, () => {
-      if (/Forwarding from/.test(out)) return Promise.resolve(true);
-      return Promise.resolve(undefined);
-    }, 30_000);
-  } catch (err) {
-    await stop();
-    throw new Error(`${err instanceof Error ? err.message : err}; kubectl said: ${out}`);
-  }
-  return { stop };
 }
 
 Deno.test({
@@ -422,10 +388,14 @@ Deno.test({
           const exec = await catIndex();
           assert.equal(exec.code, 0, exec.stderr);
           assert.equal(exec.stdout.trim(), "forwarded-ok");
-          const local = freePort();
-          const pf = await portForward(c(), tenant, "pod/web", local);
+          const pf = await kubectlPortForward(
+            { kubeconfig: c().kubeconfig, namespace: tenant },
+            "pod/web",
+            freePort(),
+            8080,
+          );
           try {
-            const res = await fetch(`http://127.0.0.1:${local}/index.html`);
+            const res = await fetch(`http://127.0.0.1:${pf.localPort}/index.html`);
             assert.equal((await res.text()).trim(), "forwarded-ok");
           } finally {
             await pf.stop();
